@@ -1,0 +1,141 @@
+//! The etcd Maintenance service: what `etcdctl endpoint status/health`, `defrag`, `alarm list` and
+//! `snapshot save` need.
+
+use std::io::{Read, Seek, Write};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use conclave_proto::etcdserverpb::maintenance_server::Maintenance;
+use conclave_proto::etcdserverpb::{
+    AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, DowngradeRequest,
+    DowngradeResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest,
+    MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
+};
+use futures::Stream;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::node::Node;
+
+/// The etcd API version Conclave reports and implements.
+pub const VERSION: &str = "3.5.0";
+
+/// Snapshot stream chunk size, as etcd's 32 KiB.
+const CHUNK: usize = 32 * 1024;
+
+pub struct MaintenanceService {
+    node: Arc<Node>,
+}
+
+impl MaintenanceService {
+    pub fn new(node: Arc<Node>) -> Self {
+        MaintenanceService { node }
+    }
+
+    fn revision(&self) -> i64 {
+        use crate::mvcc::View;
+        self.node.store.read().current_rev()
+    }
+}
+
+type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>> + Send>>;
+
+/// Copy the store to an unnamed temporary file, then stream it in chunks followed by the SHA-256
+/// of the content, as etcd does, so a truncated download can be detected.
+fn stream_snapshot(node: Arc<Node>, tx: mpsc::Sender<Result<SnapshotResponse, Status>>) -> std::io::Result<()> {
+    let mut file = tempfile::tempfile_in(node.config.data_dir())?;
+    node.store.export(&mut std::io::BufWriter::new(&mut file), &[])?.clear();
+    file.flush()?;
+    let total = file.stream_position()?;
+    file.rewind()?;
+    let mut hasher = Sha256::new();
+    let mut sent = 0u64;
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        sent += n as u64;
+        let chunk = SnapshotResponse {
+            header: node.header(0),
+            remaining_bytes: total - sent + 32,
+            blob: buf[..n].to_vec(),
+            version: VERSION.to_string(),
+        };
+        if tx.blocking_send(Ok(chunk)).is_err() {
+            return Ok(());
+        }
+    }
+    let trailer = SnapshotResponse {
+        header: node.header(0),
+        remaining_bytes: 0,
+        blob: hasher.finalize().to_vec(),
+        version: VERSION.to_string(),
+    };
+    let _ = tx.blocking_send(Ok(trailer));
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl Maintenance for MaintenanceService {
+    async fn alarm(&self, _request: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+        // No alarm is ever raised: the quota is enforced per request instead.
+        Ok(Response::new(AlarmResponse { header: self.node.header(self.revision()), alarms: Vec::new() }))
+    }
+
+    async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        let metrics = self.node.raft.metrics().borrow().clone();
+        let db_size = self.node.db_size() as i64;
+        Ok(Response::new(StatusResponse {
+            header: self.node.header(self.revision()),
+            version: VERSION.to_string(),
+            db_size,
+            leader: metrics.current_leader.unwrap_or(0),
+            raft_index: metrics.last_log_index.unwrap_or(0),
+            raft_term: metrics.current_term,
+            raft_applied_index: metrics.last_applied.map_or(0, |id| id.index),
+            db_size_in_use: db_size,
+            is_learner: false,
+            ..Default::default()
+        }))
+    }
+
+    async fn defragment(&self, _request: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
+        // sled reclaims space itself; a defrag request just makes everything durable.
+        self.node.db.flush_async().await.map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(DefragmentResponse { header: self.node.header(self.revision()) }))
+    }
+
+    async fn hash(&self, _request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        Err(Status::unimplemented("Hash is not supported by Conclave"))
+    }
+
+    async fn hash_kv(&self, _request: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+        Err(Status::unimplemented("HashKV is not supported by Conclave"))
+    }
+
+    type SnapshotStream = SnapshotStream;
+
+    async fn snapshot(&self, _request: Request<SnapshotRequest>) -> Result<Response<SnapshotStream>, Status> {
+        let (tx, rx) = mpsc::channel(4);
+        let node = self.node.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = stream_snapshot(node, tx.clone()) {
+                let _ = tx.blocking_send(Err(Status::internal(format!("snapshot: {e}"))));
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn move_leader(&self, _request: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
+        Err(Status::unimplemented("MoveLeader is not supported by Conclave yet"))
+    }
+
+    async fn downgrade(&self, _request: Request<DowngradeRequest>) -> Result<Response<DowngradeResponse>, Status> {
+        Err(Status::unimplemented("Downgrade is not supported by Conclave"))
+    }
+}

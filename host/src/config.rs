@@ -1,0 +1,146 @@
+//! Server flags: etcd's names, defaults and `ETCD_*` environment variables, so an etcd command
+//! line or environment starts Conclave unchanged.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+#[derive(Parser, Debug, Clone)]
+#[command(name = "conclave", version, about = "An etcd-compatible coordination service")]
+pub struct Config {
+    /// Human-readable name for this member.
+    #[arg(long, env = "ETCD_NAME", default_value = "default")]
+    pub name: String,
+
+    /// Path to the data directory (default: "<name>.conclave").
+    #[arg(long, env = "ETCD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// URLs to listen on for client traffic, comma-separated.
+    #[arg(long, env = "ETCD_LISTEN_CLIENT_URLS", default_value = "http://localhost:2379", value_delimiter = ',')]
+    pub listen_client_urls: Vec<String>,
+
+    /// Client URLs of this member advertised to the cluster, comma-separated.
+    #[arg(long, env = "ETCD_ADVERTISE_CLIENT_URLS", default_value = "http://localhost:2379", value_delimiter = ',')]
+    pub advertise_client_urls: Vec<String>,
+
+    /// URLs to listen on for peer traffic, comma-separated.
+    #[arg(long, env = "ETCD_LISTEN_PEER_URLS", default_value = "http://localhost:2380", value_delimiter = ',')]
+    pub listen_peer_urls: Vec<String>,
+
+    /// Peer URLs of this member advertised to the cluster, comma-separated.
+    #[arg(long, env = "ETCD_INITIAL_ADVERTISE_PEER_URLS", default_value = "http://localhost:2380", value_delimiter = ',')]
+    pub initial_advertise_peer_urls: Vec<String>,
+
+    /// Initial cluster configuration, `name=peer-url,…` (default: "<name>=<initial-advertise-peer-urls>").
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<String>,
+
+    /// Initial cluster state: `new` or `existing`.
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER_STATE", default_value = "new")]
+    pub initial_cluster_state: String,
+
+    /// Initial cluster token, which makes cluster and member ids unique per cluster.
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER_TOKEN", default_value = "etcd-cluster")]
+    pub initial_cluster_token: String,
+
+    /// Number of committed entries that triggers a snapshot (and a log purge).
+    #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 100_000)]
+    pub snapshot_count: u64,
+
+    /// Time in milliseconds of a heartbeat interval.
+    #[arg(long, env = "ETCD_HEARTBEAT_INTERVAL", default_value_t = 100)]
+    pub heartbeat_interval: u64,
+
+    /// Time in milliseconds for an election to time out.
+    #[arg(long, env = "ETCD_ELECTION_TIMEOUT", default_value_t = 1000)]
+    pub election_timeout: u64,
+
+    /// Maximum number of operations permitted in a transaction.
+    #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
+    pub max_txn_ops: usize,
+
+    /// Maximum client request size in bytes the server will accept.
+    #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]
+    pub max_request_bytes: usize,
+
+    /// Raise an alarm and refuse writes when the database exceeds this size (0: the 2 GiB default).
+    #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 0)]
+    pub quota_backend_bytes: u64,
+
+    /// Log level: debug, info, warn, error.
+    #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    /// Accepted for etcd compatibility; logs always go through `tracing` to stderr.
+    #[arg(long, env = "ETCD_LOGGER", default_value = "zap")]
+    pub logger: String,
+
+    /// Accepted for etcd compatibility; logs always go to stderr.
+    #[arg(long, env = "ETCD_LOG_OUTPUTS", default_value = "default", value_delimiter = ',')]
+    pub log_outputs: Vec<String>,
+}
+
+/// etcd's default quota when `--quota-backend-bytes` is 0.
+const DEFAULT_QUOTA_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+
+impl Config {
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("{}.conclave", self.name)))
+    }
+
+    pub fn quota_bytes(&self) -> u64 {
+        if self.quota_backend_bytes == 0 { DEFAULT_QUOTA_BYTES } else { self.quota_backend_bytes }
+    }
+
+    /// The initial cluster as (name, peer URL) pairs, in the order given.
+    pub fn initial_members(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let spec = match &self.initial_cluster {
+            Some(spec) => spec.clone(),
+            None => self
+                .initial_advertise_peer_urls
+                .iter()
+                .map(|url| format!("{}={}", self.name, url))
+                .collect::<Vec<_>>()
+                .join(","),
+        };
+        spec.split(',')
+            .filter(|part| !part.trim().is_empty())
+            .map(|part| match part.split_once('=') {
+                Some((name, url)) => Ok((name.trim().to_string(), url.trim().to_string())),
+                None => anyhow::bail!("--initial-cluster: expected name=url, got {part:?}"),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_etcd() {
+        let config = Config::parse_from(["conclave"]);
+        assert_eq!(config.data_dir(), PathBuf::from("default.conclave"));
+        assert_eq!(config.listen_client_urls, vec!["http://localhost:2379"]);
+        assert_eq!(config.max_txn_ops, 128);
+        assert_eq!(config.max_request_bytes, 1_572_864);
+        assert_eq!(
+            config.initial_members().unwrap(),
+            vec![("default".to_string(), "http://localhost:2380".to_string())]
+        );
+    }
+
+    #[test]
+    fn lists_split_on_commas() {
+        let config = Config::parse_from([
+            "conclave",
+            "--listen-client-urls",
+            "http://127.0.0.1:1,http://127.0.0.1:2",
+            "--initial-cluster",
+            "a=http://x:1,b=http://y:2",
+        ]);
+        assert_eq!(config.listen_client_urls.len(), 2);
+        assert_eq!(config.initial_members().unwrap().len(), 2);
+    }
+}

@@ -1,0 +1,11 @@
+//! Conclave's server: the etcd v3 API over a raft-replicated MVCC store.
+//!
+//! Requests flow one way: [`api`] (gRPC services) → [`raft`] (propose, or a local read after a
+//! linearizability check) → apply → [`mvcc`] → response.
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod mvcc;
+pub mod node;
+pub mod raft;

@@ -1,0 +1,73 @@
+//! `conclave`: start one member with etcd's flags.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use conclave_host::config::Config;
+use conclave_host::{api, node::Node};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing_subscriber::EnvFilter;
+
+/// `http://host:port` → `host:port`; only plain HTTP until TLS lands.
+fn listen_address(url: &str) -> anyhow::Result<String> {
+    let parsed = url::Url::parse(url).map_err(|e| anyhow::anyhow!("bad URL {url:?}: {e}"))?;
+    if parsed.scheme() != "http" {
+        anyhow::bail!("unsupported scheme in {url:?}: only http:// is supported yet");
+    }
+    let host = parsed.host_str().ok_or_else(|| anyhow::anyhow!("no host in {url:?}"))?;
+    let port = parsed.port().ok_or_else(|| anyhow::anyhow!("no port in {url:?}"))?;
+    Ok(format!("{host}:{port}"))
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let mut listeners = Vec::new();
+    for url in &config.listen_client_urls {
+        let address = listen_address(url)?;
+        let listener = TcpListener::bind(&address).await.map_err(|e| anyhow::anyhow!("listen on {address}: {e}"))?;
+        listeners.push(listener);
+    }
+    let node = Node::start(config).await?;
+    let mut servers = tokio::task::JoinSet::new();
+    for listener in listeners {
+        let local = listener.local_addr()?;
+        tracing::info!("ready to serve client requests on http://{local}");
+        let router = api::router(node.clone());
+        servers.spawn(router.serve_with_incoming(TcpListenerStream::new(listener)));
+    }
+    tokio::select! {
+        Some(finished) = servers.join_next() => finished??,
+        _ = shutdown_signal() => tracing::info!("shutting down"),
+    }
+    node.raft.shutdown().await.ok();
+    node.db.flush_async().await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn main() -> ExitCode {
+    let config = Config::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+            EnvFilter::new(format!("{},openraft=warn", config.log_level))
+        }))
+        .init();
+    let runtime = tokio::runtime::Runtime::new().expect("starting the tokio runtime");
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("conclave: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

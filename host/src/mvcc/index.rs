@@ -1,0 +1,132 @@
+//! In-memory key index: for every key, the revisions at which it changed.
+//!
+//! Values live in sled by revision; the index answers "which revision of which key is visible at
+//! store revision R", like etcd's treeIndex. It is rebuilt from sled at start-up.
+
+use std::collections::BTreeMap;
+
+use super::revision::Revision;
+use super::span::KeySpan;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Change {
+    rev: Revision,
+    tombstone: bool,
+}
+
+#[derive(Default)]
+pub struct KeyIndex {
+    keys: BTreeMap<Vec<u8>, Vec<Change>>,
+}
+
+impl KeyIndex {
+    /// Record a put of `key` at `rev`; revisions arrive in increasing order.
+    pub fn put(&mut self, key: &[u8], rev: Revision) {
+        self.push(key, Change { rev, tombstone: false });
+    }
+
+    /// Record a delete of `key` at `rev`.
+    pub fn tombstone(&mut self, key: &[u8], rev: Revision) {
+        self.push(key, Change { rev, tombstone: true });
+    }
+
+    fn push(&mut self, key: &[u8], change: Change) {
+        match self.keys.get_mut(key) {
+            Some(changes) => changes.push(change),
+            None => {
+                self.keys.insert(key.to_vec(), vec![change]);
+            }
+        }
+    }
+
+    /// The revision of `key` visible at store revision `at`, if the key is live then.
+    pub fn get(&self, key: &[u8], at: i64) -> Option<Revision> {
+        self.keys.get(key).and_then(|changes| visible(changes, at))
+    }
+
+    /// Live keys of `span` at revision `at`, in key order, with the revision holding each value.
+    pub fn range<'a>(
+        &'a self,
+        span: &'a KeySpan,
+        at: i64,
+    ) -> impl Iterator<Item = (&'a [u8], Revision)> + 'a {
+        span.bounds()
+            .into_iter()
+            .flat_map(move |bounds| self.keys.range::<[u8], _>(bounds))
+            .filter_map(move |(key, changes)| visible(changes, at).map(|rev| (key.as_slice(), rev)))
+    }
+
+    /// Forget history before `at`: each key keeps its newest change at or before `at` (unless that
+    /// change is a delete) and everything after. Returns the revisions that are no longer needed.
+    pub fn compact(&mut self, at: i64) -> Vec<Revision> {
+        let mut dropped = Vec::new();
+        self.keys.retain(|_, changes| {
+            let newer = changes.partition_point(|c| c.rev.main <= at);
+            if newer == 0 {
+                return true;
+            }
+            let keep_from = if changes[newer - 1].tombstone { newer } else { newer - 1 };
+            dropped.extend(changes.drain(..keep_from).map(|c| c.rev));
+            !changes.is_empty()
+        });
+        dropped
+    }
+}
+
+fn visible(changes: &[Change], at: i64) -> Option<Revision> {
+    let upto = changes.partition_point(|c| c.rev.main <= at);
+    let last = changes[..upto].last()?;
+    (!last.tombstone).then_some(last.rev)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rev(main: i64) -> Revision {
+        Revision::new(main, 0)
+    }
+
+    #[test]
+    fn visibility_follows_history() {
+        let mut index = KeyIndex::default();
+        index.put(b"a", rev(2));
+        index.put(b"a", rev(3));
+        index.tombstone(b"a", rev(4));
+        index.put(b"a", rev(5));
+        assert_eq!(index.get(b"a", 1), None);
+        assert_eq!(index.get(b"a", 3), Some(rev(3)));
+        assert_eq!(index.get(b"a", 4), None);
+        assert_eq!(index.get(b"a", 9), Some(rev(5)));
+    }
+
+    #[test]
+    fn range_skips_deleted_keys() {
+        let mut index = KeyIndex::default();
+        index.put(b"a", rev(2));
+        index.put(b"b", rev(3));
+        index.tombstone(b"b", rev(4));
+        index.put(b"c", rev(5));
+        let span = KeySpan::new(b"a", b"\0");
+        let keys: Vec<_> = index.range(&span, 5).map(|(k, _)| k.to_vec()).collect();
+        assert_eq!(keys, vec![b"a".to_vec(), b"c".to_vec()]);
+        let keys: Vec<_> = index.range(&span, 3).map(|(k, _)| k.to_vec()).collect();
+        assert_eq!(keys, vec![b"a".to_vec(), b"b".to_vec()]);
+    }
+
+    #[test]
+    fn compaction_keeps_what_is_visible() {
+        let mut index = KeyIndex::default();
+        index.put(b"a", rev(2));
+        index.put(b"a", rev(3));
+        index.put(b"b", rev(4));
+        index.tombstone(b"b", rev(5));
+        index.put(b"c", rev(7));
+        let mut dropped = index.compact(5);
+        dropped.sort();
+        assert_eq!(dropped, vec![rev(2), rev(4), rev(5)]);
+        assert_eq!(index.get(b"a", 6), Some(rev(3)));
+        assert_eq!(index.get(b"b", 6), None);
+        assert_eq!(index.get(b"c", 7), Some(rev(7)));
+    }
+}

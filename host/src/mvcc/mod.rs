@@ -1,0 +1,22 @@
+//! Multi-version key-value store with etcd's semantics: every write bumps the store revision,
+//! every key keeps create/mod revision and version, deletes leave tombstones, and history stays
+//! readable until compacted.
+//!
+//! Values are kept in sled by revision; an in-memory [`index::KeyIndex`] maps keys to revisions.
+//! Writes only happen inside an [`ApplyBatch`] (the raft state machine applying log entries), so
+//! the sled batch, the index and the revision counter move together.
+
+mod index;
+mod range;
+mod revision;
+mod span;
+mod store;
+mod txn;
+mod write;
+
+pub use range::range;
+pub use revision::Revision;
+pub use span::KeySpan;
+pub use store::{ApplyBatch, ReadView, Store, StoreError, View};
+pub use txn::{is_read_only, txn, TxnTarget};
+pub use write::Writer;

@@ -1,0 +1,280 @@
+//! Persistence of the MVCC store in a sled tree, and the read and write views over it.
+//!
+//! Layout of the tree: `k` + revision → a record (one flag byte: 0 put, 1 tombstone, then the
+//! protobuf `mvccpb.KeyValue`); `m/…` → store metadata (current and compacted revision) and
+//! whatever metadata the caller commits with a batch (the raft applied state).
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use conclave_proto::mvccpb::KeyValue;
+use prost::Message;
+
+use super::index::KeyIndex;
+use super::revision::Revision;
+use crate::error::EtcdError;
+
+const RECORD_PREFIX: u8 = b'k';
+const META_REV: &[u8] = b"m/rev";
+const META_COMPACT: &[u8] = b"m/compact";
+
+/// Why a store operation failed: an etcd error for the client, or a broken disk/database.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Etcd(#[from] EtcdError),
+    #[error("storage: {0}")]
+    Storage(String),
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Storage(e.to_string())
+    }
+}
+
+impl From<StoreError> for tonic::Status {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Etcd(e) => e.into(),
+            StoreError::Storage(msg) => tonic::Status::internal(msg),
+        }
+    }
+}
+
+pub(super) struct State {
+    pub index: KeyIndex,
+    /// The store revision: the main revision of the newest write (1 for an empty store).
+    pub rev: i64,
+    /// The newest compacted revision, -1 when never compacted.
+    pub compact_rev: i64,
+}
+
+/// The MVCC store of one node.
+pub struct Store {
+    tree: sled::Tree,
+    state: RwLock<State>,
+}
+
+/// Reading the store at its current state; implemented by read and write views alike.
+pub trait View {
+    fn index(&self) -> &KeyIndex;
+    fn current_rev(&self) -> i64;
+    fn compact_rev(&self) -> i64;
+    fn load(&self, rev: Revision) -> Result<KeyValue, StoreError>;
+
+    /// The live value of `key` at the current revision.
+    fn get(&self, key: &[u8]) -> Result<Option<KeyValue>, StoreError> {
+        match self.index().get(key, self.current_rev()) {
+            Some(rev) => self.load(rev).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+impl Store {
+    /// Open the store kept in `tree`, rebuilding the key index from the records.
+    pub fn open(tree: sled::Tree) -> Result<Self, StoreError> {
+        let state = load_state(&tree)?;
+        Ok(Store { tree, state: RwLock::new(state) })
+    }
+
+    /// A consistent read-only view; writers wait while it is held.
+    pub fn read(&self) -> ReadView<'_> {
+        ReadView { tree: &self.tree, state: self.state.read().unwrap_or_else(|e| e.into_inner()) }
+    }
+
+    /// Start applying writes; nothing is visible to readers or durable until `commit`.
+    pub fn begin(&self) -> ApplyBatch<'_> {
+        ApplyBatch {
+            tree: &self.tree,
+            state: self.state.write().unwrap_or_else(|e| e.into_inner()),
+            ops: sled::Batch::default(),
+            pending: HashMap::new(),
+        }
+    }
+
+    /// A metadata value committed with a batch; names start with `m/`.
+    pub fn meta(&self, name: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
+        Ok(self.tree.get(name)?)
+    }
+
+    /// Write every entry of the tree as length-prefixed key/value pairs: a consistent copy of the
+    /// whole store, writers held off meanwhile. Returns the `capture` metadata values as of that copy.
+    pub fn export(&self, out: &mut impl Write, capture: &[&[u8]]) -> io::Result<Vec<Option<sled::IVec>>> {
+        let _writers_wait = self.read();
+        let captured = capture.iter().map(|name| self.tree.get(name)).collect::<Result<Vec<_>, _>>().map_err(io::Error::other)?;
+        for entry in self.tree.iter() {
+            let (key, value) = entry.map_err(io::Error::other)?;
+            for part in [&key[..], &value[..]] {
+                out.write_all(&(part.len() as u64).to_be_bytes())?;
+                out.write_all(part)?;
+            }
+        }
+        Ok(captured)
+    }
+
+    /// Replace the whole store with a copy written by `export`.
+    pub fn import(&self, input: &mut impl Read) -> Result<(), StoreError> {
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let mut batch = sled::Batch::default();
+        for entry in self.tree.iter() {
+            batch.remove(entry?.0);
+        }
+        while let Some(key) = read_part(input)? {
+            let value = read_part(input)?.ok_or_else(|| corrupt("snapshot ends inside an entry"))?;
+            batch.insert(key, value);
+        }
+        self.tree.apply_batch(batch)?;
+        *state = load_state(&self.tree)?;
+        Ok(())
+    }
+}
+
+fn read_part(input: &mut impl Read) -> Result<Option<Vec<u8>>, StoreError> {
+    let mut len = [0u8; 8];
+    match input.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(StoreError::Storage(e.to_string())),
+    }
+    let mut part = vec![0u8; u64::from_be_bytes(len) as usize];
+    input.read_exact(&mut part).map_err(|_| corrupt("snapshot entry is truncated"))?;
+    Ok(Some(part))
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Storage(format!("corrupt data: {what}"))
+}
+
+fn record_key(rev: Revision) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + Revision::ENCODED_LEN);
+    key.push(RECORD_PREFIX);
+    key.extend_from_slice(&rev.to_bytes());
+    key
+}
+
+fn encode_record(kv: &KeyValue, tombstone: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + kv.encoded_len());
+    out.push(tombstone as u8);
+    kv.encode(&mut out).expect("Vec grows as needed");
+    out
+}
+
+fn decode_record(bytes: &[u8]) -> Result<(KeyValue, bool), StoreError> {
+    let (flag, body) = bytes.split_first().ok_or_else(|| corrupt("empty record"))?;
+    let kv = KeyValue::decode(body).map_err(|e| corrupt(&format!("record: {e}")))?;
+    Ok((kv, *flag == 1))
+}
+
+fn read_i64(tree: &sled::Tree, name: &[u8]) -> Result<Option<i64>, StoreError> {
+    match tree.get(name)? {
+        None => Ok(None),
+        Some(bytes) => {
+            let raw: [u8; 8] = bytes.as_ref().try_into().map_err(|_| corrupt("meta value"))?;
+            Ok(Some(i64::from_be_bytes(raw)))
+        }
+    }
+}
+
+fn load_state(tree: &sled::Tree) -> Result<State, StoreError> {
+    let mut index = KeyIndex::default();
+    for entry in tree.scan_prefix([RECORD_PREFIX]) {
+        let (key, value) = entry?;
+        let rev = Revision::from_bytes(&key[1..]).ok_or_else(|| corrupt("record key"))?;
+        let (kv, tombstone) = decode_record(&value)?;
+        if tombstone {
+            index.tombstone(&kv.key, rev);
+        } else {
+            index.put(&kv.key, rev);
+        }
+    }
+    Ok(State {
+        index,
+        rev: read_i64(tree, META_REV)?.unwrap_or(1),
+        compact_rev: read_i64(tree, META_COMPACT)?.unwrap_or(-1),
+    })
+}
+
+fn load_record(tree: &sled::Tree, rev: Revision) -> Result<KeyValue, StoreError> {
+    let bytes = tree.get(record_key(rev))?.ok_or_else(|| corrupt("indexed revision has no record"))?;
+    Ok(decode_record(&bytes)?.0)
+}
+
+/// A read-only view of the store at its current revision.
+pub struct ReadView<'a> {
+    tree: &'a sled::Tree,
+    state: RwLockReadGuard<'a, State>,
+}
+
+impl View for ReadView<'_> {
+    fn index(&self) -> &KeyIndex {
+        &self.state.index
+    }
+    fn current_rev(&self) -> i64 {
+        self.state.rev
+    }
+    fn compact_rev(&self) -> i64 {
+        self.state.compact_rev
+    }
+    fn load(&self, rev: Revision) -> Result<KeyValue, StoreError> {
+        load_record(self.tree, rev)
+    }
+}
+
+/// Writes in progress: applied to the index at once (so later requests in the batch see them)
+/// and to sled atomically, together with the caller's metadata, at `commit`.
+pub struct ApplyBatch<'a> {
+    tree: &'a sled::Tree,
+    pub(super) state: RwLockWriteGuard<'a, State>,
+    ops: sled::Batch,
+    pending: HashMap<Revision, KeyValue>,
+}
+
+impl View for ApplyBatch<'_> {
+    fn index(&self) -> &KeyIndex {
+        &self.state.index
+    }
+    fn current_rev(&self) -> i64 {
+        self.state.rev
+    }
+    fn compact_rev(&self) -> i64 {
+        self.state.compact_rev
+    }
+    fn load(&self, rev: Revision) -> Result<KeyValue, StoreError> {
+        match self.pending.get(&rev) {
+            Some(kv) => Ok(kv.clone()),
+            None => load_record(self.tree, rev),
+        }
+    }
+}
+
+impl ApplyBatch<'_> {
+    pub(super) fn record(&mut self, rev: Revision, kv: KeyValue, tombstone: bool) {
+        if tombstone {
+            self.state.index.tombstone(&kv.key, rev);
+        } else {
+            self.state.index.put(&kv.key, rev);
+        }
+        self.ops.insert(record_key(rev), encode_record(&kv, tombstone));
+        self.pending.insert(rev, kv);
+    }
+
+    pub(super) fn forget(&mut self, rev: Revision) {
+        self.pending.remove(&rev);
+        self.ops.remove(record_key(rev));
+    }
+
+    /// Make the batch durable-on-next-flush and visible, atomically with `meta`.
+    pub fn commit(mut self, meta: Vec<(&[u8], Vec<u8>)>) -> Result<(), StoreError> {
+        self.ops.insert(META_REV, &self.state.rev.to_be_bytes());
+        self.ops.insert(META_COMPACT, &self.state.compact_rev.to_be_bytes());
+        for (name, value) in meta {
+            debug_assert!(name.starts_with(b"m/"));
+            self.ops.insert(name, value);
+        }
+        self.tree.apply_batch(std::mem::take(&mut self.ops))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,130 @@
+//! Changes made by one write request: puts, range deletes and compaction, all sharing the request's
+//! main revision, each change taking the next sub revision.
+
+use conclave_proto::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    PutResponse, ResponseHeader,
+};
+use conclave_proto::mvccpb::KeyValue;
+
+use super::revision::Revision;
+use super::span::KeySpan;
+use super::store::{ApplyBatch, StoreError, View};
+use crate::error::EtcdError;
+
+/// One write request in progress inside an [`ApplyBatch`].
+pub struct Writer<'b, 'a> {
+    pub(super) batch: &'b mut ApplyBatch<'a>,
+    main: i64,
+    sub: i64,
+}
+
+pub(super) fn header(revision: i64) -> Option<ResponseHeader> {
+    Some(ResponseHeader { revision, ..Default::default() })
+}
+
+impl View for Writer<'_, '_> {
+    fn index(&self) -> &super::index::KeyIndex {
+        self.batch.index()
+    }
+    fn current_rev(&self) -> i64 {
+        self.batch.current_rev()
+    }
+    fn compact_rev(&self) -> i64 {
+        self.batch.compact_rev()
+    }
+    fn load(&self, rev: Revision) -> Result<KeyValue, StoreError> {
+        self.batch.load(rev)
+    }
+}
+
+impl<'b, 'a> Writer<'b, 'a> {
+    pub fn new(batch: &'b mut ApplyBatch<'a>) -> Self {
+        let main = batch.current_rev() + 1;
+        Writer { batch, main, sub: 0 }
+    }
+
+    fn next_rev(&mut self) -> Revision {
+        let rev = Revision::new(self.main, self.sub);
+        self.sub += 1;
+        // The store revision moves at the first change so reads later in a txn see it.
+        self.batch.state.rev = self.main;
+        rev
+    }
+
+    /// Check a put against the current state: what etcd rejects at apply time.
+    pub fn check_put(view: &impl View, req: &PutRequest) -> Result<(), StoreError> {
+        if (req.ignore_value || req.ignore_lease) && view.get(&req.key)?.is_none() {
+            return Err(EtcdError::KeyNotFound.into());
+        }
+        if req.lease != 0 && !req.ignore_lease {
+            // No lease exists until the lease service lands; every id is unknown.
+            return Err(EtcdError::LeaseNotFound.into());
+        }
+        Ok(())
+    }
+
+    pub fn put(&mut self, req: &PutRequest) -> Result<PutResponse, StoreError> {
+        Self::check_put(self.batch, req)?;
+        let prev = self.batch.get(&req.key)?;
+        let rev = self.next_rev();
+        let (create_revision, version) = match &prev {
+            Some(p) => (p.create_revision, p.version + 1),
+            None => (rev.main, 1),
+        };
+        let kv = KeyValue {
+            key: req.key.clone(),
+            create_revision,
+            mod_revision: rev.main,
+            version,
+            value: match (&prev, req.ignore_value) {
+                (Some(p), true) => p.value.clone(),
+                _ => req.value.clone(),
+            },
+            lease: match (&prev, req.ignore_lease) {
+                (Some(p), true) => p.lease,
+                _ => req.lease,
+            },
+        };
+        self.batch.record(rev, kv, false);
+        Ok(PutResponse {
+            header: header(self.main),
+            prev_kv: if req.prev_kv { prev } else { None },
+        })
+    }
+
+    pub fn delete_range(&mut self, req: &DeleteRangeRequest) -> Result<DeleteRangeResponse, StoreError> {
+        let span = KeySpan::new(&req.key, &req.range_end);
+        let at = self.batch.current_rev();
+        let live: Vec<_> = self.batch.index().range(&span, at).map(|(_, rev)| rev).collect();
+        let mut prev_kvs = Vec::with_capacity(live.len());
+        for rev in &live {
+            let prev = self.batch.load(*rev)?;
+            let tomb_rev = self.next_rev();
+            let tombstone = KeyValue { key: prev.key.clone(), mod_revision: tomb_rev.main, ..Default::default() };
+            self.batch.record(tomb_rev, tombstone, true);
+            prev_kvs.push(prev);
+        }
+        Ok(DeleteRangeResponse {
+            header: header(self.batch.current_rev()),
+            deleted: live.len() as i64,
+            prev_kvs: if req.prev_kv { prev_kvs } else { Vec::new() },
+        })
+    }
+
+    /// Drop history before `req.revision`; the store revision does not move.
+    pub fn compact(&mut self, req: &CompactionRequest) -> Result<CompactionResponse, StoreError> {
+        let current = self.batch.current_rev();
+        if req.revision > current {
+            return Err(EtcdError::FutureRev.into());
+        }
+        if req.revision <= self.batch.compact_rev() {
+            return Err(EtcdError::Compacted.into());
+        }
+        for rev in self.batch.state.index.compact(req.revision) {
+            self.batch.forget(rev);
+        }
+        self.batch.state.compact_rev = req.revision;
+        Ok(CompactionResponse { header: header(current) })
+    }
+}

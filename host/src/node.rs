@@ -1,0 +1,218 @@
+//! One Conclave member: its data directory, identity, raft instance and MVCC store, and the two
+//! ways requests reach the store (a proposal through the log, or a local read).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use conclave_proto::conclave::raft::raft_request::Request as Req;
+use conclave_proto::conclave::raft::raft_response::Response as Resp;
+use conclave_proto::conclave::raft::RaftRequest;
+use conclave_proto::etcdserverpb::ResponseHeader;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tonic::Status;
+
+use crate::config::Config;
+use crate::error::EtcdError;
+use crate::mvcc::Store;
+use crate::raft::{LogStore, Network, Raft, Request, StateMachine};
+
+/// Who this member is; fixed when its data directory is first created.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Identity {
+    pub name: String,
+    pub member_id: u64,
+    pub cluster_id: u64,
+    pub peer_urls: Vec<String>,
+    pub client_urls: Vec<String>,
+}
+
+pub struct Node {
+    pub config: Config,
+    pub identity: Identity,
+    pub raft: Raft,
+    pub store: Arc<Store>,
+    pub db: sled::Db,
+    /// Size of the database on disk, refreshed in the background (a stat per request is too dear).
+    db_size: Arc<AtomicU64>,
+}
+
+/// etcd derives ids from hashes of the peer URLs and the cluster token; so do we (the values
+/// differ from etcd's, which clients treat as opaque).
+fn hash_id(parts: &[&str]) -> u64 {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update(part.as_bytes());
+        hasher.update([0]);
+    }
+    let digest = hasher.finalize();
+    u64::from_be_bytes(digest[..8].try_into().expect("sha256 has 32 bytes"))
+}
+
+fn new_identity(config: &Config) -> anyhow::Result<Identity> {
+    let members = config.initial_members()?;
+    let ours: Vec<_> = members.iter().filter(|(name, _)| *name == config.name).map(|(_, url)| url.clone()).collect();
+    if ours.is_empty() {
+        bail!("couldn't find local name {:?} in the initial cluster configuration", config.name);
+    }
+    if ours != config.initial_advertise_peer_urls {
+        bail!(
+            "--initial-cluster has {}={} but --initial-advertise-peer-urls is {}",
+            config.name,
+            ours.join(","),
+            config.initial_advertise_peer_urls.join(",")
+        );
+    }
+    if members.len() > 1 {
+        bail!("multi-member clusters are not supported by this build yet");
+    }
+    let token = config.initial_cluster_token.as_str();
+    let mut peer_urls: Vec<&str> = ours.iter().map(String::as_str).collect();
+    peer_urls.sort();
+    let member_id = hash_id(&[&[token], peer_urls.as_slice()].concat());
+    let cluster_id = hash_id(&[token, &member_id.to_string()]);
+    Ok(Identity {
+        name: config.name.clone(),
+        member_id,
+        cluster_id,
+        peer_urls: ours,
+        client_urls: config.advertise_client_urls.clone(),
+    })
+}
+
+/// Load the identity stored in the data directory, or record a new one; a data directory of
+/// another member is refused rather than reused.
+fn load_identity(db: &sled::Db, config: &Config, dir: &Path) -> anyhow::Result<Identity> {
+    let tree = db.open_tree("member")?;
+    match tree.get("identity")? {
+        Some(bytes) => {
+            let stored: Identity = serde_json::from_slice(&bytes)
+                .with_context(|| format!("data dir {}: member identity is corrupt", dir.display()))?;
+            if stored.name != config.name {
+                bail!(
+                    "data dir {} belongs to member {:?} (id {:x}), not {:?}",
+                    dir.display(),
+                    stored.name,
+                    stored.member_id,
+                    config.name
+                );
+            }
+            Ok(stored)
+        }
+        None => {
+            let identity = new_identity(config)?;
+            tree.insert("identity", serde_json::to_vec(&identity)?)?;
+            db.flush()?;
+            Ok(identity)
+        }
+    }
+}
+
+impl Node {
+    /// Open (or create) the data directory and start raft; returns once this member can serve.
+    pub async fn start(config: Config) -> anyhow::Result<Arc<Node>> {
+        let dir = config.data_dir();
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating data dir {}", dir.display()))?;
+        let db = sled::Config::new()
+            .path(dir.join("db"))
+            .open()
+            .with_context(|| format!("opening data dir {} (corrupt, or in use by another process?)", dir.display()))?;
+        let identity = load_identity(&db, &config, &dir)?;
+        let store = Arc::new(
+            Store::open(db.open_tree("mvcc")?)
+                .with_context(|| format!("loading the key-value store in {}", dir.display()))?,
+        );
+        let log_store = LogStore::open(&db)?;
+        let state_machine = StateMachine::new(store.clone(), dir.join("snap"))?;
+
+        let raft_config = openraft::Config {
+            cluster_name: config.initial_cluster_token.clone(),
+            heartbeat_interval: config.heartbeat_interval,
+            election_timeout_min: config.election_timeout,
+            election_timeout_max: config.election_timeout * 2,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_count),
+            ..Default::default()
+        }
+        .validate()?;
+        let raft = Raft::new(identity.member_id, Arc::new(raft_config), Network, log_store, state_machine)
+            .await
+            .context("starting raft")?;
+        if !raft.is_initialized().await? {
+            let peer = identity.peer_urls.first().cloned().unwrap_or_default();
+            raft.initialize(BTreeMap::from([(identity.member_id, BasicNode::new(peer))])).await?;
+        }
+
+        let db_size = Arc::new(AtomicU64::new(db.size_on_disk().unwrap_or(0)));
+        tokio::spawn(refresh_db_size(db.clone(), Arc::downgrade(&db_size)));
+        Ok(Arc::new(Node { config, identity, raft, store, db, db_size }))
+    }
+
+    pub fn db_size(&self) -> u64 {
+        self.db_size.load(Ordering::Relaxed)
+    }
+
+    /// A response header as etcd fills it: cluster, member, raft term and store revision.
+    pub fn header(&self, revision: i64) -> Option<ResponseHeader> {
+        Some(ResponseHeader {
+            cluster_id: self.identity.cluster_id,
+            member_id: self.identity.member_id,
+            revision,
+            raft_term: self.raft.metrics().borrow().current_term,
+        })
+    }
+
+    /// Complete a header the store filled with a revision.
+    pub fn fill(&self, header: &mut Option<ResponseHeader>) {
+        let revision = header.as_ref().map_or(0, |h| h.revision);
+        *header = self.header(revision);
+    }
+
+    /// Put a write through the log and wait for its outcome once applied.
+    pub async fn propose(&self, request: Req) -> Result<Resp, Status> {
+        let request = RaftRequest { id: 0, request: Some(request) };
+        if prost::Message::encoded_len(&request) > self.config.max_request_bytes {
+            return Err(EtcdError::RequestTooLarge.into());
+        }
+        match self.raft.client_write(Request(request)).await {
+            Ok(written) => {
+                let response = written.data.0;
+                if !response.error.is_empty() {
+                    return Err(EtcdError::from_message(&response.error)
+                        .map(Status::from)
+                        .unwrap_or_else(|| Status::unknown(response.error)));
+                }
+                response.response.ok_or_else(|| Status::internal("apply produced no response"))
+            }
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(EtcdError::NoLeader.into()),
+            Err(e) => Err(Status::unavailable(e.to_string())),
+        }
+    }
+
+    /// Wait until this member has applied everything committed before now (raft ReadIndex).
+    pub async fn linearize(&self) -> Result<(), Status> {
+        self.raft.ensure_linearizable().await.map(|_| ()).map_err(|_| EtcdError::NoLeader.into())
+    }
+
+    /// Refuse writes once the database outgrows its quota, as etcd's NOSPACE alarm does.
+    pub fn check_quota(&self) -> Result<(), Status> {
+        if self.db_size() > self.config.quota_bytes() {
+            return Err(EtcdError::NoSpace.into());
+        }
+        Ok(())
+    }
+}
+
+async fn refresh_db_size(db: sled::Db, size: std::sync::Weak<AtomicU64>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let Some(size) = size.upgrade() else { return };
+        size.store(db.size_on_disk().unwrap_or(0), Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,183 @@
+//! The raft log and vote in sled, acknowledged only once durable.
+//!
+//! Appends go into sled at once and their callbacks queue for a single flusher task: each flush
+//! (an fsync) covers every append queued before it started, so concurrent writers share fsyncs
+//! (group commit), and callbacks complete in append order.
+
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{Entry, LogId, RaftLogReader, StorageError, Vote};
+use tokio::sync::mpsc;
+
+use super::{decode, encode, read_err, write_err, NodeId, TypeConfig};
+
+const VOTE: &[u8] = b"vote";
+const COMMITTED: &[u8] = b"committed";
+const LAST_PURGED: &[u8] = b"last_purged";
+
+#[derive(Clone)]
+pub struct LogStore {
+    db: sled::Db,
+    /// Entries keyed by big-endian index.
+    entries: sled::Tree,
+    /// Vote, committed and last purged log ids.
+    meta: sled::Tree,
+    flusher: mpsc::UnboundedSender<LogFlushed<TypeConfig>>,
+}
+
+impl LogStore {
+    /// Open the log kept in `db`; must be called inside a tokio runtime (it starts the flusher).
+    pub fn open(db: &sled::Db) -> sled::Result<Self> {
+        let (flusher, pending) = mpsc::unbounded_channel();
+        tokio::spawn(flush_loop(db.clone(), pending));
+        Ok(LogStore {
+            db: db.clone(),
+            entries: db.open_tree("raft_log")?,
+            meta: db.open_tree("raft_meta")?,
+            flusher,
+        })
+    }
+
+    fn read_meta<T: for<'de> serde::Deserialize<'de>>(&self, name: &[u8]) -> Result<Option<T>, StorageError<NodeId>> {
+        match self.meta.get(name).map_err(read_err)? {
+            Some(bytes) => decode(&bytes).map(Some).map_err(read_err),
+            None => Ok(None),
+        }
+    }
+
+    fn write_meta<T: serde::Serialize>(&self, name: &[u8], value: &T) -> Result<(), StorageError<NodeId>> {
+        self.meta.insert(name, encode(value).map_err(write_err)?).map_err(write_err)?;
+        Ok(())
+    }
+
+    async fn flush(&self) -> Result<(), StorageError<NodeId>> {
+        self.db.flush_async().await.map_err(write_err)?;
+        Ok(())
+    }
+
+    /// Every entry in the log, for dumping.
+    pub fn all_entries(&self) -> impl Iterator<Item = Result<Entry<TypeConfig>, StorageError<NodeId>>> + '_ {
+        self.entries.iter().map(|item| {
+            let (_, bytes) = item.map_err(read_err)?;
+            decode(&bytes).map_err(read_err)
+        })
+    }
+}
+
+async fn flush_loop(db: sled::Db, mut pending: mpsc::UnboundedReceiver<LogFlushed<TypeConfig>>) {
+    let mut batch = Vec::new();
+    while pending.recv_many(&mut batch, usize::MAX).await > 0 {
+        let result = db.flush_async().await;
+        for callback in batch.drain(..) {
+            let outcome = match &result {
+                Ok(_) => Ok(()),
+                Err(e) => Err(io::Error::other(e.to_string())),
+            };
+            callback.log_io_completed(outcome);
+        }
+    }
+}
+
+fn index_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
+        let start = match range.start_bound() {
+            Bound::Included(i) => Bound::Included(index_key(*i)),
+            Bound::Excluded(i) => Bound::Excluded(index_key(*i)),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(i) => Bound::Included(index_key(*i)),
+            Bound::Excluded(i) => Bound::Excluded(index_key(*i)),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        self.entries
+            .range::<[u8; 8], _>((start, end))
+            .map(|item| {
+                let (_, bytes) = item.map_err(read_err)?;
+                decode(&bytes).map_err(read_err)
+            })
+            .collect()
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
+        let last_purged_log_id: Option<LogId<NodeId>> = self.read_meta(LAST_PURGED)?;
+        let last_log_id = match self.entries.last().map_err(read_err)? {
+            Some((_, bytes)) => Some(decode::<Entry<TypeConfig>>(&bytes).map_err(read_err)?.log_id),
+            None => last_purged_log_id,
+        };
+        Ok(LogState { last_purged_log_id, last_log_id })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
+        self.write_meta(VOTE, vote)?;
+        self.flush().await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
+        self.read_meta(VOTE)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), StorageError<NodeId>> {
+        // Durable on the next flush; losing it only means re-applying from the last applied id.
+        self.write_meta(COMMITTED, &committed)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
+        Ok(self.read_meta::<Option<LogId<NodeId>>>(COMMITTED)?.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let mut batch = sled::Batch::default();
+        for entry in entries {
+            batch.insert(&index_key(entry.log_id.index), encode(&entry).map_err(write_err)?);
+        }
+        self.entries.apply_batch(batch).map_err(write_err)?;
+        self.flusher
+            .send(callback)
+            .map_err(|_| write_err(io::Error::other("log flusher stopped")))?;
+        Ok(())
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        let mut batch = sled::Batch::default();
+        for item in self.entries.range(index_key(log_id.index)..) {
+            batch.remove(item.map_err(read_err)?.0);
+        }
+        self.entries.apply_batch(batch).map_err(write_err)?;
+        self.flush().await
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        // Record the purge point durably first, so a crash mid-purge never leaves a gap unexplained.
+        self.write_meta(LAST_PURGED, &log_id)?;
+        self.flush().await?;
+        let mut batch = sled::Batch::default();
+        for item in self.entries.range(..=index_key(log_id.index)) {
+            batch.remove(item.map_err(read_err)?.0);
+        }
+        self.entries.apply_batch(batch).map_err(write_err)?;
+        self.flush().await
+    }
+}

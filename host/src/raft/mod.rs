@@ -1,0 +1,105 @@
+//! Consensus: openraft's type configuration, the sled-backed log and state machine, and the peer
+//! network. Every write a client makes becomes a [`Request`] in the log; applying it yields a
+//! [`Response`].
+
+mod log_store;
+mod network;
+mod state_machine;
+
+use std::io::Cursor;
+
+use conclave_proto::conclave::raft::{RaftRequest, RaftResponse};
+use openraft::{AnyError, BasicNode, StorageError, StorageIOError};
+use prost::Message;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+pub use log_store::LogStore;
+pub use network::Network;
+pub use state_machine::StateMachine;
+
+/// Raft member ids are etcd member ids.
+pub type NodeId = u64;
+pub type Raft = openraft::Raft<TypeConfig>;
+
+openraft::declare_raft_types!(
+    /// Conclave's raft types: log entries carry etcd requests; members are addressed by peer URL.
+    pub TypeConfig:
+        D = Request,
+        R = Response,
+        NodeId = NodeId,
+        Node = BasicNode,
+        SnapshotData = tokio::fs::File,
+);
+
+/// A write request in the log, stored as its protobuf encoding.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Request(pub RaftRequest);
+
+/// The outcome of applying a [`Request`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Response(pub RaftResponse);
+
+fn serialize_message<S: Serializer>(message: &impl Message, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_bytes(&message.encode_to_vec())
+}
+
+fn deserialize_message<'de, M: Message + Default, D: Deserializer<'de>>(d: D) -> Result<M, D::Error> {
+    let bytes = serde_bytes::ByteBuf::deserialize(d)?;
+    M::decode(Cursor::new(bytes.as_ref())).map_err(serde::de::Error::custom)
+}
+
+impl Serialize for Request {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serialize_message(&self.0, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Request {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        deserialize_message(d).map(Request)
+    }
+}
+
+impl Serialize for Response {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serialize_message(&self.0, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Response {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        deserialize_message(d).map(Response)
+    }
+}
+
+/// Binary encoding for everything raft persists (entries, vote, log ids, membership).
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, postcard::Error> {
+    postcard::to_stdvec(value)
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, postcard::Error> {
+    postcard::from_bytes(bytes)
+}
+
+fn read_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    StorageIOError::read(AnyError::new(&e)).into()
+}
+
+fn write_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    StorageIOError::write(AnyError::new(&e)).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use conclave_proto::conclave::raft::raft_request;
+    use conclave_proto::etcdserverpb::PutRequest;
+
+    #[test]
+    fn request_round_trips_through_postcard() {
+        let put = PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), ..Default::default() };
+        let req = Request(RaftRequest { id: 7, request: Some(raft_request::Request::Put(put)) });
+        let bytes = encode(&req).unwrap();
+        assert_eq!(decode::<Request>(&bytes).unwrap(), req);
+    }
+}

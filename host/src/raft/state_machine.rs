@@ -1,0 +1,204 @@
+//! The replicated state machine: applies log entries to the MVCC store, and snapshots it.
+//!
+//! Each `apply` call writes its whole batch of entries, the last applied log id and the membership
+//! in one atomic sled batch. Snapshots are files in `<data-dir>/snap`, streamed from and to disk.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use conclave_proto::conclave::raft::raft_request::Request as Req;
+use conclave_proto::conclave::raft::raft_response::Response as Resp;
+use conclave_proto::conclave::raft::{RaftRequest, RaftResponse};
+use openraft::storage::RaftStateMachine;
+use openraft::{
+    AnyError, BasicNode, Entry, EntryPayload, LogId, RaftSnapshotBuilder, Snapshot, SnapshotMeta,
+    StorageError, StorageIOError, StoredMembership,
+};
+use serde::{Deserialize, Serialize};
+
+use super::{decode, encode, read_err, write_err, NodeId, Response, TypeConfig};
+use crate::error::EtcdError;
+use crate::mvcc::{self, ApplyBatch, Store, StoreError, Writer};
+
+const APPLIED: &[u8] = b"m/applied";
+const MEMBERSHIP: &[u8] = b"m/membership";
+const SNAPSHOT_FILE: &str = "current.snap";
+const SNAPSHOT_META_FILE: &str = "current.meta";
+
+type Membership = StoredMembership<NodeId, BasicNode>;
+
+#[derive(Clone)]
+pub struct StateMachine {
+    store: Arc<Store>,
+    snap_dir: PathBuf,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotInfo {
+    meta: SnapshotMeta<NodeId, BasicNode>,
+}
+
+impl StateMachine {
+    pub fn new(store: Arc<Store>, snap_dir: PathBuf) -> std::io::Result<Self> {
+        std::fs::create_dir_all(&snap_dir)?;
+        Ok(StateMachine { store, snap_dir })
+    }
+
+    fn applied(&self) -> Result<(Option<LogId<NodeId>>, Membership), StorageError<NodeId>> {
+        let applied = self.store.meta(APPLIED).map_err(read_err)?;
+        let membership = self.store.meta(MEMBERSHIP).map_err(read_err)?;
+        Ok((decode_meta(applied.as_deref())?, decode_meta(membership.as_deref())?))
+    }
+
+    fn snapshot_path(&self, name: &str) -> PathBuf {
+        self.snap_dir.join(name)
+    }
+}
+
+/// Decode a metadata value written with the batch; absent means never written.
+fn decode_meta<T: Default + for<'de> Deserialize<'de>>(bytes: Option<&[u8]>) -> Result<T, StorageError<NodeId>> {
+    match bytes {
+        Some(bytes) => decode(bytes).map_err(read_err),
+        None => Ok(T::default()),
+    }
+}
+
+/// Apply one client request; etcd errors become the response's error string (the entry is still
+/// consumed), storage failures stop the state machine.
+fn execute(batch: &mut ApplyBatch<'_>, request: &RaftRequest) -> Result<RaftResponse, StoreError> {
+    let mut writer = Writer::new(batch);
+    let outcome = match &request.request {
+        Some(Req::Put(put)) => writer.put(put).map(Resp::Put),
+        Some(Req::DeleteRange(del)) => writer.delete_range(del).map(Resp::DeleteRange),
+        Some(Req::Txn(txn)) => mvcc::txn(&mut writer, txn).map(Resp::Txn),
+        Some(Req::Compaction(compact)) => writer.compact(compact).map(Resp::Compaction),
+        // The lease table is not part of this build yet.
+        Some(Req::LeaseGrant(_)) | Some(Req::LeaseRevoke(_)) | None => Err(EtcdError::NotCapable.into()),
+    };
+    match outcome {
+        Ok(response) => Ok(RaftResponse { response: Some(response), error: String::new() }),
+        Err(StoreError::Etcd(e)) => Ok(RaftResponse { response: None, error: e.to_string() }),
+        Err(storage) => Err(storage),
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId<NodeId>>, Membership), StorageError<NodeId>> {
+        self.applied()
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let (_, mut membership) = self.applied()?;
+        let mut batch = self.store.begin();
+        let mut responses = Vec::new();
+        let mut last = None;
+        for entry in entries {
+            last = Some(entry.log_id);
+            let response = match entry.payload {
+                EntryPayload::Blank => RaftResponse::default(),
+                EntryPayload::Normal(request) => execute(&mut batch, &request.0).map_err(|e| {
+                    StorageIOError::apply(entry.log_id, AnyError::error(e.to_string()))
+                })?,
+                EntryPayload::Membership(m) => {
+                    membership = Membership::new(Some(entry.log_id), m);
+                    RaftResponse::default()
+                }
+            };
+            responses.push(Response(response));
+        }
+        if last.is_none() {
+            return Ok(responses);
+        }
+        let meta = vec![
+            (APPLIED, encode(&last).map_err(write_err)?),
+            (MEMBERSHIP, encode(&membership).map_err(write_err)?),
+        ];
+        batch.commit(meta).map_err(write_err)?;
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError<NodeId>> {
+        let file = tokio::fs::File::create(self.snapshot_path("incoming.snap")).await.map_err(write_err)?;
+        Ok(Box::new(file))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        snapshot: Box<tokio::fs::File>,
+    ) -> Result<(), StorageError<NodeId>> {
+        snapshot.sync_all().await.map_err(write_err)?;
+        drop(snapshot);
+        let incoming = self.snapshot_path("incoming.snap");
+        let store = self.store.clone();
+        let path = incoming.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
+            let mut reader = std::io::BufReader::new(std::fs::File::open(path).map_err(|e| StoreError::Storage(e.to_string()))?);
+            store.import(&mut reader)
+        })
+        .await
+        .map_err(write_err)?
+        .map_err(write_err)?;
+        std::fs::rename(&incoming, self.snapshot_path(SNAPSHOT_FILE)).map_err(write_err)?;
+        save_snapshot_info(&self.snapshot_path(SNAPSHOT_META_FILE), meta)
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+        let info_path = self.snapshot_path(SNAPSHOT_META_FILE);
+        let bytes = match std::fs::read(&info_path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(read_err(e)),
+        };
+        let info: SnapshotInfo = serde_json::from_slice(&bytes).map_err(read_err)?;
+        let file = tokio::fs::File::open(self.snapshot_path(SNAPSHOT_FILE)).await.map_err(read_err)?;
+        Ok(Some(Snapshot { meta: info.meta, snapshot: Box::new(file) }))
+    }
+}
+
+fn save_snapshot_info(path: &std::path::Path, meta: &SnapshotMeta<NodeId, BasicNode>) -> Result<(), StorageError<NodeId>> {
+    let bytes = serde_json::to_vec(&SnapshotInfo { meta: meta.clone() }).map_err(write_err)?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(write_err)?;
+    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(write_err)?;
+    std::fs::rename(&tmp, path).map_err(write_err)
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        let building = self.snapshot_path("building.snap");
+        let store = self.store.clone();
+        let path = building.clone();
+        let captured = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<Option<sled::IVec>>> {
+            let mut out = std::io::BufWriter::new(std::fs::File::create(&path)?);
+            let captured = store.export(&mut out, &[APPLIED, MEMBERSHIP])?;
+            let file = out.into_inner().map_err(|e| e.into_error())?;
+            file.sync_all()?;
+            Ok(captured)
+        })
+        .await
+        .map_err(write_err)?
+        .map_err(write_err)?;
+        let last_log_id: Option<LogId<NodeId>> = decode_meta(captured[0].as_deref())?;
+        let last_membership: Membership = decode_meta(captured[1].as_deref())?;
+        let snapshot_id = match &last_log_id {
+            Some(id) => format!("{}-{}", id.leader_id.term, id.index),
+            None => "empty".to_string(),
+        };
+        let meta = SnapshotMeta { last_log_id, last_membership, snapshot_id };
+        std::fs::rename(&building, self.snapshot_path(SNAPSHOT_FILE)).map_err(write_err)?;
+        save_snapshot_info(&self.snapshot_path(SNAPSHOT_META_FILE), &meta)?;
+        let file = tokio::fs::File::open(self.snapshot_path(SNAPSHOT_FILE)).await.map_err(read_err)?;
+        Ok(Snapshot { meta, snapshot: Box::new(file) })
+    }
+}
