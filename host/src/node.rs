@@ -86,14 +86,16 @@ fn new_identity(config: &Config) -> anyhow::Result<Identity> {
     })
 }
 
-/// Load the identity stored in the data directory, or record a new one; a data directory of
-/// another member is refused rather than reused.
-fn load_identity(db: &sled::Db, config: &Config, dir: &Path) -> anyhow::Result<Identity> {
-    let tree = db.open_tree("member")?;
-    match tree.get("identity")? {
-        Some(bytes) => {
+const IDENTITY_FILE: &str = "member.json";
+
+/// Load the identity stored in the data directory, or record a new one. It is checked before the
+/// database is opened, so the data directory of another member is refused without being touched.
+fn load_identity(config: &Config, dir: &Path) -> anyhow::Result<Identity> {
+    let path = dir.join(IDENTITY_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => {
             let stored: Identity = serde_json::from_slice(&bytes)
-                .with_context(|| format!("data dir {}: member identity is corrupt", dir.display()))?;
+                .with_context(|| format!("data dir {}: member identity {} is corrupt", dir.display(), path.display()))?;
             if stored.name != config.name {
                 bail!(
                     "data dir {} belongs to member {:?} (id {:x}), not {:?}",
@@ -105,12 +107,18 @@ fn load_identity(db: &sled::Db, config: &Config, dir: &Path) -> anyhow::Result<I
             }
             Ok(stored)
         }
-        None => {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if dir.join("db").exists() {
+                bail!("data dir {} has a database but no {IDENTITY_FILE}: refusing to guess whose it is", dir.display());
+            }
             let identity = new_identity(config)?;
-            tree.insert("identity", serde_json::to_vec(&identity)?)?;
-            db.flush()?;
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, serde_json::to_vec_pretty(&identity)?)?;
+            std::fs::File::open(&tmp)?.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
             Ok(identity)
         }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
 }
 
@@ -119,11 +127,11 @@ impl Node {
     pub async fn start(config: Config) -> anyhow::Result<Arc<Node>> {
         let dir = config.data_dir();
         std::fs::create_dir_all(&dir).with_context(|| format!("creating data dir {}", dir.display()))?;
+        let identity = load_identity(&config, &dir)?;
         let db = sled::Config::new()
             .path(dir.join("db"))
             .open()
             .with_context(|| format!("opening data dir {} (corrupt, or in use by another process?)", dir.display()))?;
-        let identity = load_identity(&db, &config, &dir)?;
         let store = Arc::new(
             Store::open(db.open_tree("mvcc")?)
                 .with_context(|| format!("loading the key-value store in {}", dir.display()))?,

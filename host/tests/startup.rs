@@ -1,0 +1,113 @@
+//! The `conclave` binary refuses bad flags and data directories it must not touch, with a clear
+//! message and without changing them. (This integration test also makes `cargo test --workspace`
+//! build the binary that the `conclave-tests` crate drives.)
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn conclave(data_dir: &Path, name: &str, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_conclave"));
+    cmd.args(["--name", name, "--data-dir"])
+        .arg(data_dir)
+        .args(["--listen-client-urls", "http://127.0.0.1:0"])
+        .args(["--initial-advertise-peer-urls", "http://127.0.0.1:2380"])
+        .args(["--initial-cluster", &format!("{name}=http://127.0.0.1:2380")])
+        .args(extra);
+    cmd
+}
+
+fn run(mut cmd: Command) -> Output {
+    cmd.stdin(Stdio::null()).output().expect("conclave runs")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Start a member, wait until it serves, then stop it: leaves an initialised data directory.
+fn initialise(data_dir: &Path, name: &str) {
+    let mut child = conclave(data_dir, name, &[]).stderr(Stdio::piped()).spawn().expect("conclave starts");
+    let lines = BufReader::new(child.stderr.take().expect("stderr is piped")).lines();
+    for line in lines {
+        if line.expect("stderr is readable").contains("ready to serve client requests") {
+            break;
+        }
+    }
+    child.kill().expect("kill conclave");
+    child.wait().expect("wait for conclave");
+}
+
+/// Each file of `dir` with a digest of its content (a changed file shows as a changed digest).
+fn snapshot_files(dir: &Path) -> Vec<(String, u64)> {
+    use std::hash::{Hash, Hasher};
+    let mut files = Vec::new();
+    for entry in walk(dir) {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        std::fs::read(&entry).expect("read data file").hash(&mut hasher);
+        files.push((entry.display().to_string(), hasher.finish()));
+    }
+    files.sort();
+    files
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read data dir") {
+        let path = entry.expect("dir entry").path();
+        if path.is_dir() { out.extend(walk(&path)) } else { out.push(path) }
+    }
+    out
+}
+
+#[test]
+fn unknown_flag_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run(conclave(dir.path(), "a", &["--no-such-flag"]));
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("--no-such-flag"), "{}", stderr(&output));
+}
+
+#[test]
+fn own_name_must_be_in_initial_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_conclave"));
+    cmd.args(["--name", "a", "--data-dir"]).arg(dir.path().join("d")).args([
+        "--listen-client-urls",
+        "http://127.0.0.1:0",
+        "--initial-cluster",
+        "b=http://127.0.0.1:2380",
+    ]);
+    let output = run(cmd);
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("couldn't find local name \"a\""), "{}", stderr(&output));
+}
+
+#[test]
+fn data_dir_of_another_member_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    initialise(&data, "alpha");
+    let before = snapshot_files(&data);
+    let output = run(conclave(&data, "beta", &[]));
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("belongs to member \"alpha\""), "{}", stderr(&output));
+    assert_eq!(snapshot_files(&data), before, "a refused data dir must not change");
+}
+
+#[test]
+fn corrupt_data_dir_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    initialise(&data, "alpha");
+    for file in walk(&data.join("db")) {
+        let mut bytes = std::fs::read(&file).unwrap();
+        bytes.iter_mut().for_each(|b| *b ^= 0x5a);
+        std::fs::write(&file, bytes).unwrap();
+    }
+    let before = snapshot_files(&data);
+    let output = run(conclave(&data, "alpha", &[]));
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains(&data.display().to_string()), "{}", stderr(&output));
+    assert_eq!(snapshot_files(&data), before, "a refused data dir must not change");
+}
