@@ -68,6 +68,11 @@ pub struct Config {
     #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 0)]
     pub quota_backend_bytes: u64,
 
+    /// Conclave only: seed a new data directory from a file written by `etcdctl snapshot save`
+    /// against Conclave (the store is restored; membership starts afresh from these flags).
+    #[arg(long, env = "CONCLAVE_RESTORE_SNAPSHOT")]
+    pub restore_snapshot: Option<PathBuf>,
+
     /// Log level: debug, info, warn, error.
     #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
     pub log_level: String,

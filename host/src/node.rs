@@ -127,6 +127,10 @@ impl Node {
     pub async fn start(config: Config) -> anyhow::Result<Arc<Node>> {
         let dir = config.data_dir();
         std::fs::create_dir_all(&dir).with_context(|| format!("creating data dir {}", dir.display()))?;
+        let fresh = !dir.join("db").exists();
+        if config.restore_snapshot.is_some() && !fresh {
+            bail!("--restore-snapshot needs a new data dir, and {} already has data", dir.display());
+        }
         let identity = load_identity(&config, &dir)?;
         let db = sled::Config::new()
             .path(dir.join("db"))
@@ -136,6 +140,10 @@ impl Node {
             Store::open(db.open_tree("mvcc")?)
                 .with_context(|| format!("loading the key-value store in {}", dir.display()))?,
         );
+        if let Some(snapshot) = &config.restore_snapshot {
+            restore(&store, snapshot)?;
+            db.flush()?;
+        }
         let log_store = LogStore::open(&db)?;
         let state_machine = StateMachine::new(store.clone(), dir.join("snap"))?;
 
@@ -214,6 +222,21 @@ impl Node {
         }
         Ok(())
     }
+}
+
+/// Load a snapshot taken with the Maintenance API: the store export, zero padding, and the
+/// SHA-256 of both (checked, so a truncated or damaged file is refused).
+fn restore(store: &Store, path: &Path) -> anyhow::Result<()> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading snapshot {}", path.display()))?;
+    let Some(body_len) = bytes.len().checked_sub(32) else { bail!("snapshot {} is too short", path.display()) };
+    let (body, digest) = bytes.split_at(body_len);
+    if Sha256::digest(body).as_slice() != digest {
+        bail!("snapshot {} fails its SHA-256 check (truncated or damaged)", path.display());
+    }
+    store.import(&mut &body[..]).with_context(|| format!("restoring {}", path.display()))?;
+    // The raft state in the copy belongs to the cluster it came from.
+    store.forget_meta(&[crate::raft::APPLIED_META, crate::raft::MEMBERSHIP_META])?;
+    Ok(())
 }
 
 async fn refresh_db_size(db: sled::Db, size: std::sync::Weak<AtomicU64>) {

@@ -24,6 +24,8 @@ pub const VERSION: &str = "3.5.0";
 
 /// Snapshot stream chunk size, as etcd's 32 KiB.
 const CHUNK: usize = 32 * 1024;
+/// etcdctl checks that a snapshot (a bolt file for etcd) is a whole number of 512-byte blocks.
+const BLOCK: u64 = 512;
 
 pub struct MaintenanceService {
     node: Arc<Node>,
@@ -46,9 +48,10 @@ type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>
 /// of the content, as etcd does, so a truncated download can be detected.
 fn stream_snapshot(node: Arc<Node>, tx: mpsc::Sender<Result<SnapshotResponse, Status>>) -> std::io::Result<()> {
     let mut file = tempfile::tempfile_in(node.config.data_dir())?;
-    node.store.export(&mut std::io::BufWriter::new(&mut file), &[])?.clear();
-    file.flush()?;
-    let total = file.stream_position()?;
+    node.store.export(&mut std::io::BufWriter::new(&mut file), &[])?;
+    let exported = file.stream_position()?;
+    let total = exported.div_ceil(BLOCK) * BLOCK;
+    file.write_all(&vec![0u8; (total - exported) as usize])?;
     file.rewind()?;
     let mut hasher = Sha256::new();
     let mut sent = 0u64;

@@ -16,6 +16,10 @@ use super::revision::Revision;
 use crate::error::EtcdError;
 
 const RECORD_PREFIX: u8 = b'k';
+/// First bytes of an exported store, so a wrong file is told apart from a corrupt one.
+const EXPORT_MAGIC: &[u8; 16] = b"conclave-store-1";
+/// Length value that ends the entries of an export; anything after it (padding) is ignored.
+const EXPORT_END: u64 = u64::MAX;
 const META_REV: &[u8] = b"m/rev";
 const META_COMPACT: &[u8] = b"m/compact";
 
@@ -100,11 +104,21 @@ impl Store {
         Ok(self.tree.get(name)?)
     }
 
-    /// Write every entry of the tree as length-prefixed key/value pairs: a consistent copy of the
-    /// whole store, writers held off meanwhile. Returns the `capture` metadata values as of that copy.
+    /// Remove metadata entries (used when a copy of another member's store is adopted).
+    pub fn forget_meta(&self, names: &[&[u8]]) -> Result<(), StoreError> {
+        for name in names {
+            self.tree.remove(name)?;
+        }
+        Ok(())
+    }
+
+    /// Write every entry of the tree as length-prefixed key/value pairs between a magic header and
+    /// an end marker: a consistent copy of the whole store, writers held off meanwhile. Returns the
+    /// `capture` metadata values as of that copy.
     pub fn export(&self, out: &mut impl Write, capture: &[&[u8]]) -> io::Result<Vec<Option<sled::IVec>>> {
         let _writers_wait = self.read();
         let captured = capture.iter().map(|name| self.tree.get(name)).collect::<Result<Vec<_>, _>>().map_err(io::Error::other)?;
+        out.write_all(EXPORT_MAGIC)?;
         for entry in self.tree.iter() {
             let (key, value) = entry.map_err(io::Error::other)?;
             for part in [&key[..], &value[..]] {
@@ -112,12 +126,18 @@ impl Store {
                 out.write_all(part)?;
             }
         }
+        out.write_all(&EXPORT_END.to_be_bytes())?;
         Ok(captured)
     }
 
     /// Replace the whole store with a copy written by `export`.
     pub fn import(&self, input: &mut impl Read) -> Result<(), StoreError> {
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let mut magic = [0u8; EXPORT_MAGIC.len()];
+        input.read_exact(&mut magic).map_err(|_| corrupt("snapshot is too short"))?;
+        if &magic != EXPORT_MAGIC {
+            return Err(corrupt("not a Conclave store snapshot"));
+        }
         let mut batch = sled::Batch::default();
         for entry in self.tree.iter() {
             batch.remove(entry?.0);
@@ -132,14 +152,15 @@ impl Store {
     }
 }
 
+/// The next length-prefixed part of an export, `None` at the end marker.
 fn read_part(input: &mut impl Read) -> Result<Option<Vec<u8>>, StoreError> {
     let mut len = [0u8; 8];
-    match input.read_exact(&mut len) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(StoreError::Storage(e.to_string())),
+    input.read_exact(&mut len).map_err(|_| corrupt("snapshot is truncated"))?;
+    let len = u64::from_be_bytes(len);
+    if len == EXPORT_END {
+        return Ok(None);
     }
-    let mut part = vec![0u8; u64::from_be_bytes(len) as usize];
+    let mut part = vec![0u8; len as usize];
     input.read_exact(&mut part).map_err(|_| corrupt("snapshot entry is truncated"))?;
     Ok(Some(part))
 }

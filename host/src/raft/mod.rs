@@ -15,7 +15,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use log_store::LogStore;
 pub use network::Network;
-pub use state_machine::StateMachine;
+pub use state_machine::{StateMachine, APPLIED as APPLIED_META, MEMBERSHIP as MEMBERSHIP_META};
 
 /// Raft member ids are etcd member ids.
 pub type NodeId = u64;

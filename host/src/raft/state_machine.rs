@@ -20,8 +20,9 @@ use super::{decode, encode, read_err, write_err, NodeId, Response, TypeConfig};
 use crate::error::EtcdError;
 use crate::mvcc::{self, ApplyBatch, Store, StoreError, Writer};
 
-const APPLIED: &[u8] = b"m/applied";
-const MEMBERSHIP: &[u8] = b"m/membership";
+/// Store metadata holding the last applied log id and membership, written with each apply.
+pub const APPLIED: &[u8] = b"m/applied";
+pub const MEMBERSHIP: &[u8] = b"m/membership";
 const SNAPSHOT_FILE: &str = "current.snap";
 const SNAPSHOT_META_FILE: &str = "current.meta";
 
