@@ -3,6 +3,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use futures::TryStreamExt;
+use conclave_host::api::h2_compat::AuthorityFix;
 use conclave_host::config::Config;
 use conclave_host::{api, node::Node};
 use tokio::net::TcpListener;
@@ -33,7 +35,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         let local = listener.local_addr()?;
         tracing::info!("ready to serve client requests on http://{local}");
         let router = api::router(node.clone());
-        servers.spawn(router.serve_with_incoming(TcpListenerStream::new(listener)));
+        // Small request/response messages: send each at once rather than waiting to coalesce.
+        let connections = TcpListenerStream::new(listener).map_ok(|tcp| {
+            let _ = tcp.set_nodelay(true);
+            AuthorityFix::new(tcp)
+        });
+        servers.spawn(router.serve_with_incoming(connections));
     }
     tokio::select! {
         Some(finished) = servers.join_next() => finished??,

@@ -1,6 +1,7 @@
 //! Client-facing gRPC services, wire-compatible with etcd v3.
 
 mod cluster;
+pub mod h2_compat;
 mod kv;
 mod maintenance;
 mod validate;
