@@ -11,7 +11,6 @@ use conclave_proto::etcdserverpb::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::mvcc::View;
 use crate::node::Node;
 
 pub struct ClusterService {
@@ -52,7 +51,7 @@ impl Cluster for ClusterService {
             is_learner: false,
         };
         Ok(Response::new(MemberListResponse {
-            header: self.node.header(self.node.store.read().current_rev()),
+            header: self.node.header(0),
             members: vec![member],
         }))
     }

@@ -1,0 +1,17 @@
+//! Integration-test harness for Conclave: start real server processes (Conclave or the
+//! reference etcd) on loopback ephemeral ports, drive them with real clients, and compare
+//! their answers after normalising what legitimately differs between two servers.
+//!
+//! Environment: `CONCLAVE_BIN`, `ETCD_BIN`, `ETCDCTL_BIN` override the binaries (default:
+//! `target/<profile>/conclave`, `etcd` and `etcdctl` on `PATH`); `CONCLAVE_TEST_SUBJECT=etcd`
+//! runs the comparison suites etcd-vs-etcd, a self-check of the harness and the sessions.
+
+pub mod etcdctl;
+pub mod node;
+pub mod normalize;
+pub mod session;
+
+pub use etcdctl::{CtlOutput, etcdctl};
+pub use node::{Kind, Node, free_port};
+pub use normalize::Normalizer;
+pub use session::{LEASE, Step, assert_same_as_etcd, ctl, ctl_stdin, formats, transcript};

@@ -1,0 +1,251 @@
+//! One server process — real etcd or Conclave — on loopback ports with its own data dir.
+//!
+//! Both binaries take the same etcd flags. Readiness is the "ready to serve client requests"
+//! line on the child's stderr (etcd prints it too); after that, stdout and stderr keep being
+//! drained into a buffer so the child never blocks on a full pipe and failures can show the log.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use tempfile::TempDir;
+
+/// The phrase both servers print once they serve clients.
+const READY: &str = "ready to serve client requests";
+/// Generous: a debug build on a busy machine, but a hang still fails with the log.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// Same member name for every node, so outputs that show it compare equal across servers.
+const NAME: &str = "node";
+
+/// Which server binary a [`Node`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Real etcd (the reference): `ETCD_BIN` or `etcd` on `PATH`.
+    Etcd,
+    /// This workspace's `conclave` binary: `CONCLAVE_BIN` or `target/<profile>/conclave`.
+    Conclave,
+}
+
+impl Kind {
+    /// The server under test: Conclave, unless `CONCLAVE_TEST_SUBJECT=etcd` asks to run the
+    /// comparison suites etcd-vs-etcd (a self-check of the harness and of the sessions).
+    pub fn subject() -> Kind {
+        match std::env::var("CONCLAVE_TEST_SUBJECT").as_deref() {
+            Ok("etcd") => Kind::Etcd,
+            _ => Kind::Conclave,
+        }
+    }
+
+    fn binary(self) -> Result<PathBuf> {
+        match self {
+            Kind::Etcd => Ok(std::env::var_os("ETCD_BIN").map_or("etcd".into(), PathBuf::from)),
+            Kind::Conclave => conclave_bin(),
+        }
+    }
+}
+
+/// `CONCLAVE_BIN`, else `conclave` next to the test executable's `deps/` directory.
+fn conclave_bin() -> Result<PathBuf> {
+    let path = match std::env::var_os("CONCLAVE_BIN") {
+        Some(path) => PathBuf::from(path),
+        None => {
+            let exe = std::env::current_exe().context("locating the test executable")?;
+            let mut dir = exe.parent().context("test executable has no parent")?;
+            if dir.ends_with("deps") {
+                dir = dir.parent().context("deps/ has no parent")?;
+            }
+            dir.join("conclave")
+        }
+    };
+    if !path.is_file() {
+        bail!(
+            "conclave binary not found at {}: build it with `cargo build -p conclave-host` \
+             (or point CONCLAVE_BIN at it)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A free loopback port: bind port 0 and release it. Ports handed out by this process are
+/// remembered so parallel tests never get the same one twice.
+pub fn free_port() -> u16 {
+    static GIVEN: LazyLock<Mutex<HashSet<u16>>> = LazyLock::new(Mutex::default);
+    let mut given = GIVEN.lock().unwrap();
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("binding an ephemeral loopback port")
+            .port();
+        if given.insert(port) {
+            return port;
+        }
+    }
+}
+
+/// A running (or killed) server process. Killed with SIGKILL on drop.
+pub struct Node {
+    kind: Kind,
+    dir: TempDir,
+    client_port: u16,
+    peer_port: u16,
+    extra_args: Vec<String>,
+    child: Option<Child>,
+    log: Arc<Mutex<String>>,
+}
+
+impl Node {
+    /// Starts a one-member cluster of `kind` with extra server flags (e.g. `--max-txn-ops 3`)
+    /// and waits until it serves clients.
+    pub fn start(kind: Kind, extra_args: &[&str]) -> Result<Node> {
+        let mut attempts = 0;
+        loop {
+            let mut node = Node {
+                kind,
+                dir: tempfile::Builder::new()
+                    .prefix("conclave-test-")
+                    .tempdir()?,
+                client_port: free_port(),
+                peer_port: free_port(),
+                extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+                child: None,
+                log: Arc::default(),
+            };
+            attempts += 1;
+            match node.spawn() {
+                // Another process took a port between free_port() and the bind: new ports.
+                Err(_) if attempts < 3 && node.log().contains("already in use") => continue,
+                result => return result.map(|()| node),
+            }
+        }
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// The client URL, e.g. `http://127.0.0.1:41234`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Everything the process printed so far (stdout and stderr, all runs).
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// SIGKILL and reap the process; the data dir stays. No-op if not running.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills the process if running, then starts it again on the same data dir and ports.
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill9();
+        self.log.lock().unwrap().push_str("\n----- restart -----\n");
+        self.spawn()
+    }
+
+    fn args(&self) -> Vec<String> {
+        let client = self.endpoint();
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let mut args: Vec<String> = [
+            "--name",
+            NAME,
+            "--data-dir",
+            &self.dir.path().to_string_lossy(),
+            "--listen-client-urls",
+            &client,
+            "--advertise-client-urls",
+            &client,
+            "--listen-peer-urls",
+            &peer,
+            "--initial-advertise-peer-urls",
+            &peer,
+            "--initial-cluster",
+            &format!("{NAME}={peer}"),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(self.extra_args.iter().cloned());
+        args
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let binary = self.kind.binary()?;
+        let mut child = Command::new(&binary)
+            .args(self.args())
+            // Plain logs: they end up in failure messages.
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("spawning {}", binary.display()))?;
+        let (ready_tx, ready_rx) = mpsc::channel();
+        drain(child.stdout.take().unwrap(), self.log.clone(), None);
+        drain(
+            child.stderr.take().unwrap(),
+            self.log.clone(),
+            Some(ready_tx),
+        );
+        self.child = Some(child);
+
+        let failure = match ready_rx.recv_timeout(START_TIMEOUT) {
+            Ok(()) => return Ok(()),
+            Err(RecvTimeoutError::Timeout) => format!("not ready after {START_TIMEOUT:?}"),
+            // The stderr reader hung up: the process closed stderr, i.e. it exited.
+            Err(RecvTimeoutError::Disconnected) => {
+                let status = self.child.take().unwrap().wait()?;
+                format!("exited with {status} before it was ready")
+            }
+        };
+        self.kill9();
+        bail!(
+            "{:?} ({}) {failure}; its output:\n{}",
+            self.kind,
+            binary.display(),
+            self.log()
+        )
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Copies `stream` line by line into `log` on a background thread until EOF; signals `ready`
+/// once, at the first line containing [`READY`].
+fn drain(stream: impl Read + Send + 'static, log: Arc<Mutex<String>>, ready: Option<Sender<()>>) {
+    std::thread::spawn(move || {
+        let mut ready = ready;
+        let mut reader = BufReader::new(stream);
+        let mut line = Vec::new();
+        while reader.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
+            let text = String::from_utf8_lossy(&line);
+            if text.contains(READY)
+                && let Some(tx) = ready.take()
+            {
+                let _ = tx.send(());
+            }
+            log.lock().unwrap().push_str(&text);
+            line.clear();
+        }
+    });
+}

@@ -1,0 +1,194 @@
+//! Normalising client output so two servers' answers to the same session can be compared.
+//!
+//! Replaced: what legitimately differs between two servers — cluster, member and lease ids,
+//! raft term and index, db size, server version, ports, timings, log timestamps and client
+//! uuids. Revisions, versions of keys, counts and everything else stay untouched: both stores
+//! start at revision 1, so those must match exactly.
+//!
+//! Ids become `<idN>`, numbered in order of first appearance within one [`Normalizer`], so
+//! equal ids stay equal (a header's member_id and the member list's ID) whether printed in
+//! decimal (`-w json`, `-w fields`) or hex (simple output). Zero is never replaced: a zero
+//! where etcd has a real id (or the reverse) must show up as a difference.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use regex::{Captures, Regex};
+use serde_json::Value;
+
+/// JSON keys (`-w json`) and field names (`-w fields`) holding ids.
+const ID_KEYS: &[&str] = &[
+    "cluster_id",
+    "member_id",
+    "ID",
+    "leader",
+    "lease",
+    "ClusterID",
+    "MemberID",
+    "Leader",
+    "Lease",
+];
+/// Keys whose non-zero numeric value depends on the server's raft log or storage.
+const VOLATILE_KEYS: &[&str] = &[
+    "raft_term",
+    "raftTerm",
+    "raftIndex",
+    "raftAppliedIndex",
+    "dbSize",
+    "dbSizeInUse",
+    "RaftTerm",
+    "RaftIndex",
+    "RaftAppliedIndex",
+    "DBSize",
+    "DBSizeInUse",
+];
+/// Keys whose string value is the server's version ("3.4.23"), a timestamp or a duration.
+const STRING_KEYS: &[&str] = &["version", "Version", "ts", "took"];
+
+static FIELD: LazyLock<Regex> = LazyLock::new(|| Regex::new(r#"^"(\w+)" : (.*)$"#).unwrap());
+static PORT: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(127\.0\.0\.1|localhost):\d+").unwrap());
+static TOOK: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"took = \S+").unwrap());
+static CLIENT_UUID: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"client-[0-9a-f-]{36}").unwrap());
+/// Hex ids in simple/table output (`%x`/`%016x`): 8–16 hex digits with a letter and a digit,
+/// which plain words and numbers in the sessions avoid.
+static HEX_ID: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\b[0-9a-f]{8,16}\b").unwrap());
+
+/// Stateful across one session: the same id gets the same placeholder in every output.
+#[derive(Default)]
+pub struct Normalizer {
+    ids: HashMap<u64, usize>,
+}
+
+impl Normalizer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Normalises one whole output (stdout or stderr), line by line.
+    pub fn output(&mut self, text: &str) -> String {
+        let lines: Vec<String> = text.split('\n').map(|line| self.line(line)).collect();
+        lines.join("\n")
+    }
+
+    fn line(&mut self, line: &str) -> String {
+        if line.starts_with(['{', '['])
+            && let Ok(mut json) = serde_json::from_str::<Value>(line)
+        {
+            self.json(&mut json);
+            return json.to_string();
+        }
+        if let Some(field) = FIELD.captures(line) {
+            let value = self.keyed(&field[1], &field[2]);
+            return format!("\"{}\" : {}", &field[1], common(&value));
+        }
+        let line = common(line);
+        HEX_ID
+            .replace_all(&line, |c: &Captures| {
+                let token = &c[0];
+                let looks_like_id = token.contains(|ch: char| ch.is_ascii_digit())
+                    && token.contains(|ch: char| ch.is_ascii_lowercase());
+                match u64::from_str_radix(token, 16) {
+                    Ok(id) if looks_like_id => self.id(id),
+                    _ => token.to_string(),
+                }
+            })
+            .into_owned()
+    }
+
+    fn json(&mut self, value: &mut Value) {
+        match value {
+            Value::Object(map) => {
+                for (key, value) in map.iter_mut() {
+                    match value {
+                        Value::Number(_) | Value::String(_) => {
+                            let raw = value
+                                .as_str()
+                                .map_or_else(|| value.to_string(), |s| format!("\"{s}\""));
+                            let new = self.keyed(key, &raw);
+                            if new != raw {
+                                *value = Value::String(new);
+                            } else if let Value::String(s) = value {
+                                *s = common(s);
+                            }
+                        }
+                        _ => self.json(value),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|item| self.json(item)),
+            Value::String(s) => *s = common(s),
+            _ => {}
+        }
+    }
+
+    /// The normalised form of `raw` (a number, or a string in double quotes) under `key`.
+    fn keyed(&mut self, key: &str, raw: &str) -> String {
+        let number = raw.parse::<u64>().ok().filter(|&n| n != 0);
+        match number {
+            Some(id) if ID_KEYS.contains(&key) => self.id(id),
+            Some(_) if VOLATILE_KEYS.contains(&key) => format!("<{key}>"),
+            None if raw.starts_with('"') && STRING_KEYS.contains(&key) => format!("<{key}>"),
+            _ => raw.to_string(),
+        }
+    }
+
+    fn id(&mut self, id: u64) -> String {
+        let next = self.ids.len() + 1;
+        format!("<id{}>", self.ids.entry(id).or_insert(next))
+    }
+}
+
+/// Rules that apply to any text: ports, durations, client uuids.
+fn common(text: &str) -> String {
+    let text = PORT.replace_all(text, "$1:<port>");
+    let text = TOOK.replace_all(&text, "took = <duration>");
+    CLIENT_UUID.replace_all(&text, "client-<uuid>").into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_numbered_consistently_across_formats() {
+        let mut n = Normalizer::new();
+        let json = r#"{"header":{"cluster_id":10,"member_id":3319814642761637952,"revision":2,"raft_term":2},"kvs":[{"key":"Zm9v","version":1,"lease":0}]}"#;
+        assert_eq!(
+            n.output(json),
+            r#"{"header":{"cluster_id":"<id1>","member_id":"<id2>","raft_term":"<raft_term>","revision":2},"kvs":[{"key":"Zm9v","lease":0,"version":1}]}"#
+        );
+        assert_eq!(
+            n.output("\"MemberID\" : 3319814642761637952\n\"Revision\" : 2"),
+            "\"MemberID\" : <id2>\n\"Revision\" : 2"
+        );
+        assert_eq!(
+            n.output(
+                "2e1259d415f2a040, started, node, http://127.0.0.1:23800, http://localhost:1, false"
+            ),
+            "<id2>, started, node, http://127.0.0.1:<port>, http://localhost:<port>, false"
+        );
+    }
+
+    #[test]
+    fn versions_durations_and_log_lines() {
+        let mut n = Normalizer::new();
+        assert_eq!(
+            n.output(r#""Version" : "3.4.23""#),
+            r#""Version" : <Version>"#
+        );
+        assert_eq!(n.output(r#""Version" : 3"#), r#""Version" : 3"#);
+        assert_eq!(
+            n.output(
+                "http://127.0.0.1:5 is healthy: successfully committed proposal: took = 1.04725ms"
+            ),
+            "http://127.0.0.1:<port> is healthy: successfully committed proposal: took = <duration>"
+        );
+        let log = r#"{"level":"warn","ts":"2026-11-25T12:55:18.418Z","target":"endpoint://client-c766a61b-8bca-433b-8cf2-b5570259e8cb/127.0.0.1:23790","attempt":0}"#;
+        assert_eq!(
+            n.output(log),
+            r#"{"attempt":0,"level":"warn","target":"endpoint://client-<uuid>/127.0.0.1:<port>","ts":"<ts>"}"#
+        );
+    }
+}

@@ -1,0 +1,5 @@
+//! The integration suite: one test binary, one module per area.
+
+mod crash;
+mod kv_client;
+mod kv_compat;
