@@ -3,12 +3,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use futures::TryStreamExt;
-use conclave_host::api::h2_compat::AuthorityFix;
 use conclave_host::config::Config;
 use conclave_host::{api, node::Node};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tracing_subscriber::EnvFilter;
 
 /// `http://host:port` → `host:port`; only plain HTTP until TLS lands.
@@ -34,13 +31,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     for listener in listeners {
         let local = listener.local_addr()?;
         tracing::info!("ready to serve client requests on http://{local}");
-        let router = api::router(node.clone());
-        // Small request/response messages: send each at once rather than waiting to coalesce.
-        let connections = TcpListenerStream::new(listener).map_ok(|tcp| {
-            let _ = tcp.set_nodelay(true);
-            AuthorityFix::new(tcp)
-        });
-        servers.spawn(router.serve_with_incoming(connections));
+        servers.spawn(api::serve(node.clone(), listener));
     }
     tokio::select! {
         Some(finished) = servers.join_next() => finished??,

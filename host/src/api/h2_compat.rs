@@ -101,11 +101,6 @@ impl<S> AuthorityFix<S> {
         }
     }
 
-    /// The wrapped connection.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
     /// Processes buffered input as far as it goes without handing bytes to the reader; returns
     /// whether anything changed.
     fn step(&mut self) -> io::Result<bool> {

@@ -1,9 +1,10 @@
 //! Client-facing gRPC services, wire-compatible with etcd v3.
 
 mod cluster;
-pub mod h2_compat;
+mod h2_compat;
 mod kv;
 mod maintenance;
+mod message_size;
 mod validate;
 
 use std::sync::Arc;
@@ -11,25 +12,34 @@ use std::sync::Arc;
 use conclave_proto::etcdserverpb::cluster_server::ClusterServer;
 use conclave_proto::etcdserverpb::kv_server::KvServer;
 use conclave_proto::etcdserverpb::maintenance_server::MaintenanceServer;
-use tonic::transport::server::Router;
+use futures::TryStreamExt;
+use h2_compat::AuthorityFix;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 
 use crate::node::Node;
-
-pub use maintenance::VERSION;
 
 /// etcd lets gRPC messages exceed `--max-request-bytes` by this much, so that an oversized request
 /// reaches the server and gets etcd's own "request is too large" error.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
-/// All client services of `node`, ready to serve on any listener.
-pub fn router(node: Arc<Node>) -> Router {
+/// Serve all client services of `node` on `listener` until the server fails.
+pub async fn serve(node: Arc<Node>, listener: TcpListener) -> Result<(), tonic::transport::Error> {
+    // Small request/response messages: send each at once rather than waiting to coalesce.
+    let connections = TcpListenerStream::new(listener).map_ok(|tcp| {
+        let _ = tcp.set_nodelay(true);
+        AuthorityFix::new(tcp)
+    });
     let max_message = node.config.max_request_bytes + GRPC_OVERHEAD_BYTES;
     Server::builder()
+        .layer(tower::util::MapResponseLayer::new(message_size::as_grpc_go))
         .add_service(KvServer::new(kv::KvService::new(node.clone())).max_decoding_message_size(max_message))
         .add_service(
             MaintenanceServer::new(maintenance::MaintenanceService::new(node.clone()))
                 .max_decoding_message_size(max_message),
         )
         .add_service(ClusterServer::new(cluster::ClusterService::new(node)).max_decoding_message_size(max_message))
+        .serve_with_incoming(connections)
+        .await
 }
