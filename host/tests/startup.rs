@@ -27,7 +27,11 @@ fn stderr(output: &Output) -> String {
 
 /// Start a member, wait until it serves, then stop it: leaves an initialised data directory.
 fn initialise(data_dir: &Path, name: &str) {
-    let mut child = conclave(data_dir, name, &[]).stderr(Stdio::piped()).spawn().expect("conclave starts");
+    serve_once(conclave(data_dir, name, &[]));
+}
+
+fn serve_once(mut cmd: Command) {
+    let mut child = cmd.stderr(Stdio::piped()).spawn().expect("conclave starts");
     let lines = BufReader::new(child.stderr.take().expect("stderr is piped")).lines();
     for line in lines {
         if line.expect("stderr is readable").contains("ready to serve client requests") {
@@ -110,4 +114,19 @@ fn corrupt_data_dir_is_refused_untouched() {
     assert!(!output.status.success());
     assert!(stderr(&output).contains(&data.display().to_string()), "{}", stderr(&output));
     assert_eq!(snapshot_files(&data), before, "a refused data dir must not change");
+}
+
+#[test]
+fn etcd_environment_variables_configure_the_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("from-env");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_conclave"));
+    cmd.env("ETCD_NAME", "envnode")
+        .env("ETCD_DATA_DIR", &data)
+        .env("ETCD_LISTEN_CLIENT_URLS", "http://127.0.0.1:0")
+        .env("ETCD_INITIAL_ADVERTISE_PEER_URLS", "http://127.0.0.1:2380")
+        .env("ETCD_INITIAL_CLUSTER", "envnode=http://127.0.0.1:2380");
+    serve_once(cmd);
+    let identity = std::fs::read_to_string(data.join("member.json")).expect("member.json written");
+    assert!(identity.contains("\"envnode\""), "{identity}");
 }

@@ -365,3 +365,15 @@ async fn acknowledged_writes_survive_kill9_and_restart() {
         );
     }
 }
+
+#[tokio::test]
+async fn writes_over_the_backend_quota_are_refused() {
+    on_etcd_then_subject(&["--quota-backend-bytes", "1"], |mut c| async move {
+        assert_eq!(
+            status(c.put("k", "v", None).await),
+            err(Code::ResourceExhausted, "etcdserver: mvcc: database space exceeded")
+        );
+        assert!(c.get("k", None).await.unwrap().kvs().is_empty(), "reads still work");
+    })
+    .await;
+}

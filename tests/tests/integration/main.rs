@@ -4,3 +4,4 @@ mod crash;
 mod kv_client;
 mod kv_compat;
 mod malformed;
+mod snapshot;
