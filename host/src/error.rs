@@ -31,6 +31,8 @@ pub enum EtcdError {
     NoLeader,
     #[error("etcdserver: request timed out")]
     Timeout,
+    #[error("etcdserver: server stopped")]
+    Stopped,
     #[error("etcdserver: member not found")]
     MemberNotFound,
     #[error("etcdserver: not capable")]
@@ -46,7 +48,7 @@ impl EtcdError {
             Compacted | FutureRev => Code::OutOfRange,
             NoSpace => Code::ResourceExhausted,
             LeaseNotFound | MemberNotFound => Code::NotFound,
-            NoLeader | Timeout => Code::Unavailable,
+            NoLeader | Timeout | Stopped => Code::Unavailable,
             NotCapable => Code::FailedPrecondition,
         }
     }
@@ -56,7 +58,7 @@ impl EtcdError {
         use EtcdError::*;
         [
             EmptyKey, KeyNotFound, ValueProvided, LeaseProvided, TooManyOps, DuplicateKey,
-            RequestTooLarge, Compacted, FutureRev, NoSpace, LeaseNotFound, NoLeader, Timeout,
+            RequestTooLarge, Compacted, FutureRev, NoSpace, LeaseNotFound, NoLeader, Timeout, Stopped,
             MemberNotFound, NotCapable,
         ]
         .into_iter()

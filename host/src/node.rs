@@ -12,7 +12,6 @@ use conclave_proto::conclave::raft::raft_request::Request as Req;
 use conclave_proto::conclave::raft::raft_response::Response as Resp;
 use conclave_proto::conclave::raft::RaftRequest;
 use conclave_proto::etcdserverpb::ResponseHeader;
-use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -21,7 +20,7 @@ use tonic::Status;
 use crate::config::Config;
 use crate::error::EtcdError;
 use crate::mvcc::Store;
-use crate::raft::{LogStore, Network, Raft, Request, StateMachine};
+use crate::raft::{LogStore, Network, Proposer, Raft, StateMachine};
 
 /// Who this member is; fixed when its data directory is first created.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -37,6 +36,7 @@ pub struct Node {
     pub config: Config,
     pub identity: Identity,
     pub raft: Raft,
+    proposer: Proposer,
     pub store: Arc<Store>,
     pub db: sled::Db,
     /// Size of the database on disk, refreshed in the background (a stat per request is too dear).
@@ -166,7 +166,8 @@ impl Node {
 
         let db_size = Arc::new(AtomicU64::new(db.size_on_disk().unwrap_or(0)));
         tokio::spawn(refresh_db_size(db.clone(), Arc::downgrade(&db_size)));
-        Ok(Arc::new(Node { config, identity, raft, store, db, db_size }))
+        let proposer = Proposer::start(raft.clone());
+        Ok(Arc::new(Node { config, identity, raft, proposer, store, db, db_size }))
     }
 
     pub fn db_size(&self) -> u64 {
@@ -195,19 +196,13 @@ impl Node {
         if prost::Message::encoded_len(&request) > self.config.max_request_bytes {
             return Err(EtcdError::RequestTooLarge.into());
         }
-        match self.raft.client_write(Request(request)).await {
-            Ok(written) => {
-                let response = written.data.0;
-                if !response.error.is_empty() {
-                    return Err(EtcdError::from_message(&response.error)
-                        .map(Status::from)
-                        .unwrap_or_else(|| Status::unknown(response.error)));
-                }
-                response.response.ok_or_else(|| Status::internal("apply produced no response"))
-            }
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(EtcdError::NoLeader.into()),
-            Err(e) => Err(Status::unavailable(e.to_string())),
+        let response = self.proposer.propose(request).await?;
+        if !response.error.is_empty() {
+            return Err(EtcdError::from_message(&response.error)
+                .map(Status::from)
+                .unwrap_or_else(|| Status::unknown(response.error)));
         }
+        response.response.ok_or_else(|| Status::internal("apply produced no response"))
     }
 
     /// Wait until this member has applied everything committed before now (raft ReadIndex).

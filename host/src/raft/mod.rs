@@ -1,20 +1,22 @@
-//! Consensus: openraft's type configuration, the sled-backed log and state machine, and the peer
-//! network. Every write a client makes becomes a [`Request`] in the log; applying it yields a
-//! [`Response`].
+//! Consensus: openraft's type configuration, the sled-backed log and state machine, the peer
+//! network, and the proposer that batches client writes. Every log entry is a [`Request`]: a batch
+//! of client writes; applying it yields a [`Response`] per write.
 
 mod log_store;
 mod network;
+mod proposer;
 mod state_machine;
 
 use std::io::Cursor;
 
-use conclave_proto::conclave::raft::{RaftRequest, RaftResponse};
+use conclave_proto::conclave::raft::{RaftBatch, RaftBatchResponse};
 use openraft::{AnyError, BasicNode, StorageError, StorageIOError};
 use prost::Message;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use log_store::LogStore;
 pub use network::Network;
+pub use proposer::Proposer;
 pub use state_machine::{StateMachine, APPLIED as APPLIED_META, MEMBERSHIP as MEMBERSHIP_META};
 
 /// Raft member ids are etcd member ids.
@@ -31,13 +33,13 @@ openraft::declare_raft_types!(
         SnapshotData = tokio::fs::File,
 );
 
-/// A write request in the log, stored as its protobuf encoding.
+/// A batch of client write requests in the log, stored as its protobuf encoding.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Request(pub RaftRequest);
+pub struct Request(pub RaftBatch);
 
-/// The outcome of applying a [`Request`].
+/// The outcomes of applying a [`Request`], one per client request.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Response(pub RaftResponse);
+pub struct Response(pub RaftBatchResponse);
 
 fn serialize_message<S: Serializer>(message: &impl Message, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_bytes(&message.encode_to_vec())
@@ -92,13 +94,14 @@ fn write_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use conclave_proto::conclave::raft::raft_request;
+    use conclave_proto::conclave::raft::{raft_request, RaftRequest};
     use conclave_proto::etcdserverpb::PutRequest;
 
     #[test]
     fn request_round_trips_through_postcard() {
         let put = PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), ..Default::default() };
-        let req = Request(RaftRequest { id: 7, request: Some(raft_request::Request::Put(put)) });
+        let one = RaftRequest { id: 7, request: Some(raft_request::Request::Put(put)) };
+        let req = Request(RaftBatch { requests: vec![one.clone(), one] });
         let bytes = encode(&req).unwrap();
         assert_eq!(decode::<Request>(&bytes).unwrap(), req);
     }

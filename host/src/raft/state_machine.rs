@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use conclave_proto::conclave::raft::raft_request::Request as Req;
 use conclave_proto::conclave::raft::raft_response::Response as Resp;
-use conclave_proto::conclave::raft::{RaftRequest, RaftResponse};
+use conclave_proto::conclave::raft::{RaftBatchResponse, RaftRequest, RaftResponse};
 use openraft::storage::RaftStateMachine;
 use openraft::{
     AnyError, BasicNode, Entry, EntryPayload, LogId, RaftSnapshotBuilder, Snapshot, SnapshotMeta,
@@ -102,13 +102,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         for entry in entries {
             last = Some(entry.log_id);
             let response = match entry.payload {
-                EntryPayload::Blank => RaftResponse::default(),
-                EntryPayload::Normal(request) => execute(&mut batch, &request.0).map_err(|e| {
-                    StorageIOError::apply(entry.log_id, AnyError::error(e.to_string()))
-                })?,
+                EntryPayload::Blank => RaftBatchResponse::default(),
+                EntryPayload::Normal(requests) => RaftBatchResponse {
+                    responses: requests
+                        .0
+                        .requests
+                        .iter()
+                        .map(|request| execute(&mut batch, request))
+                        .collect::<Result<_, _>>()
+                        .map_err(|e| StorageIOError::apply(entry.log_id, AnyError::error(e.to_string())))?,
+                },
                 EntryPayload::Membership(m) => {
                     membership = Membership::new(Some(entry.log_id), m);
-                    RaftResponse::default()
+                    RaftBatchResponse::default()
                 }
             };
             responses.push(Response(response));
