@@ -153,6 +153,9 @@ impl Node {
             election_timeout_min: config.election_timeout,
             election_timeout_max: config.election_timeout * 2,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_count),
+            // Like etcd, keep entries behind a snapshot for slow followers (etcd keeps 5,000),
+            // but never more than a snapshot interval, so a small --snapshot-count bounds the log.
+            max_in_snapshot_log_to_keep: config.snapshot_count.min(5_000),
             ..Default::default()
         }
         .validate()?;

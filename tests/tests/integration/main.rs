@@ -5,3 +5,4 @@ mod kv_client;
 mod kv_compat;
 mod malformed;
 mod snapshot;
+mod snapshot_count;
