@@ -47,12 +47,13 @@ impl From<StoreError> for tonic::Status {
     }
 }
 
-pub(super) struct State {
-    pub index: KeyIndex,
+/// What a view sees besides the values: the key index and the revision counters.
+pub struct State {
+    pub(super) index: KeyIndex,
     /// The store revision: the main revision of the newest write (1 for an empty store).
-    pub rev: i64,
+    pub(super) rev: i64,
     /// The newest compacted revision, -1 when never compacted.
-    pub compact_rev: i64,
+    pub(super) compact_rev: i64,
 }
 
 /// The MVCC store of one node.
@@ -63,10 +64,19 @@ pub struct Store {
 
 /// Reading the store at its current state; implemented by read and write views alike.
 pub trait View {
-    fn index(&self) -> &KeyIndex;
-    fn current_rev(&self) -> i64;
-    fn compact_rev(&self) -> i64;
+    /// The index and revision counters this view sees.
+    fn state(&self) -> &State;
     fn load(&self, rev: Revision) -> Result<KeyValue, StoreError>;
+
+    fn index(&self) -> &KeyIndex {
+        &self.state().index
+    }
+    fn current_rev(&self) -> i64 {
+        self.state().rev
+    }
+    fn compact_rev(&self) -> i64 {
+        self.state().compact_rev
+    }
 
     /// The live value of `key` at the current revision.
     fn get(&self, key: &[u8]) -> Result<Option<KeyValue>, StoreError> {
@@ -230,14 +240,8 @@ pub struct ReadView<'a> {
 }
 
 impl View for ReadView<'_> {
-    fn index(&self) -> &KeyIndex {
-        &self.state.index
-    }
-    fn current_rev(&self) -> i64 {
-        self.state.rev
-    }
-    fn compact_rev(&self) -> i64 {
-        self.state.compact_rev
+    fn state(&self) -> &State {
+        &self.state
     }
     fn load(&self, rev: Revision) -> Result<KeyValue, StoreError> {
         load_record(self.tree, rev)
@@ -254,14 +258,8 @@ pub struct ApplyBatch<'a> {
 }
 
 impl View for ApplyBatch<'_> {
-    fn index(&self) -> &KeyIndex {
-        &self.state.index
-    }
-    fn current_rev(&self) -> i64 {
-        self.state.rev
-    }
-    fn compact_rev(&self) -> i64 {
-        self.state.compact_rev
+    fn state(&self) -> &State {
+        &self.state
     }
     fn load(&self, rev: Revision) -> Result<KeyValue, StoreError> {
         match self.pending.get(&rev) {

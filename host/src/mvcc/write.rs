@@ -24,14 +24,8 @@ pub(super) fn header(revision: i64) -> Option<ResponseHeader> {
 }
 
 impl View for Writer<'_, '_> {
-    fn index(&self) -> &super::index::KeyIndex {
-        self.batch.index()
-    }
-    fn current_rev(&self) -> i64 {
-        self.batch.current_rev()
-    }
-    fn compact_rev(&self) -> i64 {
-        self.batch.compact_rev()
+    fn state(&self) -> &super::store::State {
+        self.batch.state()
     }
     fn load(&self, rev: Revision) -> Result<KeyValue, StoreError> {
         self.batch.load(rev)

@@ -33,44 +33,26 @@ openraft::declare_raft_types!(
         SnapshotData = tokio::fs::File,
 );
 
-/// A batch of client write requests in the log, stored as its protobuf encoding.
+/// A protobuf message that serde stores as its protobuf encoding, so raft can persist it.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Request(pub RaftBatch);
+pub struct Proto<M>(pub M);
+
+/// A batch of client write requests: one log entry.
+pub type Request = Proto<RaftBatch>;
 
 /// The outcomes of applying a [`Request`], one per client request.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Response(pub RaftBatchResponse);
+pub type Response = Proto<RaftBatchResponse>;
 
-fn serialize_message<S: Serializer>(message: &impl Message, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_bytes(&message.encode_to_vec())
-}
-
-fn deserialize_message<'de, M: Message + Default, D: Deserializer<'de>>(d: D) -> Result<M, D::Error> {
-    let bytes = serde_bytes::ByteBuf::deserialize(d)?;
-    M::decode(Cursor::new(bytes.as_ref())).map_err(serde::de::Error::custom)
-}
-
-impl Serialize for Request {
+impl<M: Message> Serialize for Proto<M> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        serialize_message(&self.0, s)
+        s.serialize_bytes(&self.0.encode_to_vec())
     }
 }
 
-impl<'de> Deserialize<'de> for Request {
+impl<'de, M: Message + Default> Deserialize<'de> for Proto<M> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_message(d).map(Request)
-    }
-}
-
-impl Serialize for Response {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        serialize_message(&self.0, s)
-    }
-}
-
-impl<'de> Deserialize<'de> for Response {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_message(d).map(Response)
+        let bytes = serde_bytes::ByteBuf::deserialize(d)?;
+        M::decode(Cursor::new(bytes.as_ref())).map(Proto).map_err(serde::de::Error::custom)
     }
 }
 
@@ -101,7 +83,7 @@ mod tests {
     fn request_round_trips_through_postcard() {
         let put = PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), ..Default::default() };
         let one = RaftRequest { id: 7, request: Some(raft_request::Request::Put(put)) };
-        let req = Request(RaftBatch { requests: vec![one.clone(), one] });
+        let req = Proto(RaftBatch { requests: vec![one.clone(), one] });
         let bytes = encode(&req).unwrap();
         assert_eq!(decode::<Request>(&bytes).unwrap(), req);
     }

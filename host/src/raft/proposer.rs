@@ -13,7 +13,7 @@ use prost::Message;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tonic::Status;
 
-use super::{Raft, Request};
+use super::{Proto, Raft};
 use crate::error::EtcdError;
 
 /// Batches proposed but not yet applied; one more can form meanwhile.
@@ -57,7 +57,7 @@ async fn propose_batches(raft: Raft, mut pending: mpsc::UnboundedReceiver<(RaftR
             batch.push(next);
         }
         let (requests, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-        let applied = match raft.client_write_ff(Request(RaftBatch { requests })).await {
+        let applied = match raft.client_write_ff(Proto(RaftBatch { requests })).await {
             Ok(applied) => applied,
             Err(fatal) => {
                 reply_all(replies, Status::unavailable(fatal.to_string()));

@@ -16,7 +16,7 @@ use openraft::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{decode, encode, read_err, write_err, NodeId, Response, TypeConfig};
+use super::{decode, encode, read_err, write_err, NodeId, Proto, Response, TypeConfig};
 use crate::error::EtcdError;
 use crate::mvcc::{self, ApplyBatch, Store, StoreError, Writer};
 
@@ -117,7 +117,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     RaftBatchResponse::default()
                 }
             };
-            responses.push(Response(response));
+            responses.push(Proto(response));
         }
         if last.is_none() {
             return Ok(responses);
