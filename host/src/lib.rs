@@ -1,7 +1,7 @@
 //! Conclave's server: the etcd v3 API over a raft-replicated MVCC store.
 //!
 //! Requests flow one way: [`api`] (gRPC services) → [`raft`] (propose, or a local read after a
-//! linearizability check) → apply → [`mvcc`] → response.
+//! linearizability check) → apply → [`mvcc`] → [`watch`] hub / response.
 
 pub mod api;
 pub mod config;
@@ -9,3 +9,4 @@ pub mod error;
 pub mod mvcc;
 pub mod node;
 pub mod raft;
+pub mod watch;

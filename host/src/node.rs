@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::error::EtcdError;
 use crate::mvcc::Store;
 use crate::raft::{LogStore, Network, Proposer, Raft, StateMachine};
+use crate::watch::Hub;
 
 /// Who this member is; fixed when its data directory is first created.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -37,6 +38,8 @@ pub struct Node {
     pub identity: Identity,
     pub raft: Raft,
     proposer: Proposer,
+    /// Fans applied events out to watch streams.
+    pub hub: Arc<Hub>,
     pub store: Arc<Store>,
     pub db: sled::Db,
     /// Size of the database on disk, refreshed in the background (a stat per request is too dear).
@@ -145,7 +148,8 @@ impl Node {
             db.flush()?;
         }
         let log_store = LogStore::open(&db)?;
-        let state_machine = StateMachine::new(store.clone(), dir.join("snap"))?;
+        let hub = Arc::new(Hub::default());
+        let state_machine = StateMachine::new(store.clone(), hub.clone(), dir.join("snap"))?;
 
         let raft_config = openraft::Config {
             cluster_name: config.initial_cluster_token.clone(),
@@ -170,7 +174,7 @@ impl Node {
         let db_size = Arc::new(AtomicU64::new(db.size_on_disk().unwrap_or(0)));
         tokio::spawn(refresh_db_size(db.clone(), Arc::downgrade(&db_size)));
         let proposer = Proposer::start(raft.clone());
-        Ok(Arc::new(Node { config, identity, raft, proposer, store, db, db_size }))
+        Ok(Arc::new(Node { config, identity, raft, proposer, hub, store, db, db_size }))
     }
 
     pub fn db_size(&self) -> u64 {

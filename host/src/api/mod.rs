@@ -6,12 +6,14 @@ mod kv;
 mod maintenance;
 mod message_size;
 mod validate;
+mod watch;
 
 use std::sync::Arc;
 
 use conclave_proto::etcdserverpb::cluster_server::ClusterServer;
 use conclave_proto::etcdserverpb::kv_server::KvServer;
 use conclave_proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use conclave_proto::etcdserverpb::watch_server::WatchServer;
 use futures::TryStreamExt;
 use h2_compat::AuthorityFix;
 use tokio::net::TcpListener;
@@ -39,6 +41,7 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) -> Result<(), tonic::
             MaintenanceServer::new(maintenance::MaintenanceService::new(node.clone()))
                 .max_decoding_message_size(max_message),
         )
+        .add_service(WatchServer::new(watch::WatchService::new(node.clone())).max_decoding_message_size(max_message))
         .add_service(ClusterServer::new(cluster::ClusterService::new(node)).max_decoding_message_size(max_message))
         .serve_with_incoming(connections)
         .await

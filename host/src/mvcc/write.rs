@@ -80,7 +80,7 @@ impl<'b, 'a> Writer<'b, 'a> {
                 _ => req.lease,
             },
         };
-        self.batch.record(rev, kv, false);
+        self.batch.record(rev, kv, prev.clone(), false);
         Ok(PutResponse {
             header: header(self.main),
             prev_kv: if req.prev_kv { prev } else { None },
@@ -96,7 +96,7 @@ impl<'b, 'a> Writer<'b, 'a> {
             let prev = self.batch.load(*rev)?;
             let tomb_rev = self.next_rev();
             let tombstone = KeyValue { key: prev.key.clone(), mod_revision: tomb_rev.main, ..Default::default() };
-            self.batch.record(tomb_rev, tombstone, true);
+            self.batch.record(tomb_rev, tombstone, Some(prev.clone()), true);
             prev_kvs.push(prev);
         }
         Ok(DeleteRangeResponse {
