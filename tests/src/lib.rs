@@ -6,11 +6,13 @@
 //! `target/<profile>/conclave`, `etcd` and `etcdctl` on `PATH`); `CONCLAVE_TEST_SUBJECT=etcd`
 //! runs the comparison suites etcd-vs-etcd, a self-check of the harness and the sessions.
 
+pub mod clients;
 pub mod etcdctl;
 pub mod node;
 pub mod normalize;
 pub mod session;
 
+pub use clients::{on_etcd_then_subject, same_on_etcd_and_subject};
 pub use etcdctl::{CtlOutput, etcdctl};
 pub use node::{Kind, Node, free_port};
 pub use normalize::Normalizer;

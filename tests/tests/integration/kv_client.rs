@@ -1,30 +1,11 @@
 //! KV semantics through the `etcd-client` crate. Every check runs against a fresh etcd first —
 //! proving the assertions are etcd's behaviour — then against a fresh Conclave.
 
-use std::future::Future;
-
-use conclave_tests::{Kind, Node};
+use conclave_tests::{Kind, Node, on_etcd_then_subject};
 use etcd_client::{
     Client, Compare, CompareOp, Error, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
 };
 use tonic::Code;
-
-/// Runs `check` against etcd, then against the subject, each a fresh node with `server_args`.
-async fn on_etcd_then_subject<F, Fut>(server_args: &[&str], check: F)
-where
-    F: Fn(Client) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    for kind in [Kind::Etcd, Kind::subject()] {
-        let node = Node::start(kind, server_args).unwrap_or_else(|e| panic!("{e:#}"));
-        // Printed before the checks, so a failing assertion's output names the server.
-        println!("--- against {kind:?} at {}", node.endpoint());
-        let client = Client::connect([node.endpoint()], None)
-            .await
-            .expect("connect");
-        check(client).await;
-    }
-}
 
 /// The gRPC code and message of a failed call.
 fn status<T: std::fmt::Debug>(result: Result<T, Error>) -> (Code, String) {
@@ -371,9 +352,15 @@ async fn writes_over_the_backend_quota_are_refused() {
     on_etcd_then_subject(&["--quota-backend-bytes", "1"], |mut c| async move {
         assert_eq!(
             status(c.put("k", "v", None).await),
-            err(Code::ResourceExhausted, "etcdserver: mvcc: database space exceeded")
+            err(
+                Code::ResourceExhausted,
+                "etcdserver: mvcc: database space exceeded"
+            )
         );
-        assert!(c.get("k", None).await.unwrap().kvs().is_empty(), "reads still work");
+        assert!(
+            c.get("k", None).await.unwrap().kvs().is_empty(),
+            "reads still work"
+        );
     })
     .await;
 }

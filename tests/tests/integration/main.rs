@@ -6,3 +6,4 @@ mod kv_compat;
 mod malformed;
 mod snapshot;
 mod snapshot_count;
+mod watch;

@@ -1,0 +1,48 @@
+//! Running one client-driven check against real etcd and against the server under test.
+
+use std::fmt::Debug;
+use std::future::Future;
+
+use etcd_client::Client;
+
+use crate::{Kind, Node};
+
+/// Runs `check` against etcd, then against the subject, each a fresh node with `server_args`.
+/// Assertions inside `check` are thereby proven to be etcd's behaviour before they judge the
+/// subject.
+pub async fn on_etcd_then_subject<F, Fut>(server_args: &[&str], check: F)
+where
+    F: Fn(Client) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    same_on_etcd_and_subject(server_args, check).await;
+}
+
+/// Runs `check` against a fresh etcd, then a fresh subject (each with `server_args`), and
+/// asserts that both produced the same transcript. Returns it.
+pub async fn same_on_etcd_and_subject<F, Fut, T>(server_args: &[&str], check: F) -> T
+where
+    F: Fn(Client) -> Fut,
+    Fut: Future<Output = T>,
+    T: PartialEq + Debug,
+{
+    let mut transcripts = Vec::new();
+    for kind in [Kind::Etcd, Kind::subject()] {
+        let node = Node::start(kind, server_args).unwrap_or_else(|e| panic!("{e:#}"));
+        // Printed before the checks, so a failing assertion's output names the server.
+        println!("--- against {kind:?} at {}", node.endpoint());
+        let client = Client::connect([node.endpoint()], None)
+            .await
+            .expect("connect");
+        transcripts.push(check(client).await);
+    }
+    let subject = transcripts.pop().unwrap();
+    let etcd = transcripts.pop().unwrap();
+    assert_eq!(
+        etcd,
+        subject,
+        "left: etcd, right: {:?} — transcripts differ",
+        Kind::subject()
+    );
+    subject
+}
