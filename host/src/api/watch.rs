@@ -22,7 +22,7 @@ pub struct WatchService {
 impl WatchService {
     pub fn new(node: Arc<Node>) -> Self {
         let settings = StreamSettings {
-            max_response_bytes: node.config.max_request_bytes,
+            max_response_bytes: node.config.max_request_bytes + super::GRPC_OVERHEAD_BYTES,
             progress_interval: node.config.experimental_watch_progress_notify_interval,
         };
         WatchService { node, settings }

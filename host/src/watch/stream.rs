@@ -31,7 +31,7 @@ const NO_WATCHER: i64 = -1;
 
 #[derive(Clone, Copy)]
 pub struct StreamSettings {
-    /// Responses of watchers that asked for fragmentation are split above this size.
+    /// Responses of watchers that asked for fragmentation are split from this size on.
     pub max_response_bytes: usize,
     /// How often watchers that asked for progress notifications get one.
     pub progress_interval: Duration,
@@ -191,7 +191,8 @@ impl Worker {
 
     async fn cancel_compacted(&mut self, id: i64, compact_revision: i64) -> Result<(), Gone> {
         self.watchers.remove(&id);
-        let mut response = self.response(id, self.current_rev());
+        // etcd's compaction notice carries no revision in its header.
+        let mut response = self.response(id, 0);
         response.compact_revision = compact_revision;
         response.canceled = true;
         self.send(response).await
@@ -240,10 +241,10 @@ impl Worker {
             let Some(last) = matched.last().and_then(|e| e.kv.as_ref()) else { continue };
             watcher.next_rev = last.mod_revision + 1;
             let limit = if watcher.fragment { self.settings.max_response_bytes } else { usize::MAX };
-            responses.extend(fragments(*id, matched, limit));
+            let whole = WatchResponse { header: self.node.header(revision), watch_id: *id, events: matched, ..Default::default() };
+            responses.extend(fragments(whole, limit));
         }
-        for mut response in responses {
-            response.header = self.node.header(revision);
+        for response in responses {
             self.send(response).await?;
         }
         Ok(())
@@ -258,21 +259,30 @@ impl Worker {
     }
 }
 
-/// One response per run of events under `limit` bytes (at least one event each); all but the last
-/// are marked as fragments.
-fn fragments(watch_id: i64, events: Vec<Event>, limit: usize) -> Vec<WatchResponse> {
+/// Split like etcd: a response under `limit` bytes (header included), or with one event, goes
+/// whole; otherwise events go into fragments, each closed before the event that would take it to
+/// `limit` (but holding at least one), all marked as fragments except the last.
+fn fragments(mut whole: WatchResponse, limit: usize) -> Vec<WatchResponse> {
+    if whole.encoded_len() < limit || whole.events.len() < 2 {
+        return vec![whole];
+    }
+    let events = std::mem::take(&mut whole.events);
+    whole.fragment = true;
+    let empty_len = whole.encoded_len();
     let mut responses = Vec::new();
-    let mut current: Vec<Event> = Vec::new();
-    let mut size = 0;
+    let mut current = WatchResponse { events: Vec::new(), ..whole.clone() };
+    let mut size = empty_len;
     for event in events {
         let len = event.encoded_len();
-        if !current.is_empty() && size + len > limit {
-            responses.push(WatchResponse { watch_id, fragment: true, events: std::mem::take(&mut current), ..Default::default() });
-            size = 0;
+        let field_len = 1 + prost::encoding::encoded_len_varint(len as u64) + len;
+        if !current.events.is_empty() && size + field_len >= limit {
+            responses.push(std::mem::replace(&mut current, WatchResponse { events: Vec::new(), ..whole.clone() }));
+            size = empty_len;
         }
-        size += len;
-        current.push(event);
+        size += field_len;
+        current.events.push(event);
     }
-    responses.push(WatchResponse { watch_id, events: current, ..Default::default() });
+    current.fragment = false;
+    responses.push(current);
     responses
 }
