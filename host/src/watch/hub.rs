@@ -9,8 +9,9 @@ use tokio::sync::mpsc;
 
 use crate::mvcc::{Store, View};
 
-/// Batches a stream may have queued before it is considered behind and dropped.
-const STREAM_QUEUE: usize = 256;
+/// Batches a stream may have queued before it is considered behind and dropped (each batch holds
+/// all the events of one apply, often many writes).
+const STREAM_QUEUE: usize = 64;
 
 /// Events of consecutive revisions, as committed by one apply.
 pub struct Published {

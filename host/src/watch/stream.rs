@@ -93,6 +93,7 @@ pub async fn run_stream(node: Arc<Node>, settings: StreamSettings, mut requests:
                     }
                     None => {
                         // Dropped for falling behind: subscribe again, replay the gap from history.
+                        tracing::info!("watch stream fell behind at revision {}; catching up from history", worker.seen);
                         live = worker.node.hub.subscribe(&worker.node.store);
                         worker.replay(worker.seen + 1, live.from, None).await?;
                         worker.seen = live.from;
