@@ -1,11 +1,12 @@
 //! Conclave's server: the etcd v3 API over a raft-replicated MVCC store.
 //!
 //! Requests flow one way: [`api`] (gRPC services) → [`raft`] (propose, or a local read after a
-//! linearizability check) → apply → [`mvcc`] → response.
+//! linearizability check) → apply → [`mvcc`] (with the [`lease`] table) → response.
 
 pub mod api;
 pub mod config;
 pub mod error;
+pub mod lease;
 pub mod mvcc;
 pub mod node;
 pub mod raft;

@@ -3,6 +3,7 @@
 mod cluster;
 mod h2_compat;
 mod kv;
+mod lease;
 mod maintenance;
 mod message_size;
 mod validate;
@@ -11,6 +12,7 @@ use std::sync::Arc;
 
 use conclave_proto::etcdserverpb::cluster_server::ClusterServer;
 use conclave_proto::etcdserverpb::kv_server::KvServer;
+use conclave_proto::etcdserverpb::lease_server::LeaseServer;
 use conclave_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use futures::TryStreamExt;
 use h2_compat::AuthorityFix;
@@ -35,6 +37,7 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) -> Result<(), tonic::
     Server::builder()
         .layer(tower::util::MapResponseLayer::new(message_size::as_grpc_go))
         .add_service(KvServer::new(kv::KvService::new(node.clone())).max_decoding_message_size(max_message))
+        .add_service(LeaseServer::new(lease::LeaseService::new(node.clone())).max_decoding_message_size(max_message))
         .add_service(
             MaintenanceServer::new(maintenance::MaintenanceService::new(node.clone()))
                 .max_decoding_message_size(max_message),
