@@ -10,7 +10,7 @@ use etcd_client::{
 use tonic::Code;
 
 /// Runs `check` against etcd, then against the subject, each a fresh node with `server_args`.
-async fn on_etcd_then_subject<F, Fut>(server_args: &[&str], check: F)
+pub(crate) async fn on_etcd_then_subject<F, Fut>(server_args: &[&str], check: F)
 where
     F: Fn(Client) -> Fut,
     Fut: Future<Output = ()>,
@@ -27,14 +27,14 @@ where
 }
 
 /// The gRPC code and message of a failed call.
-fn status<T: std::fmt::Debug>(result: Result<T, Error>) -> (Code, String) {
+pub(crate) fn status<T: std::fmt::Debug>(result: Result<T, Error>) -> (Code, String) {
     match result {
         Err(Error::GRpcStatus(status)) => (status.code(), status.message().to_string()),
         other => panic!("expected a gRPC error status, got {other:?}"),
     }
 }
 
-fn err(code: Code, message: &str) -> (Code, String) {
+pub(crate) fn err(code: Code, message: &str) -> (Code, String) {
     (code, message.to_string())
 }
 
