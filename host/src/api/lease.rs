@@ -20,6 +20,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::lease;
 use crate::mvcc::View;
 use crate::node::Node;
+use super::unexpected;
 
 pub struct LeaseService {
     node: Arc<Node>,
@@ -32,10 +33,6 @@ impl LeaseService {
 }
 
 type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send>>;
-
-fn unexpected(what: &str) -> Status {
-    Status::internal(format!("raft applied a {what} request but returned another response"))
-}
 
 /// Renew one lease: its granted TTL, or 0 if it is unknown or already expired (etcd answers a
 /// keep-alive for a missing lease with TTL 0 rather than an error).

@@ -26,6 +26,11 @@ use crate::node::Node;
 /// reaches the server and gets etcd's own "request is too large" error.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
+/// A proposal came back with a response of another kind than the request's: a bug, not a client error.
+fn unexpected(what: &str) -> tonic::Status {
+    tonic::Status::internal(format!("raft applied a {what} request but returned another response"))
+}
+
 /// Serve all client services of `node` on `listener` until the server fails.
 pub async fn serve(node: Arc<Node>, listener: TcpListener) -> Result<(), tonic::transport::Error> {
     // Small request/response messages: send each at once rather than waiting to coalesce.
