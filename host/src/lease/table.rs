@@ -108,10 +108,10 @@ mod tests {
         table.grant(1, 10);
         table.grant(2, 10);
         table.reattach(b"k", 0, 1);
-        assert!(table.get(1).unwrap().keys.contains(&b"k".to_vec()));
+        assert!(table.get(1).unwrap().keys.contains(b"k".as_slice()));
         table.reattach(b"k", 1, 2);
         assert!(table.get(1).unwrap().keys.is_empty());
-        assert!(table.get(2).unwrap().keys.contains(&b"k".to_vec()));
+        assert!(table.get(2).unwrap().keys.contains(b"k".as_slice()));
         table.reattach(b"k", 2, 0);
         assert!(table.get(2).unwrap().keys.is_empty());
         // A lease that is gone is simply skipped.
