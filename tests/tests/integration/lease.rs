@@ -4,7 +4,9 @@
 use std::time::{Duration, Instant};
 
 use conclave_tests::{Kind, Node, assert_same_as_etcd};
-use etcd_client::{Client, Error, GetOptions, LeaseGrantOptions, LeaseTimeToLiveOptions, PutOptions};
+use etcd_client::{
+    Client, Error, GetOptions, LeaseGrantOptions, LeaseTimeToLiveOptions, PutOptions, Txn, TxnOp,
+};
 use tonic::Code;
 
 use crate::kv_client::{err, on_etcd_then_subject, status};
@@ -168,6 +170,8 @@ async fn unknown_leases() {
     on_etcd_then_subject(&[], |mut c| async move {
         assert_eq!(status(c.lease_revoke(99).await), err(Code::NotFound, NOT_FOUND));
         assert_eq!(status(c.put("k", "v", with_lease(99)).await), err(Code::NotFound, NOT_FOUND));
+        let txn = Txn::new().and_then([TxnOp::put("k", "v", with_lease(99))]);
+        assert_eq!(status(c.txn(txn).await), err(Code::NotFound, NOT_FOUND));
         let ttl = c.lease_time_to_live(99, Some(LeaseTimeToLiveOptions::new().with_keys())).await.unwrap();
         assert_eq!((ttl.id(), ttl.ttl(), ttl.granted_ttl()), (99, -1, 0));
         assert!(ttl.keys().is_empty());
@@ -179,6 +183,42 @@ async fn unknown_leases() {
             keep_alive.map(|_| ())
         );
         assert!(!present(&mut c, "k").await);
+    })
+    .await;
+}
+
+/// Many leases expiring together are all revoked (in batches, rate-limited), soon after their TTL.
+#[tokio::test]
+async fn many_leases_expire_together() {
+    const LEASES: usize = 500;
+    on_etcd_then_subject(&[], |c| async move {
+        let granted = Instant::now();
+        let grants: Vec<_> = (0..LEASES)
+            .map(|i| {
+                let mut c = c.clone();
+                tokio::spawn(async move {
+                    let id = c.lease_grant(MIN_TTL, None).await.unwrap().id();
+                    c.put(format!("many/{i}"), "v", with_lease(id)).await.unwrap();
+                })
+            })
+            .collect();
+        for grant in grants {
+            grant.await.unwrap();
+        }
+        let mut c = c.clone();
+        let prefix = Some(GetOptions::new().with_prefix().with_count_only());
+        // TTL, plus the time the grants took, plus half a second of revocations at 1,000/s.
+        let limit = granted.elapsed() + Duration::from_secs(MIN_TTL as u64 + 2) + Duration::from_millis(500);
+        let all_gone = loop {
+            let left = c.get("many/", prefix.clone()).await.unwrap().count();
+            if left == 0 {
+                break granted.elapsed();
+            }
+            assert!(granted.elapsed() < limit, "{left} keys left {:?} after the grants began", granted.elapsed());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        println!("all {LEASES} leases revoked {all_gone:?} after the grants began");
+        assert!(c.leases().await.unwrap().leases().is_empty());
     })
     .await;
 }
