@@ -68,6 +68,10 @@ pub struct Config {
     #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 0)]
     pub quota_backend_bytes: u64,
 
+    /// Interval of progress notifications to watchers that asked for them (e.g. "10m", "500ms").
+    #[arg(long, env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub experimental_watch_progress_notify_interval: std::time::Duration,
+
     /// Conclave only: seed a new data directory from a file written by `etcdctl snapshot save`
     /// against Conclave (the store is restored; membership starts afresh from these flags).
     #[arg(long, env = "CONCLAVE_RESTORE_SNAPSHOT")]

@@ -1,7 +1,8 @@
 //! Conclave's server: the etcd v3 API over a raft-replicated MVCC store.
 //!
 //! Requests flow one way: [`api`] (gRPC services) → [`raft`] (propose, or a local read after a
-//! linearizability check) → apply → [`mvcc`] (with the [`lease`] table) → response.
+//! linearizability check) → apply → [`mvcc`] (with the [`lease`] table) → [`watch`] hub /
+//! response.
 
 pub mod api;
 pub mod config;
@@ -10,3 +11,4 @@ pub mod lease;
 pub mod mvcc;
 pub mod node;
 pub mod raft;
+pub mod watch;

@@ -22,6 +22,7 @@ use crate::error::EtcdError;
 use crate::lease::{IdGenerator, Lessor};
 use crate::mvcc::Store;
 use crate::raft::{LogStore, Network, Proposer, Raft, StateMachine};
+use crate::watch::Hub;
 
 /// Who this member is; fixed when its data directory is first created.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -38,6 +39,8 @@ pub struct Node {
     pub identity: Identity,
     pub raft: Raft,
     proposer: Proposer,
+    /// Fans applied events out to watch streams.
+    pub hub: Arc<Hub>,
     pub store: Arc<Store>,
     pub db: sled::Db,
     /// Lease deadlines, kept while this member leads.
@@ -150,7 +153,8 @@ impl Node {
             db.flush()?;
         }
         let log_store = LogStore::open(&db)?;
-        let state_machine = StateMachine::new(store.clone(), dir.join("snap"))?;
+        let hub = Arc::new(Hub::default());
+        let state_machine = StateMachine::new(store.clone(), hub.clone(), dir.join("snap"))?;
 
         let raft_config = openraft::Config {
             cluster_name: config.initial_cluster_token.clone(),
@@ -181,6 +185,7 @@ impl Node {
             identity,
             raft,
             proposer,
+            hub,
             store,
             db,
             db_size,

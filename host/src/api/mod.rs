@@ -7,6 +7,7 @@ mod lease;
 mod maintenance;
 mod message_size;
 mod validate;
+mod watch;
 
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use conclave_proto::etcdserverpb::cluster_server::ClusterServer;
 use conclave_proto::etcdserverpb::kv_server::KvServer;
 use conclave_proto::etcdserverpb::lease_server::LeaseServer;
 use conclave_proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use conclave_proto::etcdserverpb::watch_server::WatchServer;
 use futures::TryStreamExt;
 use h2_compat::AuthorityFix;
 use tokio::net::TcpListener;
@@ -47,6 +49,7 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) -> Result<(), tonic::
             MaintenanceServer::new(maintenance::MaintenanceService::new(node.clone()))
                 .max_decoding_message_size(max_message),
         )
+        .add_service(WatchServer::new(watch::WatchService::new(node.clone())).max_decoding_message_size(max_message))
         .add_service(ClusterServer::new(cluster::ClusterService::new(node)).max_decoding_message_size(max_message))
         .serve_with_incoming(connections)
         .await

@@ -57,7 +57,7 @@ mod tests {
     fn write<T>(store: &Store, f: impl FnOnce(&mut Writer<'_, '_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let mut batch = store.begin();
         let out = f(&mut Writer::new(&mut batch));
-        batch.commit(Vec::new()).unwrap();
+        batch.commit(Vec::new(), |_| {}).unwrap();
         out
     }
 

@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use conclave_proto::mvccpb::KeyValue;
+use conclave_proto::mvccpb::event::EventType;
+use conclave_proto::mvccpb::{Event, KeyValue};
 use prost::Message;
 
 use super::index::KeyIndex;
@@ -113,6 +114,7 @@ impl Store {
             state: self.state.write().unwrap_or_else(|e| e.into_inner()),
             ops: sled::Batch::default(),
             pending: HashMap::new(),
+            events: Vec::new(),
         }
     }
 
@@ -254,6 +256,38 @@ fn load_record(tree: &sled::Tree, rev: Revision) -> Result<KeyValue, StoreError>
     Ok(decode_record(&bytes)?.0)
 }
 
+impl Store {
+    /// The events of revisions `from..=upto` (at most about `max` of them, whole revisions only),
+    /// from the stored history, each with the value it replaced; and the revision to read from
+    /// next. Errors with `Compacted` when part of that history is gone.
+    pub fn history(&self, from: i64, upto: i64, max: usize) -> Result<(Vec<Event>, i64), StoreError> {
+        let view = self.read();
+        if from < view.compact_rev() {
+            return Err(EtcdError::Compacted.into());
+        }
+        let upto = upto.min(view.current_rev());
+        let mut events = Vec::new();
+        let start = record_key(Revision::new(from, 0));
+        let end = record_key(Revision::new(upto + 1, 0));
+        let mut next = upto + 1;
+        for entry in self.tree.range(start..end) {
+            let (key, value) = entry?;
+            let rev = Revision::from_bytes(&key[1..]).ok_or_else(|| corrupt("record key"))?;
+            if events.len() >= max && rev.sub == 0 {
+                next = rev.main;
+                break;
+            }
+            let (kv, tombstone) = decode_record(&value)?;
+            let prev = match view.index().get(&kv.key, rev.main - 1) {
+                Some(prev_rev) => Some(view.load(prev_rev)?),
+                None => None,
+            };
+            events.push(event(kv, prev, tombstone));
+        }
+        Ok((events, next))
+    }
+}
+
 /// A read-only view of the store at its current revision.
 pub struct ReadView<'a> {
     tree: &'a sled::Tree,
@@ -276,6 +310,7 @@ pub struct ApplyBatch<'a> {
     pub(super) state: RwLockWriteGuard<'a, State>,
     ops: sled::Batch,
     pending: HashMap<Revision, KeyValue>,
+    events: Vec<Event>,
 }
 
 impl View for ApplyBatch<'_> {
@@ -291,13 +326,16 @@ impl View for ApplyBatch<'_> {
 }
 
 impl ApplyBatch<'_> {
-    pub(super) fn record(&mut self, rev: Revision, kv: KeyValue, tombstone: bool) {
+    /// Record a change of one key at `rev`: a new value, or a delete (`kv` then holds only the key
+    /// and revision). `prev` is the value it replaces, carried by the watch event.
+    pub(super) fn record(&mut self, rev: Revision, kv: KeyValue, prev: Option<KeyValue>, tombstone: bool) {
         if tombstone {
             self.state.index.tombstone(&kv.key, rev);
         } else {
             self.state.index.put(&kv.key, rev);
         }
         self.ops.insert(record_key(rev), encode_record(&kv, tombstone));
+        self.events.push(event(kv.clone(), prev, tombstone));
         self.pending.insert(rev, kv);
     }
 
@@ -322,8 +360,10 @@ impl ApplyBatch<'_> {
         self.ops.remove(record_key(rev));
     }
 
-    /// Make the batch durable-on-next-flush and visible, atomically with `meta`.
-    pub fn commit(mut self, meta: Vec<(&[u8], Vec<u8>)>) -> Result<(), StoreError> {
+    /// Make the batch durable-on-next-flush and visible, atomically with `meta`, then hand its
+    /// events (in revision order) to `publish` while readers still wait, so nobody who reads the
+    /// new revision can register for events after it and miss these.
+    pub fn commit(mut self, meta: Vec<(&[u8], Vec<u8>)>, publish: impl FnOnce(Vec<Event>)) -> Result<(), StoreError> {
         self.ops.insert(META_REV, &self.state.rev.to_be_bytes());
         self.ops.insert(META_COMPACT, &self.state.compact_rev.to_be_bytes());
         for (name, value) in meta {
@@ -331,6 +371,14 @@ impl ApplyBatch<'_> {
             self.ops.insert(name, value);
         }
         self.tree.apply_batch(std::mem::take(&mut self.ops))?;
+        if !self.events.is_empty() {
+            publish(std::mem::take(&mut self.events));
+        }
         Ok(())
     }
+}
+
+fn event(kv: KeyValue, prev_kv: Option<KeyValue>, tombstone: bool) -> Event {
+    let kind = if tombstone { EventType::Delete } else { EventType::Put };
+    Event { r#type: kind as i32, kv: Some(kv), prev_kv }
 }

@@ -82,7 +82,7 @@ impl<'b, 'a> Writer<'b, 'a> {
         };
         let previous_lease = prev.as_ref().map_or(0, |p| p.lease);
         self.batch.state.leases.reattach(&kv.key, previous_lease, kv.lease);
-        self.batch.record(rev, kv, false);
+        self.batch.record(rev, kv, prev.clone(), false);
         Ok(PutResponse {
             header: header(self.main),
             prev_kv: if req.prev_kv { prev } else { None },
@@ -98,7 +98,7 @@ impl<'b, 'a> Writer<'b, 'a> {
             let prev = self.batch.load(*rev)?;
             let tomb_rev = self.next_rev();
             let tombstone = KeyValue { key: prev.key.clone(), mod_revision: tomb_rev.main, ..Default::default() };
-            self.batch.record(tomb_rev, tombstone, true);
+            self.batch.record(tomb_rev, tombstone, Some(prev.clone()), true);
             self.batch.state.leases.reattach(&prev.key, prev.lease, 0);
             prev_kvs.push(prev);
         }

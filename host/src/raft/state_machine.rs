@@ -20,6 +20,7 @@ use super::{decode, encode, read_err, write_err, NodeId, Proto, Response, TypeCo
 use crate::error::EtcdError;
 use crate::lease;
 use crate::mvcc::{self, ApplyBatch, Store, StoreError, Writer};
+use crate::watch::Hub;
 
 /// Store metadata holding the last applied log id and membership, written with each apply.
 pub const APPLIED: &[u8] = b"m/applied";
@@ -32,6 +33,7 @@ type Membership = StoredMembership<NodeId, BasicNode>;
 #[derive(Clone)]
 pub struct StateMachine {
     store: Arc<Store>,
+    hub: Arc<Hub>,
     snap_dir: PathBuf,
 }
 
@@ -41,9 +43,9 @@ struct SnapshotInfo {
 }
 
 impl StateMachine {
-    pub fn new(store: Arc<Store>, snap_dir: PathBuf) -> std::io::Result<Self> {
+    pub fn new(store: Arc<Store>, hub: Arc<Hub>, snap_dir: PathBuf) -> std::io::Result<Self> {
         std::fs::create_dir_all(&snap_dir)?;
-        Ok(StateMachine { store, snap_dir })
+        Ok(StateMachine { store, hub, snap_dir })
     }
 
     fn applied(&self) -> Result<(Option<LogId<NodeId>>, Membership), StorageError<NodeId>> {
@@ -128,7 +130,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             (APPLIED, encode(&last).map_err(write_err)?),
             (MEMBERSHIP, encode(&membership).map_err(write_err)?),
         ];
-        batch.commit(meta).map_err(write_err)?;
+        batch.commit(meta, |events| self.hub.publish(events)).map_err(write_err)?;
         Ok(responses)
     }
 

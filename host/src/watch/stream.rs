@@ -1,0 +1,278 @@
+//! One client watch stream: its watchers and the loop that feeds them, in revision order, each
+//! event once.
+//!
+//! Every watcher remembers the first revision it still needs (`next_rev`); an event is delivered
+//! when its revision is at least that. Live batches, history replays for new watchers and the
+//! catch-up after falling behind all go through that one rule, so overlaps never duplicate and
+//! gaps are replayed from the store.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use conclave_proto::etcdserverpb::watch_request::RequestUnion;
+use conclave_proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
+use conclave_proto::etcdserverpb::watch_create_request::FilterType;
+use conclave_proto::mvccpb::event::EventType;
+use conclave_proto::mvccpb::Event;
+use prost::Message;
+use tokio::sync::mpsc;
+use tonic::{Status, Streaming};
+
+use crate::error::EtcdError;
+use crate::mvcc::{KeySpan, StoreError, View};
+use crate::node::Node;
+
+/// Events read from history per step of a replay, so the store is never held for long.
+const REPLAY_CHUNK: usize = 1000;
+
+/// etcd's id for responses that belong to no watcher (progress, failed creates).
+const NO_WATCHER: i64 = -1;
+
+#[derive(Clone, Copy)]
+pub struct StreamSettings {
+    /// Responses of watchers that asked for fragmentation are split above this size.
+    pub max_response_bytes: usize,
+    /// How often watchers that asked for progress notifications get one.
+    pub progress_interval: Duration,
+}
+
+struct Watcher {
+    span: KeySpan,
+    prev_kv: bool,
+    no_put: bool,
+    no_delete: bool,
+    progress_notify: bool,
+    fragment: bool,
+    next_rev: i64,
+}
+
+impl Watcher {
+    fn wants(&self, event: &Event) -> bool {
+        let Some(kv) = &event.kv else { return false };
+        let is_put = event.r#type == EventType::Put as i32;
+        kv.mod_revision >= self.next_rev
+            && self.span.contains(&kv.key)
+            && !(is_put && self.no_put)
+            && !(!is_put && self.no_delete)
+    }
+}
+
+type Out = mpsc::Sender<Result<WatchResponse, Status>>;
+
+/// The client went away; the stream ends quietly.
+struct Gone;
+
+struct Worker {
+    node: Arc<Node>,
+    settings: StreamSettings,
+    out: Out,
+    watchers: BTreeMap<i64, Watcher>,
+    next_id: i64,
+    /// Every event up to this revision has been offered to every watcher.
+    seen: i64,
+}
+
+/// Serve one watch stream until the client closes it.
+pub async fn run_stream(node: Arc<Node>, settings: StreamSettings, mut requests: Streaming<WatchRequest>, out: Out) {
+    let mut live = node.hub.subscribe(&node.store);
+    let mut worker = Worker { seen: live.from, node, settings, out, watchers: BTreeMap::new(), next_id: 0 };
+    let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + settings.progress_interval, settings.progress_interval);
+    // Ends with Err(Gone) when the client stops reading: nothing more to do either way.
+    let _ended: Result<(), Gone> = async {
+        loop {
+            tokio::select! {
+                request = requests.message() => match request {
+                    Ok(Some(request)) => worker.handle(request).await?,
+                    Ok(None) | Err(_) => return Ok(()),
+                },
+                batch = live.batches.recv() => match batch {
+                    Some(batch) => {
+                        worker.deliver(&batch.events, None, batch.revision).await?;
+                        worker.seen = worker.seen.max(batch.revision);
+                    }
+                    None => {
+                        // Dropped for falling behind: subscribe again, replay the gap from history.
+                        live = worker.node.hub.subscribe(&worker.node.store);
+                        worker.replay(worker.seen + 1, live.from, None).await?;
+                        worker.seen = live.from;
+                    }
+                },
+                _ = progress.tick() => worker.notify_progress().await?,
+            }
+        }
+    }
+    .await;
+}
+
+impl Worker {
+    async fn send(&self, response: WatchResponse) -> Result<(), Gone> {
+        self.out.send(Ok(response)).await.map_err(|_| Gone)
+    }
+
+    fn response(&self, watch_id: i64, revision: i64) -> WatchResponse {
+        WatchResponse { header: self.node.header(revision), watch_id, ..Default::default() }
+    }
+
+    async fn handle(&mut self, request: WatchRequest) -> Result<(), Gone> {
+        match request.request_union {
+            Some(RequestUnion::CreateRequest(create)) => self.create(create).await,
+            Some(RequestUnion::CancelRequest(cancel)) => {
+                if self.watchers.remove(&cancel.watch_id).is_some() {
+                    let mut response = self.response(cancel.watch_id, self.current_rev());
+                    response.canceled = true;
+                    self.send(response).await?;
+                }
+                Ok(())
+            }
+            Some(RequestUnion::ProgressRequest(_)) => self.send(self.response(NO_WATCHER, self.seen)).await,
+            None => Ok(()),
+        }
+    }
+
+    fn current_rev(&self) -> i64 {
+        self.node.store.read().current_rev()
+    }
+
+    async fn create(&mut self, create: WatchCreateRequest) -> Result<(), Gone> {
+        let (current, compacted) = {
+            let view = self.node.store.read();
+            (view.current_rev(), view.compact_rev())
+        };
+        // etcd reads an empty key as "\0", the smallest key.
+        let key = if create.key.is_empty() { vec![0] } else { create.key };
+        let span = KeySpan::new(&key, &create.range_end);
+        if span.end.is_some() && span.bounds().is_none() {
+            return self.refuse(current, "mvcc: watcher range is empty").await;
+        }
+        let id = if create.watch_id != 0 {
+            if self.watchers.contains_key(&create.watch_id) {
+                return self.refuse(current, "mvcc: duplicate watch ID provided on the WatchStream").await;
+            }
+            create.watch_id
+        } else {
+            while self.watchers.contains_key(&self.next_id) {
+                self.next_id += 1;
+            }
+            self.next_id += 1;
+            self.next_id - 1
+        };
+        let filters: Vec<_> = create.filters.iter().filter_map(|f| FilterType::try_from(*f).ok()).collect();
+        let start = if create.start_revision > 0 { create.start_revision } else { current + 1 };
+        let watcher = Watcher {
+            span,
+            prev_kv: create.prev_kv,
+            no_put: filters.contains(&FilterType::Noput),
+            no_delete: filters.contains(&FilterType::Nodelete),
+            progress_notify: create.progress_notify,
+            fragment: create.fragment,
+            next_rev: start,
+        };
+        self.watchers.insert(id, watcher);
+        let mut created = self.response(id, current);
+        created.created = true;
+        self.send(created).await?;
+        if start < compacted {
+            return self.cancel_compacted(id, compacted).await;
+        }
+        if start <= self.seen {
+            self.replay(start, self.seen, Some(id)).await?;
+        }
+        Ok(())
+    }
+
+    async fn refuse(&self, revision: i64, reason: &str) -> Result<(), Gone> {
+        let mut response = self.response(NO_WATCHER, revision);
+        response.created = true;
+        response.canceled = true;
+        response.cancel_reason = reason.to_string();
+        self.send(response).await
+    }
+
+    async fn cancel_compacted(&mut self, id: i64, compact_revision: i64) -> Result<(), Gone> {
+        self.watchers.remove(&id);
+        let mut response = self.response(id, self.current_rev());
+        response.compact_revision = compact_revision;
+        response.canceled = true;
+        self.send(response).await
+    }
+
+    /// Deliver stored revisions `from..=upto` to one watcher, or to all.
+    async fn replay(&mut self, mut from: i64, upto: i64, only: Option<i64>) -> Result<(), Gone> {
+        while from <= upto {
+            match self.node.store.history(from, upto, REPLAY_CHUNK) {
+                Ok((events, next)) => {
+                    self.deliver(&events, only, (next - 1).min(upto)).await?;
+                    from = next;
+                }
+                Err(StoreError::Etcd(EtcdError::Compacted)) => {
+                    // History this stream still needed is gone: those watchers end as etcd's do.
+                    let compacted = self.node.store.read().compact_rev();
+                    let lost: Vec<i64> = self
+                        .watchers
+                        .iter()
+                        .filter(|(id, w)| only.is_none_or(|o| o == **id) && w.next_rev < compacted)
+                        .map(|(id, _)| *id)
+                        .collect();
+                    for id in lost {
+                        self.cancel_compacted(id, compacted).await?;
+                    }
+                    from = from.max(compacted);
+                }
+                Err(e) => {
+                    tracing::error!("watch replay failed: {e}");
+                    return Err(Gone);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Offer events (in revision order) to the watchers; `revision` goes in the headers.
+    async fn deliver(&mut self, events: &[Event], only: Option<i64>, revision: i64) -> Result<(), Gone> {
+        let mut responses = Vec::new();
+        for (id, watcher) in self.watchers.iter_mut().filter(|(id, _)| only.is_none_or(|o| o == **id)) {
+            let matched: Vec<Event> = events
+                .iter()
+                .filter(|e| watcher.wants(e))
+                .map(|e| Event { prev_kv: if watcher.prev_kv { e.prev_kv.clone() } else { None }, ..e.clone() })
+                .collect();
+            let Some(last) = matched.last().and_then(|e| e.kv.as_ref()) else { continue };
+            watcher.next_rev = last.mod_revision + 1;
+            let limit = if watcher.fragment { self.settings.max_response_bytes } else { usize::MAX };
+            responses.extend(fragments(*id, matched, limit));
+        }
+        for mut response in responses {
+            response.header = self.node.header(revision);
+            self.send(response).await?;
+        }
+        Ok(())
+    }
+
+    async fn notify_progress(&mut self) -> Result<(), Gone> {
+        let ids: Vec<i64> = self.watchers.iter().filter(|(_, w)| w.progress_notify).map(|(id, _)| *id).collect();
+        for id in ids {
+            self.send(self.response(id, self.seen)).await?;
+        }
+        Ok(())
+    }
+}
+
+/// One response per run of events under `limit` bytes (at least one event each); all but the last
+/// are marked as fragments.
+fn fragments(watch_id: i64, events: Vec<Event>, limit: usize) -> Vec<WatchResponse> {
+    let mut responses = Vec::new();
+    let mut current: Vec<Event> = Vec::new();
+    let mut size = 0;
+    for event in events {
+        let len = event.encoded_len();
+        if !current.is_empty() && size + len > limit {
+            responses.push(WatchResponse { watch_id, fragment: true, events: std::mem::take(&mut current), ..Default::default() });
+            size = 0;
+        }
+        size += len;
+        current.push(event);
+    }
+    responses.push(WatchResponse { watch_id, events: current, ..Default::default() });
+    responses
+}
