@@ -27,6 +27,10 @@ pub enum EtcdError {
     NoSpace,
     #[error("etcdserver: requested lease not found")]
     LeaseNotFound,
+    #[error("etcdserver: lease already exists")]
+    LeaseExists,
+    #[error("etcdserver: too large lease TTL")]
+    LeaseTtlTooLarge,
     #[error("etcdserver: no leader")]
     NoLeader,
     #[error("etcdserver: request timed out")]
@@ -45,11 +49,11 @@ impl EtcdError {
         match self {
             EmptyKey | KeyNotFound | ValueProvided | LeaseProvided | TooManyOps | DuplicateKey
             | RequestTooLarge => Code::InvalidArgument,
-            Compacted | FutureRev => Code::OutOfRange,
+            Compacted | FutureRev | LeaseTtlTooLarge => Code::OutOfRange,
             NoSpace => Code::ResourceExhausted,
             LeaseNotFound | MemberNotFound => Code::NotFound,
             NoLeader | Timeout | Stopped => Code::Unavailable,
-            NotCapable => Code::FailedPrecondition,
+            NotCapable | LeaseExists => Code::FailedPrecondition,
         }
     }
 
@@ -58,8 +62,8 @@ impl EtcdError {
         use EtcdError::*;
         [
             EmptyKey, KeyNotFound, ValueProvided, LeaseProvided, TooManyOps, DuplicateKey,
-            RequestTooLarge, Compacted, FutureRev, NoSpace, LeaseNotFound, NoLeader, Timeout, Stopped,
-            MemberNotFound, NotCapable,
+            RequestTooLarge, Compacted, FutureRev, NoSpace, LeaseNotFound, LeaseExists, LeaseTtlTooLarge,
+            NoLeader, Timeout, Stopped, MemberNotFound, NotCapable,
         ]
         .into_iter()
         .find(|e| e.to_string() == message)

@@ -1,11 +1,13 @@
 //! Conclave's server: the etcd v3 API over a raft-replicated MVCC store.
 //!
 //! Requests flow one way: [`api`] (gRPC services) → [`raft`] (propose, or a local read after a
-//! linearizability check) → apply → [`mvcc`] → [`watch`] hub / response.
+//! linearizability check) → apply → [`mvcc`] (with the [`lease`] table) → [`watch`] hub /
+//! response.
 
 pub mod api;
 pub mod config;
 pub mod error;
+pub mod lease;
 pub mod mvcc;
 pub mod node;
 pub mod raft;

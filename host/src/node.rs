@@ -19,6 +19,7 @@ use tonic::Status;
 
 use crate::config::Config;
 use crate::error::EtcdError;
+use crate::lease::{IdGenerator, Lessor};
 use crate::mvcc::Store;
 use crate::raft::{LogStore, Network, Proposer, Raft, StateMachine};
 use crate::watch::Hub;
@@ -42,6 +43,10 @@ pub struct Node {
     pub hub: Arc<Hub>,
     pub store: Arc<Store>,
     pub db: sled::Db,
+    /// Lease deadlines, kept while this member leads.
+    pub lessor: Lessor,
+    /// Ids for leases granted without one.
+    pub lease_ids: IdGenerator,
     /// Size of the database on disk, refreshed in the background (a stat per request is too dear).
     db_size: Arc<AtomicU64>,
 }
@@ -174,7 +179,21 @@ impl Node {
         let db_size = Arc::new(AtomicU64::new(db.size_on_disk().unwrap_or(0)));
         tokio::spawn(refresh_db_size(db.clone(), Arc::downgrade(&db_size)));
         let proposer = Proposer::start(raft.clone());
-        Ok(Arc::new(Node { config, identity, raft, proposer, hub, store, db, db_size }))
+        let lease_ids = IdGenerator::new(identity.member_id);
+        let node = Arc::new(Node {
+            config,
+            identity,
+            raft,
+            proposer,
+            hub,
+            store,
+            db,
+            db_size,
+            lessor: Lessor::default(),
+            lease_ids,
+        });
+        tokio::spawn(crate::lease::run_expiry(Arc::downgrade(&node)));
+        Ok(node)
     }
 
     pub fn db_size(&self) -> u64 {
@@ -189,6 +208,13 @@ impl Node {
             revision,
             raft_term: self.raft.metrics().borrow().current_term,
         })
+    }
+
+    /// The current raft term if this member is the leader.
+    pub fn leader_term(&self) -> Option<u64> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        (metrics.state == openraft::ServerState::Leader).then_some(metrics.current_term)
     }
 
     /// Complete a header the store filled with a revision.

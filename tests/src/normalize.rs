@@ -21,6 +21,8 @@ const ID_KEYS: &[&str] = &[
     "cluster_id",
     "member_id",
     "ID",
+    // Lease ids in `lease timetolive -w json` and `lease list -w json`.
+    "id",
     "leader",
     "lease",
     "ClusterID",

@@ -13,7 +13,7 @@ use conclave_proto::etcdserverpb::{
 };
 use tonic::{Request, Response, Status};
 
-use super::validate;
+use super::{unexpected, validate};
 use crate::mvcc;
 use crate::node::Node;
 
@@ -25,10 +25,6 @@ impl KvService {
     pub fn new(node: Arc<Node>) -> Self {
         KvService { node }
     }
-}
-
-fn unexpected(what: &str) -> Status {
-    Status::internal(format!("raft applied a {what} request but returned another response"))
 }
 
 /// A txn that only reads is served like a Range; it is serializable only if all its ranges are.

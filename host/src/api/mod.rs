@@ -3,6 +3,7 @@
 mod cluster;
 mod h2_compat;
 mod kv;
+mod lease;
 mod maintenance;
 mod message_size;
 mod validate;
@@ -12,6 +13,7 @@ use std::sync::Arc;
 
 use conclave_proto::etcdserverpb::cluster_server::ClusterServer;
 use conclave_proto::etcdserverpb::kv_server::KvServer;
+use conclave_proto::etcdserverpb::lease_server::LeaseServer;
 use conclave_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use conclave_proto::etcdserverpb::watch_server::WatchServer;
 use futures::TryStreamExt;
@@ -26,6 +28,11 @@ use crate::node::Node;
 /// reaches the server and gets etcd's own "request is too large" error.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
+/// A proposal came back with a response of another kind than the request's: a bug, not a client error.
+fn unexpected(what: &str) -> tonic::Status {
+    tonic::Status::internal(format!("raft applied a {what} request but returned another response"))
+}
+
 /// Serve all client services of `node` on `listener` until the server fails.
 pub async fn serve(node: Arc<Node>, listener: TcpListener) -> Result<(), tonic::transport::Error> {
     // Small request/response messages: send each at once rather than waiting to coalesce.
@@ -37,6 +44,7 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) -> Result<(), tonic::
     Server::builder()
         .layer(tower::util::MapResponseLayer::new(message_size::as_grpc_go))
         .add_service(KvServer::new(kv::KvService::new(node.clone())).max_decoding_message_size(max_message))
+        .add_service(LeaseServer::new(lease::LeaseService::new(node.clone())).max_decoding_message_size(max_message))
         .add_service(
             MaintenanceServer::new(maintenance::MaintenanceService::new(node.clone()))
                 .max_decoding_message_size(max_message),

@@ -1,8 +1,9 @@
 //! Persistence of the MVCC store in a sled tree, and the read and write views over it.
 //!
 //! Layout of the tree: `k` + revision → a record (one flag byte: 0 put, 1 tombstone, then the
-//! protobuf `mvccpb.KeyValue`); `m/…` → store metadata (current and compacted revision) and
-//! whatever metadata the caller commits with a batch (the raft applied state).
+//! protobuf `mvccpb.KeyValue`); `l` + lease id → a lease record (see [`crate::lease`]); `m/…` →
+//! store metadata (current and compacted revision) and whatever metadata the caller commits with a
+//! batch (the raft applied state).
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -15,6 +16,7 @@ use prost::Message;
 use super::index::KeyIndex;
 use super::revision::Revision;
 use crate::error::EtcdError;
+use crate::lease::{self, Lease, LeaseTable};
 
 const RECORD_PREFIX: u8 = b'k';
 /// First bytes of an exported store, so a wrong file is told apart from a corrupt one.
@@ -55,6 +57,8 @@ pub struct State {
     pub(super) rev: i64,
     /// The newest compacted revision, -1 when never compacted.
     pub(super) compact_rev: i64,
+    /// Granted leases and the live keys attached to them.
+    pub(super) leases: LeaseTable,
 }
 
 /// The MVCC store of one node.
@@ -77,6 +81,9 @@ pub trait View {
     }
     fn compact_rev(&self) -> i64 {
         self.state().compact_rev
+    }
+    fn leases(&self) -> &LeaseTable {
+        &self.state().leases
     }
 
     /// The live value of `key` at the current revision.
@@ -213,20 +220,34 @@ fn read_i64(tree: &sled::Tree, name: &[u8]) -> Result<Option<i64>, StoreError> {
 
 fn load_state(tree: &sled::Tree) -> Result<State, StoreError> {
     let mut index = KeyIndex::default();
+    // The lease named by each live key's newest record: records come in revision order.
+    let mut attached: HashMap<Vec<u8>, i64> = HashMap::new();
     for entry in tree.scan_prefix([RECORD_PREFIX]) {
         let (key, value) = entry?;
         let rev = Revision::from_bytes(&key[1..]).ok_or_else(|| corrupt("record key"))?;
         let (kv, tombstone) = decode_record(&value)?;
         if tombstone {
             index.tombstone(&kv.key, rev);
+            attached.remove(&kv.key);
         } else {
             index.put(&kv.key, rev);
+            attached.insert(kv.key, kv.lease);
         }
+    }
+    let mut leases = LeaseTable::default();
+    for entry in tree.scan_prefix([lease::RECORD_PREFIX]) {
+        let (key, value) = entry?;
+        let (id, ttl) = lease::decode_record(&key, &value).ok_or_else(|| corrupt("lease record"))?;
+        leases.grant(id, ttl);
+    }
+    for (key, id) in attached {
+        leases.reattach(&key, 0, id);
     }
     Ok(State {
         index,
         rev: read_i64(tree, META_REV)?.unwrap_or(1),
         compact_rev: read_i64(tree, META_COMPACT)?.unwrap_or(-1),
+        leases,
     })
 }
 
@@ -316,6 +337,22 @@ impl ApplyBatch<'_> {
         self.ops.insert(record_key(rev), encode_record(&kv, tombstone));
         self.events.push(event(kv.clone(), prev, tombstone));
         self.pending.insert(rev, kv);
+    }
+
+    /// Add a lease to the table and its record to the batch; false if the id is taken.
+    pub(super) fn grant_lease(&mut self, id: i64, ttl: i64) -> bool {
+        if !self.state.leases.grant(id, ttl) {
+            return false;
+        }
+        self.ops.insert(&lease::record_key(id)[..], &lease::encode_record(ttl)[..]);
+        true
+    }
+
+    /// Remove a lease from the table and its record from the store.
+    pub(super) fn revoke_lease(&mut self, id: i64) -> Option<Lease> {
+        let lease = self.state.leases.revoke(id)?;
+        self.ops.remove(&lease::record_key(id)[..]);
+        Some(lease)
     }
 
     pub(super) fn forget(&mut self, rev: Revision) {

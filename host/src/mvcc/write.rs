@@ -11,6 +11,7 @@ use super::revision::Revision;
 use super::span::KeySpan;
 use super::store::{ApplyBatch, StoreError, View};
 use crate::error::EtcdError;
+use crate::lease::Lease;
 
 /// One write request in progress inside an [`ApplyBatch`].
 pub struct Writer<'b, 'a> {
@@ -51,8 +52,7 @@ impl<'b, 'a> Writer<'b, 'a> {
         if (req.ignore_value || req.ignore_lease) && view.get(&req.key)?.is_none() {
             return Err(EtcdError::KeyNotFound.into());
         }
-        if req.lease != 0 && !req.ignore_lease {
-            // No lease exists until the lease service lands; every id is unknown.
+        if req.lease != 0 && !req.ignore_lease && !view.leases().contains(req.lease) {
             return Err(EtcdError::LeaseNotFound.into());
         }
         Ok(())
@@ -80,6 +80,8 @@ impl<'b, 'a> Writer<'b, 'a> {
                 _ => req.lease,
             },
         };
+        let previous_lease = prev.as_ref().map_or(0, |p| p.lease);
+        self.batch.state.leases.reattach(&kv.key, previous_lease, kv.lease);
         self.batch.record(rev, kv, prev.clone(), false);
         Ok(PutResponse {
             header: header(self.main),
@@ -97,6 +99,7 @@ impl<'b, 'a> Writer<'b, 'a> {
             let tomb_rev = self.next_rev();
             let tombstone = KeyValue { key: prev.key.clone(), mod_revision: tomb_rev.main, ..Default::default() };
             self.batch.record(tomb_rev, tombstone, Some(prev.clone()), true);
+            self.batch.state.leases.reattach(&prev.key, prev.lease, 0);
             prev_kvs.push(prev);
         }
         Ok(DeleteRangeResponse {
@@ -104,6 +107,16 @@ impl<'b, 'a> Writer<'b, 'a> {
             deleted: live.len() as i64,
             prev_kvs: if req.prev_kv { prev_kvs } else { Vec::new() },
         })
+    }
+
+    /// Add a lease record (the lease module checks the request); false if the id is taken.
+    pub fn grant_lease(&mut self, id: i64, ttl: i64) -> bool {
+        self.batch.grant_lease(id, ttl)
+    }
+
+    /// Remove a lease record, returning the lease with the keys still attached to it.
+    pub fn revoke_lease(&mut self, id: i64) -> Option<Lease> {
+        self.batch.revoke_lease(id)
     }
 
     /// Drop history before `req.revision`; the store revision does not move.

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{decode, encode, read_err, write_err, NodeId, Proto, Response, TypeConfig};
 use crate::error::EtcdError;
+use crate::lease;
 use crate::mvcc::{self, ApplyBatch, Store, StoreError, Writer};
 use crate::watch::Hub;
 
@@ -75,8 +76,9 @@ fn execute(batch: &mut ApplyBatch<'_>, request: &RaftRequest) -> Result<RaftResp
         Some(Req::DeleteRange(del)) => writer.delete_range(del).map(Resp::DeleteRange),
         Some(Req::Txn(txn)) => mvcc::txn(&mut writer, txn).map(Resp::Txn),
         Some(Req::Compaction(compact)) => writer.compact(compact).map(Resp::Compaction),
-        // The lease table is not part of this build yet.
-        Some(Req::LeaseGrant(_)) | Some(Req::LeaseRevoke(_)) | None => Err(EtcdError::NotCapable.into()),
+        Some(Req::LeaseGrant(grant)) => lease::apply::grant(&mut writer, grant).map(Resp::LeaseGrant),
+        Some(Req::LeaseRevoke(revoke)) => lease::apply::revoke(&mut writer, revoke).map(Resp::LeaseRevoke),
+        None => Err(EtcdError::NotCapable.into()),
     };
     match outcome {
         Ok(response) => Ok(RaftResponse { response: Some(response), error: String::new() }),

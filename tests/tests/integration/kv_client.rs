@@ -8,14 +8,14 @@ use etcd_client::{
 use tonic::Code;
 
 /// The gRPC code and message of a failed call.
-fn status<T: std::fmt::Debug>(result: Result<T, Error>) -> (Code, String) {
+pub(crate) fn status<T: std::fmt::Debug>(result: Result<T, Error>) -> (Code, String) {
     match result {
         Err(Error::GRpcStatus(status)) => (status.code(), status.message().to_string()),
         other => panic!("expected a gRPC error status, got {other:?}"),
     }
 }
 
-fn err(code: Code, message: &str) -> (Code, String) {
+pub(crate) fn err(code: Code, message: &str) -> (Code, String) {
     (code, message.to_string())
 }
 

@@ -13,7 +13,7 @@ fn steps<const N: usize>(groups: [Vec<Step>; N]) -> Vec<Step> {
     groups.concat()
 }
 
-fn ctls(cmdlines: &[&str]) -> Vec<Step> {
+pub(crate) fn ctls(cmdlines: &[&str]) -> Vec<Step> {
     cmdlines.iter().map(|c| ctl(c)).collect()
 }
 
@@ -302,7 +302,6 @@ fn cluster_info() {
 }
 
 #[test]
-#[ignore = "needs Conclave's Lease service (Watch and Lease issue); passes etcd-vs-etcd"]
 fn lease_attached_keys() {
     assert_same_as_etcd(
         &[],

@@ -3,6 +3,7 @@
 mod crash;
 mod kv_client;
 mod kv_compat;
+mod lease;
 mod malformed;
 mod snapshot;
 mod snapshot_count;
