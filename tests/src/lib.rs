@@ -16,4 +16,4 @@ pub use clients::{on_etcd_then_subject, same_on_etcd_and_subject};
 pub use etcdctl::{CtlOutput, etcdctl};
 pub use node::{Kind, Node, free_port};
 pub use normalize::Normalizer;
-pub use session::{LEASE, Step, assert_same_as_etcd, ctl, ctl_stdin, formats, transcript};
+pub use session::{LEASE, Step, assert_same_as_etcd, ctl, ctl_lines, ctl_stdin, formats, transcript};

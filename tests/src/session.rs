@@ -3,11 +3,12 @@
 
 use std::fmt::Write;
 use std::sync::LazyLock;
+use std::time::Duration;
 
 use anyhow::Result;
 use regex::Regex;
 
-use crate::etcdctl::etcdctl;
+use crate::etcdctl::{etcdctl, etcdctl_lines};
 use crate::node::{Kind, Node};
 use crate::normalize::Normalizer;
 
@@ -21,7 +22,12 @@ static GRANTED: LazyLock<Regex> =
 pub struct Step {
     pub args: Vec<String>,
     pub stdin: Option<String>,
+    /// For commands that run until stopped (`watch`): stop after this many stdout lines.
+    pub lines: Option<usize>,
 }
+
+/// How long a step that runs until stopped may take to print its lines.
+const LINES_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A step from a command line split on whitespace; `'...'` groups words, `''` is an empty
 /// argument (e.g. `put '' v`).
@@ -36,7 +42,7 @@ pub fn ctl(cmdline: &str) -> Step {
         args.push(arg.to_string());
         rest = tail.trim_start();
     }
-    Step { args, stdin: None }
+    Step { args, stdin: None, lines: None }
 }
 
 /// A step reading `stdin`, e.g. `txn` with its compares, success and failure sections.
@@ -45,6 +51,12 @@ pub fn ctl_stdin(cmdline: &str, stdin: &str) -> Step {
         stdin: Some(stdin.to_string()),
         ..ctl(cmdline)
     }
+}
+
+/// A step that runs until it has printed `lines` lines (e.g. `watch`), with optional `stdin` kept
+/// open meanwhile (e.g. `watch -i`).
+pub fn ctl_lines(cmdline: &str, stdin: Option<&str>, lines: usize) -> Step {
+    Step { stdin: stdin.map(str::to_string), lines: Some(lines), ..ctl(cmdline) }
 }
 
 /// The same read in the three output formats: simple, `-w json` and `-w fields`.
@@ -63,7 +75,10 @@ pub fn transcript(endpoint: &str, steps: &[Step]) -> Result<String> {
     for step in steps {
         let args: Vec<String> = step.args.iter().map(|a| a.replace(LEASE, &lease)).collect();
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let result = etcdctl(endpoint, &args, step.stdin.as_deref())?;
+        let result = match step.lines {
+            Some(lines) => etcdctl_lines(endpoint, &args, step.stdin.as_deref(), lines, LINES_TIMEOUT)?,
+            None => etcdctl(endpoint, &args, step.stdin.as_deref())?,
+        };
         if let Some(id) = GRANTED.captures(&result.stdout) {
             lease = id[1].to_string();
         }

@@ -9,7 +9,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use conclave_tests::{Kind, Node, on_etcd_then_subject, same_on_etcd_and_subject};
+use conclave_tests::{
+    Kind, Node, assert_same_as_etcd, ctl, ctl_lines, ctl_stdin, on_etcd_then_subject,
+    same_on_etcd_and_subject,
+};
 use etcd_client::proto::PbWatchResponse;
 use etcd_client::{
     Client, CompactionOptions, DeleteOptions, EventType, KeyValue, Txn, TxnOp, WatchFilterType,
@@ -1240,4 +1243,27 @@ async fn rewatch_after_kill9_and_restart_gets_exactly_the_missed_events() {
         );
         assert_next_is_only(&mut c, &mut stream, "r/sentinel").await;
     }
+}
+
+/// `etcdctl watch` (key, prefix, range, history, json, interactive) prints the same on etcd and
+/// on Conclave; each watch is stopped once it has printed the lines its history makes.
+#[test]
+fn etcdctl_watch_sessions() {
+    let txn = "\nput a 4\nput c 5\n\n\n";
+    assert_same_as_etcd(
+        &[],
+        &[
+            ctl("put a 1"),
+            ctl("put ab 2"),
+            ctl("put b 3"),
+            ctl("del a"),
+            ctl_stdin("txn", txn),
+            ctl_lines("watch a --rev 1", None, 9),
+            ctl_lines("watch a --prefix --rev 1", None, 12),
+            ctl_lines("watch a b --rev 1", None, 12),
+            ctl_lines("watch a --rev 2 --prev-kv -w json", None, 1),
+            ctl_lines("watch --prefix '' --rev 1 -w json", None, 1),
+            ctl_lines("watch -i", Some("watch c --rev 1\n"), 3),
+        ],
+    );
 }
