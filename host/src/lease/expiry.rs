@@ -71,7 +71,11 @@ impl Lessor {
     /// Restart a lease's TTL (a grant or keep-alive on the leader). Returns false if it has
     /// already expired: a keep-alive can't bring it back.
     pub fn refresh(&self, leader_term: Option<u64>, table: &LeaseTable, id: i64) -> bool {
-        self.sync(leader_term, table);
+        // A full sync walks every lease: only needed when leadership changed. Otherwise the
+        // periodic expiry check keeps the deadlines in step with the table.
+        if self.lock().term != leader_term {
+            self.sync(leader_term, table);
+        }
         let mut d = self.lock();
         let Some(ttl) = table.get(id).map(|l| l.ttl) else { return false };
         let now = Instant::now();
