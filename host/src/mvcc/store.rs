@@ -65,6 +65,9 @@ pub struct State {
 pub struct Store {
     tree: sled::Tree,
     state: RwLock<State>,
+    /// Held shared by exports while they copy revision records, exclusively by compaction: the
+    /// only change to records an export has to wait for (new records have higher revisions).
+    history_pin: RwLock<()>,
 }
 
 /// Reading the store at its current state; implemented by read and write views alike.
@@ -99,7 +102,7 @@ impl Store {
     /// Open the store kept in `tree`, rebuilding the key index from the records.
     pub fn open(tree: sled::Tree) -> Result<Self, StoreError> {
         let state = load_state(&tree)?;
-        Ok(Store { tree, state: RwLock::new(state) })
+        Ok(Store { tree, state: RwLock::new(state), history_pin: RwLock::new(()) })
     }
 
     /// A consistent read-only view; writers wait while it is held.
@@ -112,6 +115,7 @@ impl Store {
         ApplyBatch {
             tree: &self.tree,
             state: self.state.write().unwrap_or_else(|e| e.into_inner()),
+            history_pin: &self.history_pin,
             ops: sled::Batch::default(),
             pending: HashMap::new(),
             events: Vec::new(),
@@ -132,18 +136,44 @@ impl Store {
     }
 
     /// Write every entry of the tree as length-prefixed key/value pairs between a magic header and
-    /// an end marker: a consistent copy of the whole store, writers held off meanwhile. Returns the
+    /// an end marker: a consistent copy of the whole store as of one revision. Returns the
     /// `capture` metadata values as of that copy.
+    ///
+    /// Writers are held off only while the revision, the metadata and the lease records are read;
+    /// revision records are immutable once written, so they are copied while writes go on (those
+    /// past the copy's revision are left out), with compaction held off instead.
     pub fn export(&self, out: &mut impl Write, capture: &[&[u8]]) -> io::Result<Vec<Option<sled::IVec>>> {
-        let _writers_wait = self.read();
-        let captured = capture.iter().map(|name| self.tree.get(name)).collect::<Result<Vec<_>, _>>().map_err(io::Error::other)?;
+        let (revision, _compaction_waits, others, captured) = {
+            let view = self.read();
+            let pin = self.history_pin.read().unwrap_or_else(|e| e.into_inner());
+            let captured: Vec<_> = capture.iter().map(|name| self.tree.get(name)).collect::<Result<_, _>>().map_err(io::Error::other)?;
+            // Everything but the revision records: keys sorting before or after their prefix.
+            let others: Vec<_> = self
+                .tree
+                .range(..[RECORD_PREFIX].as_slice())
+                .chain(self.tree.range([RECORD_PREFIX + 1].as_slice()..))
+                .collect::<Result<_, _>>()
+                .map_err(io::Error::other)?;
+            (view.current_rev(), pin, others, captured)
+        };
         out.write_all(EXPORT_MAGIC)?;
-        for entry in self.tree.iter() {
-            let (key, value) = entry.map_err(io::Error::other)?;
-            for part in [&key[..], &value[..]] {
+        let write_entry = |out: &mut dyn Write, key: &[u8], value: &[u8]| -> io::Result<()> {
+            for part in [key, value] {
                 out.write_all(&(part.len() as u64).to_be_bytes())?;
                 out.write_all(part)?;
             }
+            Ok(())
+        };
+        for entry in self.tree.scan_prefix([RECORD_PREFIX]) {
+            let (key, value) = entry.map_err(io::Error::other)?;
+            let rev = Revision::from_bytes(&key[1..]).ok_or_else(|| io::Error::other("corrupt record key"))?;
+            if rev.main > revision {
+                break;
+            }
+            write_entry(out, &key, &value)?;
+        }
+        for (key, value) in &others {
+            write_entry(out, key, value)?;
         }
         out.write_all(&EXPORT_END.to_be_bytes())?;
         Ok(captured)
@@ -308,6 +338,7 @@ impl View for ReadView<'_> {
 pub struct ApplyBatch<'a> {
     tree: &'a sled::Tree,
     pub(super) state: RwLockWriteGuard<'a, State>,
+    history_pin: &'a RwLock<()>,
     ops: sled::Batch,
     pending: HashMap<Revision, KeyValue>,
     events: Vec<Event>,
@@ -353,6 +384,12 @@ impl ApplyBatch<'_> {
         let lease = self.state.leases.revoke(id)?;
         self.ops.remove(&lease::record_key(id)[..]);
         Some(lease)
+    }
+
+    /// Wait for exports copying revision records to finish, before compaction deletes some. (No
+    /// export can start meanwhile: it needs the read lock this batch holds until committed.)
+    pub(super) fn wait_for_exports(&self) {
+        drop(self.history_pin.write().unwrap_or_else(|e| e.into_inner()));
     }
 
     pub(super) fn forget(&mut self, rev: Revision) {

@@ -128,6 +128,7 @@ impl<'b, 'a> Writer<'b, 'a> {
         if req.revision <= self.batch.compact_rev() {
             return Err(EtcdError::Compacted.into());
         }
+        self.batch.wait_for_exports();
         for rev in self.batch.state.index.compact(req.revision) {
             self.batch.forget(rev);
         }
