@@ -19,15 +19,27 @@ fn listen_address(url: &str) -> anyhow::Result<String> {
     Ok(format!("{host}:{port}"))
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+/// Bind every URL of `urls` (before the node starts, so a taken port fails fast).
+async fn bind_all(urls: &[String]) -> anyhow::Result<Vec<TcpListener>> {
     let mut listeners = Vec::new();
-    for url in &config.listen_client_urls {
+    for url in urls {
         let address = listen_address(url)?;
         let listener = TcpListener::bind(&address).await.map_err(|e| anyhow::anyhow!("listen on {address}: {e}"))?;
         listeners.push(listener);
     }
+    Ok(listeners)
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let listeners = bind_all(&config.listen_client_urls).await?;
+    let peer_listeners = bind_all(&config.listen_peer_urls).await?;
     let node = Node::start(config).await?;
     let mut servers = tokio::task::JoinSet::new();
+    for listener in peer_listeners {
+        tracing::info!("listening for peers on http://{}", listener.local_addr()?);
+        let raft = node.raft.clone();
+        servers.spawn(async move { conclave_host::raft::serve_peers(raft, listener).await });
+    }
     for listener in listeners {
         let local = listener.local_addr()?;
         tracing::info!("ready to serve client requests on http://{local}");

@@ -4,15 +4,21 @@
 //! while earlier batches are in flight wait here and go together as the next entry, so a busy
 //! node pays the per-entry cost once per batch instead of once per write; an idle node proposes
 //! each write at once. Batches are handed to raft in arrival order.
+//!
+//! On a follower a batch goes whole to the leader over the peer service, which proposes it there;
+//! while no leader is known (an election) the batch waits a little for one.
 
 use std::sync::Arc;
 
-use conclave_proto::conclave::raft::{RaftBatch, RaftRequest, RaftResponse};
+use std::time::{Duration, Instant};
+
+use conclave_proto::conclave::raft::{RaftBatch, RaftBatchResponse, RaftRequest, RaftResponse};
 use openraft::error::ClientWriteError;
 use prost::Message;
 use tokio::sync::{mpsc, oneshot, Semaphore};
-use tonic::Status;
+use tonic::{Code, Status};
 
+use super::peers::{find_leader, Leader, Peers};
 use super::{Proto, Raft};
 use crate::error::EtcdError;
 
@@ -20,6 +26,9 @@ use crate::error::EtcdError;
 const IN_FLIGHT: usize = 2;
 /// A batch stops growing past this many bytes of requests (a single larger request still goes).
 const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// Pause between attempts to reach a leader that is changing.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 type Reply = oneshot::Sender<Result<RaftResponse, Status>>;
 
@@ -29,10 +38,11 @@ pub struct Proposer {
 }
 
 impl Proposer {
-    /// Start proposing to `raft`; must be called inside a tokio runtime.
-    pub fn start(raft: Raft) -> Self {
+    /// Start proposing to `raft` (through the leader at most `leader_wait` away, reached via
+    /// `peers`); must be called inside a tokio runtime.
+    pub fn start(raft: Raft, peers: Peers, leader_wait: Duration) -> Self {
         let (queue, pending) = mpsc::unbounded_channel();
-        tokio::spawn(propose_batches(raft, pending));
+        tokio::spawn(propose_batches(Route { raft, peers, leader_wait }, pending));
         Proposer { queue }
     }
 
@@ -44,7 +54,37 @@ impl Proposer {
     }
 }
 
-async fn propose_batches(raft: Raft, mut pending: mpsc::UnboundedReceiver<(RaftRequest, Reply)>) {
+/// How batches reach the leader.
+#[derive(Clone)]
+struct Route {
+    raft: Raft,
+    peers: Peers,
+    leader_wait: Duration,
+}
+
+impl Route {
+    /// Send `batch` to the remote leader at `url`, following leadership changes until the
+    /// wait for a leader runs out. Only a leader's "not the leader" answer and a failed connect
+    /// are retried: any other failure may have left the batch proposed, so it goes back to the
+    /// clients.
+    async fn forward(self, mut url: String, batch: RaftBatch) -> Result<RaftBatchResponse, Status> {
+        let deadline = Instant::now() + self.leader_wait;
+        loop {
+            match self.peers.propose(&url, batch.clone()).await {
+                Err(status) if status.code() == Code::FailedPrecondition || never_sent(&status) => {}
+                outcome => return outcome,
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match find_leader(&self.raft, wait).await {
+                Some(Leader::Remote(next)) if !wait.is_zero() => url = next,
+                _ => return Err(EtcdError::NoLeader.into()),
+            }
+        }
+    }
+}
+
+async fn propose_batches(route: Route, mut pending: mpsc::UnboundedReceiver<(RaftRequest, Reply)>) {
     let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
     loop {
         let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
@@ -57,7 +97,27 @@ async fn propose_batches(raft: Raft, mut pending: mpsc::UnboundedReceiver<(RaftR
             batch.push(next);
         }
         let (requests, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-        let applied = match raft.client_write_ff(Proto(RaftBatch { requests })).await {
+        let url = match find_leader(&route.raft, route.leader_wait).await {
+            Some(Leader::Local) => None,
+            Some(Leader::Remote(url)) => Some(url),
+            None => {
+                reply_all(replies, EtcdError::NoLeader.into());
+                continue;
+            }
+        };
+        if let Some(url) = url {
+            let forwarded = route.clone().forward(url, RaftBatch { requests });
+            tokio::spawn(async move {
+                let outcome = forwarded.await;
+                drop(permit);
+                match outcome {
+                    Ok(written) => reply_each(replies, written),
+                    Err(status) => reply_all(replies, status),
+                }
+            });
+            continue;
+        }
+        let applied = match route.raft.client_write_ff(Proto(RaftBatch { requests })).await {
             Ok(applied) => applied,
             Err(fatal) => {
                 reply_all(replies, Status::unavailable(fatal.to_string()));
@@ -68,16 +128,23 @@ async fn propose_batches(raft: Raft, mut pending: mpsc::UnboundedReceiver<(RaftR
             let outcome = applied.await;
             drop(permit);
             match outcome {
-                Ok(Ok(written)) => {
-                    for (reply, response) in replies.into_iter().zip(written.data.0.responses) {
-                        let _ = reply.send(Ok(response));
-                    }
-                }
+                Ok(Ok(written)) => reply_each(replies, written.data.0),
                 Ok(Err(ClientWriteError::ForwardToLeader(_))) => reply_all(replies, EtcdError::NoLeader.into()),
                 Ok(Err(e)) => reply_all(replies, Status::unavailable(e.to_string())),
                 Err(_) => reply_all(replies, EtcdError::Stopped.into()),
             }
         });
+    }
+}
+
+/// The peer could not be connected to, so the request never left this member.
+fn never_sent(status: &Status) -> bool {
+    status.code() == Code::Unavailable && status.message() == "tcp connect error"
+}
+
+fn reply_each(replies: Vec<Reply>, written: RaftBatchResponse) {
+    for (reply, response) in replies.into_iter().zip(written.responses) {
+        let _ = reply.send(Ok(response));
     }
 }
 

@@ -1,0 +1,74 @@
+//! Client side of the peer service: one lazily connected gRPC channel per peer URL, shared by
+//! raft's network, write forwarding and follower reads, and how to find the current leader.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use conclave_proto::conclave::raft::peer_client::PeerClient;
+use conclave_proto::conclave::raft::{RaftBatch, RaftBatchResponse, ReadIndexRequest};
+use tonic::transport::{Channel, Endpoint};
+use tonic::Status;
+
+use super::{NodeId, Raft};
+
+/// Largest peer message: a batch of log entries or a snapshot chunk.
+pub const MAX_PEER_MESSAGE: usize = 64 * 1024 * 1024;
+/// How long a connection attempt to a peer may take before it counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Channels to peers by URL; cheap to clone.
+#[derive(Clone, Default)]
+pub struct Peers {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl Peers {
+    /// A client for the peer at `url`; connects on first use (and reconnects after failures).
+    pub fn client(&self, url: &str) -> Result<PeerClient<Channel>, Status> {
+        let mut channels = self.channels.lock().expect("peer channel map poisoned");
+        let channel = match channels.get(url) {
+            Some(channel) => channel.clone(),
+            None => {
+                let channel = Endpoint::from_shared(url.to_string())
+                    .map_err(|e| Status::invalid_argument(format!("bad peer URL {url:?}: {e}")))?
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .tcp_nodelay(true)
+                    .connect_lazy();
+                channels.insert(url.to_string(), channel.clone());
+                channel
+            }
+        };
+        Ok(PeerClient::new(channel).max_decoding_message_size(MAX_PEER_MESSAGE).max_encoding_message_size(MAX_PEER_MESSAGE))
+    }
+
+    /// Have the leader at `url` propose `batch` and return the outcome once applied.
+    pub async fn propose(&self, url: &str, batch: RaftBatch) -> Result<RaftBatchResponse, Status> {
+        Ok(self.client(url)?.propose(batch).await?.into_inner())
+    }
+
+    /// The read index of the leader at `url`.
+    pub async fn read_index(&self, url: &str) -> Result<u64, Status> {
+        Ok(self.client(url)?.read_index(ReadIndexRequest {}).await?.into_inner().index)
+    }
+}
+
+/// Where the leader is, as seen by this member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Leader {
+    /// This member leads.
+    Local,
+    /// Another member leads; its peer URL.
+    Remote(String),
+}
+
+/// The current leader, waiting up to `wait` for one to be known; `None` if there is none by then.
+pub async fn find_leader(raft: &Raft, wait: Duration) -> Option<Leader> {
+    let metrics = raft.wait(Some(wait)).metrics(|m| m.current_leader.is_some(), "a leader is known").await.ok()?;
+    let leader: NodeId = metrics.current_leader?;
+    if leader == metrics.id {
+        return Some(Leader::Local);
+    }
+    let node = metrics.membership_config.membership().get_node(&leader)?;
+    Some(Leader::Remote(node.addr.clone()))
+}
