@@ -375,3 +375,57 @@ async fn refresh_db_size(db: sled::Db, size: std::sync::Weak<AtomicU64>) {
         size.store(db.size_on_disk().unwrap_or(0), Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    const CLUSTER: &str = "a=http://127.0.0.1:1,b=http://127.0.0.1:2,c=http://127.0.0.1:3";
+
+    fn config(name: &str, peer: &str, extra: &[&str]) -> Config {
+        let args = ["conclave", "--name", name, "--initial-advertise-peer-urls", peer, "--initial-cluster", CLUSTER];
+        Config::parse_from(args.iter().chain(extra))
+    }
+
+    #[test]
+    fn every_member_computes_the_same_cluster() {
+        let a = new_identity(&config("a", "http://127.0.0.1:1", &[])).unwrap();
+        let c = new_identity(&config("c", "http://127.0.0.1:3", &[])).unwrap();
+        assert_eq!(a.cluster_id, c.cluster_id);
+        assert_eq!(a.initial_cluster, c.initial_cluster);
+        let names: Vec<_> = a.initial_cluster.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        assert_eq!(c.member_id, a.initial_cluster[2].member_id);
+        assert_ne!(a.member_id, c.member_id);
+    }
+
+    #[test]
+    fn the_token_changes_every_id() {
+        let one = new_identity(&config("a", "http://127.0.0.1:1", &[])).unwrap();
+        let other = new_identity(&config("a", "http://127.0.0.1:1", &["--initial-cluster-token", "t2"])).unwrap();
+        assert_ne!(one.member_id, other.member_id);
+        assert_ne!(one.cluster_id, other.cluster_id);
+    }
+
+    #[test]
+    fn one_member_ids_are_unchanged() {
+        // Ids as the one-member build computed them, so existing data dirs keep their headers.
+        let identity = new_identity(&Config::parse_from(["conclave"])).unwrap();
+        let id = hash_id(&["etcd-cluster", "http://localhost:2380"]);
+        assert_eq!(identity.member_id, id);
+        assert_eq!(identity.cluster_id, hash_id(&["etcd-cluster", &id.to_string()]));
+    }
+
+    #[test]
+    fn inconsistent_flags_are_refused() {
+        let error = |config: Config| new_identity(&config).unwrap_err().to_string();
+        assert!(error(config("a", "http://127.0.0.1:9", &[])).contains("--initial-advertise-peer-urls"));
+        assert!(error(config("d", "http://127.0.0.1:1", &[])).contains("couldn't find local name"));
+        assert!(error(config("a", "http://127.0.0.1:1", &["--initial-cluster-state", "existing"])).contains("not supported"));
+        assert!(error(config("a", "http://127.0.0.1:1", &["--initial-cluster-state", "old"])).contains("must be"));
+        let twice = Config::parse_from(["conclave", "--name", "a", "--initial-advertise-peer-urls", "http://h:1", "--initial-cluster", "a=http://h:1,b=http://h:1"]);
+        assert!(error(twice).contains("more than once"));
+    }
+}
