@@ -37,8 +37,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let mut servers = tokio::task::JoinSet::new();
     for listener in peer_listeners {
         tracing::info!("listening for peers on http://{}", listener.local_addr()?);
-        let raft = node.raft.clone();
-        servers.spawn(async move { conclave_host::raft::serve_peers(raft, listener).await });
+        let (raft, me) = (node.raft.clone(), node.member_info());
+        servers.spawn(async move { conclave_host::raft::serve_peers(raft, me, listener).await });
     }
     for listener in listeners {
         let local = listener.local_addr()?;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use conclave_proto::conclave::raft::raft_request::Request as Req;
 use conclave_proto::conclave::raft::raft_response::Response as Resp;
-use conclave_proto::conclave::raft::RaftRequest;
+use conclave_proto::conclave::raft::{MemberInfoResponse, RaftRequest};
 use conclave_proto::etcdserverpb::ResponseHeader;
 use openraft::{BasicNode, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
@@ -63,7 +63,7 @@ pub struct Node {
     pub raft: Raft,
     proposer: Proposer,
     /// Connections to the other members.
-    peers: Peers,
+    pub peers: Peers,
     /// How long a request waits for a leader during an election.
     leader_wait: Duration,
     /// Fans applied events out to watch streams.
@@ -256,6 +256,11 @@ impl Node {
         });
         tokio::spawn(crate::lease::run_expiry(Arc::downgrade(&node)));
         Ok(node)
+    }
+
+    /// What this member tells its peers about itself.
+    pub fn member_info(&self) -> MemberInfoResponse {
+        MemberInfoResponse { name: self.identity.name.clone(), client_urls: self.identity.client_urls.clone() }
     }
 
     pub fn db_size(&self) -> u64 {

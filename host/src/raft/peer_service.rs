@@ -1,10 +1,12 @@
 //! Raft's peer network, server side: the `conclave.raft.Peer` gRPC service on the peer URLs. It
 //! hands openraft's messages to the local raft and answers with the postcard-encoded `Result`,
 //! and, when this member leads, proposes batches forwarded by followers and tells them its read
-//! index.
+//! index; it also tells peers this member's name and client URLs.
 
 use conclave_proto::conclave::raft::peer_server::{Peer, PeerServer};
-use conclave_proto::conclave::raft::{PeerMessage, RaftBatch, RaftBatchResponse, ReadIndexRequest, ReadIndexResponse};
+use conclave_proto::conclave::raft::{
+    MemberInfoRequest, MemberInfoResponse, PeerMessage, RaftBatch, RaftBatchResponse, ReadIndexRequest, ReadIndexResponse,
+};
 use openraft::error::{ClientWriteError, RaftError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -20,6 +22,7 @@ pub const NOT_LEADER: &str = "conclave: not the raft leader";
 
 struct PeerService {
     raft: Raft,
+    me: MemberInfoResponse,
 }
 
 fn decoded<T: DeserializeOwned>(message: Request<PeerMessage>) -> Result<T, Status> {
@@ -60,11 +63,15 @@ impl Peer for PeerService {
             Err(e) => Err(Status::unavailable(e.to_string())),
         }
     }
+
+    async fn member_info(&self, _request: Request<MemberInfoRequest>) -> Result<Response<MemberInfoResponse>, Status> {
+        Ok(Response::new(self.me.clone()))
+    }
 }
 
-/// Serve the peer service of `raft` on `listener` until the server fails.
-pub async fn serve_peers(raft: Raft, listener: TcpListener) -> Result<(), tonic::transport::Error> {
-    let service = PeerServer::new(PeerService { raft })
+/// Serve the peer service of `raft` on `listener` until the server fails; `me` is this member.
+pub async fn serve_peers(raft: Raft, me: MemberInfoResponse, listener: TcpListener) -> Result<(), tonic::transport::Error> {
+    let service = PeerServer::new(PeerService { raft, me })
         .max_decoding_message_size(MAX_PEER_MESSAGE)
         .max_encoding_message_size(MAX_PEER_MESSAGE);
     tonic::transport::Server::builder()

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use conclave_proto::conclave::raft::peer_client::PeerClient;
-use conclave_proto::conclave::raft::{RaftBatch, RaftBatchResponse, ReadIndexRequest};
+use conclave_proto::conclave::raft::{MemberInfoRequest, MemberInfoResponse, RaftBatch, RaftBatchResponse, ReadIndexRequest};
 use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 
@@ -50,6 +50,15 @@ impl Peers {
     /// The read index of the leader at `url`.
     pub async fn read_index(&self, url: &str) -> Result<u64, Status> {
         Ok(self.client(url)?.read_index(ReadIndexRequest {}).await?.into_inner().index)
+    }
+}
+
+impl Peers {
+    /// The name and client URLs of the member at `url`, if it answers within `wait`.
+    pub async fn member_info(&self, url: &str, wait: Duration) -> Option<MemberInfoResponse> {
+        let mut client = self.client(url).ok()?;
+        let answer = tokio::time::timeout(wait, client.member_info(MemberInfoRequest {})).await.ok()?;
+        Some(answer.ok()?.into_inner())
     }
 }
 

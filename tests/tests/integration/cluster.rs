@@ -75,7 +75,8 @@ async fn member_list_shows_every_member() {
         let lines: Vec<&str> = out.stdout.lines().collect();
         assert_eq!(lines.len(), 3, "{}", out.stdout);
         for other in &cluster.members {
-            let listed = lines.iter().any(|l| l.contains(&format!(", started, {}, {}", other.name(), other.peer_url())));
+            let line = format!(", started, {}, {}, {}, false", other.name(), other.peer_url(), other.endpoint());
+            let listed = lines.iter().any(|l| l.ends_with(&line));
             assert!(listed, "{} missing from {}", other.name(), out.stdout);
         }
     }
