@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::error::EtcdError;
 use crate::lease::{IdGenerator, Lessor};
 use crate::mvcc::Store;
-use crate::raft::{find_leader, Leader, LogStore, Network, Peers, Proposer, Raft, StateMachine};
+use crate::raft::{on_leader, Answer, LogStore, Network, Peers, Proposer, Raft, StateMachine};
 use crate::watch::Hub;
 
 /// Who this member is; fixed when its data directory is first created.
@@ -308,21 +308,17 @@ impl Node {
     /// Wait until this member has applied everything committed before now (raft ReadIndex: the
     /// leader's own, or, on a follower, the leader's read index once applied here).
     pub async fn linearize(&self) -> Result<(), Status> {
-        fn no_leader<E>(_: E) -> Status {
-            EtcdError::NoLeader.into()
-        }
-        match find_leader(&self.raft, self.leader_wait).await {
-            Some(Leader::Local) => self.raft.ensure_linearizable().await.map(|_| ()).map_err(no_leader),
-            Some(Leader::Remote(url)) => {
-                let index = self.peers.read_index(&url).await.map_err(no_leader)?;
-                self.raft
-                    .wait(Some(self.leader_wait))
-                    .applied_index_at_least(Some(index), "read index applied")
-                    .await
-                    .map(|_| ())
-                    .map_err(|_| EtcdError::Timeout.into())
-            }
-            None => Err(EtcdError::NoLeader.into()),
+        let peers = &self.peers;
+        let answer = on_leader(&self.raft, self.leader_wait, |url| async move { peers.read_index(&url).await }).await?;
+        match answer {
+            Answer::Local => self.raft.ensure_linearizable().await.map(|_| ()).map_err(|_| EtcdError::NoLeader.into()),
+            Answer::Remote(index) => self
+                .raft
+                .wait(Some(self.leader_wait))
+                .applied_index_at_least(Some(index), "read index applied")
+                .await
+                .map(|_| ())
+                .map_err(|_| EtcdError::Timeout.into()),
         }
     }
 

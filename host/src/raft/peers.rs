@@ -1,19 +1,24 @@
 //! Client side of the peer service: one lazily connected gRPC channel per peer URL, shared by
-//! raft's network, write forwarding and follower reads, and how to find the current leader.
+//! raft's network, write forwarding and follower reads, and how to find (and call) the current
+//! leader.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::future::Future;
+use std::time::{Duration, Instant};
 
 use conclave_proto::conclave::raft::peer_client::PeerClient;
 use conclave_proto::conclave::raft::{MemberInfoRequest, MemberInfoResponse, RaftBatch, RaftBatchResponse, ReadIndexRequest};
 use tonic::transport::{Channel, Endpoint};
-use tonic::Status;
+use tonic::{Code, Status};
 
 use super::{NodeId, Raft};
+use crate::error::EtcdError;
 
 /// Largest peer message: a batch of log entries or a snapshot chunk.
 pub const MAX_PEER_MESSAGE: usize = 64 * 1024 * 1024;
+/// Pause between attempts to reach a leader that is changing.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// How long a connection attempt to a peer may take before it counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -80,4 +85,45 @@ pub async fn find_leader(raft: &Raft, wait: Duration) -> Option<Leader> {
     }
     let node = metrics.membership_config.membership().get_node(&leader)?;
     Some(Leader::Remote(node.addr.clone()))
+}
+
+/// Who answered a call made with [`on_leader`].
+pub enum Answer<T> {
+    /// This member leads: the caller acts locally.
+    Local,
+    /// The remote leader's answer.
+    Remote(T),
+}
+
+/// Call the leader with `call(leader_url)`, or answer [`Answer::Local`] if this member leads,
+/// following leadership changes for up to `wait`. A remote call is retried only when the member
+/// said it does not lead or could not be connected to (the request surely did nothing); any
+/// other failure goes back to the caller.
+pub async fn on_leader<T, Fut>(raft: &Raft, wait: Duration, call: impl Fn(String) -> Fut) -> Result<Answer<T>, Status>
+where
+    Fut: Future<Output = Result<T, Status>>,
+{
+    let deadline = Instant::now() + wait;
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match find_leader(raft, remaining).await {
+            None => return Err(EtcdError::NoLeader.into()),
+            Some(Leader::Local) => return Ok(Answer::Local),
+            Some(Leader::Remote(url)) => match call(url).await {
+                Err(status) if retryable(&status) => {
+                    if Instant::now() >= deadline {
+                        return Err(EtcdError::NoLeader.into());
+                    }
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                outcome => return outcome.map(Answer::Remote),
+            },
+        }
+    }
+}
+
+/// The peer does not lead, or could not be connected to: the request did nothing there.
+fn retryable(status: &Status) -> bool {
+    status.code() == Code::FailedPrecondition
+        || (status.code() == Code::Unavailable && status.message() == "tcp connect error")
 }

@@ -10,15 +10,15 @@
 
 use std::sync::Arc;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use conclave_proto::conclave::raft::{RaftBatch, RaftBatchResponse, RaftRequest, RaftResponse};
-use openraft::error::ClientWriteError;
+use openraft::error::{ClientWriteError, RaftError};
 use prost::Message;
 use tokio::sync::{mpsc, oneshot, Semaphore};
-use tonic::{Code, Status};
+use tonic::Status;
 
-use super::peers::{find_leader, Leader, Peers};
+use super::peers::{find_leader, on_leader, Answer, Leader, Peers};
 use super::{Proto, Raft};
 use crate::error::EtcdError;
 
@@ -26,9 +26,6 @@ use crate::error::EtcdError;
 const IN_FLIGHT: usize = 2;
 /// A batch stops growing past this many bytes of requests (a single larger request still goes).
 const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
-
-/// Pause between attempts to reach a leader that is changing.
-const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 type Reply = oneshot::Sender<Result<RaftResponse, Status>>;
 
@@ -63,23 +60,22 @@ struct Route {
 }
 
 impl Route {
-    /// Send `batch` to the remote leader at `url`, following leadership changes until the
-    /// wait for a leader runs out. Only a leader's "not the leader" answer and a failed connect
-    /// are retried: any other failure may have left the batch proposed, so it goes back to the
-    /// clients.
-    async fn forward(self, mut url: String, batch: RaftBatch) -> Result<RaftBatchResponse, Status> {
-        let deadline = Instant::now() + self.leader_wait;
-        loop {
-            match self.peers.propose(&url, batch.clone()).await {
-                Err(status) if status.code() == Code::FailedPrecondition || never_sent(&status) => {}
-                outcome => return outcome,
-            }
-            tokio::time::sleep(RETRY_PAUSE).await;
-            let wait = deadline.saturating_duration_since(Instant::now());
-            match find_leader(&self.raft, wait).await {
-                Some(Leader::Remote(next)) if !wait.is_zero() => url = next,
-                _ => return Err(EtcdError::NoLeader.into()),
-            }
+    /// Have the remote leader propose `batch` (or propose it here, should this member have become
+    /// the leader meanwhile) and return the outcome once applied.
+    async fn forward(self, batch: RaftBatch) -> Result<RaftBatchResponse, Status> {
+        let peers = &self.peers;
+        let answer = on_leader(&self.raft, self.leader_wait, |url| {
+            let batch = batch.clone();
+            async move { peers.propose(&url, batch).await }
+        })
+        .await?;
+        match answer {
+            Answer::Remote(written) => Ok(written),
+            Answer::Local => match self.raft.client_write(Proto(batch)).await {
+                Ok(written) => Ok(written.data.0),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(EtcdError::NoLeader.into()),
+                Err(e) => Err(Status::unavailable(e.to_string())),
+            },
         }
     }
 }
@@ -97,16 +93,13 @@ async fn propose_batches(route: Route, mut pending: mpsc::UnboundedReceiver<(Raf
             batch.push(next);
         }
         let (requests, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-        let url = match find_leader(&route.raft, route.leader_wait).await {
-            Some(Leader::Local) => None,
-            Some(Leader::Remote(url)) => Some(url),
-            None => {
-                reply_all(replies, EtcdError::NoLeader.into());
-                continue;
-            }
-        };
-        if let Some(url) = url {
-            let forwarded = route.clone().forward(url, RaftBatch { requests });
+        let leader = find_leader(&route.raft, route.leader_wait).await;
+        if leader.is_none() {
+            reply_all(replies, EtcdError::NoLeader.into());
+            continue;
+        }
+        if leader != Some(Leader::Local) {
+            let forwarded = route.clone().forward(RaftBatch { requests });
             tokio::spawn(async move {
                 let outcome = forwarded.await;
                 drop(permit);
@@ -135,11 +128,6 @@ async fn propose_batches(route: Route, mut pending: mpsc::UnboundedReceiver<(Raf
             }
         });
     }
-}
-
-/// The peer could not be connected to, so the request never left this member.
-fn never_sent(status: &Status) -> bool {
-    status.code() == Code::Unavailable && status.message() == "tcp connect error"
 }
 
 fn reply_each(replies: Vec<Reply>, written: RaftBatchResponse) {
