@@ -1,6 +1,7 @@
 //! Three-member clusters on loopback: writes through any member, linearizable and serializable
 //! reads from every member, the member list, and a leader killed with kill -9 under a write load
-//! (no acknowledged write is lost, a new leader takes over, the killed member catches up).
+//! (no acknowledged write is lost, a new leader takes over, the killed member catches up), and a
+//! member that was down past a snapshot catches up by snapshot install.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -162,4 +163,27 @@ async fn leader_killed_during_writes_loses_no_acknowledged_write() {
     let endpoint = cluster.members[old_leader].endpoint();
     wait_until_caught_up(&endpoint, &acked).await;
     assert_all_readable(&endpoint, &acked).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn member_down_past_a_snapshot_catches_up() {
+    let mut cluster = Cluster::start(Kind::subject(), 3, &["--snapshot-count", "20"]).expect("cluster starts");
+    let leader = cluster.leader().await.expect("a leader");
+    let follower = (leader + 1) % 3;
+    cluster.members[follower].kill9();
+    let mut client = connect(&cluster.members[leader].endpoint()).await;
+    let mut written = HashMap::new();
+    for i in 0..200 {
+        let (key, val) = (format!("s{i}"), format!("v{i}"));
+        client.put(key.as_str(), val.as_str(), None).await.expect("put while a follower is down");
+        written.insert(key, val);
+    }
+    cluster.members[follower].restart().expect("the follower restarts");
+    let endpoint = cluster.members[follower].endpoint();
+    wait_until_caught_up(&endpoint, &written).await;
+    assert_all_readable(&endpoint, &written).await;
+    if Kind::subject() == Kind::Conclave {
+        let log = cluster.members[follower].log();
+        assert!(log.contains("applied incoming snapshot"), "caught up without a snapshot:\n{log}");
+    }
 }
