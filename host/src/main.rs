@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use conclave_host::config::Config;
+use conclave_host::raft::LocalMember;
 use conclave_host::{api, node::Node};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
@@ -37,8 +38,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let mut servers = tokio::task::JoinSet::new();
     for listener in peer_listeners {
         tracing::info!("listening for peers on http://{}", listener.local_addr()?);
-        let (raft, me) = (node.raft.clone(), node.member_info());
-        servers.spawn(async move { conclave_host::raft::serve_peers(raft, me, listener).await });
+        let leader = node.clone();
+        let member = LocalMember {
+            raft: node.raft.clone(),
+            info: node.member_info(),
+            keep_alive: Box::new(move |id| api::keep_alive_as_leader(&leader, id)),
+        };
+        servers.spawn(conclave_host::raft::serve_peers(member, listener));
     }
     for listener in listeners {
         let local = listener.local_addr()?;

@@ -65,7 +65,7 @@ pub struct Node {
     /// Connections to the other members.
     pub peers: Peers,
     /// How long a request waits for a leader during an election.
-    leader_wait: Duration,
+    pub leader_wait: Duration,
     /// Fans applied events out to watch streams.
     pub hub: Arc<Hub>,
     pub store: Arc<Store>,

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use conclave_proto::conclave::raft::peer_client::PeerClient;
 use conclave_proto::conclave::raft::{MemberInfoRequest, MemberInfoResponse, RaftBatch, RaftBatchResponse, ReadIndexRequest};
+use conclave_proto::etcdserverpb::{LeaseKeepAliveRequest, LeaseKeepAliveResponse};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
@@ -50,6 +51,11 @@ impl Peers {
     /// Have the leader at `url` propose `batch` and return the outcome once applied.
     pub async fn propose(&self, url: &str, batch: RaftBatch) -> Result<RaftBatchResponse, Status> {
         Ok(self.client(url)?.propose(batch).await?.into_inner())
+    }
+
+    /// Have the leader at `url` renew lease `id`.
+    pub async fn keep_alive(&self, url: &str, id: i64) -> Result<LeaseKeepAliveResponse, Status> {
+        Ok(self.client(url)?.lease_keep_alive(LeaseKeepAliveRequest { id }).await?.into_inner())
     }
 
     /// The read index of the leader at `url`.

@@ -187,3 +187,26 @@ async fn member_down_past_a_snapshot_catches_up() {
         assert!(log.contains("applied incoming snapshot"), "caught up without a snapshot:\n{log}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn keep_alives_through_a_follower_reach_the_leader() {
+    const TTL: i64 = 2;
+    let cluster = Cluster::start(Kind::subject(), 3, &[]).expect("cluster starts");
+    let leader = cluster.leader().await.expect("a leader");
+    let follower = cluster.members[(leader + 1) % 3].endpoint();
+    let mut client = connect(&follower).await;
+    let lease = client.lease_grant(TTL, None).await.expect("grant through a follower").id();
+    let options = etcd_client::PutOptions::new().with_lease(lease);
+    client.put("leased", "v", Some(options)).await.expect("put with the lease");
+    let (mut keeper, mut answers) = client.lease_keep_alive(lease).await.expect("keep-alive stream");
+    // Keep the lease alive through the follower for three TTLs: the leader must see the renewals.
+    let until = Instant::now() + Duration::from_secs(3 * TTL as u64);
+    while Instant::now() < until {
+        keeper.keep_alive().await.expect("send keep-alive");
+        let answer = answers.message().await.expect("keep-alive answer").expect("stream open");
+        assert_eq!(answer.ttl(), TTL, "lease {lease} renewed with its TTL");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let mut on_leader = connect(&cluster.members[leader].endpoint()).await;
+    assert_eq!(value(&mut on_leader, "leased", false).await.as_deref(), Some("v"), "the lease expired despite keep-alives");
+}
