@@ -29,16 +29,29 @@ impl Cluster {
             .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
             .collect::<Vec<_>>()
             .join(",");
-        let mut members = ports
+        let members = ports
             .iter()
             .enumerate()
             .map(|(i, &(client, peer))| Node::member(kind, &format!("m{i}"), client, peer, &initial_cluster, extra_args))
             .collect::<Result<Vec<_>>>()?;
-        let starting = members.iter_mut().map(Node::launch).collect::<Result<Vec<_>>>()?;
-        for (member, starting) in members.iter_mut().zip(starting) {
+        let mut cluster = Cluster { members };
+        cluster.launch_all()?;
+        Ok(cluster)
+    }
+
+    /// kill -9 every member, then start them all again on their data dirs (all launched before
+    /// any is awaited: a member may only be ready once a quorum runs).
+    pub fn restart_all(&mut self) -> Result<()> {
+        self.members.iter_mut().for_each(Node::kill9);
+        self.launch_all()
+    }
+
+    fn launch_all(&mut self) -> Result<()> {
+        let starting = self.members.iter_mut().map(Node::launch).collect::<Result<Vec<_>>>()?;
+        for (member, starting) in self.members.iter_mut().zip(starting) {
             member.wait_ready(starting)?;
         }
-        Ok(Cluster { members })
+        Ok(())
     }
 
     /// Client URLs of the members that run.
