@@ -2,7 +2,8 @@
 //! reads from every member, the member list, and a leader killed with kill -9 under a write load
 //! (no acknowledged write is lost, a new leader takes over, the killed member catches up), and a
 //! member that was down past a snapshot catches up by snapshot install; lease keep-alives through
-//! a follower; the whole cluster killed and restarted.
+//! a follower; watches on one member seeing writes through another; the whole cluster killed and
+//! restarted.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -229,4 +230,28 @@ async fn whole_cluster_killed_and_restarted_keeps_every_write() {
     }
     let mut client = connect(&cluster.members[0].endpoint()).await;
     client.put("after-restart", "x", None).await.expect("the restarted cluster takes writes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn watch_on_one_member_sees_writes_through_another() {
+    let cluster = Cluster::start(Kind::subject(), 3, &[]).expect("cluster starts");
+    let endpoints = cluster.endpoints();
+    let mut watcher = connect(&endpoints[0]).await;
+    let mut events = watcher.watch("watched", None).await.expect("watch");
+    let created = tokio::time::timeout(PROGRESS_TIMEOUT, events.message()).await.expect("watch created in time");
+    assert!(created.expect("watch stream").expect("stream open").created(), "first answer creates the watch");
+    let mut writer = connect(&endpoints[2]).await;
+    writer.put("watched", "through another member", None).await.expect("put");
+    let response = tokio::time::timeout(PROGRESS_TIMEOUT, async {
+        loop {
+            let response = events.message().await.expect("watch stream").expect("stream open");
+            if !response.events().is_empty() {
+                return response;
+            }
+        }
+    })
+    .await
+    .expect("the watch event arrives");
+    let kv = response.events()[0].kv().expect("put event has a kv");
+    assert_eq!(kv.value_str().unwrap(), "through another member");
 }
