@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use conclave_host::config::Config;
+use conclave_host::raft::LocalMember;
 use conclave_host::{api, node::Node};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
@@ -19,15 +20,32 @@ fn listen_address(url: &str) -> anyhow::Result<String> {
     Ok(format!("{host}:{port}"))
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+/// Bind every URL of `urls` (before the node starts, so a taken port fails fast).
+async fn bind_all(urls: &[String]) -> anyhow::Result<Vec<TcpListener>> {
     let mut listeners = Vec::new();
-    for url in &config.listen_client_urls {
+    for url in urls {
         let address = listen_address(url)?;
         let listener = TcpListener::bind(&address).await.map_err(|e| anyhow::anyhow!("listen on {address}: {e}"))?;
         listeners.push(listener);
     }
+    Ok(listeners)
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let listeners = bind_all(&config.listen_client_urls).await?;
+    let peer_listeners = bind_all(&config.listen_peer_urls).await?;
     let node = Node::start(config).await?;
     let mut servers = tokio::task::JoinSet::new();
+    for listener in peer_listeners {
+        tracing::info!("listening for peers on http://{}", listener.local_addr()?);
+        let leader = node.clone();
+        let member = LocalMember {
+            raft: node.raft.clone(),
+            info: node.member_info(),
+            keep_alive: Box::new(move |id| api::keep_alive_as_leader(&leader, id)),
+        };
+        servers.spawn(conclave_host::raft::serve_peers(member, listener));
+    }
     for listener in listeners {
         let local = listener.local_addr()?;
         tracing::info!("ready to serve client requests on http://{local}");

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use conclave_proto::conclave::raft::raft_request::Request as Req;
 use conclave_proto::conclave::raft::raft_response::Response as Resp;
-use conclave_proto::conclave::raft::RaftRequest;
+use conclave_proto::conclave::raft::{MemberInfoResponse, RaftRequest};
 use conclave_proto::etcdserverpb::ResponseHeader;
 use openraft::{BasicNode, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::error::EtcdError;
 use crate::lease::{IdGenerator, Lessor};
 use crate::mvcc::Store;
-use crate::raft::{LogStore, Network, Proposer, Raft, StateMachine};
+use crate::raft::{on_leader, Answer, LogStore, Network, Peers, Proposer, Raft, StateMachine};
 use crate::watch::Hub;
 
 /// Who this member is; fixed when its data directory is first created.
@@ -32,6 +32,29 @@ pub struct Identity {
     pub cluster_id: u64,
     pub peer_urls: Vec<String>,
     pub client_urls: Vec<String>,
+    /// The members the cluster started with (empty in data dirs of one-member builds: this
+    /// member alone).
+    #[serde(default)]
+    pub initial_cluster: Vec<InitialMember>,
+}
+
+/// One member of `--initial-cluster`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct InitialMember {
+    pub name: String,
+    pub member_id: u64,
+    pub peer_urls: Vec<String>,
+}
+
+impl Identity {
+    /// The initial cluster, with this member alone for data dirs that did not record it.
+    pub fn initial_members(&self) -> Vec<InitialMember> {
+        if self.initial_cluster.is_empty() {
+            let me = InitialMember { name: self.name.clone(), member_id: self.member_id, peer_urls: self.peer_urls.clone() };
+            return vec![me];
+        }
+        self.initial_cluster.clone()
+    }
 }
 
 pub struct Node {
@@ -39,6 +62,10 @@ pub struct Node {
     pub identity: Identity,
     pub raft: Raft,
     proposer: Proposer,
+    /// Connections to the other members.
+    pub peers: Peers,
+    /// How long a request waits for a leader during an election.
+    pub leader_wait: Duration,
     /// Fans applied events out to watch streams.
     pub hub: Arc<Hub>,
     pub store: Arc<Store>,
@@ -63,34 +90,67 @@ fn hash_id(parts: &[&str]) -> u64 {
     u64::from_be_bytes(digest[..8].try_into().expect("sha256 has 32 bytes"))
 }
 
-fn new_identity(config: &Config) -> anyhow::Result<Identity> {
-    let members = config.initial_members()?;
-    let ours: Vec<_> = members.iter().filter(|(name, _)| *name == config.name).map(|(_, url)| url.clone()).collect();
-    if ours.is_empty() {
-        bail!("couldn't find local name {:?} in the initial cluster configuration", config.name);
+/// A member's id: a hash of the cluster token and its sorted peer URLs.
+fn member_id(token: &str, peer_urls: &[String]) -> u64 {
+    let mut urls: Vec<&str> = peer_urls.iter().map(String::as_str).collect();
+    urls.sort();
+    hash_id(&[&[token], urls.as_slice()].concat())
+}
+
+/// The cluster's id: a hash of the cluster token and its members' sorted ids.
+fn cluster_id(token: &str, members: &[InitialMember]) -> u64 {
+    let mut ids: Vec<u64> = members.iter().map(|m| m.member_id).collect();
+    ids.sort();
+    let ids: Vec<String> = ids.iter().map(u64::to_string).collect();
+    let parts: Vec<&str> = std::iter::once(token).chain(ids.iter().map(String::as_str)).collect();
+    hash_id(&parts)
+}
+
+/// `--initial-cluster` grouped by member (a name may appear once per peer URL), checked:
+/// no peer URL twice, and a known `--initial-cluster-state`.
+fn initial_cluster(config: &Config) -> anyhow::Result<Vec<InitialMember>> {
+    match config.initial_cluster_state.as_str() {
+        "new" => {}
+        "existing" => bail!("--initial-cluster-state existing (joining a running cluster) is not supported yet"),
+        other => bail!("--initial-cluster-state must be \"new\" or \"existing\", not {other:?}"),
     }
-    if ours != config.initial_advertise_peer_urls {
+    let mut members: Vec<InitialMember> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (name, url) in config.initial_members()? {
+        if !seen.insert(url.clone()) {
+            bail!("--initial-cluster has peer URL {url} more than once");
+        }
+        match members.iter_mut().find(|m| m.name == name) {
+            Some(member) => member.peer_urls.push(url),
+            None => members.push(InitialMember { name, member_id: 0, peer_urls: vec![url] }),
+        }
+    }
+    for member in &mut members {
+        member.member_id = member_id(&config.initial_cluster_token, &member.peer_urls);
+    }
+    Ok(members)
+}
+
+fn new_identity(config: &Config) -> anyhow::Result<Identity> {
+    let members = initial_cluster(config)?;
+    let Some(ours) = members.iter().find(|m| m.name == config.name) else {
+        bail!("couldn't find local name {:?} in the initial cluster configuration", config.name);
+    };
+    if ours.peer_urls != config.initial_advertise_peer_urls {
         bail!(
             "--initial-cluster has {}={} but --initial-advertise-peer-urls is {}",
             config.name,
-            ours.join(","),
+            ours.peer_urls.join(","),
             config.initial_advertise_peer_urls.join(",")
         );
     }
-    if members.len() > 1 {
-        bail!("multi-member clusters are not supported by this build yet");
-    }
-    let token = config.initial_cluster_token.as_str();
-    let mut peer_urls: Vec<&str> = ours.iter().map(String::as_str).collect();
-    peer_urls.sort();
-    let member_id = hash_id(&[&[token], peer_urls.as_slice()].concat());
-    let cluster_id = hash_id(&[token, &member_id.to_string()]);
     Ok(Identity {
         name: config.name.clone(),
-        member_id,
-        cluster_id,
-        peer_urls: ours,
+        member_id: ours.member_id,
+        cluster_id: cluster_id(&config.initial_cluster_token, &members),
+        peer_urls: ours.peer_urls.clone(),
         client_urls: config.advertise_client_urls.clone(),
+        initial_cluster: members,
     })
 }
 
@@ -168,23 +228,25 @@ impl Node {
             ..Default::default()
         }
         .validate()?;
-        let raft = Raft::new(identity.member_id, Arc::new(raft_config), Network, log_store, state_machine)
+        let peers = Peers::default();
+        let network = Network::new(identity.member_id, peers.clone());
+        let raft = Raft::new(identity.member_id, Arc::new(raft_config), network, log_store, state_machine)
             .await
             .context("starting raft")?;
-        if !raft.is_initialized().await? {
-            let peer = identity.peer_urls.first().cloned().unwrap_or_default();
-            raft.initialize(BTreeMap::from([(identity.member_id, BasicNode::new(peer))])).await?;
-        }
+        bootstrap(&raft, &identity, fresh).await?;
 
         let db_size = Arc::new(AtomicU64::new(db.size_on_disk().unwrap_or(0)));
         tokio::spawn(refresh_db_size(db.clone(), Arc::downgrade(&db_size)));
-        let proposer = Proposer::start(raft.clone());
+        let leader_wait = leader_wait(&config);
+        let proposer = Proposer::start(raft.clone(), peers.clone(), leader_wait);
         let lease_ids = IdGenerator::new(identity.member_id);
         let node = Arc::new(Node {
             config,
             identity,
             raft,
             proposer,
+            peers,
+            leader_wait,
             hub,
             store,
             db,
@@ -194,6 +256,11 @@ impl Node {
         });
         tokio::spawn(crate::lease::run_expiry(Arc::downgrade(&node)));
         Ok(node)
+    }
+
+    /// What this member tells its peers about itself.
+    pub fn member_info(&self) -> MemberInfoResponse {
+        MemberInfoResponse { name: self.identity.name.clone(), client_urls: self.identity.client_urls.clone() }
     }
 
     pub fn db_size(&self) -> u64 {
@@ -238,9 +305,21 @@ impl Node {
         response.response.ok_or_else(|| Status::internal("apply produced no response"))
     }
 
-    /// Wait until this member has applied everything committed before now (raft ReadIndex).
+    /// Wait until this member has applied everything committed before now (raft ReadIndex: the
+    /// leader's own, or, on a follower, the leader's read index once applied here).
     pub async fn linearize(&self) -> Result<(), Status> {
-        self.raft.ensure_linearizable().await.map(|_| ()).map_err(|_| EtcdError::NoLeader.into())
+        let peers = &self.peers;
+        let answer = on_leader(&self.raft, self.leader_wait, |url| async move { peers.read_index(&url).await }).await?;
+        match answer {
+            Answer::Local => self.raft.ensure_linearizable().await.map(|_| ()).map_err(|_| EtcdError::NoLeader.into()),
+            Answer::Remote(index) => self
+                .raft
+                .wait(Some(self.leader_wait))
+                .applied_index_at_least(Some(index), "read index applied")
+                .await
+                .map(|_| ())
+                .map_err(|_| EtcdError::Timeout.into()),
+        }
     }
 
     /// Refuse writes once the database outgrows its quota, as etcd's NOSPACE alarm does.
@@ -250,6 +329,28 @@ impl Node {
         }
         Ok(())
     }
+}
+
+/// How long requests wait for a leader: a few election timeouts.
+fn leader_wait(config: &Config) -> Duration {
+    Duration::from_millis(config.election_timeout.saturating_mul(5))
+}
+
+/// Static bootstrap like etcd's: in a new data dir, the member with the lowest id initializes
+/// raft with the whole initial cluster and the others wait to hear from it. A restarted member
+/// never initializes again (a one-member cluster may finish an interrupted first start).
+async fn bootstrap(raft: &Raft, identity: &Identity, fresh: bool) -> anyhow::Result<()> {
+    let members = identity.initial_members();
+    let lowest = members.iter().map(|m| m.member_id).min();
+    if lowest != Some(identity.member_id) || !(fresh || members.len() == 1) || raft.is_initialized().await? {
+        return Ok(());
+    }
+    let nodes: BTreeMap<_, _> = members
+        .iter()
+        .map(|m| (m.member_id, BasicNode::new(m.peer_urls.first().cloned().unwrap_or_default())))
+        .collect();
+    raft.initialize(nodes).await.context("initializing the cluster")?;
+    Ok(())
 }
 
 /// Load a snapshot taken with the Maintenance API: the store export, zero padding, and the
@@ -273,5 +374,59 @@ async fn refresh_db_size(db: sled::Db, size: std::sync::Weak<AtomicU64>) {
         tick.tick().await;
         let Some(size) = size.upgrade() else { return };
         size.store(db.size_on_disk().unwrap_or(0), Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    const CLUSTER: &str = "a=http://127.0.0.1:1,b=http://127.0.0.1:2,c=http://127.0.0.1:3";
+
+    fn config(name: &str, peer: &str, extra: &[&str]) -> Config {
+        let args = ["conclave", "--name", name, "--initial-advertise-peer-urls", peer, "--initial-cluster", CLUSTER];
+        Config::parse_from(args.iter().chain(extra))
+    }
+
+    #[test]
+    fn every_member_computes_the_same_cluster() {
+        let a = new_identity(&config("a", "http://127.0.0.1:1", &[])).unwrap();
+        let c = new_identity(&config("c", "http://127.0.0.1:3", &[])).unwrap();
+        assert_eq!(a.cluster_id, c.cluster_id);
+        assert_eq!(a.initial_cluster, c.initial_cluster);
+        let names: Vec<_> = a.initial_cluster.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        assert_eq!(c.member_id, a.initial_cluster[2].member_id);
+        assert_ne!(a.member_id, c.member_id);
+    }
+
+    #[test]
+    fn the_token_changes_every_id() {
+        let one = new_identity(&config("a", "http://127.0.0.1:1", &[])).unwrap();
+        let other = new_identity(&config("a", "http://127.0.0.1:1", &["--initial-cluster-token", "t2"])).unwrap();
+        assert_ne!(one.member_id, other.member_id);
+        assert_ne!(one.cluster_id, other.cluster_id);
+    }
+
+    #[test]
+    fn one_member_ids_are_unchanged() {
+        // Ids as the one-member build computed them, so existing data dirs keep their headers.
+        let identity = new_identity(&Config::parse_from(["conclave"])).unwrap();
+        let id = hash_id(&["etcd-cluster", "http://localhost:2380"]);
+        assert_eq!(identity.member_id, id);
+        assert_eq!(identity.cluster_id, hash_id(&["etcd-cluster", &id.to_string()]));
+    }
+
+    #[test]
+    fn inconsistent_flags_are_refused() {
+        let error = |config: Config| new_identity(&config).unwrap_err().to_string();
+        assert!(error(config("a", "http://127.0.0.1:9", &[])).contains("--initial-advertise-peer-urls"));
+        assert!(error(config("d", "http://127.0.0.1:1", &[])).contains("couldn't find local name"));
+        assert!(error(config("a", "http://127.0.0.1:1", &["--initial-cluster-state", "existing"])).contains("not supported"));
+        assert!(error(config("a", "http://127.0.0.1:1", &["--initial-cluster-state", "old"])).contains("must be"));
+        let twice = Config::parse_from(["conclave", "--name", "a", "--initial-advertise-peer-urls", "http://h:1", "--initial-cluster", "a=http://h:1,b=http://h:1"]);
+        assert!(error(twice).contains("more than once"));
     }
 }

@@ -11,6 +11,7 @@ fn conclave(data_dir: &Path, name: &str, extra: &[&str]) -> Command {
     cmd.args(["--name", name, "--data-dir"])
         .arg(data_dir)
         .args(["--listen-client-urls", "http://127.0.0.1:0"])
+        .args(["--listen-peer-urls", "http://127.0.0.1:0"])
         .args(["--initial-advertise-peer-urls", "http://127.0.0.1:2380"])
         .args(["--initial-cluster", &format!("{name}=http://127.0.0.1:2380")])
         .args(extra);
@@ -78,6 +79,8 @@ fn own_name_must_be_in_initial_cluster() {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_conclave"));
     cmd.args(["--name", "a", "--data-dir"]).arg(dir.path().join("d")).args([
         "--listen-client-urls",
+        "http://127.0.0.1:0",
+        "--listen-peer-urls",
         "http://127.0.0.1:0",
         "--initial-cluster",
         "b=http://127.0.0.1:2380",

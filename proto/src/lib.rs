@@ -20,7 +20,8 @@ pub mod etcdserverpb {
 
 /// Conclave's own protobuf packages (`conclave.*`).
 pub mod conclave {
-    /// Raft log entry envelope (`conclave.raft`): `RaftRequest` / `RaftResponse`.
+    /// Raft log entry envelope (`conclave.raft`): `RaftRequest` / `RaftResponse`, and the
+    /// `Peer` service members use to talk to each other.
     pub mod raft {
         tonic::include_proto!("conclave.raft");
     }

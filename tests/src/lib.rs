@@ -7,12 +7,14 @@
 //! runs the comparison suites etcd-vs-etcd, a self-check of the harness and the sessions.
 
 pub mod clients;
+pub mod cluster;
 pub mod etcdctl;
 pub mod node;
 pub mod normalize;
 pub mod session;
 
 pub use clients::{on_etcd_then_subject, same_on_etcd_and_subject};
+pub use cluster::Cluster;
 pub use etcdctl::{CtlOutput, etcdctl};
 pub use node::{Kind, Node, free_port};
 pub use normalize::Normalizer;

@@ -96,8 +96,16 @@ pub struct Node {
     client_port: u16,
     peer_port: u16,
     extra_args: Vec<String>,
+    /// Member name and `--initial-cluster` (None: this member alone).
+    name: String,
+    initial_cluster: Option<String>,
     child: Option<Child>,
     log: Arc<Mutex<String>>,
+}
+
+/// A spawned process that has not said it is ready yet.
+pub struct Starting {
+    ready: mpsc::Receiver<()>,
 }
 
 impl Node {
@@ -114,6 +122,8 @@ impl Node {
                 client_port: free_port(),
                 peer_port: free_port(),
                 extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+                name: NAME.to_string(),
+                initial_cluster: None,
                 child: None,
                 log: Arc::default(),
             };
@@ -124,6 +134,36 @@ impl Node {
                 result => return result.map(|()| node),
             }
         }
+    }
+
+    /// A member of a cluster, not started: `name` on the given ports, `initial_cluster` being
+    /// etcd's `--initial-cluster` for every member. Start it with [`Node::launch`].
+    pub fn member(kind: Kind, name: &str, client_port: u16, peer_port: u16, initial_cluster: &str, extra_args: &[&str]) -> Result<Node> {
+        Ok(Node {
+            kind,
+            dir: tempfile::Builder::new().prefix("conclave-test-").tempdir()?,
+            client_port,
+            peer_port,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            name: name.to_string(),
+            initial_cluster: Some(initial_cluster.to_string()),
+            child: None,
+            log: Arc::default(),
+        })
+    }
+
+    /// The peer URL, e.g. `http://127.0.0.1:41235`.
+    pub fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.peer_port)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the process runs (it has not been killed).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     pub fn kind(&self) -> Kind {
@@ -161,10 +201,11 @@ impl Node {
 
     fn args(&self) -> Vec<String> {
         let client = self.endpoint();
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let peer = self.peer_url();
+        let initial_cluster = self.initial_cluster.clone().unwrap_or_else(|| format!("{}={peer}", self.name));
         let mut args: Vec<String> = [
             "--name",
-            NAME,
+            &self.name,
             "--data-dir",
             &self.dir.path().to_string_lossy(),
             "--listen-client-urls",
@@ -176,7 +217,7 @@ impl Node {
             "--initial-advertise-peer-urls",
             &peer,
             "--initial-cluster",
-            &format!("{NAME}={peer}"),
+            &initial_cluster,
         ]
         .iter()
         .map(|s| s.to_string())
@@ -186,6 +227,12 @@ impl Node {
     }
 
     fn spawn(&mut self) -> Result<()> {
+        let starting = self.launch()?;
+        self.wait_ready(starting)
+    }
+
+    /// Spawns the process without waiting for it to be ready (see [`Node::wait_ready`]).
+    pub fn launch(&mut self) -> Result<Starting> {
         let binary = self.kind.binary()?;
         let mut child = Command::new(&binary)
             .args(self.args())
@@ -204,8 +251,13 @@ impl Node {
             Some(ready_tx),
         );
         self.child = Some(child);
+        Ok(Starting { ready: ready_rx })
+    }
 
-        let failure = match ready_rx.recv_timeout(START_TIMEOUT) {
+    /// Waits until a launched process serves clients; kills it and fails with its log if it
+    /// exits or is not ready in time.
+    pub fn wait_ready(&mut self, starting: Starting) -> Result<()> {
+        let failure = match starting.ready.recv_timeout(START_TIMEOUT) {
             Ok(()) => return Ok(()),
             Err(RecvTimeoutError::Timeout) => format!("not ready after {START_TIMEOUT:?}"),
             // The stderr reader hung up: the process closed stderr, i.e. it exited.
@@ -215,12 +267,7 @@ impl Node {
             }
         };
         self.kill9();
-        bail!(
-            "{:?} ({}) {failure}; its output:\n{}",
-            self.kind,
-            binary.display(),
-            self.log()
-        )
+        bail!("{:?} {} {failure}; its output:\n{}", self.kind, self.name, self.log())
     }
 }
 

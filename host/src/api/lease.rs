@@ -1,5 +1,6 @@
 //! The etcd Lease service: grants and revokes go through raft; keep-alives, time-to-live and
-//! lists are answered from the local lease table and the leader's deadlines.
+//! lists are answered from the local lease table and the leader's deadlines; a follower passes
+//! keep-alives on to the leader.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::lease;
 use crate::mvcc::View;
 use crate::node::Node;
+use crate::raft::{on_leader, Answer};
 use super::unexpected;
 
 pub struct LeaseService {
@@ -45,6 +47,24 @@ fn keep_alive(node: &Node, id: i64) -> LeaseKeepAliveResponse {
         _ => 0,
     };
     LeaseKeepAliveResponse { header: node.header(view.current_rev()), id, ttl }
+}
+
+/// Renew a lease if this member leads (the peer service's answer to a follower).
+pub fn keep_alive_as_leader(node: &Node, id: i64) -> Option<LeaseKeepAliveResponse> {
+    node.leader_term()?;
+    Some(keep_alive(node, id))
+}
+
+/// Renew a lease here if this member leads, else through the leader.
+async fn keep_alive_anywhere(node: &Node, id: i64) -> Result<LeaseKeepAliveResponse, Status> {
+    let peers = &node.peers;
+    match on_leader(&node.raft, node.leader_wait, |url| async move { peers.keep_alive(&url, id).await }).await? {
+        Answer::Local => Ok(keep_alive(node, id)),
+        Answer::Remote(mut renewed) => {
+            node.fill(&mut renewed.header);
+            Ok(renewed)
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -93,7 +113,9 @@ impl Lease for LeaseService {
         tokio::spawn(async move {
             while let Some(next) = requests.next().await {
                 let Ok(req) = next else { return };
-                if tx.send(Ok(keep_alive(&node, req.id))).await.is_err() {
+                let renewed = keep_alive_anywhere(&node, req.id).await;
+                let failed = renewed.is_err();
+                if tx.send(renewed).await.is_err() || failed {
                     return;
                 }
             }

@@ -4,6 +4,8 @@
 
 mod log_store;
 mod network;
+mod peer_service;
+mod peers;
 mod proposer;
 mod state_machine;
 
@@ -16,6 +18,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use log_store::LogStore;
 pub use network::Network;
+pub use peer_service::{serve_peers, KeepAlive, LocalMember};
+pub use peers::{on_leader, Answer, Peers};
 pub use proposer::Proposer;
 pub use state_machine::{StateMachine, APPLIED as APPLIED_META, MEMBERSHIP as MEMBERSHIP_META};
 

@@ -1,58 +1,117 @@
-//! Raft's peer network. This build runs one-member clusters only, so there is never a peer to
-//! reach: every call reports the target unreachable, which openraft treats as a down peer.
+//! Raft's peer network, client side: each openraft RPC is postcard-encoded into a `PeerMessage`
+//! and sent over the `conclave.raft.Peer` gRPC service to the target's peer URL
+//! (`BasicNode::addr`). A peer that cannot be reached is reported `Unreachable` (openraft backs
+//! off), an RPC that outlives its `RPCOption` deadline `Timeout`, and the target's own raft error
+//! comes back as a `RemoteError`. Snapshots go in openraft's default chunks.
 
-use openraft::error::{InstallSnapshotError, RPCError, RaftError, Unreachable};
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+};
+use openraft::network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
 use openraft::BasicNode;
+use conclave_proto::conclave::raft::peer_client::PeerClient;
+use conclave_proto::conclave::raft::PeerMessage;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
 
-use super::{NodeId, TypeConfig};
+use super::peers::Peers;
+use super::{decode, encode, NodeId, TypeConfig};
 
-#[derive(Clone, Default)]
-pub struct Network;
-
-/// A connection to a peer that cannot exist in a one-member cluster.
-pub struct NoPeer;
-
-fn unreachable<E: std::error::Error>() -> RPCError<NodeId, BasicNode, E> {
-    let why = std::io::Error::other("multi-member clusters are not supported by this build");
-    RPCError::Unreachable(Unreachable::new(&why))
+/// Makes connections from member `id` to its peers.
+#[derive(Clone)]
+pub struct Network {
+    id: NodeId,
+    peers: Peers,
 }
 
-impl RaftNetworkFactory<TypeConfig> for Network {
-    type Network = NoPeer;
-
-    async fn new_client(&mut self, _target: NodeId, _node: &BasicNode) -> NoPeer {
-        NoPeer
+impl Network {
+    pub fn new(id: NodeId, peers: Peers) -> Self {
+        Network { id, peers }
     }
 }
 
-impl RaftNetwork<TypeConfig> for NoPeer {
+/// Raft's connection to one peer.
+pub struct PeerConnection {
+    id: NodeId,
+    target: NodeId,
+    client: Result<PeerClient<Channel>, Status>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerConnection;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerConnection {
+        PeerConnection { id: self.id, target, client: self.peers.client(&node.addr) }
+    }
+}
+
+type RpcResult<T, E> = Result<T, RPCError<NodeId, BasicNode, E>>;
+
+impl PeerConnection {
+    /// Send `request` as `action` and decode the target's `Result<Resp, RaftError<E>>`.
+    async fn call<Req, Resp, E>(&mut self, action: RPCTypes, request: &Req, option: &RPCOption) -> RpcResult<Resp, RaftError<NodeId, E>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let body = encode(request).map_err(|e| network(&e))?;
+        let mut client = match &self.client {
+            Ok(client) => client.clone(),
+            Err(status) => return Err(RPCError::Unreachable(Unreachable::new(status))),
+        };
+        let message = PeerMessage { body };
+        let sent = async move {
+            match action {
+                RPCTypes::AppendEntries => client.append_entries(message).await,
+                RPCTypes::Vote => client.vote(message).await,
+                RPCTypes::InstallSnapshot => client.install_snapshot(message).await,
+            }
+        };
+        let timeout = option.hard_ttl();
+        let reply = match tokio::time::timeout(timeout, sent).await {
+            Err(_) => {
+                return Err(RPCError::Timeout(Timeout { action, id: self.id, target: self.target, timeout }));
+            }
+            Ok(Err(status)) if status.code() == Code::Unavailable => {
+                return Err(RPCError::Unreachable(Unreachable::new(&status)));
+            }
+            Ok(Err(status)) => return Err(network(&status)),
+            Ok(Ok(reply)) => reply.into_inner(),
+        };
+        let outcome: Result<Resp, RaftError<NodeId, E>> = decode(&reply.body).map_err(|e| network(&e))?;
+        outcome.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+fn network<E: std::error::Error>(e: &(impl std::error::Error + 'static)) -> RPCError<NodeId, BasicNode, E> {
+    RPCError::Network(NetworkError::new(e))
+}
+
+impl RaftNetwork<TypeConfig> for PeerConnection {
     async fn append_entries(
         &mut self,
-        _rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        Err(unreachable())
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>, RaftError<NodeId>> {
+        self.call(RPCTypes::AppendEntries, &rpc, &option).await
     }
 
     async fn install_snapshot(
         &mut self,
-        _rpc: InstallSnapshotRequest<TypeConfig>,
-        _option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>>
-    {
-        Err(unreachable())
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>> {
+        self.call(RPCTypes::InstallSnapshot, &rpc, &option).await
     }
 
-    async fn vote(
-        &mut self,
-        _rpc: VoteRequest<NodeId>,
-        _option: RPCOption,
-    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        Err(unreachable())
+    async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> RpcResult<VoteResponse<NodeId>, RaftError<NodeId>> {
+        self.call(RPCTypes::Vote, &rpc, &option).await
     }
 }

@@ -4,15 +4,21 @@
 //! while earlier batches are in flight wait here and go together as the next entry, so a busy
 //! node pays the per-entry cost once per batch instead of once per write; an idle node proposes
 //! each write at once. Batches are handed to raft in arrival order.
+//!
+//! On a follower a batch goes whole to the leader over the peer service, which proposes it there;
+//! while no leader is known (an election) the batch waits a little for one.
 
 use std::sync::Arc;
 
-use conclave_proto::conclave::raft::{RaftBatch, RaftRequest, RaftResponse};
-use openraft::error::ClientWriteError;
+use std::time::Duration;
+
+use conclave_proto::conclave::raft::{RaftBatch, RaftBatchResponse, RaftRequest, RaftResponse};
+use openraft::error::{ClientWriteError, RaftError};
 use prost::Message;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tonic::Status;
 
+use super::peers::{find_leader, on_leader, Answer, Leader, Peers};
 use super::{Proto, Raft};
 use crate::error::EtcdError;
 
@@ -29,10 +35,11 @@ pub struct Proposer {
 }
 
 impl Proposer {
-    /// Start proposing to `raft`; must be called inside a tokio runtime.
-    pub fn start(raft: Raft) -> Self {
+    /// Start proposing to `raft` (through the leader at most `leader_wait` away, reached via
+    /// `peers`); must be called inside a tokio runtime.
+    pub fn start(raft: Raft, peers: Peers, leader_wait: Duration) -> Self {
         let (queue, pending) = mpsc::unbounded_channel();
-        tokio::spawn(propose_batches(raft, pending));
+        tokio::spawn(propose_batches(Route { raft, peers, leader_wait }, pending));
         Proposer { queue }
     }
 
@@ -44,7 +51,36 @@ impl Proposer {
     }
 }
 
-async fn propose_batches(raft: Raft, mut pending: mpsc::UnboundedReceiver<(RaftRequest, Reply)>) {
+/// How batches reach the leader.
+#[derive(Clone)]
+struct Route {
+    raft: Raft,
+    peers: Peers,
+    leader_wait: Duration,
+}
+
+impl Route {
+    /// Have the remote leader propose `batch` (or propose it here, should this member have become
+    /// the leader meanwhile) and return the outcome once applied.
+    async fn forward(self, batch: RaftBatch) -> Result<RaftBatchResponse, Status> {
+        let peers = &self.peers;
+        let answer = on_leader(&self.raft, self.leader_wait, |url| {
+            let batch = batch.clone();
+            async move { peers.propose(&url, batch).await }
+        })
+        .await?;
+        match answer {
+            Answer::Remote(written) => Ok(written),
+            Answer::Local => match self.raft.client_write(Proto(batch)).await {
+                Ok(written) => Ok(written.data.0),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(EtcdError::NoLeader.into()),
+                Err(e) => Err(Status::unavailable(e.to_string())),
+            },
+        }
+    }
+}
+
+async fn propose_batches(route: Route, mut pending: mpsc::UnboundedReceiver<(RaftRequest, Reply)>) {
     let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
     loop {
         let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
@@ -57,7 +93,24 @@ async fn propose_batches(raft: Raft, mut pending: mpsc::UnboundedReceiver<(RaftR
             batch.push(next);
         }
         let (requests, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-        let applied = match raft.client_write_ff(Proto(RaftBatch { requests })).await {
+        let leader = find_leader(&route.raft, route.leader_wait).await;
+        if leader.is_none() {
+            reply_all(replies, EtcdError::NoLeader.into());
+            continue;
+        }
+        if leader != Some(Leader::Local) {
+            let forwarded = route.clone().forward(RaftBatch { requests });
+            tokio::spawn(async move {
+                let outcome = forwarded.await;
+                drop(permit);
+                match outcome {
+                    Ok(written) => reply_each(replies, written),
+                    Err(status) => reply_all(replies, status),
+                }
+            });
+            continue;
+        }
+        let applied = match route.raft.client_write_ff(Proto(RaftBatch { requests })).await {
             Ok(applied) => applied,
             Err(fatal) => {
                 reply_all(replies, Status::unavailable(fatal.to_string()));
@@ -68,16 +121,18 @@ async fn propose_batches(raft: Raft, mut pending: mpsc::UnboundedReceiver<(RaftR
             let outcome = applied.await;
             drop(permit);
             match outcome {
-                Ok(Ok(written)) => {
-                    for (reply, response) in replies.into_iter().zip(written.data.0.responses) {
-                        let _ = reply.send(Ok(response));
-                    }
-                }
+                Ok(Ok(written)) => reply_each(replies, written.data.0),
                 Ok(Err(ClientWriteError::ForwardToLeader(_))) => reply_all(replies, EtcdError::NoLeader.into()),
                 Ok(Err(e)) => reply_all(replies, Status::unavailable(e.to_string())),
                 Err(_) => reply_all(replies, EtcdError::Stopped.into()),
             }
         });
+    }
+}
+
+fn reply_each(replies: Vec<Reply>, written: RaftBatchResponse) {
+    for (reply, response) in replies.into_iter().zip(written.responses) {
+        let _ = reply.send(Ok(response));
     }
 }
 

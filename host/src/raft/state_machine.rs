@@ -161,7 +161,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .map_err(write_err)?
         .map_err(write_err)?;
         std::fs::rename(&incoming, self.snapshot_path(SNAPSHOT_FILE)).map_err(write_err)?;
-        save_snapshot_info(&self.snapshot_path(SNAPSHOT_META_FILE), meta)
+        save_snapshot_info(&self.snapshot_path(SNAPSHOT_META_FILE), meta)?;
+        tracing::info!(snapshot = %meta.snapshot_id, last_log_id = ?meta.last_log_id, "applied incoming snapshot");
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {

@@ -1,5 +1,6 @@
 //! The integration suite: one test binary, one module per area.
 
+mod cluster;
 mod crash;
 mod kv_client;
 mod kv_compat;

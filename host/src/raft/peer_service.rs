@@ -1,0 +1,98 @@
+//! Raft's peer network, server side: the `conclave.raft.Peer` gRPC service on the peer URLs. It
+//! hands openraft's messages to the local raft and answers with the postcard-encoded `Result`,
+//! and, when this member leads, proposes batches forwarded by followers and tells them its read
+//! index, and renews leases for them; it also tells peers this member's name and client URLs.
+
+use conclave_proto::conclave::raft::peer_server::{Peer, PeerServer};
+use conclave_proto::conclave::raft::{
+    MemberInfoRequest, MemberInfoResponse, PeerMessage, RaftBatch, RaftBatchResponse, ReadIndexRequest, ReadIndexResponse,
+};
+use conclave_proto::etcdserverpb::{LeaseKeepAliveRequest, LeaseKeepAliveResponse};
+use openraft::error::{ClientWriteError, RaftError};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status};
+
+use super::peers::MAX_PEER_MESSAGE;
+use super::{decode, encode, Proto, Raft};
+
+/// Answer of a member that does not lead (any more): ask the leader instead.
+pub const NOT_LEADER: &str = "conclave: not the raft leader";
+
+/// Renews a lease if this member leads (`None` otherwise).
+pub type KeepAlive = Box<dyn Fn(i64) -> Option<LeaseKeepAliveResponse> + Send + Sync>;
+
+/// What the peer service answers from.
+pub struct LocalMember {
+    pub raft: Raft,
+    /// This member's name and client URLs.
+    pub info: MemberInfoResponse,
+    pub keep_alive: KeepAlive,
+}
+
+struct PeerService {
+    member: LocalMember,
+}
+
+fn decoded<T: DeserializeOwned>(message: Request<PeerMessage>) -> Result<T, Status> {
+    decode(&message.into_inner().body).map_err(|e| Status::invalid_argument(format!("undecodable peer message: {e}")))
+}
+
+fn encoded<T: Serialize>(outcome: &T) -> Result<Response<PeerMessage>, Status> {
+    let body = encode(outcome).map_err(|e| Status::internal(format!("encoding a peer reply: {e}")))?;
+    Ok(Response::new(PeerMessage { body }))
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn append_entries(&self, request: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
+        encoded(&self.member.raft.append_entries(decoded(request)?).await)
+    }
+
+    async fn vote(&self, request: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
+        encoded(&self.member.raft.vote(decoded(request)?).await)
+    }
+
+    async fn install_snapshot(&self, request: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
+        encoded(&self.member.raft.install_snapshot(decoded(request)?).await)
+    }
+
+    async fn propose(&self, request: Request<RaftBatch>) -> Result<Response<RaftBatchResponse>, Status> {
+        match self.member.raft.client_write(Proto(request.into_inner())).await {
+            Ok(written) => Ok(Response::new(written.data.0)),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(Status::failed_precondition(NOT_LEADER)),
+            Err(e) => Err(Status::unavailable(e.to_string())),
+        }
+    }
+
+    async fn read_index(&self, _request: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
+        match self.member.raft.get_read_log_id().await {
+            Ok((read, _applied)) => Ok(Response::new(ReadIndexResponse { index: read.map_or(0, |id| id.index) })),
+            Err(RaftError::APIError(_)) => Err(Status::failed_precondition(NOT_LEADER)),
+            Err(e) => Err(Status::unavailable(e.to_string())),
+        }
+    }
+
+    async fn member_info(&self, _request: Request<MemberInfoRequest>) -> Result<Response<MemberInfoResponse>, Status> {
+        Ok(Response::new(self.member.info.clone()))
+    }
+
+    async fn lease_keep_alive(&self, request: Request<LeaseKeepAliveRequest>) -> Result<Response<LeaseKeepAliveResponse>, Status> {
+        let renewed = (self.member.keep_alive)(request.into_inner().id);
+        renewed.map(Response::new).ok_or_else(|| Status::failed_precondition(NOT_LEADER))
+    }
+}
+
+/// Serve the peer service of `member` on `listener` until the server fails.
+pub async fn serve_peers(member: LocalMember, listener: TcpListener) -> Result<(), tonic::transport::Error> {
+    let service = PeerServer::new(PeerService { member })
+        .max_decoding_message_size(MAX_PEER_MESSAGE)
+        .max_encoding_message_size(MAX_PEER_MESSAGE);
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(service)
+        .serve_with_incoming(TcpListenerStream::new(listener))
+        .await
+}

@@ -1,0 +1,143 @@
+//! Client side of the peer service: one lazily connected gRPC channel per peer URL, shared by
+//! raft's network, write forwarding and follower reads, and how to find (and call) the current
+//! leader.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use conclave_proto::conclave::raft::peer_client::PeerClient;
+use conclave_proto::conclave::raft::{MemberInfoRequest, MemberInfoResponse, RaftBatch, RaftBatchResponse, ReadIndexRequest};
+use conclave_proto::etcdserverpb::{LeaseKeepAliveRequest, LeaseKeepAliveResponse};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use super::{NodeId, Raft};
+use crate::error::EtcdError;
+
+/// Largest peer message: a batch of log entries or a snapshot chunk.
+pub const MAX_PEER_MESSAGE: usize = 64 * 1024 * 1024;
+/// Pause between attempts to reach a leader that is changing.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+/// How long a connection attempt to a peer may take before it counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Channels to peers by URL; cheap to clone.
+#[derive(Clone, Default)]
+pub struct Peers {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl Peers {
+    /// A client for the peer at `url`; connects on first use (and reconnects after failures).
+    pub fn client(&self, url: &str) -> Result<PeerClient<Channel>, Status> {
+        let mut channels = self.channels.lock().expect("peer channel map poisoned");
+        let channel = match channels.get(url) {
+            Some(channel) => channel.clone(),
+            None => {
+                let channel = Endpoint::from_shared(url.to_string())
+                    .map_err(|e| Status::invalid_argument(format!("bad peer URL {url:?}: {e}")))?
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .tcp_nodelay(true)
+                    .connect_lazy();
+                channels.insert(url.to_string(), channel.clone());
+                channel
+            }
+        };
+        Ok(PeerClient::new(channel).max_decoding_message_size(MAX_PEER_MESSAGE).max_encoding_message_size(MAX_PEER_MESSAGE))
+    }
+
+    /// Have the leader at `url` propose `batch` and return the outcome once applied.
+    pub async fn propose(&self, url: &str, batch: RaftBatch) -> Result<RaftBatchResponse, Status> {
+        Ok(self.client(url)?.propose(batch).await?.into_inner())
+    }
+
+    /// Have the leader at `url` renew lease `id`.
+    pub async fn keep_alive(&self, url: &str, id: i64) -> Result<LeaseKeepAliveResponse, Status> {
+        Ok(self.client(url)?.lease_keep_alive(LeaseKeepAliveRequest { id }).await?.into_inner())
+    }
+
+    /// The read index of the leader at `url`.
+    pub async fn read_index(&self, url: &str) -> Result<u64, Status> {
+        Ok(self.client(url)?.read_index(ReadIndexRequest {}).await?.into_inner().index)
+    }
+}
+
+impl Peers {
+    /// The name and client URLs of the member at `url`, if it answers within `wait`.
+    pub async fn member_info(&self, url: &str, wait: Duration) -> Option<MemberInfoResponse> {
+        let mut client = self.client(url).ok()?;
+        let answer = tokio::time::timeout(wait, client.member_info(MemberInfoRequest {})).await.ok()?;
+        Some(answer.ok()?.into_inner())
+    }
+}
+
+/// Where the leader is, as seen by this member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Leader {
+    /// This member leads.
+    Local,
+    /// Another member leads; its peer URL.
+    Remote(String),
+}
+
+/// The current leader, waiting up to `wait` for one to be known; `None` if there is none by then.
+pub async fn find_leader(raft: &Raft, wait: Duration) -> Option<Leader> {
+    // The common case, without copying the metrics: this member leads.
+    {
+        let metrics = raft.metrics();
+        let metrics = metrics.borrow();
+        if metrics.current_leader == Some(metrics.id) {
+            return Some(Leader::Local);
+        }
+    }
+    let metrics = raft.wait(Some(wait)).metrics(|m| m.current_leader.is_some(), "a leader is known").await.ok()?;
+    let leader: NodeId = metrics.current_leader?;
+    if leader == metrics.id {
+        return Some(Leader::Local);
+    }
+    let node = metrics.membership_config.membership().get_node(&leader)?;
+    Some(Leader::Remote(node.addr.clone()))
+}
+
+/// Who answered a call made with [`on_leader`].
+pub enum Answer<T> {
+    /// This member leads: the caller acts locally.
+    Local,
+    /// The remote leader's answer.
+    Remote(T),
+}
+
+/// Call the leader with `call(leader_url)`, or answer [`Answer::Local`] if this member leads,
+/// following leadership changes for up to `wait`. A remote call is retried only when the member
+/// said it does not lead or could not be connected to (the request surely did nothing); any
+/// other failure goes back to the caller.
+pub async fn on_leader<T, Fut>(raft: &Raft, wait: Duration, call: impl Fn(String) -> Fut) -> Result<Answer<T>, Status>
+where
+    Fut: Future<Output = Result<T, Status>>,
+{
+    let deadline = Instant::now() + wait;
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match find_leader(raft, remaining).await {
+            None => return Err(EtcdError::NoLeader.into()),
+            Some(Leader::Local) => return Ok(Answer::Local),
+            Some(Leader::Remote(url)) => match call(url).await {
+                Err(status) if retryable(&status) => {
+                    if Instant::now() >= deadline {
+                        return Err(EtcdError::NoLeader.into());
+                    }
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                outcome => return outcome.map(Answer::Remote),
+            },
+        }
+    }
+}
+
+/// The peer does not lead, or could not be connected to: the request did nothing there.
+fn retryable(status: &Status) -> bool {
+    status.code() == Code::FailedPrecondition
+        || (status.code() == Code::Unavailable && status.message() == "tcp connect error")
+}

@@ -1,0 +1,103 @@
+//! A multi-member cluster of server processes on loopback: every member's ports are chosen up
+//! front (its `--initial-cluster` names them all), every member is launched, then each is awaited
+//! until it serves clients.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use etcd_client::Client;
+
+use crate::node::{Kind, Node, free_port};
+
+/// How long a cluster may take to agree on a leader (several election timeouts).
+const LEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pause between polls of the members' status.
+const POLL: Duration = Duration::from_millis(50);
+
+pub struct Cluster {
+    pub members: Vec<Node>,
+}
+
+impl Cluster {
+    /// Starts `size` members named `m0`, `m1`… with extra server flags, and waits until each
+    /// serves clients.
+    pub fn start(kind: Kind, size: usize, extra_args: &[&str]) -> Result<Cluster> {
+        let ports: Vec<(u16, u16)> = (0..size).map(|_| (free_port(), free_port())).collect();
+        let initial_cluster = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let members = ports
+            .iter()
+            .enumerate()
+            .map(|(i, &(client, peer))| Node::member(kind, &format!("m{i}"), client, peer, &initial_cluster, extra_args))
+            .collect::<Result<Vec<_>>>()?;
+        let mut cluster = Cluster { members };
+        cluster.launch_all()?;
+        Ok(cluster)
+    }
+
+    /// kill -9 every member, then start them all again on their data dirs (all launched before
+    /// any is awaited: a member may only be ready once a quorum runs).
+    pub fn restart_all(&mut self) -> Result<()> {
+        self.members.iter_mut().for_each(Node::kill9);
+        self.launch_all()
+    }
+
+    fn launch_all(&mut self) -> Result<()> {
+        let starting = self.members.iter_mut().map(Node::launch).collect::<Result<Vec<_>>>()?;
+        for (member, starting) in self.members.iter_mut().zip(starting) {
+            member.wait_ready(starting)?;
+        }
+        Ok(())
+    }
+
+    /// Client URLs of the members that run.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().filter(|m| m.is_running()).map(Node::endpoint).collect()
+    }
+
+    /// The index of the leader, once every running member agrees on one that runs (polled, up to
+    /// a bounded timeout).
+    pub async fn leader(&self) -> Result<usize> {
+        let deadline = Instant::now() + LEADER_TIMEOUT;
+        loop {
+            if let Some(leader) = self.agreed_leader().await {
+                return Ok(leader);
+            }
+            if Instant::now() > deadline {
+                bail!("no agreed leader after {LEADER_TIMEOUT:?}");
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn agreed_leader(&self) -> Option<usize> {
+        let mut ids = Vec::new();
+        let mut leaders = Vec::new();
+        for member in &self.members {
+            if !member.is_running() {
+                ids.push(None);
+                continue;
+            }
+            let status = status(&member.endpoint()).await.ok()?;
+            ids.push(Some(status.0));
+            leaders.push(status.1);
+        }
+        let first = *leaders.first()?;
+        if leaders.iter().any(|&l| l != first) {
+            return None;
+        }
+        ids.iter().position(|&id| id == Some(first))
+    }
+}
+
+/// (member id, leader id) as the member at `endpoint` reports them.
+async fn status(endpoint: &str) -> Result<(u64, u64)> {
+    let mut client = Client::connect([endpoint], None).await.context("connect")?;
+    let status = client.status().await.context("status")?;
+    let header = status.header().context("status has a header")?;
+    Ok((header.member_id(), status.leader()))
+}

@@ -1,0 +1,257 @@
+//! Three-member clusters on loopback: writes through any member, linearizable and serializable
+//! reads from every member, the member list, and a leader killed with kill -9 under a write load
+//! (no acknowledged write is lost, a new leader takes over, the killed member catches up), and a
+//! member that was down past a snapshot catches up by snapshot install; lease keep-alives through
+//! a follower; watches on one member seeing writes through another; the whole cluster killed and
+//! restarted.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use conclave_tests::{Cluster, Kind, etcdctl};
+use etcd_client::{Client, GetOptions};
+use tokio::sync::watch;
+
+/// Bound on waits for the cluster to make progress or catch up.
+const PROGRESS_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pause between polls of a member that is catching up, and after a failed write.
+const POLL: Duration = Duration::from_millis(50);
+/// No write may hang longer than this (a hang is a failure to report, not to wait out).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn connect(endpoint: &str) -> Client {
+    Client::connect([endpoint], None).await.unwrap_or_else(|e| panic!("connect to {endpoint}: {e}"))
+}
+
+/// The value of `key` read from `client`, linearizably or serializably.
+async fn value(client: &mut Client, key: &str, serializable: bool) -> Option<String> {
+    let options = serializable.then(|| GetOptions::new().with_serializable());
+    let resp = client.get(key, options).await.unwrap_or_else(|e| panic!("get {key}: {e}"));
+    resp.kvs().first().map(|kv| kv.value_str().unwrap().to_string())
+}
+
+/// Polls serializable reads on `endpoint` until every key of `want` has its value.
+async fn wait_until_caught_up(endpoint: &str, want: &HashMap<String, String>) {
+    let mut client = connect(endpoint).await;
+    let deadline = Instant::now() + PROGRESS_TIMEOUT;
+    for (key, expected) in want {
+        while value(&mut client, key, true).await.as_ref() != Some(expected) {
+            assert!(Instant::now() < deadline, "{endpoint} did not catch up with {key} in {PROGRESS_TIMEOUT:?}");
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+/// Linearizable reads on `endpoint` return every key of `want` with its value.
+async fn assert_all_readable(endpoint: &str, want: &HashMap<String, String>) {
+    let mut client = connect(endpoint).await;
+    for (key, expected) in want {
+        assert_eq!(value(&mut client, key, false).await.as_ref(), Some(expected), "{key} read from {endpoint}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_through_every_member_are_read_from_every_member() {
+    let cluster = Cluster::start(Kind::subject(), 3, &[]).expect("cluster starts");
+    let mut written = HashMap::new();
+    for (i, endpoint) in cluster.endpoints().iter().enumerate() {
+        let mut client = connect(endpoint).await;
+        let (key, val) = (format!("k{i}"), format!("written through member {i}"));
+        client.put(key.as_str(), val.as_str(), None).await.unwrap_or_else(|e| panic!("put through {endpoint}: {e}"));
+        written.insert(key, val);
+    }
+    for endpoint in cluster.endpoints() {
+        // Linearizable reads see every acknowledged write at once, on any member.
+        assert_all_readable(&endpoint, &written).await;
+        wait_until_caught_up(&endpoint, &written).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_list_shows_every_member() {
+    let cluster = Cluster::start(Kind::subject(), 3, &[]).expect("cluster starts");
+    for member in &cluster.members {
+        let out = etcdctl(&member.endpoint(), &["member", "list"], None).expect("etcdctl runs");
+        assert_eq!(out.code, 0, "{out:?}");
+        let lines: Vec<&str> = out.stdout.lines().collect();
+        assert_eq!(lines.len(), 3, "{}", out.stdout);
+        for other in &cluster.members {
+            let line = format!(", started, {}, {}, {}, false", other.name(), other.peer_url(), other.endpoint());
+            let listed = lines.iter().any(|l| l.ends_with(&line));
+            assert!(listed, "{} missing from {}", other.name(), out.stdout);
+        }
+    }
+}
+
+/// key → value of every acknowledged put, and how many there are.
+#[derive(Clone)]
+struct Acks {
+    values: Arc<Mutex<HashMap<String, String>>>,
+    count: Arc<watch::Sender<usize>>,
+}
+
+impl Acks {
+    fn new() -> Self {
+        Acks { values: Arc::default(), count: Arc::new(watch::channel(0).0) }
+    }
+
+    /// Waits until `n` puts in all were acknowledged.
+    async fn wait_for(&self, n: usize) {
+        let mut count = self.count.subscribe();
+        let waited = tokio::time::timeout(PROGRESS_TIMEOUT, count.wait_for(|&c| c >= n)).await;
+        assert!(waited.is_ok(), "fewer than {n} writes acknowledged in {PROGRESS_TIMEOUT:?}");
+    }
+
+    fn snapshot(&self) -> HashMap<String, String> {
+        self.values.lock().unwrap().clone()
+    }
+}
+
+/// Puts distinct keys through `endpoint` until `stop`; failed puts (member down, election) are
+/// not acknowledged and not retried.
+async fn write_until_stopped(endpoint: String, writer: usize, acks: Acks, stop: Arc<AtomicBool>) {
+    let Ok(mut client) = Client::connect([endpoint], None).await else { return };
+    for seq in 0.. {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let (key, val) = (format!("w{writer}/{seq}"), format!("{writer}-{seq}"));
+        match tokio::time::timeout(WRITE_TIMEOUT, client.put(key.as_str(), val.as_str(), None)).await {
+            Ok(Ok(_)) => {
+                acks.values.lock().unwrap().insert(key, val);
+                acks.count.send_modify(|n| *n += 1);
+            }
+            Ok(Err(_)) => tokio::time::sleep(POLL).await,
+            Err(_) => panic!("a put hung for {WRITE_TIMEOUT:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_killed_during_writes_loses_no_acknowledged_write() {
+    let mut cluster = Cluster::start(Kind::subject(), 3, &[]).expect("cluster starts");
+    let old_leader = cluster.leader().await.expect("a leader");
+    let acks = Acks::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = cluster
+        .endpoints()
+        .into_iter()
+        .cycle()
+        .take(6)
+        .enumerate()
+        .map(|(w, endpoint)| tokio::spawn(write_until_stopped(endpoint, w, acks.clone(), stop.clone())))
+        .collect();
+
+    acks.wait_for(100).await;
+    cluster.members[old_leader].kill9();
+    let killed_at = *acks.count.borrow();
+    let new_leader = cluster.leader().await.expect("a new leader after the kill");
+    assert_ne!(new_leader, old_leader);
+    // The survivors keep taking writes.
+    acks.wait_for(killed_at + 100).await;
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer.await.expect("writer task");
+    }
+
+    let acked = acks.snapshot();
+    for endpoint in cluster.endpoints() {
+        assert_all_readable(&endpoint, &acked).await;
+    }
+
+    cluster.members[old_leader].restart().expect("the killed member restarts");
+    let endpoint = cluster.members[old_leader].endpoint();
+    wait_until_caught_up(&endpoint, &acked).await;
+    assert_all_readable(&endpoint, &acked).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn member_down_past_a_snapshot_catches_up() {
+    let mut cluster = Cluster::start(Kind::subject(), 3, &["--snapshot-count", "20"]).expect("cluster starts");
+    let leader = cluster.leader().await.expect("a leader");
+    let follower = (leader + 1) % 3;
+    cluster.members[follower].kill9();
+    let mut client = connect(&cluster.members[leader].endpoint()).await;
+    let mut written = HashMap::new();
+    for i in 0..200 {
+        let (key, val) = (format!("s{i}"), format!("v{i}"));
+        client.put(key.as_str(), val.as_str(), None).await.expect("put while a follower is down");
+        written.insert(key, val);
+    }
+    cluster.members[follower].restart().expect("the follower restarts");
+    let endpoint = cluster.members[follower].endpoint();
+    wait_until_caught_up(&endpoint, &written).await;
+    assert_all_readable(&endpoint, &written).await;
+    if Kind::subject() == Kind::Conclave {
+        let log = cluster.members[follower].log();
+        assert!(log.contains("applied incoming snapshot"), "caught up without a snapshot:\n{log}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn keep_alives_through_a_follower_reach_the_leader() {
+    const TTL: i64 = 2;
+    let cluster = Cluster::start(Kind::subject(), 3, &[]).expect("cluster starts");
+    let leader = cluster.leader().await.expect("a leader");
+    let follower = cluster.members[(leader + 1) % 3].endpoint();
+    let mut client = connect(&follower).await;
+    let lease = client.lease_grant(TTL, None).await.expect("grant through a follower").id();
+    let options = etcd_client::PutOptions::new().with_lease(lease);
+    client.put("leased", "v", Some(options)).await.expect("put with the lease");
+    let (mut keeper, mut answers) = client.lease_keep_alive(lease).await.expect("keep-alive stream");
+    // Keep the lease alive through the follower for three TTLs: the leader must see the renewals.
+    let until = Instant::now() + Duration::from_secs(3 * TTL as u64);
+    while Instant::now() < until {
+        keeper.keep_alive().await.expect("send keep-alive");
+        let answer = answers.message().await.expect("keep-alive answer").expect("stream open");
+        assert_eq!(answer.ttl(), TTL, "lease {lease} renewed with its TTL");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let mut on_leader = connect(&cluster.members[leader].endpoint()).await;
+    assert_eq!(value(&mut on_leader, "leased", false).await.as_deref(), Some("v"), "the lease expired despite keep-alives");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn whole_cluster_killed_and_restarted_keeps_every_write() {
+    let mut cluster = Cluster::start(Kind::subject(), 3, &[]).expect("cluster starts");
+    let mut written = HashMap::new();
+    for (i, endpoint) in cluster.endpoints().iter().enumerate() {
+        let mut client = connect(endpoint).await;
+        let (key, val) = (format!("before-crash/{i}"), format!("v{i}"));
+        client.put(key.as_str(), val.as_str(), None).await.expect("put");
+        written.insert(key, val);
+    }
+    cluster.restart_all().expect("every member restarts on its data dir");
+    cluster.leader().await.expect("a leader after the restart");
+    for endpoint in cluster.endpoints() {
+        assert_all_readable(&endpoint, &written).await;
+    }
+    let mut client = connect(&cluster.members[0].endpoint()).await;
+    client.put("after-restart", "x", None).await.expect("the restarted cluster takes writes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn watch_on_one_member_sees_writes_through_another() {
+    let cluster = Cluster::start(Kind::subject(), 3, &[]).expect("cluster starts");
+    let endpoints = cluster.endpoints();
+    let mut watcher = connect(&endpoints[0]).await;
+    let mut events = watcher.watch("watched", None).await.expect("watch");
+    let created = tokio::time::timeout(PROGRESS_TIMEOUT, events.message()).await.expect("watch created in time");
+    assert!(created.expect("watch stream").expect("stream open").created(), "first answer creates the watch");
+    let mut writer = connect(&endpoints[2]).await;
+    writer.put("watched", "through another member", None).await.expect("put");
+    let response = tokio::time::timeout(PROGRESS_TIMEOUT, async {
+        loop {
+            let response = events.message().await.expect("watch stream").expect("stream open");
+            if !response.events().is_empty() {
+                return response;
+            }
+        }
+    })
+    .await
+    .expect("the watch event arrives");
+    let kv = response.events()[0].kv().expect("put event has a kv");
+    assert_eq!(kv.value_str().unwrap(), "through another member");
+}
