@@ -2,7 +2,7 @@
 //! reference etcd) on loopback ephemeral ports, drive them with real clients, and compare
 //! their answers after normalising what legitimately differs between two servers.
 //!
-//! Environment: `CONCLAVE_BIN`, `ETCD_BIN`, `ETCDCTL_BIN` override the binaries (default:
+//! Environment: `CONCLAVE_BIN`, `CONCLAVECTL_BIN`, `ETCD_BIN`, `ETCDCTL_BIN` override the binaries (default:
 //! `target/<profile>/conclave`, `etcd` and `etcdctl` on `PATH`); `CONCLAVE_TEST_SUBJECT=etcd`
 //! runs the comparison suites etcd-vs-etcd, a self-check of the harness and the sessions.
 
@@ -16,6 +16,6 @@ pub mod session;
 pub use clients::{on_etcd_then_subject, same_on_etcd_and_subject};
 pub use cluster::Cluster;
 pub use etcdctl::{CtlOutput, etcdctl};
-pub use node::{Kind, Node, free_port};
+pub use node::{Kind, Node, conclavectl_bin, free_port};
 pub use normalize::Normalizer;
 pub use session::{LEASE, Step, assert_same_as_etcd, ctl, ctl_lines, ctl_stdin, formats, transcript};

@@ -52,7 +52,19 @@ impl Kind {
 
 /// `CONCLAVE_BIN`, else `conclave` next to the test executable's `deps/` directory.
 fn conclave_bin() -> Result<PathBuf> {
-    let path = match std::env::var_os("CONCLAVE_BIN") {
+    workspace_bin("conclave", "CONCLAVE_BIN", "conclave-host")
+}
+
+/// This workspace's `conclavectl`: `CONCLAVECTL_BIN`, else `conclavectl` next to the test
+/// executable's `deps/` directory.
+pub fn conclavectl_bin() -> Result<PathBuf> {
+    workspace_bin("conclavectl", "CONCLAVECTL_BIN", "conclave-cli")
+}
+
+/// The binary `name`: the path in the environment variable `var`, else `target/<profile>/name`
+/// (next to the test executable's `deps/` directory), built by `package`.
+fn workspace_bin(name: &str, var: &str, package: &str) -> Result<PathBuf> {
+    let path = match std::env::var_os(var) {
         Some(path) => PathBuf::from(path),
         None => {
             let exe = std::env::current_exe().context("locating the test executable")?;
@@ -60,13 +72,13 @@ fn conclave_bin() -> Result<PathBuf> {
             if dir.ends_with("deps") {
                 dir = dir.parent().context("deps/ has no parent")?;
             }
-            dir.join("conclave")
+            dir.join(name)
         }
     };
     if !path.is_file() {
         bail!(
-            "conclave binary not found at {}: build it with `cargo build -p conclave-host` \
-             (or point CONCLAVE_BIN at it)",
+            "{name} binary not found at {}: build it with `cargo build -p {package}` \
+             (or point {var} at it)",
             path.display()
         );
     }

@@ -70,6 +70,34 @@ impl LogStore {
     }
 }
 
+/// What the log kept in a member's sled database holds, read without starting raft (for
+/// `conclavectl dump-log`).
+pub struct LogDump {
+    pub last_purged: Option<LogId<NodeId>>,
+    pub committed: Option<LogId<NodeId>>,
+    pub vote: Option<Vote<NodeId>>,
+    pub entries: Vec<Entry<TypeConfig>>,
+}
+
+/// Reads every entry and the log metadata from `db` (a member's `<data-dir>/db`).
+pub fn read_log(db: &sled::Db) -> Result<LogDump, StorageError<NodeId>> {
+    let meta = db.open_tree("raft_meta").map_err(read_err)?;
+    let read_meta = |name: &[u8]| -> Result<Option<sled::IVec>, StorageError<NodeId>> { meta.get(name).map_err(read_err) };
+    let last_purged = read_meta(LAST_PURGED)?.map(|b| decode(&b)).transpose().map_err(read_err)?;
+    let committed = read_meta(COMMITTED)?.map(|b| decode::<Option<LogId<NodeId>>>(&b)).transpose().map_err(read_err)?.flatten();
+    let vote = read_meta(VOTE)?.map(|b| decode(&b)).transpose().map_err(read_err)?;
+    let entries = db
+        .open_tree("raft_log")
+        .map_err(read_err)?
+        .iter()
+        .map(|item| {
+            let (_, bytes) = item.map_err(read_err)?;
+            decode(&bytes).map_err(read_err)
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(LogDump { last_purged, committed, vote, entries })
+}
+
 fn flush_loop(db: sled::Db, pending: mpsc::Receiver<LogFlushed<TypeConfig>>) {
     while let Ok(first) = pending.recv() {
         let batch: Vec<_> = std::iter::once(first).chain(pending.try_iter()).collect();

@@ -16,12 +16,12 @@ use openraft::{AnyError, BasicNode, StorageError, StorageIOError};
 use prost::Message;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-pub use log_store::LogStore;
+pub use log_store::{read_log, LogDump, LogStore};
 pub use network::Network;
 pub use peer_service::{serve_peers, KeepAlive, LocalMember};
 pub use peers::{on_leader, Answer, Peers};
 pub use proposer::Proposer;
-pub use state_machine::{StateMachine, APPLIED as APPLIED_META, MEMBERSHIP as MEMBERSHIP_META};
+pub use state_machine::{read_snapshot_meta, StateMachine, APPLIED as APPLIED_META, MEMBERSHIP as MEMBERSHIP_META};
 
 /// Raft member ids are etcd member ids.
 pub type NodeId = u64;

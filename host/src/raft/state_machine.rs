@@ -179,6 +179,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 }
 
+/// The metadata of the snapshot kept in `snap_dir` (a member's `<data-dir>/snap`), if any.
+pub fn read_snapshot_meta(snap_dir: &std::path::Path) -> std::io::Result<Option<SnapshotMeta<NodeId, BasicNode>>> {
+    let bytes = match std::fs::read(snap_dir.join(SNAPSHOT_META_FILE)) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let info: SnapshotInfo = serde_json::from_slice(&bytes).map_err(std::io::Error::other)?;
+    Ok(Some(info.meta))
+}
+
 fn save_snapshot_info(path: &std::path::Path, meta: &SnapshotMeta<NodeId, BasicNode>) -> Result<(), StorageError<NodeId>> {
     let bytes = serde_json::to_vec(&SnapshotInfo { meta: meta.clone() }).map_err(write_err)?;
     let tmp = path.with_extension("tmp");

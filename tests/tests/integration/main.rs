@@ -2,6 +2,7 @@
 
 mod cluster;
 mod crash;
+mod dump_log;
 mod kv_client;
 mod kv_compat;
 mod lease;
