@@ -204,6 +204,28 @@ impl Node {
         }
     }
 
+    /// SIGSTOP the process: it stays alive, holding its ports and data dir, but does nothing (a
+    /// member cut off from its peers and clients). No-op if not running.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT a process stopped by [`Node::pause`]. No-op if not running.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let status = Command::new("kill")
+                .arg(signal)
+                .arg(child.id().to_string())
+                .status()
+                .unwrap_or_else(|e| panic!("kill {signal}: {e}"));
+            assert!(status.success(), "kill {signal} {} failed: {status}", child.id());
+        }
+    }
+
     /// Kills the process if running, then starts it again on the same data dir and ports.
     pub fn restart(&mut self) -> Result<()> {
         self.kill9();

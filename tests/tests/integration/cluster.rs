@@ -3,7 +3,8 @@
 //! (no acknowledged write is lost, a new leader takes over, the killed member catches up), and a
 //! member that was down past a snapshot catches up by snapshot install; lease keep-alives through
 //! a follower; watches on one member seeing writes through another; the whole cluster killed and
-//! restarted.
+//! restarted; a member left in a minority (the others SIGSTOPped) commits nothing and serves no
+//! stale linearizable read, and the cluster heals once they resume.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -257,4 +258,55 @@ async fn watch_on_one_member_sees_writes_through_another() {
     .expect("the watch event arrives");
     let kv = response.events()[0].kv().expect("put event has a kv");
     assert_eq!(kv.value_str().unwrap(), "through another member");
+}
+
+/// Bound on a request to a member left in a minority: it must fail or still hang by then.
+const MINORITY_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn minority_member_commits_nothing_serves_no_stale_read_and_heals() {
+    let cluster = Cluster::start(Kind::subject(), 3, &[]).expect("cluster starts");
+    // The leader is left alone: the hardest case, as it still believes it leads.
+    let lone = cluster.leader().await.expect("a leader");
+    let lone_endpoint = cluster.members[lone].endpoint();
+    let before = HashMap::from([("k".to_string(), "before".to_string())]);
+    connect(&lone_endpoint).await.put("k", "before", None).await.expect("put before the partition");
+    for endpoint in cluster.endpoints() {
+        wait_until_caught_up(&endpoint, &before).await;
+    }
+
+    let others: Vec<usize> = (0..3).filter(|&i| i != lone).collect();
+    for &i in &others {
+        cluster.members[i].pause();
+    }
+    let mut client = connect(&lone_endpoint).await;
+    let write = tokio::time::timeout(MINORITY_TIMEOUT, client.put("k", "during", None)).await;
+    assert!(!matches!(write, Ok(Ok(_))), "a write committed on a minority member: {write:?}");
+    let read = tokio::time::timeout(MINORITY_TIMEOUT, client.get("k", None)).await;
+    assert!(!matches!(read, Ok(Ok(_))), "a minority member served a linearizable read: {read:?}");
+    let options = GetOptions::new().with_serializable();
+    if let Ok(Ok(resp)) = tokio::time::timeout(MINORITY_TIMEOUT, client.get("k", Some(options))).await {
+        let value = resp.kvs().first().map(|kv| kv.value_str().unwrap().to_string());
+        assert_eq!(value.as_deref(), Some("before"), "a serializable read on the minority saw an uncommitted write");
+    }
+
+    for &i in &others {
+        cluster.members[i].resume();
+    }
+    cluster.leader().await.expect("a leader once the partition heals");
+    // A write through the former minority member succeeds (retried while the cluster settles).
+    let deadline = Instant::now() + PROGRESS_TIMEOUT;
+    let mut client = connect(&lone_endpoint).await;
+    loop {
+        match tokio::time::timeout(WRITE_TIMEOUT, client.put("k", "after", None)).await {
+            Ok(Ok(_)) => break,
+            outcome => assert!(Instant::now() < deadline, "no write through {lone_endpoint} after healing: {outcome:?}"),
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    let after = HashMap::from([("k".to_string(), "after".to_string())]);
+    for endpoint in cluster.endpoints() {
+        wait_until_caught_up(&endpoint, &after).await;
+        assert_all_readable(&endpoint, &after).await;
+    }
 }
