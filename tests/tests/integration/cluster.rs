@@ -284,6 +284,7 @@ async fn minority_member_commits_nothing_serves_no_stale_read_and_heals() {
     assert!(!matches!(write, Ok(Ok(_))), "a write committed on a minority member: {write:?}");
     let read = tokio::time::timeout(MINORITY_TIMEOUT, client.get("k", None)).await;
     assert!(!matches!(read, Ok(Ok(_))), "a minority member served a linearizable read: {read:?}");
+    println!("on the minority member: write {write:?}, linearizable read {:?}", read.map(|r| r.map(|_| ())));
     let options = GetOptions::new().with_serializable();
     if let Ok(Ok(resp)) = tokio::time::timeout(MINORITY_TIMEOUT, client.get("k", Some(options))).await {
         let value = resp.kvs().first().map(|kv| kv.value_str().unwrap().to_string());
