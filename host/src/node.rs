@@ -220,7 +220,9 @@ impl Node {
             cluster_name: config.initial_cluster_token.clone(),
             heartbeat_interval: config.heartbeat_interval,
             election_timeout_min: config.election_timeout,
-            election_timeout_max: config.election_timeout * 2,
+            // openraft waits out a leader lease of election_timeout_max before voting, then a random
+            // timeout in [min, max): a narrow range keeps failover near etcd's.
+            election_timeout_max: config.election_timeout * 3 / 2,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_count),
             // Like etcd, keep entries behind a snapshot for slow followers (etcd keeps 5,000),
             // but never more than a snapshot interval, so a small --snapshot-count bounds the log.
