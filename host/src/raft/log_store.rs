@@ -98,10 +98,17 @@ pub fn read_log(db: &sled::Db) -> Result<LogDump, StorageError<NodeId>> {
     Ok(LogDump { last_purged, committed, vote, entries })
 }
 
+/// Flushes slower than this are logged (etcd warns about slow fdatasync the same way).
+const SLOW_FLUSH: std::time::Duration = std::time::Duration::from_millis(100);
+
 fn flush_loop(db: sled::Db, pending: mpsc::Receiver<LogFlushed<TypeConfig>>) {
     while let Ok(first) = pending.recv() {
         let batch: Vec<_> = std::iter::once(first).chain(pending.try_iter()).collect();
+        let started = std::time::Instant::now();
         let result = db.flush();
+        if started.elapsed() > SLOW_FLUSH {
+            tracing::warn!(took = ?started.elapsed(), appends = batch.len(), "log flush took too long");
+        }
         for callback in batch {
             let outcome = match &result {
                 Ok(_) => Ok(()),
@@ -204,11 +211,33 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Record the purge point durably first, so a crash mid-purge never leaves a gap unexplained.
         self.write_meta(LAST_PURGED, &log_id)?;
         self.flush().await?;
+        // From here raft never reads those entries again (the log state reports the purge point),
+        // so they are deleted in the background, in small batches: deleting a whole snapshot
+        // interval in one batch held up appends, and with them every write, for most of a second.
+        let entries = self.entries.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = delete_upto(&entries, log_id.index) {
+                tracing::warn!("deleting purged raft log entries: {e}");
+            }
+        });
+        Ok(())
+    }
+}
+
+/// Entries removed per sled batch by a background purge.
+const PURGE_CHUNK: usize = 1024;
+
+fn delete_upto(entries: &sled::Tree, index: u64) -> sled::Result<()> {
+    loop {
         let mut batch = sled::Batch::default();
-        for item in self.entries.range(..=index_key(log_id.index)) {
-            batch.remove(item.map_err(read_err)?.0);
+        let mut count = 0;
+        for item in entries.range(..=index_key(index)).take(PURGE_CHUNK) {
+            batch.remove(item?.0);
+            count += 1;
         }
-        self.entries.apply_batch(batch).map_err(write_err)?;
-        self.flush().await
+        if count == 0 {
+            return Ok(());
+        }
+        entries.apply_batch(batch)?;
     }
 }

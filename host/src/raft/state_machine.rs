@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use conclave_proto::conclave::raft::raft_request::Request as Req;
 use conclave_proto::conclave::raft::raft_response::Response as Resp;
@@ -26,6 +27,8 @@ use crate::watch::Hub;
 pub const APPLIED: &[u8] = b"m/applied";
 pub const MEMBERSHIP: &[u8] = b"m/membership";
 const SNAPSHOT_FILE: &str = "current.snap";
+/// Applies slower than this are logged, as etcd does.
+const SLOW_APPLY: Duration = Duration::from_millis(100);
 const SNAPSHOT_META_FILE: &str = "current.meta";
 
 type Membership = StoredMembership<NodeId, BasicNode>;
@@ -99,8 +102,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
+        let started = Instant::now();
         let (_, mut membership) = self.applied()?;
         let mut batch = self.store.begin();
+        let locked = started.elapsed();
         let mut responses = Vec::new();
         let mut last = None;
         for entry in entries {
@@ -130,7 +135,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             (APPLIED, encode(&last).map_err(write_err)?),
             (MEMBERSHIP, encode(&membership).map_err(write_err)?),
         ];
+        let executed = started.elapsed();
         batch.commit(meta, |events| self.hub.publish(events)).map_err(write_err)?;
+        let took = started.elapsed();
+        if took > SLOW_APPLY {
+            // Like etcd's "apply request took too long": where the time went, for whoever looks.
+            tracing::warn!(?took, ?locked, ?executed, entries = responses.len(), "apply took too long");
+        }
         Ok(responses)
     }
 
