@@ -33,14 +33,19 @@ fn initialise(data_dir: &Path, name: &str) {
 
 fn serve_once(mut cmd: Command) {
     let mut child = cmd.stderr(Stdio::piped()).spawn().expect("conclave starts");
-    let lines = BufReader::new(child.stderr.take().expect("stderr is piped")).lines();
-    for line in lines {
-        if line.expect("stderr is readable").contains("ready to serve client requests") {
-            break;
+    let mut log = String::new();
+    for line in BufReader::new(child.stderr.take().expect("stderr is piped")).lines() {
+        let line = line.expect("stderr is readable");
+        if line.contains("ready to serve client requests") {
+            child.kill().expect("kill conclave");
+            child.wait().expect("wait for conclave");
+            return;
         }
+        log.push_str(&line);
+        log.push('\n');
     }
-    child.kill().expect("kill conclave");
     child.wait().expect("wait for conclave");
+    panic!("conclave exited before serving:\n{log}");
 }
 
 /// Each file of `dir` with a digest of its content (a changed file shows as a changed digest).
@@ -127,6 +132,7 @@ fn etcd_environment_variables_configure_the_member() {
     cmd.env("ETCD_NAME", "envnode")
         .env("ETCD_DATA_DIR", &data)
         .env("ETCD_LISTEN_CLIENT_URLS", "http://127.0.0.1:0")
+        .env("ETCD_LISTEN_PEER_URLS", "http://127.0.0.1:0")
         .env("ETCD_INITIAL_ADVERTISE_PEER_URLS", "http://127.0.0.1:2380")
         .env("ETCD_INITIAL_CLUSTER", "envnode=http://127.0.0.1:2380");
     serve_once(cmd);
