@@ -5,13 +5,13 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use conclave_host::raft::{read_log, read_snapshot_meta, NodeId, TypeConfig};
+use conclave_host::raft::{read_log, read_snapshot_meta, Membership, NodeId, TypeConfig};
 use conclave_proto::conclave::raft::raft_request::Request as Req;
 use conclave_proto::conclave::raft::RaftRequest;
 use conclave_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use conclave_proto::etcdserverpb::request_op::Request as Op;
 use conclave_proto::etcdserverpb::{Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest};
-use openraft::{BasicNode, Entry, EntryPayload, LogId, Membership};
+use openraft::{Entry, EntryPayload, LogId};
 
 pub fn run(data_dir: &Path, out: &mut impl Write) -> Result<()> {
     let db_path = data_dir.join("db");
@@ -73,13 +73,13 @@ fn index(id: &Option<LogId<NodeId>>) -> u64 {
     id.map_or(0, |id| id.index)
 }
 
-fn membership(m: &Membership<NodeId, BasicNode>) -> String {
+fn membership(m: &Membership) -> String {
     let configs: Vec<String> = m
         .get_joint_config()
         .iter()
         .map(|voters| voters.iter().map(|id| format!("{id:x}")).collect::<Vec<_>>().join(","))
         .collect();
-    let nodes: Vec<String> = m.nodes().map(|(id, node)| format!("{id:x}={}", node.addr)).collect();
+    let nodes: Vec<String> = m.nodes().map(|(id, node)| format!("{id:x}={}:{}", node.name, node.peer_urls.join(","))).collect();
     let learners: Vec<String> = m.learner_ids().map(|id| format!("{id:x}")).collect();
     format!("voters=[{}] learners=[{}] nodes=[{}]", configs.join("] ["), learners.join(","), nodes.join(","))
 }

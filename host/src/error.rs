@@ -39,6 +39,24 @@ pub enum EtcdError {
     Stopped,
     #[error("etcdserver: member not found")]
     MemberNotFound,
+    #[error("etcdserver: member ID already exist")]
+    MemberExists,
+    #[error("etcdserver: Peer URLs already exists")]
+    PeerUrlExists,
+    #[error("etcdserver: given member URLs are invalid")]
+    MemberBadUrls,
+    #[error("etcdserver: re-configuration failed due to not enough started members")]
+    NotEnoughStarted,
+    #[error("etcdserver: can only promote a learner member")]
+    MemberNotLearner,
+    #[error("etcdserver: can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
+    #[error("etcdserver: too many learner members in cluster")]
+    TooManyLearners,
+    #[error("etcdserver: unhealthy cluster")]
+    Unhealthy,
+    #[error("etcdserver: rpc not supported for learner")]
+    NotSupportedForLearner,
     #[error("etcdserver: not capable")]
     NotCapable,
 }
@@ -48,12 +66,13 @@ impl EtcdError {
         use EtcdError::*;
         match self {
             EmptyKey | KeyNotFound | ValueProvided | LeaseProvided | TooManyOps | DuplicateKey
-            | RequestTooLarge => Code::InvalidArgument,
+            | RequestTooLarge | MemberBadUrls => Code::InvalidArgument,
             Compacted | FutureRev | LeaseTtlTooLarge => Code::OutOfRange,
             NoSpace => Code::ResourceExhausted,
             LeaseNotFound | MemberNotFound => Code::NotFound,
-            NoLeader | Timeout | Stopped => Code::Unavailable,
-            NotCapable | LeaseExists => Code::FailedPrecondition,
+            NoLeader | Timeout | Stopped | Unhealthy | NotSupportedForLearner => Code::Unavailable,
+            NotCapable | LeaseExists | MemberExists | PeerUrlExists | NotEnoughStarted | MemberNotLearner
+            | LearnerNotReady | TooManyLearners => Code::FailedPrecondition,
         }
     }
 

@@ -2,12 +2,15 @@
 //!
 //! Requests flow one way: [`api`] (gRPC services) → [`raft`] (propose, or a local read after a
 //! linearizability check) → apply → [`mvcc`] (with the [`lease`] table) → [`watch`] hub /
-//! response.
+//! response. Who a member is lives in [`identity`]; changes of who is in the cluster, in
+//! [`membership`].
 
 pub mod api;
 pub mod config;
 pub mod error;
+pub mod identity;
 pub mod lease;
+pub mod membership;
 pub mod mvcc;
 pub mod node;
 pub mod raft;

@@ -1,6 +1,7 @@
 //! `conclave`: start one member with etcd's flags.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
 use conclave_host::config::Config;
@@ -38,25 +39,40 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let mut servers = tokio::task::JoinSet::new();
     for listener in peer_listeners {
         tracing::info!("listening for peers on http://{}", listener.local_addr()?);
-        let leader = node.clone();
+        let (leader, changer) = (node.clone(), node.clone());
         let member = LocalMember {
             raft: node.raft.clone(),
-            info: node.member_info(),
+            cluster_id: node.identity.cluster_id,
             keep_alive: Box::new(move |id| api::keep_alive_as_leader(&leader, id)),
+            change_membership: Box::new(move |change| {
+                let node = changer.clone();
+                Box::pin(async move { node.change_membership_as_leader(change).await })
+            }),
         };
         servers.spawn(conclave_host::raft::serve_peers(member, listener));
     }
-    for listener in listeners {
-        let local = listener.local_addr()?;
-        tracing::info!("ready to serve client requests on http://{local}");
-        servers.spawn(api::serve(node.clone(), listener));
-    }
-    tokio::select! {
-        Some(finished) = servers.join_next() => finished??,
-        _ = shutdown_signal() => tracing::info!("shutting down"),
-    }
+    let serving = async {
+        // Like etcd, serve clients only once this member is part of the cluster with its
+        // attributes published (a joining member has caught up with the membership by then).
+        conclave_host::membership::publish(Arc::downgrade(&node)).await;
+        for listener in listeners {
+            tracing::info!("ready to serve client requests on http://{}", listener.local_addr()?);
+            servers.spawn(api::serve(node.clone(), listener));
+        }
+        tokio::select! {
+            Some(finished) = servers.join_next() => finished?.map(|()| false).map_err(anyhow::Error::from),
+            _ = node.removed.notified() => Ok(true),
+        }
+    };
+    let removed = tokio::select! {
+        removed = serving => removed?,
+        _ = shutdown_signal() => { tracing::info!("shutting down"); false }
+    };
     node.raft.shutdown().await.ok();
     node.db.flush_async().await?;
+    if removed {
+        anyhow::bail!("the member has been permanently removed from the cluster; its data dir must be removed before it joins again");
+    }
     Ok(())
 }
 

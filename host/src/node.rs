@@ -1,5 +1,6 @@
-//! One Conclave member: its data directory, identity, raft instance and MVCC store, and the two
-//! ways requests reach the store (a proposal through the log, or a local read).
+//! One Conclave member: its data directory, identity, raft instance and MVCC store, the two ways
+//! requests reach the store (a proposal through the log, or a local read), and membership changes
+//! (made by the leader).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -10,52 +11,21 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use conclave_proto::conclave::raft::raft_request::Request as Req;
 use conclave_proto::conclave::raft::raft_response::Response as Resp;
-use conclave_proto::conclave::raft::{MemberInfoResponse, RaftRequest};
+use conclave_proto::conclave::raft::{MemberChangeRequest, MemberChangeResponse, RaftRequest};
 use conclave_proto::etcdserverpb::ResponseHeader;
-use openraft::{BasicNode, SnapshotPolicy};
-use serde::{Deserialize, Serialize};
+use openraft::SnapshotPolicy;
 use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
 use tonic::Status;
 
 use crate::config::Config;
 use crate::error::EtcdError;
+use crate::identity::{load_identity, Identity};
 use crate::lease::{IdGenerator, Lessor};
+use crate::membership::{self, Reconfigurer};
 use crate::mvcc::Store;
-use crate::raft::{on_leader, Answer, LogStore, Network, Peers, Proposer, Raft, StateMachine};
+use crate::raft::{on_leader, Answer, LogStore, MemberNode, Network, Peers, Proposer, Raft, StateMachine};
 use crate::watch::Hub;
-
-/// Who this member is; fixed when its data directory is first created.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct Identity {
-    pub name: String,
-    pub member_id: u64,
-    pub cluster_id: u64,
-    pub peer_urls: Vec<String>,
-    pub client_urls: Vec<String>,
-    /// The members the cluster started with (empty in data dirs of one-member builds: this
-    /// member alone).
-    #[serde(default)]
-    pub initial_cluster: Vec<InitialMember>,
-}
-
-/// One member of `--initial-cluster`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct InitialMember {
-    pub name: String,
-    pub member_id: u64,
-    pub peer_urls: Vec<String>,
-}
-
-impl Identity {
-    /// The initial cluster, with this member alone for data dirs that did not record it.
-    pub fn initial_members(&self) -> Vec<InitialMember> {
-        if self.initial_cluster.is_empty() {
-            let me = InitialMember { name: self.name.clone(), member_id: self.member_id, peer_urls: self.peer_urls.clone() };
-            return vec![me];
-        }
-        self.initial_cluster.clone()
-    }
-}
 
 pub struct Node {
     pub config: Config,
@@ -76,122 +46,15 @@ pub struct Node {
     pub lease_ids: IdGenerator,
     /// Size of the database on disk, refreshed in the background (a stat per request is too dear).
     db_size: Arc<AtomicU64>,
-}
-
-/// etcd derives ids from hashes of the peer URLs and the cluster token; so do we (the values
-/// differ from etcd's, which clients treat as opaque).
-fn hash_id(parts: &[&str]) -> u64 {
-    let mut hasher = Sha256::new();
-    for part in parts {
-        hasher.update(part.as_bytes());
-        hasher.update([0]);
-    }
-    let digest = hasher.finalize();
-    u64::from_be_bytes(digest[..8].try_into().expect("sha256 has 32 bytes"))
-}
-
-/// A member's id: a hash of the cluster token and its sorted peer URLs.
-fn member_id(token: &str, peer_urls: &[String]) -> u64 {
-    let mut urls: Vec<&str> = peer_urls.iter().map(String::as_str).collect();
-    urls.sort();
-    hash_id(&[&[token], urls.as_slice()].concat())
-}
-
-/// The cluster's id: a hash of the cluster token and its members' sorted ids.
-fn cluster_id(token: &str, members: &[InitialMember]) -> u64 {
-    let mut ids: Vec<u64> = members.iter().map(|m| m.member_id).collect();
-    ids.sort();
-    let ids: Vec<String> = ids.iter().map(u64::to_string).collect();
-    let parts: Vec<&str> = std::iter::once(token).chain(ids.iter().map(String::as_str)).collect();
-    hash_id(&parts)
-}
-
-/// `--initial-cluster` grouped by member (a name may appear once per peer URL), checked:
-/// no peer URL twice, and a known `--initial-cluster-state`.
-fn initial_cluster(config: &Config) -> anyhow::Result<Vec<InitialMember>> {
-    match config.initial_cluster_state.as_str() {
-        "new" => {}
-        "existing" => bail!("--initial-cluster-state existing (joining a running cluster) is not supported yet"),
-        other => bail!("--initial-cluster-state must be \"new\" or \"existing\", not {other:?}"),
-    }
-    let mut members: Vec<InitialMember> = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    for (name, url) in config.initial_members()? {
-        if !seen.insert(url.clone()) {
-            bail!("--initial-cluster has peer URL {url} more than once");
-        }
-        match members.iter_mut().find(|m| m.name == name) {
-            Some(member) => member.peer_urls.push(url),
-            None => members.push(InitialMember { name, member_id: 0, peer_urls: vec![url] }),
-        }
-    }
-    for member in &mut members {
-        member.member_id = member_id(&config.initial_cluster_token, &member.peer_urls);
-    }
-    Ok(members)
-}
-
-fn new_identity(config: &Config) -> anyhow::Result<Identity> {
-    let members = initial_cluster(config)?;
-    let Some(ours) = members.iter().find(|m| m.name == config.name) else {
-        bail!("couldn't find local name {:?} in the initial cluster configuration", config.name);
-    };
-    if ours.peer_urls != config.initial_advertise_peer_urls {
-        bail!(
-            "--initial-cluster has {}={} but --initial-advertise-peer-urls is {}",
-            config.name,
-            ours.peer_urls.join(","),
-            config.initial_advertise_peer_urls.join(",")
-        );
-    }
-    Ok(Identity {
-        name: config.name.clone(),
-        member_id: ours.member_id,
-        cluster_id: cluster_id(&config.initial_cluster_token, &members),
-        peer_urls: ours.peer_urls.clone(),
-        client_urls: config.advertise_client_urls.clone(),
-        initial_cluster: members,
-    })
-}
-
-const IDENTITY_FILE: &str = "member.json";
-
-/// Load the identity stored in the data directory, or record a new one. It is checked before the
-/// database is opened, so the data directory of another member is refused without being touched.
-fn load_identity(config: &Config, dir: &Path) -> anyhow::Result<Identity> {
-    let path = dir.join(IDENTITY_FILE);
-    match std::fs::read(&path) {
-        Ok(bytes) => {
-            let stored: Identity = serde_json::from_slice(&bytes)
-                .with_context(|| format!("data dir {}: member identity {} is corrupt", dir.display(), path.display()))?;
-            if stored.name != config.name {
-                bail!(
-                    "data dir {} belongs to member {:?} (id {:x}), not {:?}",
-                    dir.display(),
-                    stored.name,
-                    stored.member_id,
-                    config.name
-                );
-            }
-            Ok(stored)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if dir.join("db").exists() {
-                bail!("data dir {} has a database but no {IDENTITY_FILE}: refusing to guess whose it is", dir.display());
-            }
-            let identity = new_identity(config)?;
-            let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, serde_json::to_vec_pretty(&identity)?)?;
-            std::fs::File::open(&tmp)?.sync_all()?;
-            std::fs::rename(&tmp, &path)?;
-            Ok(identity)
-        }
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-    }
+    /// Makes membership changes while this member leads.
+    reconfigurer: Reconfigurer,
+    /// Signalled once this member learns it was removed from the cluster: it must stop.
+    pub removed: Notify,
 }
 
 impl Node {
-    /// Open (or create) the data directory and start raft; returns once this member can serve.
+    /// Open (or create) the data directory and start raft. The member serves clients once it has
+    /// also published itself (see [`membership::publish`]), which needs the peer service running.
     pub async fn start(config: Config) -> anyhow::Result<Arc<Node>> {
         let dir = config.data_dir();
         std::fs::create_dir_all(&dir).with_context(|| format!("creating data dir {}", dir.display()))?;
@@ -199,7 +62,8 @@ impl Node {
         if config.restore_snapshot.is_some() && !fresh {
             bail!("--restore-snapshot needs a new data dir, and {} already has data", dir.display());
         }
-        let identity = load_identity(&config, &dir)?;
+        let peers = Peers::default();
+        let identity = load_identity(&config, &dir, &peers).await?;
         let db = sled::Config::new()
             .path(dir.join("db"))
             .open()
@@ -230,8 +94,7 @@ impl Node {
             ..Default::default()
         }
         .validate()?;
-        let peers = Peers::default();
-        let network = Network::new(identity.member_id, peers.clone());
+        let network = Network::new(identity.member_id, identity.cluster_id, peers.clone());
         let raft = Raft::new(identity.member_id, Arc::new(raft_config), network, log_store, state_machine)
             .await
             .context("starting raft")?;
@@ -242,6 +105,14 @@ impl Node {
         let leader_wait = leader_wait(&config);
         let proposer = Proposer::start(raft.clone(), peers.clone(), leader_wait);
         let lease_ids = IdGenerator::new(identity.member_id);
+        let reconfigurer = Reconfigurer::new(
+            raft.clone(),
+            peers.clone(),
+            identity.member_id,
+            config.initial_cluster_token.clone(),
+            Duration::from_millis(config.election_timeout),
+            leader_wait,
+        );
         let node = Arc::new(Node {
             config,
             identity,
@@ -255,14 +126,12 @@ impl Node {
             db_size,
             lessor: Lessor::default(),
             lease_ids,
+            reconfigurer,
+            removed: Notify::new(),
         });
         tokio::spawn(crate::lease::run_expiry(Arc::downgrade(&node)));
+        tokio::spawn(membership::watch_removal(Arc::downgrade(&node)));
         Ok(node)
-    }
-
-    /// What this member tells its peers about itself.
-    pub fn member_info(&self) -> MemberInfoResponse {
-        MemberInfoResponse { name: self.identity.name.clone(), client_urls: self.identity.client_urls.clone() }
     }
 
     pub fn db_size(&self) -> u64 {
@@ -324,6 +193,37 @@ impl Node {
         }
     }
 
+    /// Have the leader make a membership change (here, if this member leads).
+    pub async fn change_membership(&self, change: MemberChangeRequest) -> Result<MemberChangeResponse, Status> {
+        let peers = &self.peers;
+        let answer = on_leader(&self.raft, self.leader_wait, |url| {
+            let change = change.clone();
+            async move { peers.change_membership(&url, change).await }
+        })
+        .await?;
+        match answer {
+            Answer::Local => self.reconfigurer.change(change).await,
+            Answer::Remote(changed) => Ok(changed),
+        }
+    }
+
+    /// Make a membership change for another member if this member leads (NOT_LEADER otherwise).
+    pub async fn change_membership_as_leader(&self, change: MemberChangeRequest) -> Result<MemberChangeResponse, Status> {
+        self.reconfigurer.change(change).await
+    }
+
+    /// etcd's learners serve only serializable reads and status: refuse anything else.
+    pub fn refuse_if_learner(&self) -> Result<(), Status> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        let me = self.identity.member_id;
+        if membership.get_node(&me).is_some() && !membership.voter_ids().any(|id| id == me) {
+            return Err(EtcdError::NotSupportedForLearner.into());
+        }
+        Ok(())
+    }
+
     /// Refuse writes once the database outgrows its quota, as etcd's NOSPACE alarm does.
     pub fn check_quota(&self) -> Result<(), Status> {
         if self.db_size() > self.config.quota_bytes() {
@@ -340,16 +240,19 @@ fn leader_wait(config: &Config) -> Duration {
 
 /// Static bootstrap like etcd's: in a new data dir, the member with the lowest id initializes
 /// raft with the whole initial cluster and the others wait to hear from it. A restarted member
-/// never initializes again (a one-member cluster may finish an interrupted first start).
+/// never initializes again (a one-member cluster may finish an interrupted first start), nor does
+/// a member that joined a running cluster.
 async fn bootstrap(raft: &Raft, identity: &Identity, fresh: bool) -> anyhow::Result<()> {
     let members = identity.initial_members();
     let lowest = members.iter().map(|m| m.member_id).min();
-    if lowest != Some(identity.member_id) || !(fresh || members.len() == 1) || raft.is_initialized().await? {
+    let initializes = lowest == Some(identity.member_id) && !identity.joined && (fresh || members.len() == 1);
+    if !initializes || raft.is_initialized().await? {
         return Ok(());
     }
+    // Members publish their client URLs once they run.
     let nodes: BTreeMap<_, _> = members
         .iter()
-        .map(|m| (m.member_id, BasicNode::new(m.peer_urls.first().cloned().unwrap_or_default())))
+        .map(|m| (m.member_id, MemberNode { name: m.name.clone(), peer_urls: m.peer_urls.clone(), client_urls: Vec::new() }))
         .collect();
     raft.initialize(nodes).await.context("initializing the cluster")?;
     Ok(())
@@ -376,59 +279,5 @@ async fn refresh_db_size(db: sled::Db, size: std::sync::Weak<AtomicU64>) {
         tick.tick().await;
         let Some(size) = size.upgrade() else { return };
         size.store(db.size_on_disk().unwrap_or(0), Ordering::Relaxed);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use clap::Parser;
-
-    use super::*;
-
-    const CLUSTER: &str = "a=http://127.0.0.1:1,b=http://127.0.0.1:2,c=http://127.0.0.1:3";
-
-    fn config(name: &str, peer: &str, extra: &[&str]) -> Config {
-        let args = ["conclave", "--name", name, "--initial-advertise-peer-urls", peer, "--initial-cluster", CLUSTER];
-        Config::parse_from(args.iter().chain(extra))
-    }
-
-    #[test]
-    fn every_member_computes_the_same_cluster() {
-        let a = new_identity(&config("a", "http://127.0.0.1:1", &[])).unwrap();
-        let c = new_identity(&config("c", "http://127.0.0.1:3", &[])).unwrap();
-        assert_eq!(a.cluster_id, c.cluster_id);
-        assert_eq!(a.initial_cluster, c.initial_cluster);
-        let names: Vec<_> = a.initial_cluster.iter().map(|m| m.name.as_str()).collect();
-        assert_eq!(names, ["a", "b", "c"]);
-        assert_eq!(c.member_id, a.initial_cluster[2].member_id);
-        assert_ne!(a.member_id, c.member_id);
-    }
-
-    #[test]
-    fn the_token_changes_every_id() {
-        let one = new_identity(&config("a", "http://127.0.0.1:1", &[])).unwrap();
-        let other = new_identity(&config("a", "http://127.0.0.1:1", &["--initial-cluster-token", "t2"])).unwrap();
-        assert_ne!(one.member_id, other.member_id);
-        assert_ne!(one.cluster_id, other.cluster_id);
-    }
-
-    #[test]
-    fn one_member_ids_are_unchanged() {
-        // Ids as the one-member build computed them, so existing data dirs keep their headers.
-        let identity = new_identity(&Config::parse_from(["conclave"])).unwrap();
-        let id = hash_id(&["etcd-cluster", "http://localhost:2380"]);
-        assert_eq!(identity.member_id, id);
-        assert_eq!(identity.cluster_id, hash_id(&["etcd-cluster", &id.to_string()]));
-    }
-
-    #[test]
-    fn inconsistent_flags_are_refused() {
-        let error = |config: Config| new_identity(&config).unwrap_err().to_string();
-        assert!(error(config("a", "http://127.0.0.1:9", &[])).contains("--initial-advertise-peer-urls"));
-        assert!(error(config("d", "http://127.0.0.1:1", &[])).contains("couldn't find local name"));
-        assert!(error(config("a", "http://127.0.0.1:1", &["--initial-cluster-state", "existing"])).contains("not supported"));
-        assert!(error(config("a", "http://127.0.0.1:1", &["--initial-cluster-state", "old"])).contains("must be"));
-        let twice = Config::parse_from(["conclave", "--name", "a", "--initial-advertise-peer-urls", "http://h:1", "--initial-cluster", "a=http://h:1,b=http://h:1"]);
-        assert!(error(twice).contains("more than once"));
     }
 }

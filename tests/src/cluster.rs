@@ -7,12 +7,18 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use etcd_client::Client;
 
+use crate::etcdctl::etcdctl;
 use crate::node::{Kind, Node, free_port};
 
 /// How long a cluster may take to agree on a leader (several election timeouts).
 const LEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause between polls of the members' status.
 const POLL: Duration = Duration::from_millis(50);
+/// How long a membership change may be refused because the cluster is not ready for it (etcd
+/// refuses changes until its members have been connected for a few seconds).
+const RECONFIG_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a removed member may take to notice and exit.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct Cluster {
     pub members: Vec<Node>,
@@ -50,6 +56,73 @@ impl Cluster {
         let starting = self.members.iter_mut().map(Node::launch).collect::<Result<Vec<_>>>()?;
         for (member, starting) in self.members.iter_mut().zip(starting) {
             member.wait_ready(starting)?;
+        }
+        Ok(())
+    }
+
+    /// Adds a member with `etcdctl member add` (as a learner if asked), then starts it the way
+    /// etcd documents: with the `ETCD_INITIAL_CLUSTER` etcdctl printed and
+    /// `--initial-cluster-state existing`. Returns its index once it serves clients.
+    pub fn add_member(&mut self, learner: bool, extra_args: &[&str]) -> Result<usize> {
+        let index = self.members.len();
+        let name = format!("m{index}");
+        let (client, peer) = (free_port(), free_port());
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let peer_urls = format!("--peer-urls={peer_url}");
+        let mut args = vec!["member", "add", &name, &peer_urls];
+        if learner {
+            args.push("--learner");
+        }
+        let out = self.reconfigure(&args)?;
+        let initial_cluster = out
+            .lines()
+            .find_map(|line| line.strip_prefix("ETCD_INITIAL_CLUSTER=\""))
+            .and_then(|rest| rest.strip_suffix('"'))
+            .with_context(|| format!("no ETCD_INITIAL_CLUSTER in: {out}"))?
+            .to_string();
+        let mut extra: Vec<&str> = vec!["--initial-cluster-state", "existing"];
+        extra.extend_from_slice(extra_args);
+        let kind = self.members[0].kind();
+        let mut member = Node::member(kind, &name, client, peer, &initial_cluster, &extra)?;
+        let starting = member.launch()?;
+        member.wait_ready(starting)?;
+        self.members.push(member);
+        Ok(index)
+    }
+
+    /// Runs an etcdctl membership command against the first running member (one of the initial
+    /// members, never a learner: learners refuse membership calls) until the cluster takes it
+    /// (retrying while it is not ready: "unhealthy", i.e. not yet connected to every member, or a
+    /// learner still catching up); its stdout.
+    pub fn reconfigure(&self, args: &[&str]) -> Result<String> {
+        let endpoint = self.endpoints().into_iter().next().context("no member runs")?;
+        let deadline = Instant::now() + RECONFIG_TIMEOUT;
+        loop {
+            let out = etcdctl(&endpoint, args, None)?;
+            if out.code == 0 {
+                return Ok(out.stdout);
+            }
+            let not_ready = ["unhealthy cluster", "which is in sync with leader"].iter().any(|e| out.stderr.contains(e));
+            if !not_ready || Instant::now() > deadline {
+                bail!("etcdctl {args:?} failed: {}", out.stderr);
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// The member id of the member at `index`, as its status reports it.
+    pub async fn member_id(&self, index: usize) -> Result<u64> {
+        Ok(status(&self.members[index].endpoint()).await?.0)
+    }
+
+    /// Removes the member at `index` with `etcdctl member remove`, then waits until its process
+    /// notices and exits.
+    pub async fn remove_member(&mut self, index: usize) -> Result<()> {
+        let id = format!("{:x}", self.member_id(index).await?);
+        self.reconfigure(&["member", "remove", &id])?;
+        let member = &mut self.members[index];
+        if !member.wait_exit(EXIT_TIMEOUT) {
+            bail!("{} still runs {EXIT_TIMEOUT:?} after it was removed; its output:\n{}", member.name(), member.log());
         }
         Ok(())
     }

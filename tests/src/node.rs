@@ -204,6 +204,22 @@ impl Node {
         }
     }
 
+    /// Waits up to `timeout` for the process to exit on its own (polled); whether it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while let Some(child) = &mut self.child {
+            if child.try_wait().ok().flatten().is_some() {
+                self.child = None;
+                return true;
+            }
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        true
+    }
+
     /// SIGSTOP the process: it stays alive, holding its ports and data dir, but does nothing (a
     /// member cut off from its peers and clients). No-op if not running.
     pub fn pause(&self) {

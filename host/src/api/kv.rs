@@ -40,6 +40,9 @@ fn txn_is_serializable(txn: &TxnRequest) -> bool {
 impl Kv for KvService {
     async fn range(&self, request: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
         let req = request.into_inner();
+        if !req.serializable {
+            self.node.refuse_if_learner()?;
+        }
         validate::range(&req)?;
         if !req.serializable {
             self.node.linearize().await?;
@@ -50,6 +53,7 @@ impl Kv for KvService {
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        self.node.refuse_if_learner()?;
         let req = request.into_inner();
         validate::put(&req)?;
         self.node.check_quota()?;
@@ -66,6 +70,7 @@ impl Kv for KvService {
         &self,
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
+        self.node.refuse_if_learner()?;
         let req = request.into_inner();
         validate::delete_range(&req)?;
         match self.node.propose(Req::DeleteRange(req)).await? {
@@ -78,6 +83,7 @@ impl Kv for KvService {
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        self.node.refuse_if_learner()?;
         let req = request.into_inner();
         validate::txn(&req, self.node.config.max_txn_ops)?;
         let mut resp = if !mvcc::is_read_only(&req) {
@@ -97,6 +103,7 @@ impl Kv for KvService {
     }
 
     async fn compact(&self, request: Request<CompactionRequest>) -> Result<Response<CompactionResponse>, Status> {
+        self.node.refuse_if_learner()?;
         // Compaction is applied in full before the response, so `physical` needs no extra wait.
         match self.node.propose(Req::Compaction(request.into_inner())).await? {
             Resp::Compaction(mut resp) => {

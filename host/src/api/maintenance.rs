@@ -86,6 +86,7 @@ fn stream_snapshot(node: Arc<Node>, tx: mpsc::Sender<Result<SnapshotResponse, St
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
     async fn alarm(&self, _request: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+        self.node.refuse_if_learner()?;
         // No alarm is ever raised: the quota is enforced per request instead.
         Ok(Response::new(AlarmResponse { header: self.node.header(self.revision()), alarms: Vec::new() }))
     }
@@ -108,22 +109,26 @@ impl Maintenance for MaintenanceService {
     }
 
     async fn defragment(&self, _request: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
+        self.node.refuse_if_learner()?;
         // sled reclaims space itself; a defrag request just makes everything durable.
         self.node.db.flush_async().await.map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(DefragmentResponse { header: self.node.header(self.revision()) }))
     }
 
     async fn hash(&self, _request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        self.node.refuse_if_learner()?;
         Err(Status::unimplemented("Hash is not supported by Conclave"))
     }
 
     async fn hash_kv(&self, _request: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+        self.node.refuse_if_learner()?;
         Err(Status::unimplemented("HashKV is not supported by Conclave"))
     }
 
     type SnapshotStream = SnapshotStream;
 
     async fn snapshot(&self, _request: Request<SnapshotRequest>) -> Result<Response<SnapshotStream>, Status> {
+        self.node.refuse_if_learner()?;
         let (tx, rx) = mpsc::channel(4);
         let node = self.node.clone();
         tokio::task::spawn_blocking(move || {
@@ -135,10 +140,12 @@ impl Maintenance for MaintenanceService {
     }
 
     async fn move_leader(&self, _request: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
+        self.node.refuse_if_learner()?;
         Err(Status::unimplemented("MoveLeader is not supported by Conclave yet"))
     }
 
     async fn downgrade(&self, _request: Request<DowngradeRequest>) -> Result<Response<DowngradeResponse>, Status> {
+        self.node.refuse_if_learner()?;
         Err(Status::unimplemented("Downgrade is not supported by Conclave"))
     }
 }

@@ -20,6 +20,7 @@ use futures::TryStreamExt;
 use h2_compat::AuthorityFix;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 
 use crate::node::Node;
@@ -35,6 +36,12 @@ fn unexpected(what: &str) -> tonic::Status {
     tonic::Status::internal(format!("raft applied a {what} request but returned another response"))
 }
 
+/// Refuses every call while this member is a learner (etcd's learners serve no leases or
+/// watches; the KV and Maintenance services check per call, as they allow some).
+fn learner_guard(node: Arc<Node>) -> impl tonic::service::Interceptor + Clone {
+    move |request: tonic::Request<()>| node.refuse_if_learner().map(|()| request)
+}
+
 /// Serve all client services of `node` on `listener` until the server fails.
 pub async fn serve(node: Arc<Node>, listener: TcpListener) -> Result<(), tonic::transport::Error> {
     // Small request/response messages: send each at once rather than waiting to coalesce.
@@ -46,12 +53,18 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) -> Result<(), tonic::
     Server::builder()
         .layer(tower::util::MapResponseLayer::new(message_size::as_grpc_go))
         .add_service(KvServer::new(kv::KvService::new(node.clone())).max_decoding_message_size(max_message))
-        .add_service(LeaseServer::new(lease::LeaseService::new(node.clone())).max_decoding_message_size(max_message))
+        .add_service(InterceptedService::new(
+            LeaseServer::new(lease::LeaseService::new(node.clone())).max_decoding_message_size(max_message),
+            learner_guard(node.clone()),
+        ))
         .add_service(
             MaintenanceServer::new(maintenance::MaintenanceService::new(node.clone()))
                 .max_decoding_message_size(max_message),
         )
-        .add_service(WatchServer::new(watch::WatchService::new(node.clone())).max_decoding_message_size(max_message))
+        .add_service(InterceptedService::new(
+            WatchServer::new(watch::WatchService::new(node.clone())).max_decoding_message_size(max_message),
+            learner_guard(node.clone()),
+        ))
         .add_service(ClusterServer::new(cluster::ClusterService::new(node)).max_decoding_message_size(max_message))
         .serve_with_incoming(connections)
         .await

@@ -12,13 +12,13 @@ mod state_machine;
 use std::io::Cursor;
 
 use conclave_proto::conclave::raft::{RaftBatch, RaftBatchResponse};
-use openraft::{AnyError, BasicNode, StorageError, StorageIOError};
+use openraft::{AnyError, StorageError, StorageIOError};
 use prost::Message;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use log_store::{read_log, LogDump, LogStore};
 pub use network::Network;
-pub use peer_service::{serve_peers, KeepAlive, LocalMember};
+pub use peer_service::{serve_peers, KeepAlive, LocalMember, MemberChanger, NOT_LEADER};
 pub use peers::{on_leader, Answer, Peers};
 pub use proposer::Proposer;
 pub use state_machine::{read_snapshot_meta, StateMachine, APPLIED as APPLIED_META, MEMBERSHIP as MEMBERSHIP_META};
@@ -28,14 +28,48 @@ pub type NodeId = u64;
 pub type Raft = openraft::Raft<TypeConfig>;
 
 openraft::declare_raft_types!(
-    /// Conclave's raft types: log entries carry etcd requests; members are addressed by peer URL.
+    /// Conclave's raft types: log entries carry etcd requests; members are etcd members.
     pub TypeConfig:
         D = Request,
         R = Response,
         NodeId = NodeId,
-        Node = BasicNode,
+        Node = MemberNode,
         SnapshotData = tokio::fs::File,
 );
+
+/// A member as raft's membership records it, with etcd's member attributes. A member added but
+/// not started yet has no name and no client URLs until it publishes them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberNode {
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub client_urls: Vec<String>,
+}
+
+impl MemberNode {
+    /// The URL raft and the peer service reach this member at.
+    pub fn peer_url(&self) -> &str {
+        self.peer_urls.first().map_or("", String::as_str)
+    }
+}
+
+/// Raft's membership configuration: voters (possibly joint) and every member's attributes.
+pub type Membership = openraft::Membership<NodeId, MemberNode>;
+
+/// The members of `membership` as etcd lists them (by id; learners are the non-voters).
+pub fn etcd_members(membership: &Membership) -> Vec<conclave_proto::etcdserverpb::Member> {
+    let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
+    membership
+        .nodes()
+        .map(|(&id, node)| conclave_proto::etcdserverpb::Member {
+            id,
+            name: node.name.clone(),
+            peer_ur_ls: node.peer_urls.clone(),
+            client_ur_ls: node.client_urls.clone(),
+            is_learner: !voters.contains(&id),
+        })
+        .collect()
+}
 
 /// A protobuf message that serde stores as its protobuf encoding, so raft can persist it.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -1,6 +1,6 @@
 //! Raft's peer network, client side: each openraft RPC is postcard-encoded into a `PeerMessage`
 //! and sent over the `conclave.raft.Peer` gRPC service to the target's peer URL
-//! (`BasicNode::addr`). A peer that cannot be reached is reported `Unreachable` (openraft backs
+//! (`MemberNode::addr`). A peer that cannot be reached is reported `Unreachable` (openraft backs
 //! off), an RPC that outlives its `RPCOption` deadline `Timeout`, and the target's own raft error
 //! comes back as a `RemoteError`. Snapshots go in openraft's default chunks.
 
@@ -12,7 +12,6 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::BasicNode;
 use conclave_proto::conclave::raft::peer_client::PeerClient;
 use conclave_proto::conclave::raft::PeerMessage;
 use serde::de::DeserializeOwned;
@@ -21,37 +20,41 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use super::peers::Peers;
-use super::{decode, encode, NodeId, TypeConfig};
+use super::{decode, encode, MemberNode, NodeId, TypeConfig};
 
-/// Makes connections from member `id` to its peers.
+/// Makes connections from member `id` of cluster `cluster_id` to its peers.
 #[derive(Clone)]
 pub struct Network {
     id: NodeId,
+    cluster_id: u64,
     peers: Peers,
 }
 
 impl Network {
-    pub fn new(id: NodeId, peers: Peers) -> Self {
-        Network { id, peers }
+    pub fn new(id: NodeId, cluster_id: u64, peers: Peers) -> Self {
+        Network { id, cluster_id, peers }
     }
 }
 
 /// Raft's connection to one peer.
 pub struct PeerConnection {
     id: NodeId,
+    cluster_id: u64,
     target: NodeId,
+    peers: Peers,
     client: Result<PeerClient<Channel>, Status>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerConnection;
 
-    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerConnection {
-        PeerConnection { id: self.id, target, client: self.peers.client(&node.addr) }
+    async fn new_client(&mut self, target: NodeId, node: &MemberNode) -> PeerConnection {
+        let client = self.peers.client(node.peer_url());
+        PeerConnection { id: self.id, cluster_id: self.cluster_id, target, peers: self.peers.clone(), client }
     }
 }
 
-type RpcResult<T, E> = Result<T, RPCError<NodeId, BasicNode, E>>;
+type RpcResult<T, E> = Result<T, RPCError<NodeId, MemberNode, E>>;
 
 impl PeerConnection {
     /// Send `request` as `action` and decode the target's `Result<Resp, RaftError<E>>`.
@@ -66,7 +69,7 @@ impl PeerConnection {
             Ok(client) => client.clone(),
             Err(status) => return Err(RPCError::Unreachable(Unreachable::new(status))),
         };
-        let message = PeerMessage { body };
+        let message = PeerMessage { body, cluster_id: self.cluster_id };
         let sent = async move {
             match action {
                 RPCTypes::AppendEntries => client.append_entries(message).await,
@@ -85,12 +88,13 @@ impl PeerConnection {
             Ok(Err(status)) => return Err(network(&status)),
             Ok(Ok(reply)) => reply.into_inner(),
         };
+        self.peers.answered(self.target);
         let outcome: Result<Resp, RaftError<NodeId, E>> = decode(&reply.body).map_err(|e| network(&e))?;
         outcome.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
 
-fn network<E: std::error::Error>(e: &(impl std::error::Error + 'static)) -> RPCError<NodeId, BasicNode, E> {
+fn network<E: std::error::Error>(e: &(impl std::error::Error + 'static)) -> RPCError<NodeId, MemberNode, E> {
     RPCError::Network(NetworkError::new(e))
 }
 

@@ -1,12 +1,15 @@
 //! Raft's peer network, server side: the `conclave.raft.Peer` gRPC service on the peer URLs. It
-//! hands openraft's messages to the local raft and answers with the postcard-encoded `Result`,
-//! and, when this member leads, proposes batches forwarded by followers and tells them its read
-//! index, and renews leases for them; it also tells peers this member's name and client URLs.
+//! hands openraft's messages from members of the same cluster to the local raft and answers with
+//! the postcard-encoded `Result`, and, when this member leads, proposes batches forwarded by
+//! followers, tells them its read index, renews leases and makes membership changes for them; it
+//! also tells any member asking what it knows of the cluster.
 
 use conclave_proto::conclave::raft::peer_server::{Peer, PeerServer};
 use conclave_proto::conclave::raft::{
-    MemberInfoRequest, MemberInfoResponse, PeerMessage, RaftBatch, RaftBatchResponse, ReadIndexRequest, ReadIndexResponse,
+    MemberChangeRequest, MemberChangeResponse, MembershipRequest, MembershipResponse, PeerMessage, RaftBatch,
+    RaftBatchResponse, ReadIndexRequest, ReadIndexResponse,
 };
+use futures::future::BoxFuture;
 use conclave_proto::etcdserverpb::{LeaseKeepAliveRequest, LeaseKeepAliveResponse};
 use openraft::error::{ClientWriteError, RaftError};
 use serde::de::DeserializeOwned;
@@ -16,7 +19,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
 use super::peers::MAX_PEER_MESSAGE;
-use super::{decode, encode, Proto, Raft};
+use super::{decode, encode, etcd_members, Proto, Raft};
 
 /// Answer of a member that does not lead (any more): ask the leader instead.
 pub const NOT_LEADER: &str = "conclave: not the raft leader";
@@ -24,39 +27,55 @@ pub const NOT_LEADER: &str = "conclave: not the raft leader";
 /// Renews a lease if this member leads (`None` otherwise).
 pub type KeepAlive = Box<dyn Fn(i64) -> Option<LeaseKeepAliveResponse> + Send + Sync>;
 
+/// Makes a membership change if this member leads (NOT_LEADER otherwise).
+pub type MemberChanger = Box<dyn Fn(MemberChangeRequest) -> BoxFuture<'static, Result<MemberChangeResponse, Status>> + Send + Sync>;
+
 /// What the peer service answers from.
 pub struct LocalMember {
     pub raft: Raft,
-    /// This member's name and client URLs.
-    pub info: MemberInfoResponse,
+    pub cluster_id: u64,
     pub keep_alive: KeepAlive,
+    pub change_membership: MemberChanger,
 }
 
 struct PeerService {
     member: LocalMember,
 }
 
-fn decoded<T: DeserializeOwned>(message: Request<PeerMessage>) -> Result<T, Status> {
-    decode(&message.into_inner().body).map_err(|e| Status::invalid_argument(format!("undecodable peer message: {e}")))
+impl PeerService {
+    /// The openraft message in `message`, if it comes from a member of this cluster.
+    fn decoded<T: DeserializeOwned>(&self, message: Request<PeerMessage>) -> Result<T, Status> {
+        let message = message.into_inner();
+        if message.cluster_id != self.member.cluster_id {
+            tracing::warn!(
+                local = format!("{:x}", self.member.cluster_id),
+                remote = format!("{:x}", message.cluster_id),
+                "refusing a raft message from another cluster (cluster ID mismatch)"
+            );
+            return Err(Status::failed_precondition("etcdserver: cluster ID mismatch"));
+        }
+        decode(&message.body).map_err(|e| Status::invalid_argument(format!("undecodable peer message: {e}")))
+    }
+
+    fn encoded<T: Serialize>(&self, outcome: &T) -> Result<Response<PeerMessage>, Status> {
+        let body = encode(outcome).map_err(|e| Status::internal(format!("encoding a peer reply: {e}")))?;
+        Ok(Response::new(PeerMessage { body, cluster_id: self.member.cluster_id }))
+    }
 }
 
-fn encoded<T: Serialize>(outcome: &T) -> Result<Response<PeerMessage>, Status> {
-    let body = encode(outcome).map_err(|e| Status::internal(format!("encoding a peer reply: {e}")))?;
-    Ok(Response::new(PeerMessage { body }))
-}
 
 #[tonic::async_trait]
 impl Peer for PeerService {
     async fn append_entries(&self, request: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
-        encoded(&self.member.raft.append_entries(decoded(request)?).await)
+        self.encoded(&self.member.raft.append_entries(self.decoded(request)?).await)
     }
 
     async fn vote(&self, request: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
-        encoded(&self.member.raft.vote(decoded(request)?).await)
+        self.encoded(&self.member.raft.vote(self.decoded(request)?).await)
     }
 
     async fn install_snapshot(&self, request: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
-        encoded(&self.member.raft.install_snapshot(decoded(request)?).await)
+        self.encoded(&self.member.raft.install_snapshot(self.decoded(request)?).await)
     }
 
     async fn propose(&self, request: Request<RaftBatch>) -> Result<Response<RaftBatchResponse>, Status> {
@@ -75,8 +94,17 @@ impl Peer for PeerService {
         }
     }
 
-    async fn member_info(&self, _request: Request<MemberInfoRequest>) -> Result<Response<MemberInfoResponse>, Status> {
-        Ok(Response::new(self.member.info.clone()))
+    async fn change_membership(&self, request: Request<MemberChangeRequest>) -> Result<Response<MemberChangeResponse>, Status> {
+        (self.member.change_membership)(request.into_inner()).await.map(Response::new)
+    }
+
+    async fn membership(&self, _request: Request<MembershipRequest>) -> Result<Response<MembershipResponse>, Status> {
+        let config = self.member.raft.metrics().borrow().membership_config.clone();
+        Ok(Response::new(MembershipResponse {
+            cluster_id: self.member.cluster_id,
+            members: etcd_members(config.membership()),
+            config_index: config.log_id().map_or(0, |id| id.index),
+        }))
     }
 
     async fn lease_keep_alive(&self, request: Request<LeaseKeepAliveRequest>) -> Result<Response<LeaseKeepAliveResponse>, Status> {

@@ -1,6 +1,6 @@
 //! Client side of the peer service: one lazily connected gRPC channel per peer URL, shared by
-//! raft's network, write forwarding and follower reads, and how to find (and call) the current
-//! leader.
+//! raft's network, write forwarding, follower reads and membership changes; when each peer last
+//! answered raft; and how to find (and call) the current leader.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -8,11 +8,15 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use conclave_proto::conclave::raft::peer_client::PeerClient;
-use conclave_proto::conclave::raft::{MemberInfoRequest, MemberInfoResponse, RaftBatch, RaftBatchResponse, ReadIndexRequest};
+use conclave_proto::conclave::raft::{
+    MemberChangeRequest, MemberChangeResponse, MembershipRequest, MembershipResponse, RaftBatch, RaftBatchResponse,
+    ReadIndexRequest,
+};
 use conclave_proto::etcdserverpb::{LeaseKeepAliveRequest, LeaseKeepAliveResponse};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
+use super::peer_service::NOT_LEADER;
 use super::{NodeId, Raft};
 use crate::error::EtcdError;
 
@@ -27,6 +31,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 #[derive(Clone, Default)]
 pub struct Peers {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    /// When each peer last answered a raft message (only the leader talks to every peer).
+    last_answer: Arc<Mutex<HashMap<NodeId, Instant>>>,
 }
 
 impl Peers {
@@ -65,11 +71,29 @@ impl Peers {
 }
 
 impl Peers {
-    /// The name and client URLs of the member at `url`, if it answers within `wait`.
-    pub async fn member_info(&self, url: &str, wait: Duration) -> Option<MemberInfoResponse> {
-        let mut client = self.client(url).ok()?;
-        let answer = tokio::time::timeout(wait, client.member_info(MemberInfoRequest {})).await.ok()?;
-        Some(answer.ok()?.into_inner())
+    /// Have the leader at `url` make a membership change.
+    pub async fn change_membership(&self, url: &str, change: MemberChangeRequest) -> Result<MemberChangeResponse, Status> {
+        Ok(self.client(url)?.change_membership(change).await?.into_inner())
+    }
+
+    /// The cluster as the member at `url` knows it, if it answers within `wait`.
+    pub async fn membership(&self, url: &str, wait: Duration) -> Result<MembershipResponse, Status> {
+        let mut client = self.client(url)?;
+        match tokio::time::timeout(wait, client.membership(MembershipRequest {})).await {
+            Ok(answer) => Ok(answer?.into_inner()),
+            Err(_) => Err(Status::deadline_exceeded(format!("{url} did not answer within {wait:?}"))),
+        }
+    }
+
+    /// Record that peer `id` answered a raft message.
+    pub fn answered(&self, id: NodeId) {
+        self.last_answer.lock().expect("peer activity map poisoned").insert(id, Instant::now());
+    }
+
+    /// Whether peer `id` answered a raft message within `window`.
+    pub fn active_within(&self, id: NodeId, window: Duration) -> bool {
+        let last = self.last_answer.lock().expect("peer activity map poisoned").get(&id).copied();
+        last.is_some_and(|at| at.elapsed() <= window)
     }
 }
 
@@ -98,7 +122,7 @@ pub async fn find_leader(raft: &Raft, wait: Duration) -> Option<Leader> {
         return Some(Leader::Local);
     }
     let node = metrics.membership_config.membership().get_node(&leader)?;
-    Some(Leader::Remote(node.addr.clone()))
+    Some(Leader::Remote(node.peer_url().to_string()))
 }
 
 /// Who answered a call made with [`on_leader`].
@@ -138,6 +162,6 @@ where
 
 /// The peer does not lead, or could not be connected to: the request did nothing there.
 fn retryable(status: &Status) -> bool {
-    status.code() == Code::FailedPrecondition
+    (status.code() == Code::FailedPrecondition && status.message() == NOT_LEADER)
         || (status.code() == Code::Unavailable && status.message() == "tcp connect error")
 }

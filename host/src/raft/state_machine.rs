@@ -12,12 +12,12 @@ use conclave_proto::conclave::raft::raft_response::Response as Resp;
 use conclave_proto::conclave::raft::{RaftBatchResponse, RaftRequest, RaftResponse};
 use openraft::storage::RaftStateMachine;
 use openraft::{
-    AnyError, BasicNode, Entry, EntryPayload, LogId, RaftSnapshotBuilder, Snapshot, SnapshotMeta,
+    AnyError, Entry, EntryPayload, LogId, RaftSnapshotBuilder, Snapshot, SnapshotMeta,
     StorageError, StorageIOError, StoredMembership,
 };
 use serde::{Deserialize, Serialize};
 
-use super::{decode, encode, read_err, write_err, NodeId, Proto, Response, TypeConfig};
+use super::{decode, encode, read_err, write_err, MemberNode, NodeId, Proto, Response, TypeConfig};
 use crate::error::EtcdError;
 use crate::lease;
 use crate::mvcc::{self, ApplyBatch, Store, StoreError, Writer};
@@ -31,7 +31,7 @@ const SNAPSHOT_FILE: &str = "current.snap";
 const SLOW_APPLY: Duration = Duration::from_millis(100);
 const SNAPSHOT_META_FILE: &str = "current.meta";
 
-type Membership = StoredMembership<NodeId, BasicNode>;
+type StoredConfig = StoredMembership<NodeId, MemberNode>;
 
 #[derive(Clone)]
 pub struct StateMachine {
@@ -42,7 +42,7 @@ pub struct StateMachine {
 
 #[derive(Serialize, Deserialize)]
 struct SnapshotInfo {
-    meta: SnapshotMeta<NodeId, BasicNode>,
+    meta: SnapshotMeta<NodeId, MemberNode>,
 }
 
 impl StateMachine {
@@ -51,7 +51,7 @@ impl StateMachine {
         Ok(StateMachine { store, hub, snap_dir })
     }
 
-    fn applied(&self) -> Result<(Option<LogId<NodeId>>, Membership), StorageError<NodeId>> {
+    fn applied(&self) -> Result<(Option<LogId<NodeId>>, StoredConfig), StorageError<NodeId>> {
         let applied = self.store.meta(APPLIED).map_err(read_err)?;
         let membership = self.store.meta(MEMBERSHIP).map_err(read_err)?;
         Ok((decode_meta(applied.as_deref())?, decode_meta(membership.as_deref())?))
@@ -93,7 +93,7 @@ fn execute(batch: &mut ApplyBatch<'_>, request: &RaftRequest) -> Result<RaftResp
 impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = Self;
 
-    async fn applied_state(&mut self) -> Result<(Option<LogId<NodeId>>, Membership), StorageError<NodeId>> {
+    async fn applied_state(&mut self) -> Result<(Option<LogId<NodeId>>, StoredConfig), StorageError<NodeId>> {
         self.applied()
     }
 
@@ -122,7 +122,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         .map_err(|e| StorageIOError::apply(entry.log_id, AnyError::error(e.to_string())))?,
                 },
                 EntryPayload::Membership(m) => {
-                    membership = Membership::new(Some(entry.log_id), m);
+                    membership = StoredConfig::new(Some(entry.log_id), m);
                     RaftBatchResponse::default()
                 }
             };
@@ -156,7 +156,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn install_snapshot(
         &mut self,
-        meta: &SnapshotMeta<NodeId, BasicNode>,
+        meta: &SnapshotMeta<NodeId, MemberNode>,
         snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError<NodeId>> {
         snapshot.sync_all().await.map_err(write_err)?;
@@ -191,7 +191,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 }
 
 /// The metadata of the snapshot kept in `snap_dir` (a member's `<data-dir>/snap`), if any.
-pub fn read_snapshot_meta(snap_dir: &std::path::Path) -> std::io::Result<Option<SnapshotMeta<NodeId, BasicNode>>> {
+pub fn read_snapshot_meta(snap_dir: &std::path::Path) -> std::io::Result<Option<SnapshotMeta<NodeId, MemberNode>>> {
     let bytes = match std::fs::read(snap_dir.join(SNAPSHOT_META_FILE)) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -201,7 +201,7 @@ pub fn read_snapshot_meta(snap_dir: &std::path::Path) -> std::io::Result<Option<
     Ok(Some(info.meta))
 }
 
-fn save_snapshot_info(path: &std::path::Path, meta: &SnapshotMeta<NodeId, BasicNode>) -> Result<(), StorageError<NodeId>> {
+fn save_snapshot_info(path: &std::path::Path, meta: &SnapshotMeta<NodeId, MemberNode>) -> Result<(), StorageError<NodeId>> {
     let bytes = serde_json::to_vec(&SnapshotInfo { meta: meta.clone() }).map_err(write_err)?;
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes).map_err(write_err)?;
@@ -225,7 +225,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         .map_err(write_err)?
         .map_err(write_err)?;
         let last_log_id: Option<LogId<NodeId>> = decode_meta(captured[0].as_deref())?;
-        let last_membership: Membership = decode_meta(captured[1].as_deref())?;
+        let last_membership: StoredConfig = decode_meta(captured[1].as_deref())?;
         let snapshot_id = match &last_log_id {
             Some(id) => format!("{}-{}", id.leader_id.term, id.index),
             None => "empty".to_string(),

@@ -16,25 +16,25 @@ use etcd_client::{Client, GetOptions};
 use tokio::sync::watch;
 
 /// Bound on waits for the cluster to make progress or catch up.
-const PROGRESS_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const PROGRESS_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause between polls of a member that is catching up, and after a failed write.
-const POLL: Duration = Duration::from_millis(50);
+pub(crate) const POLL: Duration = Duration::from_millis(50);
 /// No write may hang longer than this (a hang is a failure to report, not to wait out).
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
-async fn connect(endpoint: &str) -> Client {
+pub(crate) async fn connect(endpoint: &str) -> Client {
     Client::connect([endpoint], None).await.unwrap_or_else(|e| panic!("connect to {endpoint}: {e}"))
 }
 
 /// The value of `key` read from `client`, linearizably or serializably.
-async fn value(client: &mut Client, key: &str, serializable: bool) -> Option<String> {
+pub(crate) async fn value(client: &mut Client, key: &str, serializable: bool) -> Option<String> {
     let options = serializable.then(|| GetOptions::new().with_serializable());
     let resp = client.get(key, options).await.unwrap_or_else(|e| panic!("get {key}: {e}"));
     resp.kvs().first().map(|kv| kv.value_str().unwrap().to_string())
 }
 
 /// Polls serializable reads on `endpoint` until every key of `want` has its value.
-async fn wait_until_caught_up(endpoint: &str, want: &HashMap<String, String>) {
+pub(crate) async fn wait_until_caught_up(endpoint: &str, want: &HashMap<String, String>) {
     let mut client = connect(endpoint).await;
     let deadline = Instant::now() + PROGRESS_TIMEOUT;
     for (key, expected) in want {
@@ -46,7 +46,7 @@ async fn wait_until_caught_up(endpoint: &str, want: &HashMap<String, String>) {
 }
 
 /// Linearizable reads on `endpoint` return every key of `want` with its value.
-async fn assert_all_readable(endpoint: &str, want: &HashMap<String, String>) {
+pub(crate) async fn assert_all_readable(endpoint: &str, want: &HashMap<String, String>) {
     let mut client = connect(endpoint).await;
     for (key, expected) in want {
         assert_eq!(value(&mut client, key, false).await.as_ref(), Some(expected), "{key} read from {endpoint}");
@@ -88,7 +88,7 @@ async fn member_list_shows_every_member() {
 
 /// key → value of every acknowledged put, and how many there are.
 #[derive(Clone)]
-struct Acks {
+pub(crate) struct Acks {
     values: Arc<Mutex<HashMap<String, String>>>,
     count: Arc<watch::Sender<usize>>,
 }
@@ -99,14 +99,47 @@ impl Acks {
     }
 
     /// Waits until `n` puts in all were acknowledged.
-    async fn wait_for(&self, n: usize) {
+    pub(crate) async fn wait_for(&self, n: usize) {
         let mut count = self.count.subscribe();
         let waited = tokio::time::timeout(PROGRESS_TIMEOUT, count.wait_for(|&c| c >= n)).await;
         assert!(waited.is_ok(), "fewer than {n} writes acknowledged in {PROGRESS_TIMEOUT:?}");
     }
 
-    fn snapshot(&self) -> HashMap<String, String> {
+    /// How many puts were acknowledged so far.
+    pub(crate) fn count(&self) -> usize {
+        *self.count.borrow()
+    }
+
+    pub(crate) fn snapshot(&self) -> HashMap<String, String> {
         self.values.lock().unwrap().clone()
+    }
+}
+
+/// Writers putting distinct keys, one per endpoint given, until finished.
+pub(crate) struct Load {
+    pub(crate) acks: Acks,
+    stop: Arc<AtomicBool>,
+    writers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    pub(crate) fn start(endpoints: impl IntoIterator<Item = String>) -> Self {
+        let (acks, stop) = (Acks::new(), Arc::new(AtomicBool::new(false)));
+        let writers = endpoints
+            .into_iter()
+            .enumerate()
+            .map(|(w, endpoint)| tokio::spawn(write_until_stopped(endpoint, w, acks.clone(), stop.clone())))
+            .collect();
+        Load { acks, stop, writers }
+    }
+
+    /// Stops the writers; every acknowledged key with its value.
+    pub(crate) async fn finish(self) -> HashMap<String, String> {
+        self.stop.store(true, Ordering::Relaxed);
+        for writer in self.writers {
+            writer.await.expect("writer task");
+        }
+        self.acks.snapshot()
     }
 }
 
@@ -134,33 +167,19 @@ async fn write_until_stopped(endpoint: String, writer: usize, acks: Acks, stop: 
 async fn leader_killed_during_writes_loses_no_acknowledged_write() {
     let mut cluster = Cluster::start(Kind::subject(), 3, &[]).expect("cluster starts");
     let old_leader = cluster.leader().await.expect("a leader");
-    let acks = Acks::new();
-    let stop = Arc::new(AtomicBool::new(false));
-    let writers: Vec<_> = cluster
-        .endpoints()
-        .into_iter()
-        .cycle()
-        .take(6)
-        .enumerate()
-        .map(|(w, endpoint)| tokio::spawn(write_until_stopped(endpoint, w, acks.clone(), stop.clone())))
-        .collect();
-
+    let load = Load::start(cluster.endpoints().into_iter().cycle().take(6));
+    let acks = &load.acks;
     acks.wait_for(100).await;
     cluster.members[old_leader].kill9();
     let killed = Instant::now();
-    let killed_at = *acks.count.borrow();
+    let killed_at = acks.count();
     let new_leader = cluster.leader().await.expect("a new leader after the kill");
     // An upper bound (the survivors' status is polled every 50 ms), for the figures; not asserted.
     println!("new leader agreed {:?} after the leader was killed", killed.elapsed());
     assert_ne!(new_leader, old_leader);
     // The survivors keep taking writes.
     acks.wait_for(killed_at + 100).await;
-    stop.store(true, Ordering::Relaxed);
-    for writer in writers {
-        writer.await.expect("writer task");
-    }
-
-    let acked = acks.snapshot();
+    let acked = load.finish().await;
     for endpoint in cluster.endpoints() {
         assert_all_readable(&endpoint, &acked).await;
     }

@@ -7,6 +7,7 @@ mod kv_client;
 mod kv_compat;
 mod lease;
 mod malformed;
+mod membership;
 mod snapshot;
 mod snapshot_count;
 mod watch;

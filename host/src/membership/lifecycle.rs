@@ -1,0 +1,104 @@
+//! A member's part in the membership: once running it publishes its name and client URLs through
+//! the leader (until then other members list it as unstarted), and once removed from the cluster
+//! it stops, as etcd does, rather than call elections no one will answer.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use conclave_proto::conclave::raft::member_change_request::Change;
+use conclave_proto::conclave::raft::{MemberAttributes, MemberChangeRequest};
+
+use crate::node::Node;
+
+/// Pause between attempts to publish (e.g. while a joining member has no leader yet).
+const PUBLISH_RETRY: Duration = Duration::from_millis(200);
+/// Removal checks in a row without a leader before the other members are asked.
+const LEADERLESS_CHECKS: u32 = 3;
+
+/// Publish this member's attributes, retrying until its view of the membership has them.
+pub async fn publish(node: Weak<Node>) {
+    loop {
+        let Some(node) = node.upgrade() else { return };
+        let attributes = MemberAttributes {
+            id: node.identity.member_id,
+            name: node.config.name.clone(),
+            client_urls: node.config.advertise_client_urls.clone(),
+        };
+        if is_published(&node, &attributes) {
+            return;
+        }
+        if let Err(status) = node.change_membership(MemberChangeRequest { change: Some(Change::Publish(attributes)) }).await {
+            tracing::debug!(error = %status.message(), "publishing this member's attributes failed; retrying");
+        }
+        drop(node);
+        tokio::time::sleep(PUBLISH_RETRY).await;
+    }
+}
+
+/// Whether the local view of the membership has this member with `attributes`.
+fn is_published(node: &Node, attributes: &MemberAttributes) -> bool {
+    let metrics = node.raft.metrics();
+    let metrics = metrics.borrow();
+    let ours = metrics.membership_config.membership().get_node(&attributes.id).cloned();
+    ours.is_some_and(|ours| ours.name == attributes.name && ours.client_urls == attributes.client_urls)
+}
+
+/// Watch for this member's removal from the cluster and signal `node.removed` when it happens:
+/// either the applied membership no longer lists this member, or, while no leader is heard
+/// from, another member's newer membership does not.
+pub async fn watch_removal(node: Weak<Node>) {
+    let mut was_listed = false;
+    let mut leaderless = 0;
+    loop {
+        let Some(strong) = node.upgrade() else { return };
+        let interval = Duration::from_millis(strong.config.election_timeout);
+        drop(strong);
+        tokio::time::sleep(interval).await;
+        let Some(node) = node.upgrade() else { return };
+        let me = node.identity.member_id;
+        let (config, applied, leader) = {
+            let metrics = node.raft.metrics();
+            let metrics = metrics.borrow();
+            (metrics.membership_config.clone(), metrics.last_applied, metrics.current_leader)
+        };
+        let listed = config.membership().get_node(&me).is_some();
+        was_listed |= listed;
+        let committed = config.log_id().is_some() && config.log_id() <= &applied;
+        let removed = if was_listed && !listed && committed {
+            true
+        } else if leader.is_none() {
+            leaderless += 1;
+            leaderless >= LEADERLESS_CHECKS && removed_per_peers(&node, config.log_id().map_or(0, |id| id.index)).await
+        } else {
+            leaderless = 0;
+            false
+        };
+        if removed {
+            tracing::error!("this member has been removed from the cluster; stopping");
+            node.removed.notify_one();
+            return;
+        }
+    }
+}
+
+/// Whether another member of the cluster knows a newer membership without this member.
+async fn removed_per_peers(node: &Arc<Node>, our_config_index: u64) -> bool {
+    let me = node.identity.member_id;
+    let urls: Vec<String> = {
+        let metrics = node.raft.metrics();
+        let metrics = metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        membership.nodes().filter(|(id, _)| **id != me).map(|(_, n)| n.peer_url().to_string()).collect()
+    };
+    let wait = Duration::from_millis(node.config.election_timeout);
+    for url in urls {
+        let Ok(theirs) = node.peers.membership(&url, wait).await else { continue };
+        if theirs.cluster_id == node.identity.cluster_id
+            && theirs.config_index > our_config_index
+            && theirs.members.iter().all(|m| m.id != me)
+        {
+            return true;
+        }
+    }
+    false
+}

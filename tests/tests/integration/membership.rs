@@ -1,0 +1,158 @@
+//! Membership changes on three-member clusters, made with etcdctl as an operator would: a member
+//! added and started with `--initial-cluster-state existing` and one removed while writes go on
+//! (nothing acknowledged is lost; the removed member stops); a learner that catches up, serves
+//! only serializable reads, and is promoted; refused changes failing as etcd's do; a member that
+//! was never added failing to join.
+
+use std::time::Instant;
+
+use conclave_tests::{Cluster, Kind, Node, etcdctl, free_port};
+use etcd_client::GetOptions;
+
+use super::cluster::{Load, POLL, PROGRESS_TIMEOUT, assert_all_readable, connect, wait_until_caught_up};
+
+/// `etcdctl member list` lines of the member at `endpoint`.
+fn member_list(endpoint: &str) -> Vec<String> {
+    let out = etcdctl(endpoint, &["member", "list"], None).expect("etcdctl runs");
+    assert_eq!(out.code, 0, "{out:?}");
+    out.stdout.lines().map(str::to_string).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn members_added_and_removed_under_writes_lose_nothing() {
+    let mut cluster = Cluster::start(Kind::subject(), 3, &[]).expect("cluster starts");
+    let load = Load::start(cluster.endpoints());
+    let acks = &load.acks;
+    acks.wait_for(50).await;
+
+    let added = tokio::task::block_in_place(|| cluster.add_member(false, &[])).expect("a member is added and joins");
+    let joined_at = acks.count();
+    acks.wait_for(joined_at + 50).await;
+    let new_endpoint = cluster.members[added].endpoint();
+    wait_until_caught_up(&new_endpoint, &acks.snapshot()).await;
+    let listed = member_list(&new_endpoint);
+    assert_eq!(listed.len(), 4, "{listed:#?}");
+    let line = format!(", started, m{added}, {}, {new_endpoint}, false", cluster.members[added].peer_url());
+    assert!(listed.iter().any(|l| l.ends_with(&line)), "{line} missing from {listed:#?}");
+
+    let leader = cluster.leader().await.expect("a leader");
+    let removed = (0..3).find(|&i| i != leader).expect("a follower");
+    let removed_peer = cluster.members[removed].peer_url();
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(cluster.remove_member(removed)))
+        .expect("a follower is removed and stops");
+    let removed_at = acks.count();
+    acks.wait_for(removed_at + 50).await;
+    let acked = load.finish().await;
+    for endpoint in cluster.endpoints() {
+        assert_all_readable(&endpoint, &acked).await;
+        let listed = member_list(&endpoint);
+        assert_eq!(listed.len(), 3, "{listed:#?}");
+        assert!(listed.iter().all(|l| !l.contains(&removed_peer)), "{removed_peer} still listed: {listed:#?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_learner_catches_up_serves_serializable_reads_and_is_promoted() {
+    let mut cluster = Cluster::start(Kind::subject(), 3, &[]).expect("cluster starts");
+    let mut client = connect(&cluster.members[0].endpoint()).await;
+    let mut written = std::collections::HashMap::new();
+    for i in 0..20 {
+        let (key, val) = (format!("l{i}"), format!("v{i}"));
+        client.put(key.as_str(), val.as_str(), None).await.expect("put");
+        written.insert(key, val);
+    }
+    let learner = tokio::task::block_in_place(|| cluster.add_member(true, &[])).expect("a learner is added and joins");
+    let endpoint = cluster.members[learner].endpoint();
+    wait_until_caught_up(&endpoint, &written).await;
+
+    let mut on_learner = connect(&endpoint).await;
+    let refused = on_learner.put("l0", "through the learner", None).await.expect_err("a learner refuses writes");
+    assert!(refused.to_string().contains("etcdserver: rpc not supported for learner"), "{refused}");
+    let refused = on_learner.get("l0", None).await.expect_err("a learner refuses linearizable reads");
+    assert!(refused.to_string().contains("etcdserver: rpc not supported for learner"), "{refused}");
+    let read = on_learner.get("l0", Some(GetOptions::new().with_serializable())).await.expect("serializable read");
+    assert_eq!(read.kvs()[0].value_str().unwrap(), "v0");
+    let listed = member_list(&cluster.members[0].endpoint());
+    assert!(listed.iter().any(|l| l.contains(&endpoint) && l.ends_with(", true")), "{listed:#?}");
+
+    let id = format!("{:x}", cluster.member_id(learner).await.expect("the learner's status"));
+    tokio::task::block_in_place(|| cluster.reconfigure(&["member", "promote", &id])).expect("the learner is promoted");
+    let listed = member_list(&cluster.members[0].endpoint());
+    assert!(listed.iter().any(|l| l.contains(&endpoint) && l.ends_with(", false")), "{listed:#?}");
+    // The promoted member takes writes once it has applied its promotion.
+    let deadline = Instant::now() + PROGRESS_TIMEOUT;
+    while let Err(e) = on_learner.put("l0", "through the promoted member", None).await {
+        assert!(Instant::now() < deadline, "the promoted member still refuses writes: {e}");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The exit code and last stderr line of each refused change, in order.
+async fn refusals(cluster: &Cluster) -> Vec<String> {
+    let endpoint = cluster.members[0].endpoint();
+    let learner_url = format!("--peer-urls=http://127.0.0.1:{}", free_port());
+    let added = tokio::task::block_in_place(|| cluster.reconfigure(&["member", "add", "l1", "--learner", &learner_url]))
+        .expect("a learner is added");
+    let learner = added.split_whitespace().nth(1).expect("etcdctl names the added member").to_string();
+    let voter = format!("{:x}", cluster.member_id(0).await.expect("status"));
+    let taken = format!("--peer-urls={}", cluster.members[1].peer_url());
+    let second_learner = format!("--peer-urls=http://127.0.0.1:{}", free_port());
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["member", "remove", "1234"],
+        vec!["member", "promote", "1234"],
+        vec!["member", "promote", &voter],
+        vec!["member", "promote", &learner],
+        vec!["member", "update", &voter, &taken],
+        vec!["member", "update", "1234", "--peer-urls=http://127.0.0.1:1"],
+        vec!["member", "add", "x", &taken],
+        vec!["member", "add", "l2", "--learner", &second_learner],
+    ];
+    let mut outcomes: Vec<String> = cases
+        .iter()
+        .map(|args| {
+            let out = etcdctl(&endpoint, args, None).expect("etcdctl runs");
+            format!("{args:?} -> {} {}", out.code, out.stderr.lines().last().unwrap_or(""))
+                .replace(&learner, "<learner>")
+                .replace(&voter, "<voter>")
+                .replace(&taken, "<taken URL>")
+                .replace(&second_learner, "<free URL>")
+        })
+        .collect();
+    // etcdctl checks URLs itself; a client that does not gets the server's error.
+    let mut client = connect(&endpoint).await;
+    let bad = client.member_add(["not a url"], None).await.expect_err("a bad peer URL is refused");
+    outcomes.push(match bad {
+        etcd_client::Error::GRpcStatus(status) => format!("bad URL -> {:?} {}", status.code(), status.message()),
+        other => format!("bad URL -> {other}"),
+    });
+    outcomes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refused_membership_changes_fail_as_on_etcd() {
+    let etcd = Cluster::start(Kind::Etcd, 3, &[]).expect("etcd cluster starts");
+    let expected = refusals(&etcd).await;
+    drop(etcd);
+    let subject = Cluster::start(Kind::subject(), 3, &[]).expect("cluster starts");
+    assert_eq!(refusals(&subject).await, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_never_added_cannot_join() {
+    let cluster = Cluster::start(Kind::subject(), 3, &[]).expect("cluster starts");
+    let (client, peer) = (free_port(), free_port());
+    let initial_cluster = cluster
+        .members
+        .iter()
+        .map(|m| format!("{}={}", m.name(), m.peer_url()))
+        .chain([format!("stray=http://127.0.0.1:{peer}")])
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut stray = Node::member(Kind::subject(), "stray", client, peer, &initial_cluster, &["--initial-cluster-state", "existing"])
+        .expect("member set up");
+    let starting = stray.launch().expect("spawns");
+    let failure = stray.wait_ready(starting).expect_err("a member never added does not start").to_string();
+    if Kind::subject() == Kind::Conclave {
+        assert!(failure.contains("etcdctl member add"), "{failure}");
+    }
+}
