@@ -95,7 +95,14 @@ impl Cluster {
     /// (retrying while it is not ready: "unhealthy", i.e. not yet connected to every member, or a
     /// learner still catching up); its stdout.
     pub fn reconfigure(&self, args: &[&str]) -> Result<String> {
-        let endpoint = self.endpoints().into_iter().next().context("no member runs")?;
+        self.reconfigure_avoiding(None, args)
+    }
+
+    /// [`Cluster::reconfigure`] through a member other than `avoid` (etcd answers a member's own
+    /// removal with "server stopped").
+    fn reconfigure_avoiding(&self, avoid: Option<usize>, args: &[&str]) -> Result<String> {
+        let via = (0..self.members.len()).find(|&i| Some(i) != avoid && self.members[i].is_running());
+        let endpoint = self.members[via.context("no other member runs")?].endpoint();
         let deadline = Instant::now() + RECONFIG_TIMEOUT;
         loop {
             let out = etcdctl(&endpoint, args, None)?;
@@ -119,7 +126,7 @@ impl Cluster {
     /// notices and exits.
     pub async fn remove_member(&mut self, index: usize) -> Result<()> {
         let id = format!("{:x}", self.member_id(index).await?);
-        self.reconfigure(&["member", "remove", &id])?;
+        self.reconfigure_avoiding(Some(index), &["member", "remove", &id])?;
         let member = &mut self.members[index];
         if !member.wait_exit(EXIT_TIMEOUT) {
             bail!("{} still runs {EXIT_TIMEOUT:?} after it was removed; its output:\n{}", member.name(), member.log());

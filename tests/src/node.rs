@@ -164,6 +164,12 @@ impl Node {
         })
     }
 
+    /// Listen on (and advertise) `port` for peers from the next start on, as after
+    /// `etcdctl member update`.
+    pub fn move_peer_port(&mut self, port: u16) {
+        self.peer_port = port;
+    }
+
     /// The peer URL, e.g. `http://127.0.0.1:41235`.
     pub fn peer_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.peer_port)

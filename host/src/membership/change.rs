@@ -62,6 +62,9 @@ impl Reconfigurer {
         let _turn = self.one_at_a_time.lock().await;
         let deadline = Instant::now() + self.wait;
         loop {
+            // openraft refuses (and logs an error) while the last change is not committed yet.
+            let committed = |m: &openraft::RaftMetrics<NodeId, MemberNode>| m.membership_config.log_id() <= &m.last_applied;
+            let _ = self.raft.wait(Some(deadline.saturating_duration_since(Instant::now()))).metrics(committed, "membership committed").await;
             let membership = {
                 let metrics = self.raft.metrics();
                 let metrics = metrics.borrow();

@@ -12,7 +12,7 @@ use crate::node::Node;
 
 /// Pause between attempts to publish (e.g. while a joining member has no leader yet).
 const PUBLISH_RETRY: Duration = Duration::from_millis(200);
-/// Removal checks in a row without a leader before the other members are asked.
+/// Quiet election timeouts in a row without a leader before the other members are asked.
 const LEADERLESS_CHECKS: u32 = 3;
 
 /// Publish this member's attributes, retrying until its view of the membership has them.
@@ -45,27 +45,40 @@ fn is_published(node: &Node, attributes: &MemberAttributes) -> bool {
 
 /// Watch for this member's removal from the cluster and signal `node.removed` when it happens:
 /// either the applied membership no longer lists this member, or, while no leader is heard
-/// from, another member's newer membership does not.
+/// from, another member's newer membership does not. (A removed leader keeps leading the others
+/// until it stops, so this is also what hands leadership over.)
 pub async fn watch_removal(node: Weak<Node>) {
-    let mut was_listed = false;
+    let Some(strong) = node.upgrade() else { return };
+    let mut metrics = strong.raft.metrics();
+    let mut tick = tokio::time::interval(Duration::from_millis(strong.config.election_timeout));
+    // A member of the initial cluster is listed from the start; a joining member only once it
+    // has caught up with its own addition.
+    let mut was_listed = !strong.identity.joined;
+    drop(strong);
     let mut leaderless = 0;
     loop {
-        let Some(strong) = node.upgrade() else { return };
-        let interval = Duration::from_millis(strong.config.election_timeout);
-        drop(strong);
-        tokio::time::sleep(interval).await;
+        let ticked = tokio::select! {
+            changed = metrics.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                false
+            }
+            _ = tick.tick() => true,
+        };
         let Some(node) = node.upgrade() else { return };
         let me = node.identity.member_id;
         let (config, applied, leader) = {
-            let metrics = node.raft.metrics();
-            let metrics = metrics.borrow();
-            (metrics.membership_config.clone(), metrics.last_applied, metrics.current_leader)
+            let m = metrics.borrow_and_update();
+            (m.membership_config.clone(), m.last_applied, m.current_leader)
         };
         let listed = config.membership().get_node(&me).is_some();
         was_listed |= listed;
         let committed = config.log_id().is_some() && config.log_id() <= &applied;
         let removed = if was_listed && !listed && committed {
             true
+        } else if !ticked {
+            false
         } else if leader.is_none() {
             leaderless += 1;
             leaderless >= LEADERLESS_CHECKS && removed_per_peers(&node, config.log_id().map_or(0, |id| id.index)).await

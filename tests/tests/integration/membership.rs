@@ -156,3 +156,67 @@ async fn a_member_never_added_cannot_join() {
         assert!(failure.contains("etcdctl member add"), "{failure}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn removing_the_leader_under_writes_hands_over_and_loses_nothing() {
+    let mut cluster = Cluster::start(Kind::subject(), 3, &[]).expect("cluster starts");
+    let leader = cluster.leader().await.expect("a leader");
+    let load = Load::start(cluster.endpoints());
+    load.acks.wait_for(50).await;
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(cluster.remove_member(leader)))
+        .expect("the leader is removed and stops");
+    let new_leader = cluster.leader().await.expect("a new leader");
+    assert_ne!(new_leader, leader);
+    let removed_at = load.acks.count();
+    load.acks.wait_for(removed_at + 50).await;
+    let acked = load.finish().await;
+    for endpoint in cluster.endpoints() {
+        assert_all_readable(&endpoint, &acked).await;
+        assert_eq!(member_list(&endpoint).len(), 2);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_added_after_the_log_was_purged_catches_up_by_snapshot() {
+    let mut cluster = Cluster::start(Kind::subject(), 3, &["--snapshot-count", "20"]).expect("cluster starts");
+    let mut client = connect(&cluster.members[0].endpoint()).await;
+    let mut written = std::collections::HashMap::new();
+    for i in 0..200 {
+        let (key, val) = (format!("s{i}"), format!("v{i}"));
+        client.put(key.as_str(), val.as_str(), None).await.expect("put");
+        written.insert(key, val);
+    }
+    let added = tokio::task::block_in_place(|| cluster.add_member(false, &["--snapshot-count", "20"]))
+        .expect("a member is added and joins");
+    let endpoint = cluster.members[added].endpoint();
+    wait_until_caught_up(&endpoint, &written).await;
+    assert_all_readable(&endpoint, &written).await;
+    if Kind::subject() == Kind::Conclave {
+        let log = cluster.members[added].log();
+        assert!(log.contains("applied incoming snapshot"), "caught up without a snapshot:\n{log}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_moved_to_new_peer_urls_keeps_working() {
+    let mut cluster = Cluster::start(Kind::subject(), 3, &[]).expect("cluster starts");
+    let leader = cluster.leader().await.expect("a leader");
+    let moved = (leader + 1) % 3;
+    let id = format!("{:x}", cluster.member_id(moved).await.expect("status"));
+    let new_peer = free_port();
+    let new_url = format!("http://127.0.0.1:{new_peer}");
+    tokio::task::block_in_place(|| cluster.reconfigure(&["member", "update", &id, &format!("--peer-urls={new_url}")]))
+        .expect("the peer URLs are updated");
+    let listed = member_list(&cluster.members[leader].endpoint());
+    assert!(listed.iter().any(|l| l.starts_with(&id) && l.contains(&new_url)), "{listed:#?}");
+
+    // The member restarts listening on its new peer URL, and takes part again.
+    cluster.members[moved].move_peer_port(new_peer);
+    cluster.members[moved].restart().expect("the moved member restarts");
+    let mut client = connect(&cluster.members[leader].endpoint()).await;
+    client.put("after-move", "1", None).await.expect("put");
+    let written = std::collections::HashMap::from([("after-move".to_string(), "1".to_string())]);
+    wait_until_caught_up(&cluster.members[moved].endpoint(), &written).await;
+    cluster.members[leader].kill9();
+    cluster.leader().await.expect("the remaining two, one of them moved, elect a leader");
+}
