@@ -90,12 +90,33 @@ pub struct Config {
     pub log_outputs: Vec<String>,
 }
 
+/// etcd's ceiling on `--election-timeout`, in milliseconds.
+const MAX_ELECTION_TIMEOUT_MS: u64 = 50_000;
+
 /// etcd's default quota when `--quota-backend-bytes` is 0.
 const DEFAULT_QUOTA_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 
 impl Config {
     pub fn data_dir(&self) -> PathBuf {
         self.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("{}.conclave", self.name)))
+    }
+
+    /// Refuse flag combinations etcd refuses, with etcd's words.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if 5 * self.heartbeat_interval > self.election_timeout {
+            anyhow::bail!(
+                "--election-timeout[{}ms] should be at least as 5 times as --heartbeat-interval[{}ms]",
+                self.election_timeout,
+                self.heartbeat_interval
+            );
+        }
+        if self.election_timeout > MAX_ELECTION_TIMEOUT_MS {
+            anyhow::bail!(
+                "--election-timeout[{}ms] is too long, and should be set less than {MAX_ELECTION_TIMEOUT_MS}ms",
+                self.election_timeout
+            );
+        }
+        Ok(())
     }
 
     pub fn quota_bytes(&self) -> u64 {
@@ -138,6 +159,16 @@ mod tests {
             config.initial_members().unwrap(),
             vec![("default".to_string(), "http://localhost:2380".to_string())]
         );
+    }
+
+    #[test]
+    fn election_timeout_is_checked_as_etcd_does() {
+        let config = |hb: &str, et: &str| Config::parse_from(["conclave", "--heartbeat-interval", hb, "--election-timeout", et]);
+        assert!(config("100", "1000").validate().is_ok());
+        assert!(config("100", "500").validate().is_ok());
+        let short = config("100", "400").validate().unwrap_err().to_string();
+        assert_eq!(short, "--election-timeout[400ms] should be at least as 5 times as --heartbeat-interval[100ms]");
+        assert!(config("100", "60000").validate().unwrap_err().to_string().contains("too long"));
     }
 
     #[test]

@@ -56,6 +56,7 @@ impl Node {
     /// Open (or create) the data directory and start raft. The member serves clients once it has
     /// also published itself (see [`membership::publish`]), which needs the peer service running.
     pub async fn start(config: Config) -> anyhow::Result<Arc<Node>> {
+        config.validate()?;
         let dir = config.data_dir();
         std::fs::create_dir_all(&dir).with_context(|| format!("creating data dir {}", dir.display()))?;
         let fresh = !dir.join("db").exists();
@@ -83,10 +84,11 @@ impl Node {
         let raft_config = openraft::Config {
             cluster_name: config.initial_cluster_token.clone(),
             heartbeat_interval: config.heartbeat_interval,
-            election_timeout_min: config.election_timeout,
-            // openraft waits out a leader lease of election_timeout_max before voting, then a random
-            // timeout in [min, max): a narrow range keeps failover near etcd's.
-            election_timeout_max: config.election_timeout * 3 / 2,
+            // A follower that stops hearing from the leader waits out openraft's leader lease
+            // (election_timeout_max) and then its own random timeout in [min, max) before it
+            // campaigns: 1.25-1.5 x --election-timeout in all, within etcd's [1, 2) x range.
+            election_timeout_min: config.election_timeout / 2,
+            election_timeout_max: config.election_timeout * 3 / 4,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_count),
             // Like etcd, keep entries behind a snapshot for slow followers (etcd keeps 5,000),
             // but never more than a snapshot interval, so a small --snapshot-count bounds the log.
