@@ -69,7 +69,8 @@ fn workspace_bin(name: &str, var: &str, package: &str) -> Result<PathBuf> {
         None => {
             let exe = std::env::current_exe().context("locating the test executable")?;
             let mut dir = exe.parent().context("test executable has no parent")?;
-            if dir.ends_with("deps") {
+            // Tests run from target/<profile>/deps, examples from target/<profile>/examples.
+            if dir.ends_with("deps") || dir.ends_with("examples") {
                 dir = dir.parent().context("deps/ has no parent")?;
             }
             dir.join(name)
