@@ -38,11 +38,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let mut servers = tokio::task::JoinSet::new();
     for listener in peer_listeners {
         tracing::info!("listening for peers on http://{}", listener.local_addr()?);
-        let leader = node.clone();
+        let (renewer, timer) = (node.clone(), node.clone());
         let member = LocalMember {
             raft: node.raft.clone(),
             info: node.member_info(),
-            keep_alive: Box::new(move |id| api::keep_alive_as_leader(&leader, id)),
+            keep_alive: Box::new(move |id| api::keep_alive_as_leader(&renewer, id)),
+            time_to_live: Box::new(move |req| api::time_to_live_as_leader(&timer, req)),
         };
         servers.spawn(conclave_host::raft::serve_peers(member, listener));
     }

@@ -1,13 +1,16 @@
 //! Raft's peer network, server side: the `conclave.raft.Peer` gRPC service on the peer URLs. It
 //! hands openraft's messages to the local raft and answers with the postcard-encoded `Result`,
 //! and, when this member leads, proposes batches forwarded by followers and tells them its read
-//! index, and renews leases for them; it also tells peers this member's name and client URLs.
+//! index, renews leases for them and tells them how long a lease has left; it also tells peers
+//! this member's name and client URLs.
 
 use conclave_proto::conclave::raft::peer_server::{Peer, PeerServer};
 use conclave_proto::conclave::raft::{
     MemberInfoRequest, MemberInfoResponse, PeerMessage, RaftBatch, RaftBatchResponse, ReadIndexRequest, ReadIndexResponse,
 };
-use conclave_proto::etcdserverpb::{LeaseKeepAliveRequest, LeaseKeepAliveResponse};
+use conclave_proto::etcdserverpb::{
+    LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+};
 use openraft::error::{ClientWriteError, RaftError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -23,6 +26,8 @@ pub const NOT_LEADER: &str = "conclave: not the raft leader";
 
 /// Renews a lease if this member leads (`None` otherwise).
 pub type KeepAlive = Box<dyn Fn(i64) -> Option<LeaseKeepAliveResponse> + Send + Sync>;
+/// A lease's remaining TTL if this member leads (`None` otherwise).
+pub type TimeToLive = Box<dyn Fn(LeaseTimeToLiveRequest) -> Option<LeaseTimeToLiveResponse> + Send + Sync>;
 
 /// What the peer service answers from.
 pub struct LocalMember {
@@ -30,6 +35,7 @@ pub struct LocalMember {
     /// This member's name and client URLs.
     pub info: MemberInfoResponse,
     pub keep_alive: KeepAlive,
+    pub time_to_live: TimeToLive,
 }
 
 struct PeerService {
@@ -43,6 +49,11 @@ fn decoded<T: DeserializeOwned>(message: Request<PeerMessage>) -> Result<T, Stat
 fn encoded<T: Serialize>(outcome: &T) -> Result<Response<PeerMessage>, Status> {
     let body = encode(outcome).map_err(|e| Status::internal(format!("encoding a peer reply: {e}")))?;
     Ok(Response::new(PeerMessage { body }))
+}
+
+/// What a leader-only answer becomes: `None` means this member does not lead.
+fn as_leader<T>(answer: Option<T>) -> Result<Response<T>, Status> {
+    answer.map(Response::new).ok_or_else(|| Status::failed_precondition(NOT_LEADER))
 }
 
 #[tonic::async_trait]
@@ -80,8 +91,11 @@ impl Peer for PeerService {
     }
 
     async fn lease_keep_alive(&self, request: Request<LeaseKeepAliveRequest>) -> Result<Response<LeaseKeepAliveResponse>, Status> {
-        let renewed = (self.member.keep_alive)(request.into_inner().id);
-        renewed.map(Response::new).ok_or_else(|| Status::failed_precondition(NOT_LEADER))
+        as_leader((self.member.keep_alive)(request.into_inner().id))
+    }
+
+    async fn lease_time_to_live(&self, request: Request<LeaseTimeToLiveRequest>) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        as_leader((self.member.time_to_live)(request.into_inner()))
     }
 }
 

@@ -2,7 +2,7 @@
 //! reads from every member, the member list, and a leader killed with kill -9 under a write load
 //! (no acknowledged write is lost, a new leader takes over, the killed member catches up), and a
 //! member that was down past a snapshot catches up by snapshot install; lease keep-alives through
-//! a follower; watches on one member seeing writes through another; the whole cluster killed and
+//! a follower, and a lease's remaining TTL asked of a follower; watches on one member seeing writes through another; the whole cluster killed and
 //! restarted; a member left in a minority (the others SIGSTOPped) commits nothing and serves no
 //! stale linearizable read, and the cluster heals once they resume.
 
@@ -215,6 +215,34 @@ async fn keep_alives_through_a_follower_reach_the_leader() {
     }
     let mut on_leader = connect(&cluster.members[leader].endpoint()).await;
     assert_eq!(value(&mut on_leader, "leased", false).await.as_deref(), Some("v"), "the lease expired despite keep-alives");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn time_to_live_through_a_follower_counts_down_on_the_leader() {
+    const TTL: i64 = 10;
+    let cluster = Cluster::start(Kind::subject(), 3, &[]).expect("cluster starts");
+    let leader = cluster.leader().await.expect("a leader");
+    let asked = cluster.members[(leader + 1) % 3].endpoint();
+    // Granted through the other follower: neither member asked keeps the lease's deadline.
+    let mut granter = connect(&cluster.members[(leader + 2) % 3].endpoint()).await;
+    let lease = granter.lease_grant(TTL, None).await.expect("grant through a follower").id();
+    let options = etcd_client::PutOptions::new().with_lease(lease);
+    granter.put("leased", "v", Some(options)).await.expect("put with the lease");
+    // Time passing is what is tested: the leader's countdown must show through the follower.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let mut client = connect(&asked).await;
+    let asked_id = client.status().await.expect("status").header().expect("header").member_id();
+    let options = etcd_client::LeaseTimeToLiveOptions::new().with_keys();
+    let answer = client.lease_time_to_live(lease, Some(options)).await.expect("time to live through a follower");
+    assert_eq!(answer.granted_ttl(), TTL, "{answer:?}");
+    assert!(answer.ttl() > 0 && answer.ttl() < TTL, "2 s after the grant the leader has less than {TTL} s left: {answer:?}");
+    assert_eq!(answer.keys(), [b"leased".to_vec()], "{answer:?}");
+    // etcd fills the header on the member that was asked.
+    assert_eq!(answer.header().expect("header").member_id(), asked_id, "{answer:?}");
+
+    let unknown = client.lease_time_to_live(lease + 1, None).await.expect("time to live of an unknown lease");
+    assert_eq!((unknown.ttl(), unknown.granted_ttl()), (-1, 0), "{unknown:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
