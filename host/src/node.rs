@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::error::EtcdError;
 use crate::lease::{IdGenerator, Lessor};
 use crate::mvcc::Store;
-use crate::raft::{on_leader, Answer, LogStore, Network, Peers, Proposer, Raft, StateMachine};
+use crate::raft::{on_leader, Answer, CommittedIndex, LogStore, Network, Peers, Proposer, Raft, StateMachine};
 use crate::watch::Hub;
 
 /// Who this member is; fixed when its data directory is first created.
@@ -74,6 +74,8 @@ pub struct Node {
     pub lessor: Lessor,
     /// Ids for leases granted without one.
     pub lease_ids: IdGenerator,
+    /// The highest log index known committed (the raft index `endpoint status` shows).
+    pub committed: CommittedIndex,
     /// Size of the database on disk, refreshed in the background (a stat per request is too dear).
     db_size: Arc<AtomicU64>,
 }
@@ -213,6 +215,7 @@ impl Node {
             db.flush()?;
         }
         let log_store = LogStore::open(&db)?;
+        let committed = log_store.committed_index();
         let hub = Arc::new(Hub::default());
         let state_machine = StateMachine::new(store.clone(), hub.clone(), dir.join("snap"))?;
 
@@ -255,6 +258,7 @@ impl Node {
             db_size,
             lessor: Lessor::default(),
             lease_ids,
+            committed,
         });
         tokio::spawn(crate::lease::run_expiry(Arc::downgrade(&node)));
         Ok(node)

@@ -16,7 +16,7 @@ use openraft::{AnyError, BasicNode, StorageError, StorageIOError};
 use prost::Message;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-pub use log_store::{read_log, LogDump, LogStore};
+pub use log_store::{read_log, CommittedIndex, LogDump, LogStore};
 pub use network::Network;
 pub use peer_service::{serve_peers, KeepAlive, LocalMember, TimeToLive};
 pub use peers::{on_leader, Answer, Peers};
