@@ -104,7 +104,9 @@ impl Maintenance for MaintenanceService {
 
     async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         let metrics = self.node.raft.metrics().borrow().clone();
-        let db_size = self.node.db_size() as i64;
+        // Measured now: the cached size is refreshed only every second, and a member that just
+        // started would show 0 B (etcd's database is never empty).
+        let db_size = self.node.db.size_on_disk().unwrap_or_else(|_| self.node.db_size()) as i64;
         let leader = reported_leader(&metrics, self.node.config.election_timeout);
         let applied = metrics.last_applied.map_or(0, |id| id.index);
         // etcd lists the missing leader (and alarms, which Conclave never raises) as errors.
