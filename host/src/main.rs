@@ -39,11 +39,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let mut servers = tokio::task::JoinSet::new();
     for listener in peer_listeners {
         tracing::info!("listening for peers on http://{}", listener.local_addr()?);
-        let (leader, changer) = (node.clone(), node.clone());
+        let (renewer, timer, changer) = (node.clone(), node.clone(), node.clone());
         let member = LocalMember {
             raft: node.raft.clone(),
             cluster_id: node.identity.cluster_id,
-            keep_alive: Box::new(move |id| api::keep_alive_as_leader(&leader, id)),
+            keep_alive: Box::new(move |id| api::keep_alive_as_leader(&renewer, id)),
+            time_to_live: Box::new(move |req| api::time_to_live_as_leader(&timer, req)),
             change_membership: Box::new(move |change| {
                 let node = changer.clone();
                 Box::pin(async move { node.change_membership_as_leader(change).await })

@@ -24,7 +24,7 @@ use crate::identity::{load_identity, Identity};
 use crate::lease::{IdGenerator, Lessor};
 use crate::membership::{self, Reconfigurer};
 use crate::mvcc::Store;
-use crate::raft::{on_leader, Answer, LogStore, MemberNode, Network, Peers, Proposer, Raft, StateMachine};
+use crate::raft::{on_leader, Answer, CommittedIndex, LogStore, MemberNode, Network, Peers, Proposer, Raft, StateMachine};
 use crate::watch::Hub;
 
 pub struct Node {
@@ -44,6 +44,8 @@ pub struct Node {
     pub lessor: Lessor,
     /// Ids for leases granted without one.
     pub lease_ids: IdGenerator,
+    /// The highest log index known committed (the raft index `endpoint status` shows).
+    pub committed: CommittedIndex,
     /// Size of the database on disk, refreshed in the background (a stat per request is too dear).
     db_size: Arc<AtomicU64>,
     /// Makes membership changes while this member leads.
@@ -78,6 +80,7 @@ impl Node {
             db.flush()?;
         }
         let log_store = LogStore::open(&db)?;
+        let committed = log_store.committed_index();
         let hub = Arc::new(Hub::default());
         let state_machine = StateMachine::new(store.clone(), hub.clone(), dir.join("snap"))?;
 
@@ -130,6 +133,7 @@ impl Node {
             lease_ids,
             reconfigurer,
             removed: Notify::new(),
+            committed,
         });
         tokio::spawn(crate::lease::run_expiry(Arc::downgrade(&node)));
         tokio::spawn(membership::watch_removal(Arc::downgrade(&node)));

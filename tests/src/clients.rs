@@ -26,15 +26,30 @@ where
     Fut: Future<Output = T>,
     T: PartialEq + Debug,
 {
+    let check = &check;
+    let on_node = |node: Node| async move {
+        println!("--- at {}", node.endpoint());
+        let client = Client::connect([node.endpoint()], None).await.expect("connect");
+        // `node` lives (and its process runs) until the check is done.
+        check(client).await
+    };
+    same_on_both(|kind| Node::start(kind, server_args), on_node).await
+}
+
+/// Runs `check` on what `start` sets up for etcd, then on what it sets up for the subject, and
+/// asserts that both produced the same transcript. Returns it.
+pub async fn same_on_both<S, F, Fut, T>(start: impl Fn(Kind) -> anyhow::Result<S>, check: F) -> T
+where
+    F: Fn(S) -> Fut,
+    Fut: Future<Output = T>,
+    T: PartialEq + Debug,
+{
     let mut transcripts = Vec::new();
     for kind in [Kind::Etcd, Kind::subject()] {
-        let node = Node::start(kind, server_args).unwrap_or_else(|e| panic!("{e:#}"));
+        let setup = start(kind).unwrap_or_else(|e| panic!("{e:#}"));
         // Printed before the checks, so a failing assertion's output names the server.
-        println!("--- against {kind:?} at {}", node.endpoint());
-        let client = Client::connect([node.endpoint()], None)
-            .await
-            .expect("connect");
-        transcripts.push(check(client).await);
+        println!("--- against {kind:?}");
+        transcripts.push(check(setup).await);
     }
     let subject = transcripts.pop().unwrap();
     let etcd = transcripts.pop().unwrap();

@@ -2,11 +2,14 @@
 //! front (its `--initial-cluster` names them all), every member is launched, then each is awaited
 //! until it serves clients.
 
+use std::fmt::Debug;
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use etcd_client::Client;
 
+use crate::clients::same_on_both;
 use crate::etcdctl::etcdctl;
 use crate::node::{Kind, Node, free_port};
 
@@ -172,6 +175,18 @@ impl Cluster {
         }
         ids.iter().position(|&id| id == Some(first))
     }
+}
+
+/// Runs `check` on a fresh `size`-member etcd cluster, then on one of the subject (each member
+/// with `extra_args`), and asserts that both produced the same transcript. Returns it. Assertions
+/// inside `check` are thereby proven to hold for etcd before they judge the subject.
+pub async fn same_on_etcd_and_subject_clusters<F, Fut, T>(size: usize, extra_args: &[&str], check: F) -> T
+where
+    F: Fn(Cluster) -> Fut,
+    Fut: Future<Output = T>,
+    T: PartialEq + Debug,
+{
+    same_on_both(|kind| Cluster::start(kind, size, extra_args), check).await
 }
 
 /// (member id, leader id) as the member at `endpoint` reports them.

@@ -12,10 +12,12 @@ pub mod etcdctl;
 pub mod node;
 pub mod normalize;
 pub mod session;
+pub mod table;
 
 pub use clients::{on_etcd_then_subject, same_on_etcd_and_subject};
-pub use cluster::Cluster;
+pub use cluster::{Cluster, same_on_etcd_and_subject_clusters};
 pub use etcdctl::{CtlOutput, etcdctl};
 pub use node::{Kind, Node, conclavectl_bin, free_port};
-pub use normalize::Normalizer;
+pub use normalize::{Normalizer, shape};
 pub use session::{LEASE, Step, assert_same_as_etcd, ctl, ctl_lines, ctl_stdin, formats, transcript};
+pub use table::Table;

@@ -142,6 +142,19 @@ impl Normalizer {
     }
 }
 
+/// The structure of a JSON output: objects keep their keys and arrays their items, while every
+/// number and string becomes the name of its type (booleans stay). etcdctl leaves zero fields
+/// out, so a zero where etcd has a value (or the reverse) still changes the shape.
+pub fn shape(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(map.iter().map(|(key, value)| (key.clone(), shape(value))).collect()),
+        Value::Array(items) => Value::Array(items.iter().map(shape).collect()),
+        Value::Number(_) => Value::from("<number>"),
+        Value::String(_) => Value::from("<string>"),
+        Value::Bool(_) | Value::Null => value.clone(),
+    }
+}
+
 /// Rules that apply to any text: ports, durations, client uuids.
 fn common(text: &str) -> String {
     let text = PORT.replace_all(text, "$1:<port>");
@@ -171,6 +184,13 @@ mod tests {
             ),
             "<id2>, started, node, http://127.0.0.1:<port>, http://localhost:<port>, false"
         );
+    }
+
+    #[test]
+    fn shapes_keep_keys_and_booleans() {
+        let json: Value = serde_json::from_str(r#"[{"endpoint":"http://x","health":true,"took":"1ms","n":[1,2]}]"#).unwrap();
+        let expected = r#"[{"endpoint":"<string>","health":true,"n":["<number>","<number>"],"took":"<string>"}]"#;
+        assert_eq!(shape(&json).to_string(), expected);
     }
 
     #[test]

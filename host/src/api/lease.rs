@@ -1,7 +1,8 @@
-//! The etcd Lease service: grants and revokes go through raft; keep-alives, time-to-live and
-//! lists are answered from the local lease table and the leader's deadlines; a follower passes
-//! keep-alives on to the leader.
+//! The etcd Lease service: grants and revokes go through raft; keep-alives and time-to-live are
+//! answered by the leader, which alone keeps deadlines (a follower passes them on, as etcd does);
+//! lists are answered from the local lease table, as etcd does too.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use conclave_proto::etcdserverpb::lease_server::Lease;
 use conclave_proto::etcdserverpb::{
     LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseLeasesRequest,
     LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus, LeaseTimeToLiveRequest,
-    LeaseTimeToLiveResponse,
+    LeaseTimeToLiveResponse, ResponseHeader,
 };
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
@@ -58,11 +59,49 @@ pub fn keep_alive_as_leader(node: &Node, id: i64) -> Option<LeaseKeepAliveRespon
 /// Renew a lease here if this member leads, else through the leader.
 async fn keep_alive_anywhere(node: &Node, id: i64) -> Result<LeaseKeepAliveResponse, Status> {
     let peers = &node.peers;
-    match on_leader(&node.raft, node.leader_wait, |url| async move { peers.keep_alive(&url, id).await }).await? {
-        Answer::Local => Ok(keep_alive(node, id)),
-        Answer::Remote(mut renewed) => {
-            node.fill(&mut renewed.header);
-            Ok(renewed)
+    let remote = |url: String| async move { peers.keep_alive(&url, id).await };
+    here_or_on_leader(node, remote, |node| keep_alive(node, id), |renewed| &mut renewed.header).await
+}
+
+/// How long a lease has left by this member's deadlines, with its granted TTL (and keys if
+/// asked). etcd 3.4 answers an unknown lease with TTL -1, not an error.
+fn time_to_live(node: &Node, req: &LeaseTimeToLiveRequest) -> LeaseTimeToLiveResponse {
+    let view = node.store.read();
+    let header = node.header(view.current_rev());
+    match view.leases().get(req.id) {
+        Some(lease) => LeaseTimeToLiveResponse {
+            header,
+            id: req.id,
+            ttl: node.lessor.remaining(req.id, lease.ttl),
+            granted_ttl: lease.ttl,
+            keys: if req.keys { lease.keys.iter().cloned().collect() } else { Vec::new() },
+        },
+        None => LeaseTimeToLiveResponse { header, id: req.id, ttl: -1, ..Default::default() },
+    }
+}
+
+/// A lease's time to live if this member leads (the peer service's answer to a follower).
+pub fn time_to_live_as_leader(node: &Node, req: LeaseTimeToLiveRequest) -> Option<LeaseTimeToLiveResponse> {
+    node.leader_term()?;
+    Some(time_to_live(node, &req))
+}
+
+/// Answer with `local` if this member leads, else with the leader's answer to `remote`. The
+/// header is always this member's, at its own revision: etcd fills it where the client asked.
+async fn here_or_on_leader<T, Fut>(
+    node: &Node,
+    remote: impl Fn(String) -> Fut,
+    local: impl FnOnce(&Node) -> T,
+    header: impl FnOnce(&mut T) -> &mut Option<ResponseHeader>,
+) -> Result<T, Status>
+where
+    Fut: Future<Output = Result<T, Status>>,
+{
+    match on_leader(&node.raft, node.leader_wait, remote).await? {
+        Answer::Local => Ok(local(node)),
+        Answer::Remote(mut answer) => {
+            *header(&mut answer) = node.header(node.store.read().current_rev());
+            Ok(answer)
         }
     }
 }
@@ -128,27 +167,17 @@ impl Lease for LeaseService {
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
         let req = request.into_inner();
-        let view = self.node.store.read();
-        let resp = match view.leases().get(req.id) {
-            Some(lease) => LeaseTimeToLiveResponse {
-                header: self.node.header(view.current_rev()),
-                id: req.id,
-                ttl: self.node.lessor.remaining(req.id, lease.ttl),
-                granted_ttl: lease.ttl,
-                keys: if req.keys { lease.keys.iter().cloned().collect() } else { Vec::new() },
-            },
-            // etcd 3.4 answers an unknown lease with TTL -1, not an error.
-            None => LeaseTimeToLiveResponse {
-                header: self.node.header(view.current_rev()),
-                id: req.id,
-                ttl: -1,
-                ..Default::default()
-            },
+        let peers = &self.node.peers;
+        let remote = |url: String| {
+            let req = req.clone();
+            async move { peers.time_to_live(&url, req).await }
         };
+        let resp = here_or_on_leader(&self.node, remote, |node| time_to_live(node, &req), |resp| &mut resp.header).await?;
         Ok(Response::new(resp))
     }
 
     async fn lease_leases(&self, _request: Request<LeaseLeasesRequest>) -> Result<Response<LeaseLeasesResponse>, Status> {
+        // Local on every member, as in etcd 3.4 (a follower's lessor lists its applied leases).
         let view = self.node.store.read();
         // etcd lists leases soonest-expiring first.
         let mut leases: Vec<_> = view.leases().iter().map(|(id, _)| (self.node.lessor.deadline(id), id)).collect();

@@ -25,7 +25,7 @@ use tonic::transport::Server;
 
 use crate::node::Node;
 
-pub use lease::keep_alive_as_leader;
+pub use lease::{keep_alive_as_leader, time_to_live_as_leader};
 
 /// etcd lets gRPC messages exceed `--max-request-bytes` by this much, so that an oversized request
 /// reaches the server and gets etcd's own "request is too large" error.

@@ -9,6 +9,8 @@
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, LogId, RaftLogReader, StorageError, Vote};
@@ -20,6 +22,21 @@ const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
 const LAST_PURGED: &[u8] = b"last_purged";
 
+/// The highest log index this member knows to be committed: what etcd reports as the raft index
+/// (openraft's metrics only tell the last appended and the last applied index).
+#[derive(Clone, Default)]
+pub struct CommittedIndex(Arc<AtomicU64>);
+
+impl CommittedIndex {
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, committed: Option<&LogId<NodeId>>) {
+        self.0.store(committed.map_or(0, |id| id.index), Ordering::Relaxed);
+    }
+}
+
 #[derive(Clone)]
 pub struct LogStore {
     db: sled::Db,
@@ -28,6 +45,7 @@ pub struct LogStore {
     /// Vote, committed and last purged log ids.
     meta: sled::Tree,
     flusher: mpsc::Sender<LogFlushed<TypeConfig>>,
+    committed: CommittedIndex,
 }
 
 impl LogStore {
@@ -36,12 +54,21 @@ impl LogStore {
         let (flusher, pending) = mpsc::channel();
         let flushed = db.clone();
         std::thread::Builder::new().name("log flusher".into()).spawn(move || flush_loop(flushed, pending))?;
-        Ok(LogStore {
+        let store = LogStore {
             db: db.clone(),
             entries: db.open_tree("raft_log")?,
             meta: db.open_tree("raft_meta")?,
             flusher,
-        })
+            committed: CommittedIndex::default(),
+        };
+        let committed = store.read_meta::<Option<LogId<NodeId>>>(COMMITTED).map_err(io::Error::other)?.flatten();
+        store.committed.set(committed.as_ref());
+        Ok(store)
+    }
+
+    /// The committed index as raft saves it, readable while raft owns this store.
+    pub fn committed_index(&self) -> CommittedIndex {
+        self.committed.clone()
     }
 
     fn read_meta<T: for<'de> serde::Deserialize<'de>>(&self, name: &[u8]) -> Result<Option<T>, StorageError<NodeId>> {
@@ -175,7 +202,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), StorageError<NodeId>> {
         // Durable on the next flush; losing it only means re-applying from the last applied id.
-        self.write_meta(COMMITTED, &committed)
+        self.write_meta(COMMITTED, &committed)?;
+        self.committed.set(committed.as_ref());
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
@@ -239,5 +268,25 @@ fn delete_upto(entries: &sled::Tree, index: u64) -> sled::Result<()> {
             return Ok(());
         }
         entries.apply_batch(batch)?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::CommittedLeaderId;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn committed_index_follows_saves_and_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let mut store = LogStore::open(&db).unwrap();
+        let committed = store.committed_index();
+        assert_eq!(committed.get(), 0);
+        store.save_committed(Some(LogId::new(CommittedLeaderId::new(2, 1), 7))).await.unwrap();
+        assert_eq!(committed.get(), 7);
+        drop(store);
+        assert_eq!(LogStore::open(&db).unwrap().committed_index().get(), 7);
     }
 }

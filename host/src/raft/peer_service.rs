@@ -1,8 +1,8 @@
 //! Raft's peer network, server side: the `conclave.raft.Peer` gRPC service on the peer URLs. It
 //! hands openraft's messages from members of the same cluster to the local raft and answers with
 //! the postcard-encoded `Result`, and, when this member leads, proposes batches forwarded by
-//! followers, tells them its read index, renews leases and makes membership changes for them; it
-//! also tells any member asking what it knows of the cluster.
+//! followers, tells them its read index, renews leases, tells how long a lease has left and makes
+//! membership changes for them; it also tells any member asking what it knows of the cluster.
 
 use conclave_proto::conclave::raft::peer_server::{Peer, PeerServer};
 use conclave_proto::conclave::raft::{
@@ -10,7 +10,9 @@ use conclave_proto::conclave::raft::{
     RaftBatchResponse, ReadIndexRequest, ReadIndexResponse,
 };
 use futures::future::BoxFuture;
-use conclave_proto::etcdserverpb::{LeaseKeepAliveRequest, LeaseKeepAliveResponse};
+use conclave_proto::etcdserverpb::{
+    LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+};
 use openraft::error::{ClientWriteError, RaftError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -26,6 +28,8 @@ pub const NOT_LEADER: &str = "conclave: not the raft leader";
 
 /// Renews a lease if this member leads (`None` otherwise).
 pub type KeepAlive = Box<dyn Fn(i64) -> Option<LeaseKeepAliveResponse> + Send + Sync>;
+/// A lease's remaining TTL if this member leads (`None` otherwise).
+pub type TimeToLive = Box<dyn Fn(LeaseTimeToLiveRequest) -> Option<LeaseTimeToLiveResponse> + Send + Sync>;
 
 /// Makes a membership change if this member leads (NOT_LEADER otherwise).
 pub type MemberChanger = Box<dyn Fn(MemberChangeRequest) -> BoxFuture<'static, Result<MemberChangeResponse, Status>> + Send + Sync>;
@@ -35,6 +39,7 @@ pub struct LocalMember {
     pub raft: Raft,
     pub cluster_id: u64,
     pub keep_alive: KeepAlive,
+    pub time_to_live: TimeToLive,
     pub change_membership: MemberChanger,
 }
 
@@ -63,6 +68,11 @@ impl PeerService {
     }
 }
 
+
+/// What a leader-only answer becomes: `None` means this member does not lead.
+fn as_leader<T>(answer: Option<T>) -> Result<Response<T>, Status> {
+    answer.map(Response::new).ok_or_else(|| Status::failed_precondition(NOT_LEADER))
+}
 
 #[tonic::async_trait]
 impl Peer for PeerService {
@@ -108,8 +118,11 @@ impl Peer for PeerService {
     }
 
     async fn lease_keep_alive(&self, request: Request<LeaseKeepAliveRequest>) -> Result<Response<LeaseKeepAliveResponse>, Status> {
-        let renewed = (self.member.keep_alive)(request.into_inner().id);
-        renewed.map(Response::new).ok_or_else(|| Status::failed_precondition(NOT_LEADER))
+        as_leader((self.member.keep_alive)(request.into_inner().id))
+    }
+
+    async fn lease_time_to_live(&self, request: Request<LeaseTimeToLiveRequest>) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        as_leader((self.member.time_to_live)(request.into_inner()))
     }
 }
 

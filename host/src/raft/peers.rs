@@ -12,7 +12,9 @@ use conclave_proto::conclave::raft::{
     MemberChangeRequest, MemberChangeResponse, MembershipRequest, MembershipResponse, RaftBatch, RaftBatchResponse,
     ReadIndexRequest,
 };
-use conclave_proto::etcdserverpb::{LeaseKeepAliveRequest, LeaseKeepAliveResponse};
+use conclave_proto::etcdserverpb::{
+    LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
@@ -62,6 +64,11 @@ impl Peers {
     /// Have the leader at `url` renew lease `id`.
     pub async fn keep_alive(&self, url: &str, id: i64) -> Result<LeaseKeepAliveResponse, Status> {
         Ok(self.client(url)?.lease_keep_alive(LeaseKeepAliveRequest { id }).await?.into_inner())
+    }
+
+    /// How long lease `request.id` has left, by the deadline the leader at `url` keeps.
+    pub async fn time_to_live(&self, url: &str, request: LeaseTimeToLiveRequest) -> Result<LeaseTimeToLiveResponse, Status> {
+        Ok(self.client(url)?.lease_time_to_live(request).await?.into_inner())
     }
 
     /// The read index of the leader at `url`.

@@ -2,17 +2,21 @@
 //! reads from every member, the member list, and a leader killed with kill -9 under a write load
 //! (no acknowledged write is lost, a new leader takes over, the killed member catches up), and a
 //! member that was down past a snapshot catches up by snapshot install; lease keep-alives through
-//! a follower; watches on one member seeing writes through another; the whole cluster killed and
-//! restarted; a member left in a minority (the others SIGSTOPped) commits nothing and serves no
-//! stale linearizable read, and the cluster heals once they resume.
+//! a follower, and a lease's remaining TTL asked of a follower; watches on one member seeing
+//! writes through another; the whole cluster killed and restarted; a member left in a minority
+//! (the others SIGSTOPped) commits nothing and serves no stale linearizable read, and the cluster
+//! heals once they resume. `etcdctl endpoint status`, `endpoint health` and `member list` of a
+//! cluster read as they do with etcd (the same columns, one leader, one term, every member's
+//! URLs), and a leader cut off from the others reports that there is no leader, as etcd's does.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use conclave_tests::{Cluster, Kind, etcdctl};
+use conclave_tests::{Cluster, Kind, Normalizer, Table, etcdctl, same_on_etcd_and_subject_clusters, shape};
 use etcd_client::{Client, GetOptions};
+use serde_json::Value;
 use tokio::sync::watch;
 
 /// Bound on waits for the cluster to make progress or catch up.
@@ -237,6 +241,34 @@ async fn keep_alives_through_a_follower_reach_the_leader() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn time_to_live_through_a_follower_counts_down_on_the_leader() {
+    const TTL: i64 = 10;
+    let cluster = Cluster::start(Kind::subject(), 3, &[]).expect("cluster starts");
+    let leader = cluster.leader().await.expect("a leader");
+    let asked = cluster.members[(leader + 1) % 3].endpoint();
+    // Granted through the other follower: neither member asked keeps the lease's deadline.
+    let mut granter = connect(&cluster.members[(leader + 2) % 3].endpoint()).await;
+    let lease = granter.lease_grant(TTL, None).await.expect("grant through a follower").id();
+    let options = etcd_client::PutOptions::new().with_lease(lease);
+    granter.put("leased", "v", Some(options)).await.expect("put with the lease");
+    // Time passing is what is tested: the leader's countdown must show through the follower.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let mut client = connect(&asked).await;
+    let asked_id = client.status().await.expect("status").header().expect("header").member_id();
+    let options = etcd_client::LeaseTimeToLiveOptions::new().with_keys();
+    let answer = client.lease_time_to_live(lease, Some(options)).await.expect("time to live through a follower");
+    assert_eq!(answer.granted_ttl(), TTL, "{answer:?}");
+    assert!(answer.ttl() > 0 && answer.ttl() < TTL, "2 s after the grant the leader has less than {TTL} s left: {answer:?}");
+    assert_eq!(answer.keys(), [b"leased".to_vec()], "{answer:?}");
+    // etcd fills the header on the member that was asked.
+    assert_eq!(answer.header().expect("header").member_id(), asked_id, "{answer:?}");
+
+    let unknown = client.lease_time_to_live(lease + 1, None).await.expect("time to live of an unknown lease");
+    assert_eq!((unknown.ttl(), unknown.granted_ttl()), (-1, 0), "{unknown:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn whole_cluster_killed_and_restarted_keeps_every_write() {
     let mut cluster = Cluster::start(Kind::subject(), 3, &[]).expect("cluster starts");
     let mut written = HashMap::new();
@@ -329,4 +361,186 @@ async fn minority_member_commits_nothing_serves_no_stale_read_and_heals() {
         wait_until_caught_up(&endpoint, &after).await;
         assert_all_readable(&endpoint, &after).await;
     }
+}
+
+/// The stdout of `etcdctl --endpoints <endpoint> <args>`, which must succeed.
+fn ctl_ok(endpoint: &str, args: &[&str]) -> String {
+    let out = etcdctl(endpoint, args, None).expect("etcdctl runs");
+    assert_eq!(out.code, 0, "etcdctl {args:?} through {endpoint}: {out:?}");
+    out.stdout
+}
+
+/// The JSON an `etcdctl -w json` command printed through `endpoint`.
+fn ctl_json(endpoint: &str, args: &[&str]) -> Value {
+    let out = ctl_ok(endpoint, args);
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("etcdctl {args:?} printed no JSON ({e}): {out}"))
+}
+
+/// The client URLs of `cluster`'s running members, sorted.
+fn sorted_endpoints(cluster: &Cluster) -> Vec<String> {
+    let mut endpoints = cluster.endpoints();
+    endpoints.sort();
+    endpoints
+}
+
+/// A member id as etcdctl's tables print it (hex).
+fn hex_id(cell: &str) -> u64 {
+    u64::from_str_radix(cell, 16).unwrap_or_else(|e| panic!("{cell:?} is no hex member id: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_status_of_the_cluster_reads_like_etcds() {
+    let db_size = regex::Regex::new(r"^\d+(\.\d+)? (B|kB|MB|GB)$").unwrap();
+    same_on_etcd_and_subject_clusters(3, &[], |cluster| {
+        let db_size = db_size.clone();
+        async move {
+            let leader = cluster.leader().await.expect("a leader");
+            let through = cluster.members[(leader + 1) % 3].endpoint();
+            // Writes, so the raft indexes are past the entries of the start-up.
+            let mut client = connect(&through).await;
+            for i in 0..3 {
+                client.put(format!("k{i}"), "v", None).await.expect("put through a follower");
+            }
+
+            let out = ctl_ok(&through, &["endpoint", "status", "--cluster", "-w", "table"]);
+            let table = Table::parse(&out);
+            assert_eq!(table.rows.len(), 3, "{out}");
+            let mut endpoints = table.column("ENDPOINT");
+            endpoints.sort();
+            assert_eq!(endpoints, sorted_endpoints(&cluster), "every member's client URL:\n{out}");
+            let leaders: Vec<&str> = table.rows_where("IS LEADER", "true").map(|row| table.cell(row, "ENDPOINT")).collect();
+            assert_eq!(leaders, [cluster.members[leader].endpoint()], "exactly the leader is leader:\n{out}");
+            let terms = table.column("RAFT TERM");
+            assert!(terms.iter().all(|t| *t == terms[0] && t.parse::<u64>().is_ok_and(|t| t > 0)), "one term:\n{out}");
+            for row in 0..3 {
+                let index: u64 = table.cell(row, "RAFT INDEX").parse().expect("a raft index");
+                let applied: u64 = table.cell(row, "RAFT APPLIED INDEX").parse().expect("an applied index");
+                assert!(applied > 0 && index >= applied, "the committed index is at least the applied one:\n{out}");
+                assert!(db_size.is_match(table.cell(row, "DB SIZE")), "a size:\n{out}");
+                assert!(!table.cell(row, "VERSION").is_empty(), "a version:\n{out}");
+                assert_eq!(table.cell(row, "IS LEARNER"), "false", "{out}");
+                assert_eq!(table.cell(row, "ERRORS"), "", "{out}");
+            }
+
+            let status = ctl_json(&through, &["endpoint", "status", "--cluster", "-w", "json"]);
+            let entries = status.as_array().expect("a list of endpoints");
+            let member_id = |entry: &Value| entry["Status"]["header"]["member_id"].as_u64().expect("a member id");
+            let leader_endpoint = cluster.members[leader].endpoint();
+            let leader_entry = entries.iter().find(|e| e["Endpoint"] == leader_endpoint).expect("the leader's status");
+            for entry in entries {
+                let status = &entry["Status"];
+                assert_eq!(status["leader"].as_u64(), Some(member_id(leader_entry)), "every member names the leader: {entry}");
+                assert_eq!(status["header"]["cluster_id"], leader_entry["Status"]["header"]["cluster_id"], "{entry}");
+                assert_eq!(status["header"]["raft_term"], status["raftTerm"], "{entry}");
+            }
+            let mut json_ids: Vec<u64> = entries.iter().map(member_id).collect();
+            let mut table_ids: Vec<u64> = table.column("ID").into_iter().map(hex_id).collect();
+            json_ids.sort();
+            table_ids.sort();
+            assert_eq!(json_ids, table_ids, "the table's ids are the members' ids");
+            (table.header, shape(&status))
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_health_of_the_cluster_reads_like_etcds() {
+    same_on_etcd_and_subject_clusters(3, &[], |cluster| async move {
+        let leader = cluster.leader().await.expect("a leader");
+        let through = cluster.members[(leader + 1) % 3].endpoint();
+
+        // etcdctl 3.4 prints the simple health lines on stderr.
+        let health = etcdctl(&through, &["endpoint", "health", "--cluster"], None).expect("etcdctl runs");
+        assert_eq!((health.code, health.stdout.as_str()), (0, ""), "{health:?}");
+        let out = health.stderr;
+        for endpoint in cluster.endpoints() {
+            let healthy = format!("{endpoint} is healthy: successfully committed proposal: took = ");
+            assert_eq!(out.lines().filter(|line| line.starts_with(&healthy)).count(), 1, "{endpoint} healthy once:\n{out}");
+        }
+        assert_eq!(out.lines().count(), 3, "{out}");
+        let mut normalizer = Normalizer::new();
+        let mut lines: Vec<String> = out.lines().map(|line| normalizer.output(line)).collect();
+        lines.sort();
+
+        let health = ctl_json(&through, &["endpoint", "health", "--cluster", "-w", "json"]);
+        let entries = health.as_array().expect("a list of endpoints");
+        let mut endpoints: Vec<&str> = entries.iter().map(|e| e["endpoint"].as_str().expect("an endpoint")).collect();
+        endpoints.sort();
+        assert_eq!(endpoints, sorted_endpoints(&cluster), "{health}");
+        assert!(entries.iter().all(|e| e["health"] == true && e.get("error").is_none()), "{health}");
+
+        let out = ctl_ok(&through, &["endpoint", "health", "--cluster", "-w", "table"]);
+        let table = Table::parse(&out);
+        assert_eq!(table.column("HEALTH"), ["true"; 3], "{out}");
+        assert_eq!(table.column("ERROR"), [""; 3], "{out}");
+        (lines, shape(&health), table.header)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_list_reads_like_etcds() {
+    same_on_etcd_and_subject_clusters(3, &[], |cluster| async move {
+        cluster.leader().await.expect("a leader");
+        let tables: Vec<String> =
+            cluster.endpoints().iter().map(|e| ctl_ok(e, &["member", "list", "-w", "table"])).collect();
+        let same = tables.iter().all(|t| *t == tables[0]);
+        assert!(same, "every member lists the same members in the same order:\n{}", tables.join("\n"));
+        let out = &tables[0];
+        let table = Table::parse(out);
+        assert_eq!(table.rows.len(), 3, "{out}");
+        let ids: Vec<u64> = table.column("ID").into_iter().map(hex_id).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "listed by id:\n{out}");
+        for member in &cluster.members {
+            let row = table.row_where("NAME", member.name()).unwrap_or_else(|| panic!("{} missing:\n{out}", member.name()));
+            assert_eq!(table.cell(row, "STATUS"), "started", "{out}");
+            assert_eq!(table.cell(row, "PEER ADDRS"), member.peer_url(), "{out}");
+            assert_eq!(table.cell(row, "CLIENT ADDRS"), member.endpoint(), "{out}");
+            assert_eq!(table.cell(row, "IS LEARNER"), "false", "{out}");
+            // The id listed is the one the member itself answers with.
+            let mut client = connect(&member.endpoint()).await;
+            let own = client.status().await.expect("status").header().expect("a header").member_id();
+            assert_eq!(hex_id(table.cell(row, "ID")), own, "{}'s id:\n{out}", member.name());
+        }
+
+        let list = ctl_json(&cluster.members[0].endpoint(), &["member", "list", "-w", "json"]);
+        let members = list["members"].as_array().expect("members");
+        let json_ids: Vec<u64> = members.iter().map(|m| m["ID"].as_u64().expect("an id")).collect();
+        assert_eq!(json_ids, ids, "{list}");
+        (table.header, shape(&list))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_cut_off_from_the_others_reports_no_leader() {
+    same_on_etcd_and_subject_clusters(3, &[], |mut cluster| async move {
+        let leader = cluster.leader().await.expect("a leader");
+        for other in (0..3).filter(|&i| i != leader) {
+            cluster.members[other].kill9();
+        }
+        let endpoint = cluster.members[leader].endpoint();
+        // etcd's leader steps down once it has not heard from a quorum for an election timeout.
+        let deadline = Instant::now() + PROGRESS_TIMEOUT;
+        loop {
+            let status = ctl_json(&endpoint, &["endpoint", "status", "-w", "json"]);
+            if status[0]["Status"].get("leader").is_none() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{endpoint} still names a leader after {PROGRESS_TIMEOUT:?}: {status}");
+            tokio::time::sleep(POLL).await;
+        }
+        let out = ctl_ok(&endpoint, &["endpoint", "status", "-w", "table"]);
+        let table = Table::parse(&out);
+        assert_eq!(table.column("IS LEADER"), ["false"], "{out}");
+        assert_eq!(table.column("ERRORS"), ["etcdserver: no leader"], "{out}");
+
+        let health = etcdctl(&endpoint, &["endpoint", "health"], None).expect("etcdctl runs");
+        let unhealthy = format!("{endpoint} is unhealthy: failed to commit proposal: ");
+        assert_eq!(health.code, 1, "{health:?}");
+        assert!(health.stderr.contains(&unhealthy) && health.stderr.contains("Error: unhealthy cluster"), "{health:?}");
+        table.header
+    })
+    .await;
 }
