@@ -17,6 +17,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::TcpListener;
+use futures::TryStreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
@@ -131,9 +132,11 @@ pub async fn serve_peers(member: LocalMember, listener: TcpListener) -> Result<(
     let service = PeerServer::new(PeerService { member })
         .max_decoding_message_size(MAX_PEER_MESSAGE)
         .max_encoding_message_size(MAX_PEER_MESSAGE);
-    tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .add_service(service)
-        .serve_with_incoming(TcpListenerStream::new(listener))
-        .await
+    // tonic applies its TCP options only to listeners it binds itself: without TCP_NODELAY on
+    // these connections, Nagle held replies back until the follower's delayed ACK (~40 ms).
+    let connections = TcpListenerStream::new(listener).map_ok(|tcp| {
+        let _ = tcp.set_nodelay(true);
+        tcp
+    });
+    tonic::transport::Server::builder().add_service(service).serve_with_incoming(connections).await
 }
