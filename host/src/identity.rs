@@ -15,6 +15,8 @@ use crate::raft::Peers;
 
 /// How long a joining member waits for each running member to describe the cluster.
 const JOIN_ASK_WAIT: Duration = Duration::from_secs(2);
+/// How long a new member waits for each other member to say which cluster it runs.
+const PEER_CHECK_WAIT: Duration = Duration::from_millis(500);
 
 /// Who this member is; fixed when its data directory is first created.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -111,6 +113,27 @@ fn initial_cluster(config: &Config) -> anyhow::Result<Vec<InitialMember>> {
         member.member_id = member_id(&config.initial_cluster_token, &member.peer_urls);
     }
     Ok(members)
+}
+
+/// A new member must not start next to running members of another cluster: the usual cause is
+/// an `--initial-cluster` (or token) that differs from the one the others started with, or a new
+/// member started with `new` instead of `existing`. Members that do not answer are not running
+/// yet, which is normal while a new cluster starts.
+async fn refuse_running_other_cluster(identity: &Identity, peers: &Peers) -> anyhow::Result<()> {
+    let others = identity.initial_cluster.iter().filter(|m| m.member_id != identity.member_id);
+    for url in others.flat_map(|m| m.peer_urls.iter()) {
+        let Ok(theirs) = peers.membership(url, PEER_CHECK_WAIT).await else { continue };
+        if theirs.cluster_id != identity.cluster_id && !theirs.members.is_empty() {
+            bail!(
+                "the member at {url} belongs to cluster {:x}, but --initial-cluster and --initial-cluster-token \
+                 describe cluster {:x}: give every member the same --initial-cluster, or, to join a running \
+                 cluster, add this member with `etcdctl member add` and start it with --initial-cluster-state existing",
+                theirs.cluster_id,
+                identity.cluster_id
+            );
+        }
+    }
+    Ok(())
 }
 
 /// This member's entry of `--initial-cluster`, which must match `--initial-advertise-peer-urls`.
@@ -223,7 +246,11 @@ pub async fn load_identity(config: &Config, dir: &Path, peers: &Peers) -> anyhow
             }
             let identity = match config.initial_cluster_state.as_str() {
                 "existing" => joining_identity(config, peers).await?,
-                _ => new_identity(config)?,
+                _ => {
+                    let identity = new_identity(config)?;
+                    refuse_running_other_cluster(&identity, peers).await?;
+                    identity
+                }
             };
             let tmp = path.with_extension("tmp");
             std::fs::write(&tmp, serde_json::to_vec_pretty(&identity)?)?;

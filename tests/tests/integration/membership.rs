@@ -220,3 +220,55 @@ async fn a_member_moved_to_new_peer_urls_keeps_working() {
     cluster.members[leader].kill9();
     cluster.leader().await.expect("the remaining two, one of them moved, elect a leader");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_member_started_next_to_another_cluster_fails_clearly() {
+    // etcd starts such a member and leaves it waiting for a leader forever; Conclave refuses.
+    if Kind::subject() != Kind::Conclave {
+        return;
+    }
+    let cluster = Cluster::start(Kind::subject(), 3, &[]).expect("cluster starts");
+    let (client, peer) = (free_port(), free_port());
+    // The classic mistake: a fourth member started as if the cluster were new.
+    let initial_cluster = cluster
+        .members
+        .iter()
+        .map(|m| format!("{}={}", m.name(), m.peer_url()))
+        .chain([format!("m3=http://127.0.0.1:{peer}")])
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut stray = Node::member(Kind::subject(), "m3", client, peer, &initial_cluster, &[]).expect("member set up");
+    let starting = stray.launch().expect("spawns");
+    let failure = stray.wait_ready(starting).expect_err("the member does not start").to_string();
+    assert!(failure.contains("belongs to cluster") && failure.contains("--initial-cluster-state existing"), "{failure}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_on_another_clusters_data_dir_gets_nothing_from_this_one() {
+    let mut cluster = Cluster::start(Kind::subject(), 3, &[]).expect("cluster starts");
+    let mut other = Node::start(Kind::subject(), &[]).expect("a one-member cluster starts");
+    connect(&other.endpoint()).await.put("only-in-the-other-cluster", "1", None).await.expect("put");
+    other.kill9();
+
+    // The other cluster's member comes up where a member of this cluster was.
+    let leader = cluster.leader().await.expect("a leader");
+    let replaced = (leader + 1) % 3;
+    cluster.members[replaced].kill9();
+    let peer_port = cluster.members[replaced].peer_url().rsplit(':').next().unwrap().parse().unwrap();
+    other.move_peer_port(peer_port);
+    other.restart().expect("the other cluster's member restarts on its data dir");
+
+    // This cluster goes on without it, and sends it nothing.
+    let mut client = connect(&cluster.members[leader].endpoint()).await;
+    for i in 0..20 {
+        client.put(format!("k{i}"), "v", None).await.expect("put with one member replaced");
+    }
+    let mut on_other = connect(&other.endpoint()).await;
+    let read = on_other.get("k", Some(GetOptions::new().with_prefix().with_serializable())).await.expect("get");
+    assert_eq!(read.count(), 0, "the other cluster's member received this cluster's keys");
+    let kept = on_other.get("only-in-the-other-cluster", Some(GetOptions::new().with_serializable())).await.expect("get");
+    assert_eq!(kept.count(), 1, "the other cluster's member lost its own data");
+    if Kind::subject() == Kind::Conclave {
+        assert!(other.log().contains("cluster ID mismatch"), "{}", other.log());
+    }
+}
