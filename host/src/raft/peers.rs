@@ -169,6 +169,34 @@ where
 
 /// The peer does not lead, or could not be connected to: the request did nothing there.
 fn retryable(status: &Status) -> bool {
-    (status.code() == Code::FailedPrecondition && status.message() == NOT_LEADER)
-        || (status.code() == Code::Unavailable && status.message() == "tcp connect error")
+    (status.code() == Code::FailedPrecondition && status.message() == NOT_LEADER) || connect_failed(status)
+}
+
+/// Whether the call failed to connect (so it was never sent): tonic keeps the connection error
+/// in the status's source chain.
+fn connect_failed(status: &Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        if error.is::<tonic::ConnectError>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_refused_connection_is_retryable() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        drop(listener);
+        let status = Peers::default().read_index(&url).await.expect_err("nothing listens there");
+        assert!(retryable(&status), "{status:?}");
+        assert!(!retryable(&Status::failed_precondition("etcdserver: can only promote a learner member")));
+        assert!(retryable(&Status::failed_precondition(NOT_LEADER)));
+    }
 }
