@@ -32,7 +32,14 @@ pub struct Identity {
     /// This member joined a running cluster: it never initializes raft itself.
     #[serde(default)]
     pub joined: bool,
+    /// The layout of the data dir (see [`DATA_FORMAT`]); absent in data dirs of earlier builds.
+    #[serde(default)]
+    pub data_format: u32,
 }
+
+/// The data dir layout this build writes and reads. 1: raft's membership records etcd's member
+/// attributes (earlier builds recorded only a peer URL, which this build cannot decode).
+pub const DATA_FORMAT: u32 = 1;
 
 /// One member of `--initial-cluster`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -162,6 +169,7 @@ fn new_identity(config: &Config) -> anyhow::Result<Identity> {
         peer_urls: ours.peer_urls.clone(),
         initial_cluster: members,
         joined: false,
+        data_format: DATA_FORMAT,
     })
 }
 
@@ -216,6 +224,7 @@ async fn joining_identity(config: &Config, peers: &Peers) -> anyhow::Result<Iden
         peer_urls: ours.peer_urls.clone(),
         initial_cluster,
         joined: true,
+        data_format: DATA_FORMAT,
     })
 }
 
@@ -229,6 +238,15 @@ pub async fn load_identity(config: &Config, dir: &Path, peers: &Peers) -> anyhow
         Ok(bytes) => {
             let stored: Identity = serde_json::from_slice(&bytes)
                 .with_context(|| format!("data dir {}: member identity {} is corrupt", dir.display(), path.display()))?;
+            if stored.data_format != DATA_FORMAT {
+                bail!(
+                    "data dir {} was written by a Conclave build with data format {} and this build reads format \
+                     {DATA_FORMAT}: save a snapshot with the old build (`etcdctl snapshot save`) and start a new data \
+                     dir from it with --restore-snapshot",
+                    dir.display(),
+                    stored.data_format
+                );
+            }
             if stored.name != config.name {
                 bail!(
                     "data dir {} belongs to member {:?} (id {:x}), not {:?}",

@@ -108,6 +108,23 @@ fn data_dir_of_another_member_is_refused_untouched() {
 }
 
 #[test]
+fn data_dir_of_an_earlier_format_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    initialise(&data, "alpha");
+    // What builds before the member-attributes format wrote: no data_format field.
+    let identity = std::fs::read_to_string(data.join("member.json")).unwrap();
+    let mut fields: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&identity).unwrap();
+    fields.remove("data_format").expect("this build writes data_format");
+    std::fs::write(data.join("member.json"), serde_json::to_vec(&fields).unwrap()).unwrap();
+    let before = snapshot_files(&data);
+    let output = run(conclave(&data, "alpha", &[]));
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("data format 0") && stderr(&output).contains("--restore-snapshot"), "{}", stderr(&output));
+    assert_eq!(snapshot_files(&data), before, "a refused data dir must not change");
+}
+
+#[test]
 fn corrupt_data_dir_is_refused_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
