@@ -140,9 +140,21 @@ impl Maintenance for MaintenanceService {
         Err(Status::unimplemented("Hash is not supported by Conclave"))
     }
 
-    async fn hash_kv(&self, _request: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+    async fn hash_kv(&self, request: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
         self.node.refuse_if_learner()?;
-        Err(Status::unimplemented("HashKV is not supported by Conclave"))
+        let revision = request.into_inner().revision;
+        let store = self.node.store.clone();
+        // A scan of the whole history: off the async workers.
+        let hashed = tokio::task::spawn_blocking(move || store.hash_kv(revision))
+            .await
+            .map_err(|e| Status::internal(format!("hashing the store: {e}")))?
+            ?;
+        Ok(Response::new(HashKvResponse {
+            header: self.node.header(hashed.current),
+            hash: hashed.hash,
+            compact_revision: hashed.compacted,
+            hash_revision: hashed.upto,
+        }))
     }
 
     type SnapshotStream = SnapshotStream;

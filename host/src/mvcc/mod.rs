@@ -17,6 +17,6 @@ mod write;
 pub use range::range;
 pub use revision::Revision;
 pub use span::KeySpan;
-pub use store::{ApplyBatch, ReadView, Store, StoreError, View};
+pub use store::{ApplyBatch, HashKv, ReadView, Store, StoreError, View};
 pub use txn::{is_read_only, txn, TxnTarget};
 pub use write::Writer;

@@ -61,6 +61,15 @@ pub struct State {
     pub(super) leases: LeaseTable,
 }
 
+/// What [`Store::hash_kv`] computed, and at which revisions.
+pub struct HashKv {
+    pub hash: u32,
+    /// The revision hashed up to.
+    pub upto: i64,
+    pub current: i64,
+    pub compacted: i64,
+}
+
 /// The MVCC store of one node.
 pub struct Store {
     tree: sled::Tree,
@@ -164,19 +173,52 @@ impl Store {
             }
             Ok(())
         };
-        for entry in self.tree.scan_prefix([RECORD_PREFIX]) {
-            let (key, value) = entry.map_err(io::Error::other)?;
-            let rev = Revision::from_bytes(&key[1..]).ok_or_else(|| io::Error::other("corrupt record key"))?;
-            if rev.main > revision {
-                break;
-            }
-            write_entry(out, &key, &value)?;
-        }
+        self.for_each_record(revision, |key, value| write_entry(out, key, value))?;
         for (key, value) in &others {
             write_entry(out, key, value)?;
         }
         out.write_all(&EXPORT_END.to_be_bytes())?;
         Ok(captured)
+    }
+
+    /// Visit every revision record up to revision `upto`, in revision order. The caller holds
+    /// off compaction (`history_pin`); records are immutable otherwise.
+    fn for_each_record(&self, upto: i64, mut visit: impl FnMut(&[u8], &[u8]) -> io::Result<()>) -> io::Result<()> {
+        for entry in self.tree.scan_prefix([RECORD_PREFIX]) {
+            let (key, value) = entry.map_err(io::Error::other)?;
+            let rev = Revision::from_bytes(&key[1..]).ok_or_else(|| io::Error::other("corrupt record key"))?;
+            if rev.main > upto {
+                break;
+            }
+            visit(&key, &value)?;
+        }
+        Ok(())
+    }
+
+    /// etcd's HashKV: a CRC-32 of every revision record up to `rev` (the current revision if 0),
+    /// the same on every member that applied the same log (compaction included); with the
+    /// current and the compacted revision. Only compaction waits while it runs.
+    pub fn hash_kv(&self, rev: i64) -> Result<HashKv, StoreError> {
+        let (current, compacted, _compaction_waits) = {
+            let view = self.read();
+            let pin = self.history_pin.read().unwrap_or_else(|e| e.into_inner());
+            (view.current_rev(), view.compact_rev(), pin)
+        };
+        if rev > current {
+            return Err(EtcdError::FutureRev.into());
+        }
+        if rev > 0 && rev <= compacted {
+            return Err(EtcdError::Compacted.into());
+        }
+        let upto = if rev == 0 { current } else { rev };
+        let mut hasher = crc32fast::Hasher::new();
+        self.for_each_record(upto, |key, value| {
+            hasher.update(key);
+            hasher.update(value);
+            Ok(())
+        })
+        .map_err(|e| StoreError::Storage(e.to_string()))?;
+        Ok(HashKv { hash: hasher.finalize(), upto, current, compacted })
     }
 
     /// Replace the whole store with a copy written by `export`.

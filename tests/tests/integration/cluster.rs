@@ -544,3 +544,43 @@ async fn leader_cut_off_from_the_others_reports_no_leader() {
     })
     .await;
 }
+
+/// Every member's HashKV after the same writes and a compaction (each read linearizably first,
+/// so it has applied them all), and how refused revisions fail.
+async fn hashes(cluster: &Cluster) -> (Vec<u32>, Vec<i64>, Vec<String>) {
+    let mut client = connect(&cluster.endpoints()[0]).await;
+    for i in 0..10 {
+        client.put(format!("h{}", i % 4), format!("v{i}"), None).await.expect("put");
+    }
+    client.delete("h0", None).await.expect("delete");
+    client.compact(5, None).await.expect("compact");
+    let (mut sums, mut compacted) = (Vec::new(), Vec::new());
+    for endpoint in cluster.endpoints() {
+        let mut member = connect(&endpoint).await;
+        member.get("h1", None).await.expect("linearizable read");
+        let hashed = member.hash_kv(0).await.expect("hashkv");
+        sums.push(hashed.hash());
+        compacted.push(hashed.compact_version());
+    }
+    let endpoint = cluster.endpoints()[0].clone();
+    let refusals = ["5", "100"]
+        .iter()
+        .map(|rev| {
+            let out = etcdctl(&endpoint, &["endpoint", "hashkv", "--rev", rev], None).expect("etcdctl runs");
+            format!("--rev {rev}: {} {}", out.code, out.stderr.lines().last().unwrap_or(""))
+        })
+        .collect();
+    (sums, compacted, refusals)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hash_kv_is_the_same_on_every_member_and_refuses_like_etcd() {
+    let etcd = Cluster::start(Kind::Etcd, 3, &[]).expect("etcd cluster starts");
+    let (_, etcd_compacted, etcd_refusals) = hashes(&etcd).await;
+    drop(etcd);
+    let cluster = Cluster::start(Kind::subject(), 3, &[]).expect("cluster starts");
+    let (sums, compacted, refusals) = hashes(&cluster).await;
+    assert!(sums.iter().all(|&h| h == sums[0]), "members disagree: {sums:?}");
+    assert_eq!(compacted, etcd_compacted);
+    assert_eq!(refusals, etcd_refusals);
+}
