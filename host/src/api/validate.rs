@@ -81,7 +81,9 @@ fn footprint(ops: &[RequestOp]) -> Result<Footprint, EtcdError> {
         deletes: ops
             .iter()
             .filter_map(|op| match &op.request {
-                Some(Request::RequestDeleteRange(d)) => Some(KeySpan::new(&d.key, &d.range_end)),
+                // etcd checks a from-key delete (range_end "\0") as the empty interval [key, "\0"),
+                // so it conflicts with no put; clients rely on that.
+                Some(Request::RequestDeleteRange(d)) if d.range_end != [0] => Some(KeySpan::new(&d.key, &d.range_end)),
                 _ => None,
             })
             .collect(),
@@ -152,6 +154,9 @@ mod tests {
         // ...but not the outer branch.
         assert_eq!(check(vec![put_op("a"), txn_op(vec![put_op("a")], vec![])]), Err(EtcdError::DuplicateKey));
         assert_eq!(check(vec![del_op("a", ""), txn_op(vec![], vec![put_op("a")])]), Err(EtcdError::DuplicateKey));
+        // As in etcd, a from-key delete is not checked against puts.
+        assert_eq!(check(vec![del_op("a", "\0"), put_op("b")]), Ok(()));
+        assert_eq!(check(vec![put_op("b"), del_op("a", "\0")]), Ok(()));
     }
 
     #[test]

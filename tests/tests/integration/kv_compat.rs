@@ -270,6 +270,9 @@ fn limits() {
         "\nput a 1\ndel a\n\n\n",
         "\nput ab 1\ndel a --prefix\n\n\n",
         "\n\ndel a\nput a 2\n\n",
+        // ...but a from-key delete is not checked against puts (etcd's interval check)
+        "\ndel a --from-key\nput b 1\n\n\n",
+        "\nput c 1\ndel a --from-key\n\n\n",
         // reads of the same key are not duplicates
         "\nget a\nget a\nput a 3\n\n\n",
     ];
