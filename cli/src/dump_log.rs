@@ -9,7 +9,9 @@ use conclave_host::raft::{read_log, read_snapshot_meta, Membership, NodeId, Type
 use conclave_proto::conclave::raft::raft_request::Request as Req;
 use conclave_proto::conclave::raft::RaftRequest;
 use conclave_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use conclave_proto::etcdserverpb::alarm_request::AlarmAction;
 use conclave_proto::etcdserverpb::request_op::Request as Op;
+use conclave_proto::etcdserverpb::AlarmType;
 use conclave_proto::etcdserverpb::{Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest};
 use openraft::{Entry, EntryPayload, LogId};
 
@@ -96,6 +98,11 @@ fn request(r: &RaftRequest) -> String {
         Some(Req::Compaction(c)) => format!("compaction revision={} physical={}", c.revision, c.physical),
         Some(Req::LeaseGrant(g)) => format!("lease_grant id={} ttl={}", g.id, g.ttl),
         Some(Req::LeaseRevoke(r)) => format!("lease_revoke id={}", r.id),
+        Some(Req::Alarm(a)) => {
+            let action = AlarmAction::try_from(a.action).map_or("UNKNOWN", |a| a.as_str_name());
+            let alarm = AlarmType::try_from(a.alarm).map_or("UNKNOWN", |a| a.as_str_name());
+            format!("alarm action={action} member={:x} alarm={alarm}", a.member_id)
+        }
         None => "empty request".to_string(),
     }
 }

@@ -5,6 +5,7 @@
 //! response. Who a member is lives in [`identity`]; changes of who is in the cluster, in
 //! [`membership`].
 
+pub mod alarm;
 pub mod api;
 pub mod config;
 pub mod error;

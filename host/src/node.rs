@@ -12,12 +12,14 @@ use anyhow::{bail, Context};
 use conclave_proto::conclave::raft::raft_request::Request as Req;
 use conclave_proto::conclave::raft::raft_response::Response as Resp;
 use conclave_proto::conclave::raft::{MemberChangeRequest, MemberChangeResponse, RaftRequest};
-use conclave_proto::etcdserverpb::ResponseHeader;
+use conclave_proto::etcdserverpb::alarm_request::AlarmAction;
+use conclave_proto::etcdserverpb::{AlarmRequest, AlarmType, ResponseHeader};
 use openraft::SnapshotPolicy;
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 use tonic::Status;
 
+use crate::alarm::Alarms;
 use crate::config::Config;
 use crate::error::EtcdError;
 use crate::identity::{load_identity, Identity};
@@ -48,6 +50,8 @@ pub struct Node {
     pub committed: CommittedIndex,
     /// Size of the database on disk, refreshed in the background (a stat per request is too dear).
     db_size: Arc<AtomicU64>,
+    /// The active alarms (NOSPACE refuses writes that add data).
+    pub alarms: Arc<Alarms>,
     /// Makes membership changes while this member leads.
     reconfigurer: Reconfigurer,
     /// Signalled once this member learns it was removed from the cluster: it must stop.
@@ -82,7 +86,8 @@ impl Node {
         let log_store = LogStore::open(&db)?;
         let committed = log_store.committed_index();
         let hub = Arc::new(Hub::default());
-        let state_machine = StateMachine::new(store.clone(), hub.clone(), dir.join("snap"))?;
+        let alarms = Arc::new(Alarms::load(&store)?);
+        let state_machine = StateMachine::new(store.clone(), hub.clone(), alarms.clone(), dir.join("snap"))?;
 
         let raft_config = openraft::Config {
             cluster_name: config.initial_cluster_token.clone(),
@@ -131,6 +136,7 @@ impl Node {
             db_size,
             lessor: Lessor::default(),
             lease_ids,
+            alarms,
             reconfigurer,
             removed: Notify::new(),
             committed,
@@ -218,24 +224,42 @@ impl Node {
         self.reconfigurer.change(change).await
     }
 
-    /// etcd's learners serve only serializable reads and status: refuse anything else.
-    pub fn refuse_if_learner(&self) -> Result<(), Status> {
+    /// Whether this member is a learner (a member that does not vote).
+    pub fn is_learner(&self) -> bool {
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow();
         let membership = metrics.membership_config.membership();
         let me = self.identity.member_id;
-        if membership.get_node(&me).is_some() && !membership.voter_ids().any(|id| id == me) {
+        membership.get_node(&me).is_some() && !membership.voter_ids().any(|id| id == me)
+    }
+
+    /// etcd's learners serve only serializable reads and status: refuse anything else.
+    pub fn refuse_if_learner(&self) -> Result<(), Status> {
+        if self.is_learner() {
             return Err(EtcdError::NotSupportedForLearner.into());
         }
         Ok(())
     }
 
-    /// Refuse writes once the database outgrows its quota, as etcd's NOSPACE alarm does.
-    pub fn check_quota(&self) -> Result<(), Status> {
-        if self.db_size() > self.config.quota_bytes() {
+    /// Refuse writes that add data once the database outgrows its quota, raising etcd's NOSPACE
+    /// alarm for this member (through the log, so every member refuses them until an operator
+    /// disarms it), or while the alarm is active.
+    pub async fn check_quota(&self) -> Result<(), Status> {
+        if self.alarms.no_space() {
             return Err(EtcdError::NoSpace.into());
         }
-        Ok(())
+        if self.db_size() <= self.config.quota_bytes() {
+            return Ok(());
+        }
+        let raise = AlarmRequest {
+            action: AlarmAction::Activate as i32,
+            member_id: self.identity.member_id,
+            alarm: AlarmType::Nospace as i32,
+        };
+        if let Err(status) = self.propose(Req::Alarm(raise)).await {
+            tracing::warn!(error = %status.message(), "raising the NOSPACE alarm failed");
+        }
+        Err(EtcdError::NoSpace.into())
     }
 }
 

@@ -56,7 +56,7 @@ impl Kv for KvService {
         self.node.refuse_if_learner()?;
         let req = request.into_inner();
         validate::put(&req)?;
-        self.node.check_quota()?;
+        self.node.check_quota().await?;
         match self.node.propose(Req::Put(req)).await? {
             Resp::Put(mut resp) => {
                 self.node.fill(&mut resp.header);
@@ -87,7 +87,7 @@ impl Kv for KvService {
         let req = request.into_inner();
         validate::txn(&req, self.node.config.max_txn_ops)?;
         let mut resp = if !mvcc::is_read_only(&req) {
-            self.node.check_quota()?;
+            self.node.check_quota().await?;
             match self.node.propose(Req::Txn(req)).await? {
                 Resp::Txn(resp) => resp,
                 _ => return Err(unexpected("txn")),

@@ -110,7 +110,7 @@ where
 impl Lease for LeaseService {
     async fn lease_grant(&self, request: Request<LeaseGrantRequest>) -> Result<Response<LeaseGrantResponse>, Status> {
         let mut req = request.into_inner();
-        self.node.check_quota()?;
+        self.node.check_quota().await?;
         // Settled before proposing, so every member applies the same id and TTL.
         let config = &self.node.config;
         req.ttl = req.ttl.max(lease::min_ttl(config.heartbeat_interval, config.election_timeout));

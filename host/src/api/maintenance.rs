@@ -5,9 +5,12 @@ use std::io::{Read, Seek, Write};
 use std::pin::Pin;
 use std::sync::Arc;
 
+use conclave_proto::conclave::raft::raft_request::Request as Req;
+use conclave_proto::conclave::raft::raft_response::Response as Resp;
+use conclave_proto::etcdserverpb::alarm_request::AlarmAction;
 use conclave_proto::etcdserverpb::maintenance_server::Maintenance;
 use conclave_proto::etcdserverpb::{
-    AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, DowngradeRequest,
+    AlarmMember, AlarmRequest, AlarmResponse, AlarmType, DefragmentRequest, DefragmentResponse, DowngradeRequest,
     DowngradeResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest,
     MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
 };
@@ -97,10 +100,20 @@ fn stream_snapshot(node: Arc<Node>, tx: mpsc::Sender<Result<SnapshotResponse, St
 
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
-    async fn alarm(&self, _request: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+    async fn alarm(&self, request: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
         self.node.refuse_if_learner()?;
-        // No alarm is ever raised: the quota is enforced per request instead.
-        Ok(Response::new(AlarmResponse { header: self.node.header(self.revision()), alarms: Vec::new() }))
+        let req = request.into_inner();
+        let alarms = if req.action == AlarmAction::Get as i32 {
+            // Every active alarm, or those of one type.
+            let wanted = |a: &AlarmMember| req.alarm == AlarmType::None as i32 || a.alarm == req.alarm;
+            self.node.alarms.list().into_iter().filter(wanted).collect()
+        } else {
+            match self.node.propose(Req::Alarm(req)).await? {
+                Resp::Alarm(changed) => changed.alarms,
+                _ => return Err(super::unexpected("alarm")),
+            }
+        };
+        Ok(Response::new(AlarmResponse { header: self.node.header(self.revision()), alarms }))
     }
 
     async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
@@ -110,8 +123,11 @@ impl Maintenance for MaintenanceService {
         let db_size = self.node.db.size_on_disk().unwrap_or_else(|_| self.node.db_size()) as i64;
         let leader = reported_leader(&metrics, self.node.config.election_timeout);
         let applied = metrics.last_applied.map_or(0, |id| id.index);
-        // etcd lists the missing leader (and alarms, which Conclave never raises) as errors.
-        let errors = if leader == 0 { vec![EtcdError::NoLeader.to_string()] } else { Vec::new() };
+        // etcd lists the active alarms and a missing leader as errors.
+        let mut errors: Vec<String> = self.node.alarms.list().iter().map(crate::alarm::describe).collect();
+        if leader == 0 {
+            errors.push(EtcdError::NoLeader.to_string());
+        }
         Ok(Response::new(StatusResponse {
             header: self.node.header(self.revision()),
             version: VERSION.to_string(),
@@ -122,7 +138,7 @@ impl Maintenance for MaintenanceService {
             raft_term: metrics.current_term,
             raft_applied_index: applied,
             db_size_in_use: db_size,
-            is_learner: false,
+            is_learner: self.node.is_learner(),
             errors,
             ..Default::default()
         }))

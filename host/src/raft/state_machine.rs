@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use conclave_proto::conclave::raft::raft_request::Request as Req;
 use conclave_proto::conclave::raft::raft_response::Response as Resp;
 use conclave_proto::conclave::raft::{RaftBatchResponse, RaftRequest, RaftResponse};
+use conclave_proto::etcdserverpb::AlarmMember;
 use openraft::storage::RaftStateMachine;
 use openraft::{
     AnyError, Entry, EntryPayload, LogId, RaftSnapshotBuilder, Snapshot, SnapshotMeta,
@@ -18,6 +19,7 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 
 use super::{decode, encode, read_err, write_err, MemberNode, NodeId, Proto, Response, TypeConfig};
+use crate::alarm::{self, Alarms};
 use crate::error::EtcdError;
 use crate::lease;
 use crate::mvcc::{self, ApplyBatch, Store, StoreError, Writer};
@@ -37,6 +39,7 @@ type StoredConfig = StoredMembership<NodeId, MemberNode>;
 pub struct StateMachine {
     store: Arc<Store>,
     hub: Arc<Hub>,
+    alarms: Arc<Alarms>,
     snap_dir: PathBuf,
 }
 
@@ -46,9 +49,9 @@ struct SnapshotInfo {
 }
 
 impl StateMachine {
-    pub fn new(store: Arc<Store>, hub: Arc<Hub>, snap_dir: PathBuf) -> std::io::Result<Self> {
+    pub fn new(store: Arc<Store>, hub: Arc<Hub>, alarms: Arc<Alarms>, snap_dir: PathBuf) -> std::io::Result<Self> {
         std::fs::create_dir_all(&snap_dir)?;
-        Ok(StateMachine { store, hub, snap_dir })
+        Ok(StateMachine { store, hub, alarms, snap_dir })
     }
 
     fn applied(&self) -> Result<(Option<LogId<NodeId>>, StoredConfig), StorageError<NodeId>> {
@@ -70,11 +73,14 @@ fn decode_meta<T: Default + for<'de> Deserialize<'de>>(bytes: Option<&[u8]>) -> 
     }
 }
 
-/// Apply one client request; etcd errors become the response's error string (the entry is still
-/// consumed), storage failures stop the state machine.
-fn execute(batch: &mut ApplyBatch<'_>, request: &RaftRequest) -> Result<RaftResponse, StoreError> {
+/// Apply one client request (`alarms` being the active alarms, which it may change); etcd errors
+/// become the response's error string (the entry is still consumed), storage failures stop the
+/// state machine.
+fn execute(batch: &mut ApplyBatch<'_>, request: &RaftRequest, alarms: &mut Vec<AlarmMember>) -> Result<RaftResponse, StoreError> {
     let mut writer = Writer::new(batch);
     let outcome = match &request.request {
+        Some(adding) if alarm::no_space(alarms) && alarm::adds_data(adding) => Err(EtcdError::NoSpace.into()),
+        Some(Req::Alarm(change)) => Ok(Resp::Alarm(alarm::apply(alarms, change))),
         Some(Req::Put(put)) => writer.put(put).map(Resp::Put),
         Some(Req::DeleteRange(del)) => writer.delete_range(del).map(Resp::DeleteRange),
         Some(Req::Txn(txn)) => mvcc::txn(&mut writer, txn).map(Resp::Txn),
@@ -104,6 +110,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let started = Instant::now();
         let (_, mut membership) = self.applied()?;
+        let alarms_before = self.alarms.list();
+        let mut alarms = alarms_before.clone();
         let mut batch = self.store.begin();
         let locked = started.elapsed();
         let mut responses = Vec::new();
@@ -117,7 +125,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         .0
                         .requests
                         .iter()
-                        .map(|request| execute(&mut batch, request))
+                        .map(|request| execute(&mut batch, request, &mut alarms))
                         .collect::<Result<_, _>>()
                         .map_err(|e| StorageIOError::apply(entry.log_id, AnyError::error(e.to_string())))?,
                 },
@@ -131,12 +139,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if last.is_none() {
             return Ok(responses);
         }
-        let meta = vec![
+        let mut meta = vec![
             (APPLIED, encode(&last).map_err(write_err)?),
             (MEMBERSHIP, encode(&membership).map_err(write_err)?),
         ];
+        let alarms_changed = alarms != alarms_before;
+        if alarms_changed {
+            meta.push((alarm::ALARMS_META, alarm::encode(&alarms)));
+        }
         let executed = started.elapsed();
         batch.commit(meta, |events| self.hub.publish(events)).map_err(write_err)?;
+        if alarms_changed {
+            self.alarms.replace(alarms);
+        }
         let took = started.elapsed();
         if took > SLOW_APPLY {
             // Like etcd's "apply request took too long": where the time went, for whoever looks.
@@ -171,6 +186,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .await
         .map_err(write_err)?
         .map_err(write_err)?;
+        self.alarms.reload(&self.store).map_err(write_err)?;
         std::fs::rename(&incoming, self.snapshot_path(SNAPSHOT_FILE)).map_err(write_err)?;
         save_snapshot_info(&self.snapshot_path(SNAPSHOT_META_FILE), meta)?;
         tracing::info!(snapshot = %meta.snapshot_id, last_log_id = ?meta.last_log_id, "applied incoming snapshot");

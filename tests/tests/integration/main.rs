@@ -8,6 +8,7 @@ mod kv_compat;
 mod lease;
 mod malformed;
 mod membership;
+mod quota;
 mod snapshot;
 mod snapshot_count;
 mod watch;
