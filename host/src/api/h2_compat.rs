@@ -6,11 +6,14 @@
 //! "malformed authority", and has no option to relax that check.
 //!
 //! [`AuthorityFix`] wraps an accepted connection and rewrites the client→server bytes before h2
-//! reads them. Every header block (HEADERS + CONTINUATION frames) is HPACK-decoded by a decoder
-//! that mirrors the client's encoder, a bad `:authority` is repaired, and the block is re-encoded
-//! with literals that never touch the dynamic table, so h2's decoder keeps an empty table and never
-//! sees the client's table references. Every other frame passes through unchanged, and writes
-//! (server→client) are not touched at all. Input that is not HTTP/2 with prior knowledge passes
+//! reads them. The first header block (HEADERS + CONTINUATION frames) is HPACK-decoded: if its
+//! `:authority` is valid, as from every client but that dialer, the block and the rest of the
+//! connection pass through untouched (a gRPC client uses one authority per connection, and
+//! decoding every block costs several percent of a busy server's CPU). Otherwise every header
+//! block is decoded by a decoder that mirrors the client's encoder, a bad `:authority` is
+//! repaired, and the block is re-encoded with literals that never touch the dynamic table, so
+//! h2's decoder keeps an empty table and never sees the client's table references. Every other
+//! frame passes through unchanged, and writes (server→client) are not touched at all. Input that is not HTTP/2 with prior knowledge passes
 //! through unchanged; a malformed frame or header block is a read error (h2 then drops the
 //! connection, as it would have done anyway).
 
@@ -79,6 +82,8 @@ pub struct AuthorityFix<S> {
     pending: Option<Pending>,
     /// Mirrors the client's HPACK encoder.
     decoder: Decoder<'static>,
+    /// The first header block's frames as received, while it is collected (`None` afterwards).
+    first_block: Option<Vec<u8>>,
 }
 
 impl<S> AuthorityFix<S> {
@@ -98,6 +103,7 @@ impl<S> AuthorityFix<S> {
             fragment: Vec::new(),
             pending: None,
             decoder,
+            first_block: Some(Vec::new()),
         }
     }
 
@@ -138,12 +144,18 @@ impl<S> AuthorityFix<S> {
                 if self.fragment.len() + len > MAX_BLOCK {
                     return Err(malformed("header block too large"));
                 }
+                if let Some(first) = &mut self.first_block {
+                    first.extend_from_slice(&avail[..FRAME_HEADER_LEN]);
+                }
                 self.start += FRAME_HEADER_LEN;
                 self.state = State::HeaderFrame { missing: len, kind, flags };
             }
             State::HeaderFrame { missing, kind, flags } => {
                 let n = avail.len().min(missing);
                 self.fragment.extend_from_slice(&avail[..n]);
+                if let Some(first) = &mut self.first_block {
+                    first.extend_from_slice(&avail[..n]);
+                }
                 self.start += n;
                 if n < missing {
                     self.state = State::HeaderFrame { missing: missing - n, kind, flags };
@@ -187,17 +199,26 @@ impl<S> AuthorityFix<S> {
         Ok(())
     }
 
-    /// Decodes the complete header block in `fragment` and queues it, re-encoded, as frames.
+    /// Decodes the complete header block in `fragment` and queues it, re-encoded, as frames; or,
+    /// for a first block that needs no repair, queues it as received and passes the rest of the
+    /// connection through.
     fn rewrite_block(&mut self, pending: &Pending) -> io::Result<()> {
         let mut block = Vec::with_capacity(self.fragment.len() * 2 + 64);
         let mut decoded_size = 0;
+        let mut repaired = false;
         self.decoder
             .decode_with_cb(&self.fragment, |name, value| {
                 decoded_size += name.len() + value.len() + 32;
                 if decoded_size > MAX_BLOCK {
                     return;
                 }
-                let value = if &name[..] == b":authority" { fixed_authority(&value) } else { Some(&value[..]) };
+                let value = if &name[..] == b":authority" {
+                    let fixed = fixed_authority(&value);
+                    repaired |= fixed != Some(&value[..]);
+                    fixed
+                } else {
+                    Some(&value[..])
+                };
                 if let Some(value) = value {
                     put_literal(&mut block, &name, value);
                 }
@@ -209,7 +230,13 @@ impl<S> AuthorityFix<S> {
         if self.fragment.capacity() > 4 * MAX_FRAME_PAYLOAD {
             self.fragment = Vec::new();
         }
-        put_frames(&mut self.output, pending, &block);
+        match self.first_block.take() {
+            Some(received) if !repaired => {
+                self.output.extend_from_slice(&received);
+                self.state = State::Raw;
+            }
+            _ => put_frames(&mut self.output, pending, &block),
+        }
         Ok(())
     }
 }
@@ -601,7 +628,7 @@ mod tests {
     }
 
     /// RFC 7541 C.4: three requests with Huffman-coded strings and a shared dynamic table; a valid
-    /// authority stays as it is.
+    /// authority in the first leaves the connection as it is.
     #[tokio::test]
     async fn decodes_huffman_and_keeps_valid_authorities() {
         let requests: [&[u8]; 3] = [
@@ -616,17 +643,27 @@ mod tests {
         for (i, block) in requests.iter().enumerate() {
             input.extend(frame(HEADERS, END_HEADERS | END_STREAM, 1 + 2 * i as u32, block));
         }
+        // The first block decodes to a valid authority: the connection passes through untouched.
+        assert_eq!(fix(&input).await.unwrap(), input);
+    }
+
+    /// A first block that needs a repair makes the fixer rewrite every later block too, Huffman
+    /// coding and the dynamic table included.
+    #[tokio::test]
+    async fn after_a_repair_decodes_huffman_and_the_dynamic_table_of_later_blocks() {
+        let mut input = PREFACE.to_vec();
+        input.extend(frame(HEADERS, END_HEADERS | END_STREAM, 1, &request_block(&[&indexed_name(AUTHORITY, URL)])));
+        // RFC 7541 C.4.1: Huffman-coded strings, one of them added to the dynamic table.
+        let huffman: &[u8] = &[0x82, 0x86, 0x84, 0x41, 0x8c, 0xf1, 0xe3, 0xc2, 0xe5, 0xf2, 0x3a, 0x6b, 0xa0, 0xab, 0x90, 0xf4, 0xff];
+        input.extend(frame(HEADERS, END_HEADERS | END_STREAM, 3, huffman));
+        // A reference to that entry (now index 62).
+        input.extend(frame(HEADERS, END_HEADERS | END_STREAM, 5, &[0x82, 0x86, 0x84, 0xbe]));
         let out = fix(&input).await.unwrap();
-        let get = |scheme: &'static [u8], path: &'static [u8]| {
-            vec![(":method", &b"GET"[..]), (":scheme", scheme), (":path", path), (":authority", b"www.example.com")]
-        };
-        let mut second = get(b"http", b"/");
-        second.push(("cache-control", b"no-cache"));
-        let mut third = get(b"https", b"/index.html");
-        third.push(("custom-key", b"custom-value"));
-        let expected: Vec<_> =
-            [get(b"http", b"/"), second, third].iter().map(|h| (END_HEADERS | END_STREAM, headers(h))).collect();
-        assert_eq!(blocks(&out), expected);
+        let get = [(":method", &b"GET"[..]), (":scheme", b"http"), (":path", b"/"), (":authority", b"www.example.com")];
+        let blocks = blocks(&out);
+        assert_eq!(blocks.len(), 3);
+        assert_eq!(blocks[1], (END_HEADERS | END_STREAM, headers(&get)));
+        assert_eq!(blocks[2], (END_HEADERS | END_STREAM, headers(&get)));
     }
 
     #[test]
