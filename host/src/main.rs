@@ -91,7 +91,12 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-            EnvFilter::new(format!("{},openraft=warn", config.log_level))
+            // openraft logs every failed retry to an unreachable peer (several lines each 500 ms);
+            // the peer network logs when a peer goes and comes back instead. RUST_LOG overrides.
+            EnvFilter::new(format!(
+                "{},openraft=warn,openraft::replication=off,openraft::engine::handler::replication_handler=off",
+                config.log_level
+            ))
         }))
         .init();
     let runtime = tokio::runtime::Runtime::new().expect("starting the tokio runtime");

@@ -41,6 +41,7 @@ pub struct PeerConnection {
     id: NodeId,
     cluster_id: u64,
     target: NodeId,
+    url: String,
     peers: Peers,
     client: Result<PeerClient<Channel>, Status>,
 }
@@ -50,7 +51,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
     async fn new_client(&mut self, target: NodeId, node: &MemberNode) -> PeerConnection {
         let client = self.peers.client(node.peer_url());
-        PeerConnection { id: self.id, cluster_id: self.cluster_id, target, peers: self.peers.clone(), client }
+        let url = node.peer_url().to_string();
+        PeerConnection { id: self.id, cluster_id: self.cluster_id, target, url, peers: self.peers.clone(), client }
     }
 }
 
@@ -67,7 +69,10 @@ impl PeerConnection {
         let body = encode(request).map_err(|e| network(&e))?;
         let mut client = match &self.client {
             Ok(client) => client.clone(),
-            Err(status) => return Err(RPCError::Unreachable(Unreachable::new(status))),
+            Err(status) => {
+                self.peers.unreachable(self.target, &self.url, status);
+                return Err(RPCError::Unreachable(Unreachable::new(status)));
+            }
         };
         let message = PeerMessage { body, cluster_id: self.cluster_id };
         let sent = async move {
@@ -83,6 +88,7 @@ impl PeerConnection {
                 return Err(RPCError::Timeout(Timeout { action, id: self.id, target: self.target, timeout }));
             }
             Ok(Err(status)) if status.code() == Code::Unavailable => {
+                self.peers.unreachable(self.target, &self.url, &status);
                 return Err(RPCError::Unreachable(Unreachable::new(&status)));
             }
             Ok(Err(status)) => return Err(network(&status)),

@@ -33,9 +33,21 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 #[derive(Clone, Default)]
 pub struct Peers {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
-    /// When each peer last answered a raft message (only the leader talks to every peer).
-    last_answer: Arc<Mutex<HashMap<NodeId, Instant>>>,
+    /// How each peer answers raft messages (only the leader talks to every peer).
+    health: Arc<Mutex<HashMap<NodeId, PeerHealth>>>,
 }
+
+/// How one peer has been answering raft messages.
+#[derive(Default)]
+struct PeerHealth {
+    last_answer: Option<Instant>,
+    /// Since when it could not be reached, and when that was last logged.
+    unreachable: Option<(Instant, Instant)>,
+}
+
+/// How often a peer that stays unreachable is logged again (openraft's own retries, every
+/// 500 ms, are not logged).
+const UNREACHABLE_LOG_INTERVAL: Duration = Duration::from_secs(30);
 
 impl Peers {
     /// A client for the peer at `url`; connects on first use (and reconnects after failures).
@@ -94,13 +106,37 @@ impl Peers {
 
     /// Record that peer `id` answered a raft message.
     pub fn answered(&self, id: NodeId) {
-        self.last_answer.lock().expect("peer activity map poisoned").insert(id, Instant::now());
+        let mut health = self.health.lock().expect("peer health map poisoned");
+        let peer = health.entry(id).or_default();
+        peer.last_answer = Some(Instant::now());
+        if let Some((since, _)) = peer.unreachable.take() {
+            tracing::info!(peer = format!("{id:x}"), after = ?since.elapsed(), "peer is reachable again");
+        }
+    }
+
+    /// Record that peer `id` at `url` could not be reached; logged when it starts, then every
+    /// [`UNREACHABLE_LOG_INTERVAL`] while it lasts.
+    pub fn unreachable(&self, id: NodeId, url: &str, error: &Status) {
+        let mut health = self.health.lock().expect("peer health map poisoned");
+        let peer = health.entry(id).or_default();
+        let now = Instant::now();
+        match &mut peer.unreachable {
+            None => {
+                tracing::warn!(peer = format!("{id:x}"), url, error = %error.message(), "peer is unreachable");
+                peer.unreachable = Some((now, now));
+            }
+            Some((since, logged)) if logged.elapsed() >= UNREACHABLE_LOG_INTERVAL => {
+                tracing::warn!(peer = format!("{id:x}"), url, error = %error.message(), down_for = ?since.elapsed(), "peer is still unreachable");
+                *logged = now;
+            }
+            Some(_) => {}
+        }
     }
 
     /// Whether peer `id` answered a raft message within `window`.
     pub fn active_within(&self, id: NodeId, window: Duration) -> bool {
-        let last = self.last_answer.lock().expect("peer activity map poisoned").get(&id).copied();
-        last.is_some_and(|at| at.elapsed() <= window)
+        let health = self.health.lock().expect("peer health map poisoned");
+        health.get(&id).and_then(|peer| peer.last_answer).is_some_and(|at| at.elapsed() <= window)
     }
 }
 
