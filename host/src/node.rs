@@ -43,7 +43,7 @@ pub struct Node {
     pub store: Arc<Store>,
     pub db: sled::Db,
     /// Lease deadlines, kept while this member leads.
-    pub lessor: Lessor,
+    pub lessor: Arc<Lessor>,
     /// Ids for leases granted without one.
     pub lease_ids: IdGenerator,
     /// The highest log index known committed (the raft index `endpoint status` shows).
@@ -87,7 +87,8 @@ impl Node {
         let committed = log_store.committed_index();
         let hub = Arc::new(Hub::default());
         let alarms = Arc::new(Alarms::load(&store)?);
-        let state_machine = StateMachine::new(store.clone(), hub.clone(), alarms.clone(), dir.join("snap"))?;
+        let lessor = Arc::new(Lessor::default());
+        let state_machine = StateMachine::new(store.clone(), hub.clone(), alarms.clone(), lessor.clone(), dir.join("snap"))?;
 
         let raft_config = openraft::Config {
             cluster_name: config.initial_cluster_token.clone(),
@@ -134,7 +135,7 @@ impl Node {
             store,
             db,
             db_size,
-            lessor: Lessor::default(),
+            lessor,
             lease_ids,
             alarms,
             reconfigurer,

@@ -124,8 +124,6 @@ impl Lease for LeaseService {
             Resp::LeaseGrant(resp) => resp,
             _ => return Err(unexpected("lease grant")),
         };
-        let view = self.node.store.read();
-        self.node.lessor.refresh(self.node.leader_term(), view.leases(), resp.id);
         self.node.fill(&mut resp.header);
         Ok(Response::new(resp))
     }

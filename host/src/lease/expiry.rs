@@ -68,6 +68,15 @@ impl Lessor {
         revoking.retain(|id| at.contains_key(id));
     }
 
+    /// A lease was granted (applied): on the leader its TTL starts now, wherever the grant came
+    /// from, rather than at the next expiry check.
+    pub fn granted(&self, id: i64, ttl: i64) {
+        let mut d = self.lock();
+        if d.term.is_some() {
+            d.at.insert(id, after(Instant::now(), ttl));
+        }
+    }
+
     /// Restart a lease's TTL (a grant or keep-alive on the leader). Returns false if it has
     /// already expired: a keep-alive can't bring it back.
     pub fn refresh(&self, leader_term: Option<u64>, table: &LeaseTable, id: i64) -> bool {

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::{decode, encode, read_err, write_err, MemberNode, NodeId, Proto, Response, TypeConfig};
 use crate::alarm::{self, Alarms};
 use crate::error::EtcdError;
-use crate::lease;
+use crate::lease::{self, Lessor};
 use crate::mvcc::{self, ApplyBatch, Store, StoreError, Writer};
 use crate::watch::Hub;
 
@@ -40,6 +40,7 @@ pub struct StateMachine {
     store: Arc<Store>,
     hub: Arc<Hub>,
     alarms: Arc<Alarms>,
+    lessor: Arc<Lessor>,
     snap_dir: PathBuf,
 }
 
@@ -49,9 +50,11 @@ struct SnapshotInfo {
 }
 
 impl StateMachine {
-    pub fn new(store: Arc<Store>, hub: Arc<Hub>, alarms: Arc<Alarms>, snap_dir: PathBuf) -> std::io::Result<Self> {
+    /// A state machine applying to `store`, publishing to `hub`, keeping `alarms`, and starting
+    /// the TTL of leases it grants in `lessor` (which only the leader's keeps).
+    pub fn new(store: Arc<Store>, hub: Arc<Hub>, alarms: Arc<Alarms>, lessor: Arc<Lessor>, snap_dir: PathBuf) -> std::io::Result<Self> {
         std::fs::create_dir_all(&snap_dir)?;
-        Ok(StateMachine { store, hub, alarms, snap_dir })
+        Ok(StateMachine { store, hub, alarms, lessor, snap_dir })
     }
 
     fn applied(&self) -> Result<(Option<LogId<NodeId>>, StoredConfig), StorageError<NodeId>> {
@@ -151,6 +154,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         batch.commit(meta, |events| self.hub.publish(events)).map_err(write_err)?;
         if alarms_changed {
             self.alarms.replace(alarms);
+        }
+        let granted = responses.iter().flat_map(|r| &r.0.responses).filter_map(|r| match &r.response {
+            Some(Resp::LeaseGrant(grant)) => Some(grant),
+            _ => None,
+        });
+        for grant in granted {
+            self.lessor.granted(grant.id, grant.ttl);
         }
         let took = started.elapsed();
         if took > SLOW_APPLY {
