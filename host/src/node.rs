@@ -114,7 +114,7 @@ impl Node {
         let db_size = Arc::new(AtomicU64::new(db.size_on_disk().unwrap_or(0)));
         tokio::spawn(refresh_db_size(db.clone(), Arc::downgrade(&db_size)));
         let leader_wait = leader_wait(&config);
-        let proposer = Proposer::start(raft.clone(), peers.clone(), leader_wait);
+        let proposer = Proposer::start(raft.clone(), peers.clone(), leader_wait, request_timeout(&config));
         let lease_ids = IdGenerator::new(identity.member_id);
         let reconfigurer = Reconfigurer::new(
             raft.clone(),
@@ -262,6 +262,12 @@ impl Node {
         }
         Err(EtcdError::NoSpace.into())
     }
+}
+
+/// How long a write may take before it is answered "request timed out": etcd's 5 s plus two
+/// election timeouts.
+fn request_timeout(config: &Config) -> Duration {
+    Duration::from_secs(5) + Duration::from_millis(config.election_timeout.saturating_mul(2))
 }
 
 /// How long requests wait for a leader: a few election timeouts.

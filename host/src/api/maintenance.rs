@@ -22,7 +22,7 @@ use tonic::{Request, Response, Status};
 
 use crate::error::EtcdError;
 use crate::node::Node;
-use crate::raft::NodeId;
+use crate::raft::{check_quorum, recognised_leader};
 
 /// The etcd API version Conclave reports and implements.
 pub const VERSION: &str = "3.5.0";
@@ -45,16 +45,6 @@ impl MaintenanceService {
         use crate::mvcc::View;
         self.node.store.read().current_rev()
     }
-}
-
-/// The leader as etcd reports it: none during an election, and none on a leader that has not
-/// heard from a quorum for an election timeout (etcd's check-quorum makes such a leader step
-/// down; openraft's stays leader, unable to commit anything).
-fn reported_leader(metrics: &openraft::RaftMetrics<NodeId, crate::raft::MemberNode>, election_timeout_ms: u64) -> u64 {
-    let leads = metrics.current_leader == Some(metrics.id);
-    // `None` on a leader: just elected, no follower answered yet.
-    let cut_off = leads && metrics.millis_since_quorum_ack.is_some_and(|ms| ms > election_timeout_ms);
-    if cut_off { 0 } else { metrics.current_leader.unwrap_or(0) }
 }
 
 type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>> + Send>>;
@@ -121,7 +111,8 @@ impl Maintenance for MaintenanceService {
         // Measured now: the cached size is refreshed only every second, and a member that just
         // started would show 0 B (etcd's database is never empty).
         let db_size = self.node.db.size_on_disk().unwrap_or_else(|_| self.node.db_size()) as i64;
-        let leader = reported_leader(&metrics, self.node.config.election_timeout);
+        // None during an election, and none on a leader cut off from its quorum, as etcd reports.
+        let leader = recognised_leader(&metrics, check_quorum(&self.node.raft)).unwrap_or(0);
         let applied = metrics.last_applied.map_or(0, |id| id.index);
         // etcd lists the active alarms and a missing leader as errors.
         let mut errors: Vec<String> = self.node.alarms.list().iter().map(crate::alarm::describe).collect();
@@ -195,24 +186,5 @@ impl Maintenance for MaintenanceService {
     async fn downgrade(&self, _request: Request<DowngradeRequest>) -> Result<Response<DowngradeResponse>, Status> {
         self.node.refuse_if_learner()?;
         Err(Status::unimplemented("Downgrade is not supported by Conclave"))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_leader_cut_off_from_the_quorum_reports_no_leader() {
-        let mut metrics = openraft::RaftMetrics::new_initial(1);
-        assert_eq!(reported_leader(&metrics, 1000), 0, "no leader known");
-        metrics.current_leader = Some(2);
-        assert_eq!(reported_leader(&metrics, 1000), 2, "a follower names the leader");
-        metrics.current_leader = Some(1);
-        assert_eq!(reported_leader(&metrics, 1000), 1, "just elected: no follower answered yet");
-        metrics.millis_since_quorum_ack = Some(200);
-        assert_eq!(reported_leader(&metrics, 1000), 1);
-        metrics.millis_since_quorum_ack = Some(1500);
-        assert_eq!(reported_leader(&metrics, 1000), 0, "no quorum heard from for an election timeout");
     }
 }

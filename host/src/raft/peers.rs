@@ -19,7 +19,9 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
 use super::peer_service::NOT_LEADER;
-use super::{NodeId, Raft};
+use super::{MemberNode, NodeId, Raft};
+
+type Metrics = openraft::RaftMetrics<NodeId, MemberNode>;
 use crate::error::EtcdError;
 
 /// Largest peer message: a batch of log entries or a snapshot chunk.
@@ -149,18 +151,39 @@ pub enum Leader {
     Remote(String),
 }
 
+/// The leader this member recognises: raft's, except that a leader which has not heard from a
+/// quorum for longer than any follower waits before campaigning does not count. etcd's
+/// check-quorum makes such a leader step down; openraft's stays leader, unable to commit.
+pub fn recognised_leader(metrics: &Metrics, check_quorum: Duration) -> Option<NodeId> {
+    let leader = metrics.current_leader?;
+    // `None` on a leader: just elected, no follower answered yet.
+    let quorum_silence = Duration::from_millis(metrics.millis_since_quorum_ack.unwrap_or(0));
+    if leader == metrics.id && quorum_silence > check_quorum {
+        return None;
+    }
+    Some(leader)
+}
+
+/// How long a leader may go without a quorum's answer: twice openraft's longest election
+/// timeout (1.5 x --election-timeout), longer than any follower waits before campaigning.
+pub fn check_quorum(raft: &Raft) -> Duration {
+    Duration::from_millis(raft.config().election_timeout_max * 2)
+}
+
 /// The current leader, waiting up to `wait` for one to be known; `None` if there is none by then.
 pub async fn find_leader(raft: &Raft, wait: Duration) -> Option<Leader> {
+    let check_quorum = check_quorum(raft);
     // The common case, without copying the metrics: this member leads.
     {
         let metrics = raft.metrics();
         let metrics = metrics.borrow();
-        if metrics.current_leader == Some(metrics.id) {
+        if recognised_leader(&metrics, check_quorum) == Some(metrics.id) {
             return Some(Leader::Local);
         }
     }
-    let metrics = raft.wait(Some(wait)).metrics(|m| m.current_leader.is_some(), "a leader is known").await.ok()?;
-    let leader: NodeId = metrics.current_leader?;
+    let known = |m: &Metrics| recognised_leader(m, check_quorum).is_some();
+    let metrics = raft.wait(Some(wait)).metrics(known, "a leader is known").await.ok()?;
+    let leader = recognised_leader(&metrics, check_quorum)?;
     if leader == metrics.id {
         return Some(Leader::Local);
     }
@@ -224,6 +247,21 @@ fn connect_failed(status: &Status) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_leader_cut_off_from_the_quorum_is_not_recognised() {
+        let check_quorum = Duration::from_millis(1500);
+        let mut metrics = Metrics::new_initial(1);
+        assert_eq!(recognised_leader(&metrics, check_quorum), None, "no leader known");
+        metrics.current_leader = Some(2);
+        assert_eq!(recognised_leader(&metrics, check_quorum), Some(2), "a follower names the leader");
+        metrics.current_leader = Some(1);
+        assert_eq!(recognised_leader(&metrics, check_quorum), Some(1), "just elected: no follower answered yet");
+        metrics.millis_since_quorum_ack = Some(200);
+        assert_eq!(recognised_leader(&metrics, check_quorum), Some(1));
+        metrics.millis_since_quorum_ack = Some(1600);
+        assert_eq!(recognised_leader(&metrics, check_quorum), None, "no quorum heard from for too long");
+    }
 
     #[tokio::test]
     async fn a_refused_connection_is_retryable() {

@@ -36,10 +36,11 @@ pub struct Proposer {
 
 impl Proposer {
     /// Start proposing to `raft` (through the leader at most `leader_wait` away, reached via
-    /// `peers`); must be called inside a tokio runtime.
-    pub fn start(raft: Raft, peers: Peers, leader_wait: Duration) -> Self {
+    /// `peers`); a write not applied within `request_timeout` is answered "request timed out"
+    /// (it may still be applied later, as with etcd). Must be called inside a tokio runtime.
+    pub fn start(raft: Raft, peers: Peers, leader_wait: Duration, request_timeout: Duration) -> Self {
         let (queue, pending) = mpsc::unbounded_channel();
-        tokio::spawn(propose_batches(Route { raft, peers, leader_wait }, pending));
+        tokio::spawn(propose_batches(Route { raft, peers, leader_wait, request_timeout }, pending));
         Proposer { queue }
     }
 
@@ -57,6 +58,7 @@ struct Route {
     raft: Raft,
     peers: Peers,
     leader_wait: Duration,
+    request_timeout: Duration,
 }
 
 impl Route {
@@ -98,10 +100,11 @@ async fn propose_batches(route: Route, mut pending: mpsc::UnboundedReceiver<(Raf
             reply_all(replies, EtcdError::NoLeader.into());
             continue;
         }
+        let request_timeout = route.request_timeout;
         if leader != Some(Leader::Local) {
             let forwarded = route.clone().forward(RaftBatch { requests });
             tokio::spawn(async move {
-                let outcome = forwarded.await;
+                let outcome = tokio::time::timeout(request_timeout, forwarded).await.unwrap_or(Err(EtcdError::Timeout.into()));
                 drop(permit);
                 match outcome {
                     Ok(written) => reply_each(replies, written),
@@ -118,13 +121,14 @@ async fn propose_batches(route: Route, mut pending: mpsc::UnboundedReceiver<(Raf
             }
         };
         tokio::spawn(async move {
-            let outcome = applied.await;
+            let outcome = tokio::time::timeout(request_timeout, applied).await;
             drop(permit);
             match outcome {
-                Ok(Ok(written)) => reply_each(replies, written.data.0),
-                Ok(Err(ClientWriteError::ForwardToLeader(_))) => reply_all(replies, EtcdError::NoLeader.into()),
-                Ok(Err(e)) => reply_all(replies, Status::unavailable(e.to_string())),
-                Err(_) => reply_all(replies, EtcdError::Stopped.into()),
+                Ok(Ok(Ok(written))) => reply_each(replies, written.data.0),
+                Ok(Ok(Err(ClientWriteError::ForwardToLeader(_)))) => reply_all(replies, EtcdError::NoLeader.into()),
+                Ok(Ok(Err(e))) => reply_all(replies, Status::unavailable(e.to_string())),
+                Ok(Err(_)) => reply_all(replies, EtcdError::Stopped.into()),
+                Err(_) => reply_all(replies, EtcdError::Timeout.into()),
             }
         });
     }

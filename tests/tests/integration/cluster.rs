@@ -311,8 +311,9 @@ async fn watch_on_one_member_sees_writes_through_another() {
     assert_eq!(kv.value_str().unwrap(), "through another member");
 }
 
-/// Bound on a request to a member left in a minority: it must fail or still hang by then.
-const MINORITY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bound on a request to a member left in a minority: it must have failed by then (etcd and
+/// Conclave give up on a write after 5 s plus two election timeouts).
+const MINORITY_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn minority_member_commits_nothing_serves_no_stale_read_and_heals() {
@@ -332,9 +333,9 @@ async fn minority_member_commits_nothing_serves_no_stale_read_and_heals() {
     }
     let mut client = connect(&lone_endpoint).await;
     let write = tokio::time::timeout(MINORITY_TIMEOUT, client.put("k", "during", None)).await;
-    assert!(!matches!(write, Ok(Ok(_))), "a write committed on a minority member: {write:?}");
+    assert!(matches!(write, Ok(Err(_))), "a write on a minority member did not fail: {write:?}");
     let read = tokio::time::timeout(MINORITY_TIMEOUT, client.get("k", None)).await;
-    assert!(!matches!(read, Ok(Ok(_))), "a minority member served a linearizable read: {read:?}");
+    assert!(matches!(read, Ok(Err(_))), "a linearizable read on a minority member did not fail: {read:?}");
     println!("on the minority member: write {write:?}, linearizable read {:?}", read.map(|r| r.map(|_| ())));
     let options = GetOptions::new().with_serializable();
     if let Ok(Ok(resp)) = tokio::time::timeout(MINORITY_TIMEOUT, client.get("k", Some(options))).await {
