@@ -68,6 +68,16 @@ pub struct Config {
     #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 0)]
     pub quota_backend_bytes: u64,
 
+    /// Auto compaction: `periodic` (keep a time window of history) or `revision` (keep a number
+    /// of revisions).
+    #[arg(long, env = "ETCD_AUTO_COMPACTION_MODE", default_value = "periodic")]
+    pub auto_compaction_mode: String,
+
+    /// Auto compaction retention: for `periodic` a duration ("1h", "30m"; a bare number is
+    /// hours), for `revision` a number of revisions; 0 disables auto compaction.
+    #[arg(long, env = "ETCD_AUTO_COMPACTION_RETENTION", default_value = "0")]
+    pub auto_compaction_retention: String,
+
     /// Interval of progress notifications to watchers that asked for them (e.g. "10m", "500ms").
     #[arg(long, env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL", default_value = "10m", value_parser = humantime::parse_duration)]
     pub experimental_watch_progress_notify_interval: std::time::Duration,
@@ -90,6 +100,16 @@ pub struct Config {
     pub log_outputs: Vec<String>,
 }
 
+/// How history is compacted automatically.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum AutoCompaction {
+    Off,
+    /// Keep this much time of history.
+    Periodic(std::time::Duration),
+    /// Keep this many revisions.
+    Revision(i64),
+}
+
 /// etcd's ceiling on `--election-timeout`, in milliseconds.
 const MAX_ELECTION_TIMEOUT_MS: u64 = 50_000;
 
@@ -103,6 +123,7 @@ impl Config {
 
     /// Refuse flag combinations etcd refuses, with etcd's words.
     pub fn validate(&self) -> anyhow::Result<()> {
+        self.auto_compaction()?;
         if 5 * self.heartbeat_interval > self.election_timeout {
             anyhow::bail!(
                 "--election-timeout[{}ms] should be at least as 5 times as --heartbeat-interval[{}ms]",
@@ -117,6 +138,25 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// What `--auto-compaction-mode` and `--auto-compaction-retention` ask for.
+    pub fn auto_compaction(&self) -> anyhow::Result<AutoCompaction> {
+        let retention = self.auto_compaction_retention.trim();
+        let invalid = || anyhow::anyhow!("invalid --auto-compaction-retention {retention:?} for mode {:?}", self.auto_compaction_mode);
+        let compaction = match self.auto_compaction_mode.as_str() {
+            "periodic" => match retention.parse::<u64>() {
+                Ok(hours) => AutoCompaction::Periodic(std::time::Duration::from_secs(hours * 3600)),
+                Err(_) => AutoCompaction::Periodic(humantime::parse_duration(retention).map_err(|_| invalid())?),
+            },
+            "revision" => AutoCompaction::Revision(retention.parse().map_err(|_| invalid())?),
+            other => anyhow::bail!("unknown auto-compaction-mode {other:?}"),
+        };
+        Ok(match compaction {
+            AutoCompaction::Periodic(d) if d.is_zero() => AutoCompaction::Off,
+            AutoCompaction::Revision(0) => AutoCompaction::Off,
+            on => on,
+        })
     }
 
     pub fn quota_bytes(&self) -> u64 {
@@ -169,6 +209,23 @@ mod tests {
         let short = config("100", "400").validate().unwrap_err().to_string();
         assert_eq!(short, "--election-timeout[400ms] should be at least as 5 times as --heartbeat-interval[100ms]");
         assert!(config("100", "60000").validate().unwrap_err().to_string().contains("too long"));
+    }
+
+    #[test]
+    fn auto_compaction_flags_read_as_etcd_reads_them() {
+        let config = |mode: &str, retention: &str| {
+            Config::parse_from(["conclave", "--auto-compaction-mode", mode, "--auto-compaction-retention", retention])
+                .auto_compaction()
+        };
+        let hours = |h: u64| AutoCompaction::Periodic(std::time::Duration::from_secs(h * 3600));
+        assert_eq!(Config::parse_from(["conclave"]).auto_compaction().unwrap(), AutoCompaction::Off);
+        assert_eq!(config("periodic", "1").unwrap(), hours(1));
+        assert_eq!(config("periodic", "72h").unwrap(), hours(72));
+        assert_eq!(config("periodic", "30m").unwrap(), AutoCompaction::Periodic(std::time::Duration::from_secs(1800)));
+        assert_eq!(config("revision", "1000").unwrap(), AutoCompaction::Revision(1000));
+        assert_eq!(config("revision", "0").unwrap(), AutoCompaction::Off);
+        assert!(config("revision", "1h").is_err());
+        assert_eq!(config("weekly", "1").unwrap_err().to_string(), "unknown auto-compaction-mode \"weekly\"");
     }
 
     #[test]

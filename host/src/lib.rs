@@ -7,6 +7,7 @@
 
 pub mod alarm;
 pub mod api;
+pub mod compactor;
 pub mod config;
 pub mod error;
 pub mod identity;

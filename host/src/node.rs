@@ -143,6 +143,7 @@ impl Node {
             committed,
         });
         tokio::spawn(crate::lease::run_expiry(Arc::downgrade(&node)));
+        tokio::spawn(crate::compactor::run(Arc::downgrade(&node), node.config.auto_compaction()?));
         tokio::spawn(membership::watch_removal(Arc::downgrade(&node)));
         Ok(node)
     }

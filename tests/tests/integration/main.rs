@@ -1,5 +1,6 @@
 //! The integration suite: one test binary, one module per area.
 
+mod auto_compaction;
 mod cluster;
 mod crash;
 mod dump_log;
