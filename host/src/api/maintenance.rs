@@ -94,6 +94,8 @@ impl Maintenance for MaintenanceService {
         self.node.refuse_if_learner()?;
         let req = request.into_inner();
         let alarms = if req.action == AlarmAction::Get as i32 {
+            // etcd's alarm requests all go through raft: a list reflects every alarm raised before.
+            self.node.linearize().await?;
             // Every active alarm, or those of one type.
             let wanted = |a: &AlarmMember| req.alarm == AlarmType::None as i32 || a.alarm == req.alarm;
             self.node.alarms.list().into_iter().filter(wanted).collect()
