@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{ArgAction, Parser};
 
 #[derive(Parser, Debug, Clone)]
 #[command(name = "conclave", version, about = "An etcd-compatible coordination service")]
@@ -98,6 +98,30 @@ pub struct Config {
     /// Accepted for etcd compatibility; logs always go to stderr.
     #[arg(long, env = "ETCD_LOG_OUTPUTS", default_value = "default", value_delimiter = ',')]
     pub log_outputs: Vec<String>,
+
+    /// Refuse membership changes that could leave the cluster without a working quorum.
+    #[arg(long, env = "ETCD_STRICT_RECONFIG_CHECK", default_value_t = true, action = ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
+    pub strict_reconfig_check: bool,
+
+    /// Accepted for etcd compatibility: elections never disrupt a live leader anyway (a follower
+    /// that hears from its leader refuses to vote, as with etcd's pre-vote).
+    #[arg(long, env = "ETCD_PRE_VOTE", default_value_t = false, action = ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
+    pub pre_vote: bool,
+
+    /// Accepted for etcd compatibility: Conclave keeps one snapshot file and no WAL files.
+    #[arg(long, env = "ETCD_MAX_SNAPSHOTS", default_value_t = 5)]
+    pub max_snapshots: u32,
+
+    /// Accepted for etcd compatibility: Conclave keeps one snapshot file and no WAL files.
+    #[arg(long, env = "ETCD_MAX_WALS", default_value_t = 5)]
+    pub max_wals: u32,
+
+    /// etcd's v2 API, which Conclave does not serve: only `false` is accepted.
+    #[arg(long, env = "ETCD_ENABLE_V2", default_value_t = false, action = ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
+    pub enable_v2: bool,
 }
 
 /// How history is compacted automatically.
@@ -124,6 +148,9 @@ impl Config {
     /// Refuse flag combinations etcd refuses, with etcd's words.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.auto_compaction()?;
+        if self.enable_v2 {
+            anyhow::bail!("--enable-v2: Conclave serves only etcd's v3 API");
+        }
         if 5 * self.heartbeat_interval > self.election_timeout {
             anyhow::bail!(
                 "--election-timeout[{}ms] should be at least as 5 times as --heartbeat-interval[{}ms]",
@@ -226,6 +253,15 @@ mod tests {
         assert_eq!(config("revision", "0").unwrap(), AutoCompaction::Off);
         assert!(config("revision", "1h").is_err());
         assert_eq!(config("weekly", "1").unwrap_err().to_string(), "unknown auto-compaction-mode \"weekly\"");
+    }
+
+    #[test]
+    fn boolean_flags_take_etcds_forms() {
+        assert!(Config::parse_from(["conclave"]).strict_reconfig_check);
+        assert!(!Config::parse_from(["conclave", "--strict-reconfig-check=false"]).strict_reconfig_check);
+        assert!(Config::parse_from(["conclave", "--pre-vote"]).pre_vote);
+        assert!(Config::parse_from(["conclave", "--enable-v2=false", "--max-wals", "3"]).validate().is_ok());
+        assert!(Config::parse_from(["conclave", "--enable-v2"]).validate().is_err());
     }
 
     #[test]

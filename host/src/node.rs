@@ -123,6 +123,7 @@ impl Node {
             config.initial_cluster_token.clone(),
             Duration::from_millis(config.election_timeout),
             leader_wait,
+            config.strict_reconfig_check,
         );
         let node = Arc::new(Node {
             config,

@@ -36,6 +36,8 @@ pub struct Reconfigurer {
     active_window: Duration,
     /// How long a change waits for the previous one to finish.
     wait: Duration,
+    /// `--strict-reconfig-check`: refuse changes that could leave no working quorum.
+    strict: bool,
     /// openraft makes one membership change at a time; changes queue here rather than fail.
     one_at_a_time: tokio::sync::Mutex<()>,
 }
@@ -53,8 +55,8 @@ impl Plan {
 }
 
 impl Reconfigurer {
-    pub fn new(raft: Raft, peers: Peers, id: NodeId, token: String, active_window: Duration, wait: Duration) -> Self {
-        Reconfigurer { raft, peers, id, token, active_window, wait, one_at_a_time: tokio::sync::Mutex::default() }
+    pub fn new(raft: Raft, peers: Peers, id: NodeId, token: String, active_window: Duration, wait: Duration, strict: bool) -> Self {
+        Reconfigurer { raft, peers, id, token, active_window, wait, strict, one_at_a_time: tokio::sync::Mutex::default() }
     }
 
     /// Check and make `request` if this member leads; NOT_LEADER otherwise.
@@ -107,10 +109,10 @@ impl Reconfigurer {
 
     fn plan_add(&self, cluster: &Cluster<'_>, add: MemberAddRequest) -> Result<Plan, Status> {
         check_urls(&add.peer_ur_ls)?;
-        if !add.is_learner && !cluster.ready_to_add_voter() {
+        if cluster.strict && !add.is_learner && !cluster.ready_to_add_voter() {
             return Err(EtcdError::NotEnoughStarted.into());
         }
-        if !cluster.all_voters_connected() {
+        if cluster.strict && !cluster.all_voters_connected() {
             return Err(EtcdError::Unhealthy.into());
         }
         cluster.check_urls_unused(None, &add.peer_ur_ls)?;
@@ -138,7 +140,7 @@ impl Reconfigurer {
         if (matched as f64) < leader_index as f64 * PROMOTE_READY {
             return Err(EtcdError::LearnerNotReady.into());
         }
-        if !cluster.ready_to_add_voter() {
+        if cluster.strict && !cluster.ready_to_add_voter() {
             return Err(EtcdError::NotEnoughStarted.into());
         }
         Ok(Plan::of(Changes::AddVoterIds(BTreeSet::from([id]))))
@@ -152,6 +154,7 @@ struct Cluster<'a> {
     leader: NodeId,
     peers: &'a Peers,
     active_window: Duration,
+    strict: bool,
 }
 
 impl<'a> Cluster<'a> {
@@ -162,6 +165,7 @@ impl<'a> Cluster<'a> {
             leader: reconfigurer.id,
             peers: &reconfigurer.peers,
             active_window: reconfigurer.active_window,
+            strict: reconfigurer.strict,
         }
     }
 
@@ -209,6 +213,9 @@ impl<'a> Cluster<'a> {
         self.node(id)?;
         if !self.voters.contains(&id) {
             return Ok(Plan::of(Changes::RemoveNodes(BTreeSet::from([id]))));
+        }
+        if !self.strict {
+            return Ok(Plan::of(Changes::RemoveVoters(BTreeSet::from([id]))));
         }
         let remaining: Vec<NodeId> = self.voters.iter().copied().filter(|v| *v != id).collect();
         let started = remaining.iter().filter(|v| self.started(**v)).count();

@@ -277,3 +277,21 @@ async fn a_member_on_another_clusters_data_dir_gets_nothing_from_this_one() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_strict_reconfig_check_unready_changes_are_made() {
+    let cluster = Cluster::start(Kind::subject(), 3, &["--strict-reconfig-check=false"]).expect("cluster starts");
+    let endpoint = cluster.members[0].endpoint();
+    // The second member added is not connected (never started): strict mode would refuse it.
+    let mut added = Vec::new();
+    for name in ["a1", "a2"] {
+        let url = format!("--peer-urls=http://127.0.0.1:{}", free_port());
+        let out = tokio::task::block_in_place(|| cluster.reconfigure(&["member", "add", name, &url])).expect("member added");
+        added.push(out.split_whitespace().nth(1).expect("etcdctl names the added member").to_string());
+    }
+    assert_eq!(member_list(&endpoint).len(), 5);
+    for id in &added {
+        tokio::task::block_in_place(|| cluster.reconfigure(&["member", "remove", id])).expect("member removed");
+    }
+    assert_eq!(member_list(&endpoint).len(), 3);
+}
