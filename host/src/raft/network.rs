@@ -5,9 +5,11 @@
 //! comes back as a `RemoteError`. Snapshots go in openraft's default chunks.
 
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout, Unreachable,
 };
 use openraft::network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
+use openraft::{Entry, EntryPayload};
+use prost::Message;
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
@@ -19,7 +21,7 @@ use serde::Serialize;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-use super::peers::Peers;
+use super::peers::{Peers, MAX_PEER_MESSAGE};
 use super::{decode, encode, MemberNode, NodeId, TypeConfig};
 
 /// Makes connections from member `id` of cluster `cluster_id` to its peers.
@@ -100,6 +102,18 @@ impl PeerConnection {
     }
 }
 
+/// The most entry bytes one AppendEntries carries: half the largest peer message, leaving room
+/// for the encoding around them.
+const MAX_APPEND_BYTES: usize = MAX_PEER_MESSAGE / 2;
+
+/// Roughly how many bytes `entry` adds to an AppendEntries message.
+fn entry_bytes(entry: &Entry<TypeConfig>) -> usize {
+    match &entry.payload {
+        EntryPayload::Normal(batch) => batch.0.encoded_len(),
+        EntryPayload::Membership(_) | EntryPayload::Blank => 1024,
+    }
+}
+
 fn network<E: std::error::Error>(e: &(impl std::error::Error + 'static)) -> RPCError<NodeId, MemberNode, E> {
     RPCError::Network(NetworkError::new(e))
 }
@@ -110,6 +124,14 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, RaftError<NodeId>> {
+        // openraft sends up to 300 entries at once, each a batch of up to a few MiB: to a member
+        // far behind that can exceed the largest peer message, which would fail the same way
+        // forever. Ask openraft for fewer entries per message instead.
+        let bytes: usize = rpc.entries.iter().map(entry_bytes).sum();
+        if bytes > MAX_APPEND_BYTES && rpc.entries.len() > 1 {
+            let fitting = (rpc.entries.len() * MAX_APPEND_BYTES / bytes).max(1) as u64;
+            return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(fitting)));
+        }
         self.call(RPCTypes::AppendEntries, &rpc, &option).await
     }
 

@@ -585,3 +585,22 @@ async fn hash_kv_is_the_same_on_every_member_and_refuses_like_etcd() {
     assert_eq!(compacted, etcd_compacted);
     assert_eq!(refusals, etcd_refusals);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_far_behind_on_large_values_catches_up_from_the_log() {
+    // More than one peer message's worth of entries (64 MiB) to send to the lagging member.
+    const VALUES: usize = 60;
+    let mut cluster = Cluster::start(Kind::subject(), 3, &[]).expect("cluster starts");
+    let leader = cluster.leader().await.expect("a leader");
+    let follower = (leader + 1) % 3;
+    cluster.members[follower].kill9();
+    let mut client = connect(&cluster.members[leader].endpoint()).await;
+    let value = "v".repeat(1_400_000);
+    for i in 0..VALUES {
+        client.put(format!("big{i}"), value.as_str(), None).await.expect("put a large value");
+    }
+    client.put("last", "1", None).await.expect("put");
+    cluster.members[follower].restart().expect("the follower restarts");
+    let last = HashMap::from([("last".to_string(), "1".to_string())]);
+    wait_until_caught_up(&cluster.members[follower].endpoint(), &last).await;
+}
