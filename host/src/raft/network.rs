@@ -21,7 +21,7 @@ use serde::Serialize;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-use super::peers::{Peers, MAX_PEER_MESSAGE};
+use super::peers::Peers;
 use super::{decode, encode, MemberNode, NodeId, TypeConfig};
 
 /// Makes connections from member `id` of cluster `cluster_id` to its peers.
@@ -102,9 +102,9 @@ impl PeerConnection {
     }
 }
 
-/// The most entry bytes one AppendEntries carries: half the largest peer message, leaving room
-/// for the encoding around them.
-const MAX_APPEND_BYTES: usize = MAX_PEER_MESSAGE / 2;
+/// The most entry bytes one AppendEntries carries (unless a single entry is larger): small
+/// enough to cross within a heartbeat interval on a busy machine.
+const MAX_APPEND_BYTES: usize = 2 * 1024 * 1024;
 
 /// Roughly how many bytes `entry` adds to an AppendEntries message.
 fn entry_bytes(entry: &Entry<TypeConfig>) -> usize {
@@ -124,8 +124,9 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, RaftError<NodeId>> {
-        // openraft sends up to 300 entries at once, each a batch of up to a few MiB: to a member
-        // far behind that can exceed the largest peer message, which would fail the same way
+        // openraft sends up to 300 entries at once, and gives each message one heartbeat
+        // interval: to a member far behind on large values such a message can't make it in
+        // time (or at all, past the largest peer message), and would be retried the same way
         // forever. Ask openraft for fewer entries per message instead.
         let bytes: usize = rpc.entries.iter().map(entry_bytes).sum();
         if bytes > MAX_APPEND_BYTES && rpc.entries.len() > 1 {

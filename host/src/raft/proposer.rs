@@ -24,8 +24,9 @@ use crate::error::EtcdError;
 
 /// Batches proposed but not yet applied; one more can form meanwhile.
 const IN_FLIGHT: usize = 2;
-/// A batch stops growing past this many bytes of requests (a single larger request still goes).
-const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// A batch stops growing past this many bytes of requests (a single larger request still goes):
+/// one entry must reach the followers within a heartbeat interval, openraft's limit per message.
+const MAX_BATCH_BYTES: usize = 1024 * 1024;
 
 type Reply = oneshot::Sender<Result<RaftResponse, Status>>;
 
