@@ -295,3 +295,22 @@ async fn without_strict_reconfig_check_unready_changes_are_made() {
     }
     assert_eq!(member_list(&endpoint).len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cluster_with_an_added_member_survives_a_whole_cluster_kill() {
+    let mut cluster = Cluster::start(Kind::subject(), 3, &[]).expect("cluster starts");
+    let added = tokio::task::block_in_place(|| cluster.add_member(false, &[])).expect("a member is added and joins");
+    let mut client = connect(&cluster.members[added].endpoint()).await;
+    let mut written = std::collections::HashMap::new();
+    for i in 0..20 {
+        let (key, val) = (format!("r{i}"), format!("v{i}"));
+        client.put(key.as_str(), val.as_str(), None).await.expect("put through the added member");
+        written.insert(key, val);
+    }
+    tokio::task::block_in_place(|| cluster.restart_all()).expect("every member restarts");
+    for endpoint in cluster.endpoints() {
+        assert_all_readable(&endpoint, &written).await;
+        let listed = member_list(&endpoint);
+        assert_eq!(listed.iter().filter(|l| l.contains(", started, ")).count(), 4, "{listed:#?}");
+    }
+}
