@@ -102,6 +102,11 @@ impl Node {
             // Like etcd, keep entries behind a snapshot for slow followers (etcd keeps 5,000),
             // but never more than a snapshot interval, so a small --snapshot-count bounds the log.
             max_in_snapshot_log_to_keep: config.snapshot_count.min(5_000),
+            // A snapshot goes in 1 MiB chunks, and the last one is answered only once the whole
+            // store is imported: openraft's 200 ms per chunk would fail (and retry forever) any
+            // snapshot of more than a few MiB.
+            snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
+            install_snapshot_timeout: SNAPSHOT_CHUNK_TIMEOUT.as_millis() as u64,
             ..Default::default()
         }
         .validate()?;
@@ -265,6 +270,11 @@ impl Node {
         Err(EtcdError::NoSpace.into())
     }
 }
+
+/// Size of the chunks a snapshot is sent in.
+const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
+/// How long one snapshot chunk may take, the last one including the import of the whole store.
+const SNAPSHOT_CHUNK_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
 /// How long a write may take before it is answered "request timed out": etcd's 5 s plus two
 /// election timeouts.

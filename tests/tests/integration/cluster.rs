@@ -606,3 +606,29 @@ async fn a_member_far_behind_on_large_values_catches_up_from_the_log() {
     wait_until_caught_up(&cluster.members[follower].endpoint(), &last).await;
     println!("caught up {:?} after the restart", restarted.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_killed_while_catching_up_by_snapshot_still_catches_up() {
+    let mut cluster = Cluster::start(Kind::subject(), 3, &["--snapshot-count", "50"]).expect("cluster starts");
+    let leader = cluster.leader().await.expect("a leader");
+    let follower = (leader + 1) % 3;
+    cluster.members[follower].kill9();
+    let mut client = connect(&cluster.members[leader].endpoint()).await;
+    // A snapshot of a few MiB: several chunks, and an import that takes a while.
+    let value = "s".repeat(8_000);
+    let mut written = HashMap::new();
+    for i in 0..600 {
+        let key = format!("snap{i}");
+        client.put(key.as_str(), value.as_str(), None).await.expect("put while a follower is down");
+        written.insert(key, value.clone());
+    }
+    // Killed again as soon as it serves, i.e. while the snapshot is coming in or being applied.
+    for _ in 0..3 {
+        cluster.members[follower].restart().expect("the follower restarts");
+        cluster.members[follower].kill9();
+    }
+    cluster.members[follower].restart().expect("the follower restarts");
+    let endpoint = cluster.members[follower].endpoint();
+    wait_until_caught_up(&endpoint, &written).await;
+    assert_all_readable(&endpoint, &written).await;
+}
