@@ -20,12 +20,14 @@ use tonic::{Code, Status};
 
 use super::peer_service::NOT_LEADER;
 use super::{MemberNode, NodeId, Raft};
-
-type Metrics = openraft::RaftMetrics<NodeId, MemberNode>;
 use crate::error::EtcdError;
 
-/// Largest peer message: a batch of log entries or a snapshot chunk.
-pub const MAX_PEER_MESSAGE: usize = 64 * 1024 * 1024;
+type Metrics = openraft::RaftMetrics<NodeId, MemberNode>;
+
+/// Largest peer message: the answer to a forwarded write can carry a txn's range, which etcd lets
+/// reach 2 GiB (gRPC-Go's limit); raft messages themselves stay small (entries are sent 2 MiB at a
+/// time, snapshots in 1 MiB chunks).
+pub const MAX_PEER_MESSAGE: usize = i32::MAX as usize;
 /// Pause between attempts to reach a leader that is changing.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// How long a connection attempt to a peer may take before it counts as unreachable.

@@ -632,3 +632,19 @@ async fn a_member_killed_while_catching_up_by_snapshot_still_catches_up() {
     wait_until_caught_up(&endpoint, &written).await;
     assert_all_readable(&endpoint, &written).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_txn_answer_larger_than_64_mib_comes_back_through_a_follower() {
+    let cluster = Cluster::start(Kind::subject(), 3, &[]).expect("cluster starts");
+    let leader = cluster.leader().await.expect("a leader");
+    let follower = cluster.members[(leader + 1) % 3].endpoint();
+    let mut client = connect(&cluster.members[leader].endpoint()).await;
+    let value = "t".repeat(1_400_000);
+    for i in 0..50 {
+        client.put(format!("wide{i:02}"), value.as_str(), None).await.expect("put a large value");
+    }
+    // A txn that writes is forwarded to the leader; its answer carries the 70 MB range.
+    let out = etcdctl(&follower, &["txn"], Some("\nput marker 1\nget wide --prefix\n\n\n")).expect("etcdctl runs");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout.lines().filter(|l| l.starts_with("wide")).count(), 50);
+}
