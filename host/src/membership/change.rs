@@ -109,10 +109,10 @@ impl Reconfigurer {
 
     fn plan_add(&self, cluster: &Cluster<'_>, add: MemberAddRequest) -> Result<Plan, Status> {
         check_urls(&add.peer_ur_ls)?;
-        if cluster.strict && !add.is_learner && !cluster.ready_to_add_voter() {
+        if self.strict && !add.is_learner && !cluster.ready_to_add_voter() {
             return Err(EtcdError::NotEnoughStarted.into());
         }
-        if cluster.strict && !cluster.all_voters_connected() {
+        if self.strict && !cluster.all_voters_connected() {
             return Err(EtcdError::Unhealthy.into());
         }
         cluster.check_urls_unused(None, &add.peer_ur_ls)?;
@@ -140,7 +140,7 @@ impl Reconfigurer {
         if (matched as f64) < leader_index as f64 * PROMOTE_READY {
             return Err(EtcdError::LearnerNotReady.into());
         }
-        if cluster.strict && !cluster.ready_to_add_voter() {
+        if self.strict && !cluster.ready_to_add_voter() {
             return Err(EtcdError::NotEnoughStarted.into());
         }
         Ok(Plan::of(Changes::AddVoterIds(BTreeSet::from([id]))))
@@ -151,10 +151,8 @@ impl Reconfigurer {
 struct Cluster<'a> {
     membership: &'a Membership,
     voters: BTreeSet<NodeId>,
-    leader: NodeId,
-    peers: &'a Peers,
-    active_window: Duration,
-    strict: bool,
+    /// The leader making the change (its peers, settings).
+    leader: &'a Reconfigurer,
 }
 
 impl<'a> Cluster<'a> {
@@ -162,10 +160,7 @@ impl<'a> Cluster<'a> {
         Cluster {
             membership,
             voters: membership.voter_ids().collect(),
-            leader: reconfigurer.id,
-            peers: &reconfigurer.peers,
-            active_window: reconfigurer.active_window,
-            strict: reconfigurer.strict,
+            leader: reconfigurer,
         }
     }
 
@@ -183,7 +178,7 @@ impl<'a> Cluster<'a> {
     }
 
     fn connected(&self, id: NodeId) -> bool {
-        id == self.leader || self.peers.active_within(id, self.active_window)
+        id == self.leader.id || self.leader.peers.active_within(id, self.leader.active_window)
     }
 
     /// One more voter still leaves a quorum of started voters (etcd's IsReadyToAddVotingMember).
@@ -214,7 +209,7 @@ impl<'a> Cluster<'a> {
         if !self.voters.contains(&id) {
             return Ok(Plan::of(Changes::RemoveNodes(BTreeSet::from([id]))));
         }
-        if !self.strict {
+        if !self.leader.strict {
             return Ok(Plan::of(Changes::RemoveVoters(BTreeSet::from([id]))));
         }
         let remaining: Vec<NodeId> = self.voters.iter().copied().filter(|v| *v != id).collect();

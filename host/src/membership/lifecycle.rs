@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use conclave_proto::conclave::raft::member_change_request::Change;
 use conclave_proto::conclave::raft::{MemberAttributes, MemberChangeRequest};
+use openraft::StoredMembership;
 
 use crate::node::Node;
+use crate::raft::{MemberNode, NodeId};
 
 /// Pause between attempts to publish (e.g. while a joining member has no leader yet).
 const PUBLISH_RETRY: Duration = Duration::from_millis(200);
@@ -81,7 +83,7 @@ pub async fn watch_removal(node: Weak<Node>) {
             false
         } else if leader.is_none() {
             leaderless += 1;
-            leaderless >= LEADERLESS_CHECKS && removed_per_peers(&node, config.log_id().map_or(0, |id| id.index)).await
+            leaderless >= LEADERLESS_CHECKS && removed_per_peers(&node, &config).await
         } else {
             leaderless = 0;
             false
@@ -94,15 +96,13 @@ pub async fn watch_removal(node: Weak<Node>) {
     }
 }
 
-/// Whether another member of the cluster knows a newer membership without this member.
-async fn removed_per_peers(node: &Arc<Node>, our_config_index: u64) -> bool {
+/// Whether another member of `ours` (this member's membership) knows a newer membership without
+/// this member.
+async fn removed_per_peers(node: &Arc<Node>, ours: &StoredMembership<NodeId, MemberNode>) -> bool {
     let me = node.identity.member_id;
-    let urls: Vec<String> = {
-        let metrics = node.raft.metrics();
-        let metrics = metrics.borrow();
-        let membership = metrics.membership_config.membership();
-        membership.nodes().filter(|(id, _)| **id != me).map(|(_, n)| n.peer_url().to_string()).collect()
-    };
+    let our_config_index = ours.log_id().map_or(0, |id| id.index);
+    let others = ours.membership().nodes().filter(|(id, _)| **id != me);
+    let urls: Vec<String> = others.map(|(_, n)| n.peer_url().to_string()).collect();
     let wait = Duration::from_millis(node.config.election_timeout);
     for url in urls {
         let Ok(theirs) = node.peers.membership(&url, wait).await else { continue };

@@ -90,6 +90,25 @@ async fn member_list_shows_every_member() {
     }
 }
 
+/// Waits until `endpoint` has caught up with every key of `want` (serializable reads), then
+/// checks that linearizable reads there return them all.
+pub(crate) async fn assert_caught_up(endpoint: &str, want: &HashMap<String, String>) {
+    wait_until_caught_up(endpoint, want).await;
+    assert_all_readable(endpoint, want).await;
+}
+
+/// Puts `{prefix}0`… `{prefix}{count-1}` with `value(i)` through `client`, one after the other;
+/// every key with its value.
+pub(crate) async fn put_keys(client: &mut Client, prefix: &str, count: usize, value: impl Fn(usize) -> String) -> HashMap<String, String> {
+    let mut written = HashMap::new();
+    for i in 0..count {
+        let (key, val) = (format!("{prefix}{i}"), value(i));
+        client.put(key.as_str(), val.as_str(), None).await.unwrap_or_else(|e| panic!("put {key}: {e}"));
+        written.insert(key, val);
+    }
+    written
+}
+
 /// key → value of every acknowledged put, and how many there are.
 #[derive(Clone)]
 pub(crate) struct Acks {
@@ -189,9 +208,7 @@ async fn leader_killed_during_writes_loses_no_acknowledged_write() {
     }
 
     cluster.members[old_leader].restart().expect("the killed member restarts");
-    let endpoint = cluster.members[old_leader].endpoint();
-    wait_until_caught_up(&endpoint, &acked).await;
-    assert_all_readable(&endpoint, &acked).await;
+    assert_caught_up(&cluster.members[old_leader].endpoint(), &acked).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -201,16 +218,10 @@ async fn member_down_past_a_snapshot_catches_up() {
     let follower = (leader + 1) % 3;
     cluster.members[follower].kill9();
     let mut client = connect(&cluster.members[leader].endpoint()).await;
-    let mut written = HashMap::new();
-    for i in 0..200 {
-        let (key, val) = (format!("s{i}"), format!("v{i}"));
-        client.put(key.as_str(), val.as_str(), None).await.expect("put while a follower is down");
-        written.insert(key, val);
-    }
+    let written = put_keys(&mut client, "s", 200, |i| format!("v{i}")).await;
     cluster.members[follower].restart().expect("the follower restarts");
     let endpoint = cluster.members[follower].endpoint();
-    wait_until_caught_up(&endpoint, &written).await;
-    assert_all_readable(&endpoint, &written).await;
+    assert_caught_up(&endpoint, &written).await;
     if Kind::subject() == Kind::Conclave {
         let log = cluster.members[follower].log();
         assert!(log.contains("applied incoming snapshot"), "caught up without a snapshot:\n{log}");
@@ -615,22 +626,14 @@ async fn a_member_killed_while_catching_up_by_snapshot_still_catches_up() {
     cluster.members[follower].kill9();
     let mut client = connect(&cluster.members[leader].endpoint()).await;
     // A snapshot of a few MiB: several chunks, and an import that takes a while.
-    let value = "s".repeat(8_000);
-    let mut written = HashMap::new();
-    for i in 0..600 {
-        let key = format!("snap{i}");
-        client.put(key.as_str(), value.as_str(), None).await.expect("put while a follower is down");
-        written.insert(key, value.clone());
-    }
+    let written = put_keys(&mut client, "snap", 600, |_| "s".repeat(8_000)).await;
     // Killed again as soon as it serves, i.e. while the snapshot is coming in or being applied.
     for _ in 0..3 {
         cluster.members[follower].restart().expect("the follower restarts");
         cluster.members[follower].kill9();
     }
     cluster.members[follower].restart().expect("the follower restarts");
-    let endpoint = cluster.members[follower].endpoint();
-    wait_until_caught_up(&endpoint, &written).await;
-    assert_all_readable(&endpoint, &written).await;
+    assert_caught_up(&cluster.members[follower].endpoint(), &written).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,9 @@ use std::time::Instant;
 use conclave_tests::{Cluster, Kind, Node, etcdctl, free_port};
 use etcd_client::GetOptions;
 
-use super::cluster::{Load, POLL, PROGRESS_TIMEOUT, assert_all_readable, connect, wait_until_caught_up};
+use super::cluster::{
+    Load, POLL, PROGRESS_TIMEOUT, assert_all_readable, assert_caught_up, connect, put_keys, wait_until_caught_up,
+};
 
 /// `etcdctl member list` lines of the member at `endpoint`.
 fn member_list(endpoint: &str) -> Vec<String> {
@@ -55,12 +57,7 @@ async fn members_added_and_removed_under_writes_lose_nothing() {
 async fn a_learner_catches_up_serves_serializable_reads_and_is_promoted() {
     let mut cluster = Cluster::start(Kind::subject(), 3, &[]).expect("cluster starts");
     let mut client = connect(&cluster.members[0].endpoint()).await;
-    let mut written = std::collections::HashMap::new();
-    for i in 0..20 {
-        let (key, val) = (format!("l{i}"), format!("v{i}"));
-        client.put(key.as_str(), val.as_str(), None).await.expect("put");
-        written.insert(key, val);
-    }
+    let written = put_keys(&mut client, "l", 20, |i| format!("v{i}")).await;
     let learner = tokio::task::block_in_place(|| cluster.add_member(true, &[])).expect("a learner is added and joins");
     let endpoint = cluster.members[learner].endpoint();
     wait_until_caught_up(&endpoint, &written).await;
@@ -137,21 +134,26 @@ async fn refused_membership_changes_fail_as_on_etcd() {
     assert_eq!(refusals(&subject).await, expected);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_member_never_added_cannot_join() {
-    let cluster = Cluster::start(Kind::subject(), 3, &[]).expect("cluster starts");
+/// Starts a member `name` that was never added to `cluster`, with `--initial-cluster` listing the
+/// cluster's members and itself; it must fail to start: how it failed.
+fn start_unadded(cluster: &Cluster, name: &str, extra_args: &[&str]) -> String {
     let (client, peer) = (free_port(), free_port());
     let initial_cluster = cluster
         .members
         .iter()
         .map(|m| format!("{}={}", m.name(), m.peer_url()))
-        .chain([format!("stray=http://127.0.0.1:{peer}")])
+        .chain([format!("{name}=http://127.0.0.1:{peer}")])
         .collect::<Vec<_>>()
         .join(",");
-    let mut stray = Node::member(Kind::subject(), "stray", client, peer, &initial_cluster, &["--initial-cluster-state", "existing"])
-        .expect("member set up");
-    let starting = stray.launch().expect("spawns");
-    let failure = stray.wait_ready(starting).expect_err("a member never added does not start").to_string();
+    let mut member = Node::member(Kind::subject(), name, client, peer, &initial_cluster, extra_args).expect("member set up");
+    let starting = member.launch().expect("spawns");
+    member.wait_ready(starting).expect_err("a member never added does not start").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_never_added_cannot_join() {
+    let cluster = Cluster::start(Kind::subject(), 3, &[]).expect("cluster starts");
+    let failure = start_unadded(&cluster, "stray", &["--initial-cluster-state", "existing"]);
     if Kind::subject() == Kind::Conclave {
         assert!(failure.contains("etcdctl member add"), "{failure}");
     }
@@ -180,17 +182,10 @@ async fn removing_the_leader_under_writes_hands_over_and_loses_nothing() {
 async fn a_member_added_after_the_log_was_purged_catches_up_by_snapshot() {
     let mut cluster = Cluster::start(Kind::subject(), 3, &["--snapshot-count", "20"]).expect("cluster starts");
     let mut client = connect(&cluster.members[0].endpoint()).await;
-    let mut written = std::collections::HashMap::new();
-    for i in 0..200 {
-        let (key, val) = (format!("s{i}"), format!("v{i}"));
-        client.put(key.as_str(), val.as_str(), None).await.expect("put");
-        written.insert(key, val);
-    }
+    let written = put_keys(&mut client, "s", 200, |i| format!("v{i}")).await;
     let added = tokio::task::block_in_place(|| cluster.add_member(false, &["--snapshot-count", "20"]))
         .expect("a member is added and joins");
-    let endpoint = cluster.members[added].endpoint();
-    wait_until_caught_up(&endpoint, &written).await;
-    assert_all_readable(&endpoint, &written).await;
+    assert_caught_up(&cluster.members[added].endpoint(), &written).await;
     if Kind::subject() == Kind::Conclave {
         let log = cluster.members[added].log();
         assert!(log.contains("applied incoming snapshot"), "caught up without a snapshot:\n{log}");
@@ -228,18 +223,8 @@ async fn a_new_member_started_next_to_another_cluster_fails_clearly() {
         return;
     }
     let cluster = Cluster::start(Kind::subject(), 3, &[]).expect("cluster starts");
-    let (client, peer) = (free_port(), free_port());
     // The classic mistake: a fourth member started as if the cluster were new.
-    let initial_cluster = cluster
-        .members
-        .iter()
-        .map(|m| format!("{}={}", m.name(), m.peer_url()))
-        .chain([format!("m3=http://127.0.0.1:{peer}")])
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut stray = Node::member(Kind::subject(), "m3", client, peer, &initial_cluster, &[]).expect("member set up");
-    let starting = stray.launch().expect("spawns");
-    let failure = stray.wait_ready(starting).expect_err("the member does not start").to_string();
+    let failure = start_unadded(&cluster, "m3", &[]);
     assert!(failure.contains("belongs to cluster") && failure.contains("--initial-cluster-state existing"), "{failure}");
 }
 
@@ -301,12 +286,7 @@ async fn a_cluster_with_an_added_member_survives_a_whole_cluster_kill() {
     let mut cluster = Cluster::start(Kind::subject(), 3, &[]).expect("cluster starts");
     let added = tokio::task::block_in_place(|| cluster.add_member(false, &[])).expect("a member is added and joins");
     let mut client = connect(&cluster.members[added].endpoint()).await;
-    let mut written = std::collections::HashMap::new();
-    for i in 0..20 {
-        let (key, val) = (format!("r{i}"), format!("v{i}"));
-        client.put(key.as_str(), val.as_str(), None).await.expect("put through the added member");
-        written.insert(key, val);
-    }
+    let written = put_keys(&mut client, "r", 20, |i| format!("v{i}")).await;
     tokio::task::block_in_place(|| cluster.restart_all()).expect("every member restarts");
     for endpoint in cluster.endpoints() {
         assert_all_readable(&endpoint, &written).await;
