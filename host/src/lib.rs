@@ -6,6 +6,7 @@
 //! [`membership`].
 
 pub mod alarm;
+pub mod apply;
 pub mod api;
 pub mod compactor;
 pub mod config;

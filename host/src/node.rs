@@ -188,10 +188,10 @@ impl Node {
             return Err(EtcdError::RequestTooLarge.into());
         }
         let response = self.proposer.propose(request).await?;
-        if !response.error.is_empty() {
-            return Err(EtcdError::from_message(&response.error)
-                .map(Status::from)
-                .unwrap_or_else(|| Status::unknown(response.error)));
+        if response.error_code != 0 {
+            let refused = EtcdError::from_wire_code(response.error_code)
+                .unwrap_or_else(|| EtcdError::internal(format!("unknown apply error code {}", response.error_code)));
+            return Err(refused.into());
         }
         response.response.ok_or_else(|| Status::internal("apply produced no response"))
     }

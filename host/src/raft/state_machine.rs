@@ -1,4 +1,6 @@
-//! The replicated state machine: applies log entries to the MVCC store, and snapshots it.
+//! The replicated state machine as openraft sees it: log entries go to [`crate::apply`] (which
+//! executes their client requests), membership changes and the last applied log id are recorded,
+//! and the store is snapshotted and restored.
 //!
 //! Each `apply` call writes its whole batch of entries, the last applied log id and the membership
 //! in one atomic sled batch. Snapshots are files in `<data-dir>/snap`, streamed from and to disk.
@@ -7,10 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use conclave_proto::conclave::raft::raft_request::Request as Req;
-use conclave_proto::conclave::raft::raft_response::Response as Resp;
-use conclave_proto::conclave::raft::{RaftBatchResponse, RaftRequest, RaftResponse};
-use conclave_proto::etcdserverpb::AlarmMember;
+use conclave_proto::conclave::raft::RaftBatchResponse;
 use openraft::storage::RaftStateMachine;
 use openraft::{
     AnyError, Entry, EntryPayload, LogId, RaftSnapshotBuilder, Snapshot, SnapshotMeta,
@@ -19,10 +18,10 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 
 use super::{decode, encode, read_err, write_err, MemberNode, NodeId, Proto, Response, TypeConfig};
-use crate::alarm::{self, Alarms};
-use crate::error::EtcdError;
-use crate::lease::{self, Lessor};
-use crate::mvcc::{self, ApplyBatch, Store, StoreError, Writer};
+use crate::alarm::Alarms;
+use crate::apply::{Applier, Effects};
+use crate::lease::Lessor;
+use crate::mvcc::{Store, StoreError};
 use crate::watch::Hub;
 
 /// Store metadata holding the last applied log id and membership, written with each apply.
@@ -76,29 +75,6 @@ fn decode_meta<T: Default + for<'de> Deserialize<'de>>(bytes: Option<&[u8]>) -> 
     }
 }
 
-/// Apply one client request (`alarms` being the active alarms, which it may change); etcd errors
-/// become the response's error string (the entry is still consumed), storage failures stop the
-/// state machine.
-fn execute(batch: &mut ApplyBatch<'_>, request: &RaftRequest, alarms: &mut Vec<AlarmMember>) -> Result<RaftResponse, StoreError> {
-    let mut writer = Writer::new(batch);
-    let outcome = match &request.request {
-        Some(adding) if alarm::no_space(alarms) && alarm::adds_data(adding) => Err(EtcdError::NoSpace.into()),
-        Some(Req::Alarm(change)) => Ok(Resp::Alarm(alarm::apply(alarms, change))),
-        Some(Req::Put(put)) => writer.put(put).map(Resp::Put),
-        Some(Req::DeleteRange(del)) => writer.delete_range(del).map(Resp::DeleteRange),
-        Some(Req::Txn(txn)) => mvcc::txn(&mut writer, txn).map(Resp::Txn),
-        Some(Req::Compaction(compact)) => writer.compact(compact).map(Resp::Compaction),
-        Some(Req::LeaseGrant(grant)) => lease::apply::grant(&mut writer, grant).map(Resp::LeaseGrant),
-        Some(Req::LeaseRevoke(revoke)) => lease::apply::revoke(&mut writer, revoke).map(Resp::LeaseRevoke),
-        None => Err(EtcdError::NotCapable.into()),
-    };
-    match outcome {
-        Ok(response) => Ok(RaftResponse { response: Some(response), error: String::new() }),
-        Err(StoreError::Etcd(e)) => Ok(RaftResponse { response: None, error: e.to_string() }),
-        Err(storage) => Err(storage),
-    }
-}
-
 impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = Self;
 
@@ -113,9 +89,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let started = Instant::now();
         let (_, mut membership) = self.applied()?;
-        let alarms_before = self.alarms.list();
-        let mut alarms = alarms_before.clone();
-        let mut batch = self.store.begin();
+        let mut applier = Applier::begin(&self.store, &self.alarms);
         let locked = started.elapsed();
         let mut responses = Vec::new();
         let mut last = None;
@@ -128,7 +102,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         .0
                         .requests
                         .iter()
-                        .map(|request| execute(&mut batch, request, &mut alarms))
+                        .map(|request| applier.execute(request))
                         .collect::<Result<_, _>>()
                         .map_err(|e| StorageIOError::apply(entry.log_id, AnyError::error(e.to_string())))?,
                 },
@@ -142,26 +116,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if last.is_none() {
             return Ok(responses);
         }
-        let mut meta = vec![
+        let meta = vec![
             (APPLIED, encode(&last).map_err(write_err)?),
             (MEMBERSHIP, encode(&membership).map_err(write_err)?),
         ];
-        let alarms_changed = alarms != alarms_before;
-        if alarms_changed {
-            meta.push((alarm::ALARMS_META, alarm::encode(&alarms)));
-        }
         let executed = started.elapsed();
-        batch.commit(meta, |events| self.hub.publish(events)).map_err(write_err)?;
-        if alarms_changed {
-            self.alarms.replace(alarms);
-        }
-        let granted = responses.iter().flat_map(|r| &r.0.responses).filter_map(|r| match &r.response {
-            Some(Resp::LeaseGrant(grant)) => Some(grant),
-            _ => None,
-        });
-        for grant in granted {
-            self.lessor.granted(grant.id, grant.ttl);
-        }
+        let effects = Effects { hub: &self.hub, alarms: &self.alarms, lessor: &self.lessor };
+        applier.commit(meta, effects).map_err(write_err)?;
         let took = started.elapsed();
         if took > SLOW_APPLY {
             // Like etcd's "apply request took too long": where the time went, for whoever looks.
