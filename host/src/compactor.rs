@@ -106,7 +106,7 @@ async fn compact(node: &Node, revision: i64, why: &str) -> bool {
             true
         }
         Err(status) => {
-            tracing::warn!(revision, error = %status.message(), "auto-compaction failed");
+            tracing::warn!(revision, error = %status, "auto-compaction failed");
             false
         }
     }

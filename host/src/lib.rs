@@ -1,8 +1,9 @@
 //! Conclave's server: the etcd v3 API over a raft-replicated MVCC store.
 //!
-//! Requests flow one way: [`api`] (gRPC services) → [`raft`] (propose, or a local read after a
-//! linearizability check) → apply → [`mvcc`] (with the [`lease`] table) → [`watch`] hub /
-//! response. Who a member is lives in [`identity`]; changes of who is in the cluster, in
+//! Requests flow one way: [`transport`] (listeners) → [`api`] (gRPC adapters) → [`service`]
+//! (every request rule, for every caller) → [`node`] (propose through [`raft`], or a local read
+//! after a linearizability check) → [`apply`] → [`mvcc`] (with the [`lease`] table) → [`watch`]
+//! hub / response. Who a member is lives in [`identity`]; changes of who is in the cluster, in
 //! [`membership`].
 
 pub mod alarm;
@@ -17,4 +18,6 @@ pub mod membership;
 pub mod mvcc;
 pub mod node;
 pub mod raft;
+pub mod service;
+pub mod transport;
 pub mod watch;

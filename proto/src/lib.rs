@@ -126,11 +126,8 @@ mod tests {
         };
         // lease_grant=6 (LEN 2): TTL=1 10
         assert_eq!(req.encode_to_vec(), [0x32, 0x02, 0x08, 0x0a]);
-        let resp = conclave::raft::RaftResponse {
-            response: None,
-            error: "etcdserver: requested lease not found".into(),
-        };
-        assert_eq!(resp.encode_to_vec()[0], 0x7a); // error=15 LEN
+        let resp = conclave::raft::RaftResponse { response: None, error_code: 11 };
+        assert_eq!(resp.encode_to_vec(), [0x80, 0x01, 0x0b]); // error_code=16 VARINT 11
     }
 
     #[test]

@@ -1,192 +1,66 @@
-//! The etcd Maintenance service: what `etcdctl endpoint status/health`, `defrag`, `alarm list` and
-//! `snapshot save` need.
+//! The etcd Maintenance service over gRPC: decode, call [`Service`], map the error.
 
-use std::io::{Read, Seek, Write};
 use std::pin::Pin;
-use std::sync::Arc;
 
-use conclave_proto::conclave::raft::raft_request::Request as Req;
-use conclave_proto::conclave::raft::raft_response::Response as Resp;
-use conclave_proto::etcdserverpb::alarm_request::AlarmAction;
 use conclave_proto::etcdserverpb::maintenance_server::Maintenance;
 use conclave_proto::etcdserverpb::{
-    AlarmMember, AlarmRequest, AlarmResponse, AlarmType, DefragmentRequest, DefragmentResponse, DowngradeRequest,
-    DowngradeResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest,
-    MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
+    AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, DowngradeRequest, DowngradeResponse,
+    HashKvRequest, HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest, MoveLeaderResponse,
+    SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
 };
-use futures::Stream;
-use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
+use futures::{Stream, StreamExt};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::error::EtcdError;
-use crate::node::Node;
-use crate::raft::{check_quorum, recognised_leader};
-
-/// The etcd API version Conclave reports and implements.
-pub const VERSION: &str = "3.5.0";
-
-/// Snapshot stream chunk size, as etcd's 32 KiB.
-const CHUNK: usize = 32 * 1024;
-/// etcdctl checks that a snapshot (a bolt file for etcd) is a whole number of 512-byte blocks.
-const BLOCK: u64 = 512;
+use super::answer;
+use crate::service::{Caller, Service};
 
 pub struct MaintenanceService {
-    node: Arc<Node>,
+    service: Service,
 }
 
 impl MaintenanceService {
-    pub fn new(node: Arc<Node>) -> Self {
-        MaintenanceService { node }
-    }
-
-    fn revision(&self) -> i64 {
-        use crate::mvcc::View;
-        self.node.store.read().current_rev()
+    pub fn new(service: Service) -> Self {
+        MaintenanceService { service }
     }
 }
 
 type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>> + Send>>;
 
-/// Copy the store to an unnamed temporary file, then stream it in chunks followed by the SHA-256
-/// of the content, as etcd does, so a truncated download can be detected.
-fn stream_snapshot(node: Arc<Node>, tx: mpsc::Sender<Result<SnapshotResponse, Status>>) -> std::io::Result<()> {
-    let mut file = tempfile::tempfile_in(node.config.data_dir())?;
-    node.store.export(&mut std::io::BufWriter::new(&mut file), &[])?;
-    let exported = file.stream_position()?;
-    let total = exported.div_ceil(BLOCK) * BLOCK;
-    file.write_all(&vec![0u8; (total - exported) as usize])?;
-    file.rewind()?;
-    let mut hasher = Sha256::new();
-    let mut sent = 0u64;
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        sent += n as u64;
-        let chunk = SnapshotResponse {
-            header: node.header(0),
-            remaining_bytes: total - sent + 32,
-            blob: buf[..n].to_vec(),
-            version: VERSION.to_string(),
-        };
-        if tx.blocking_send(Ok(chunk)).is_err() {
-            return Ok(());
-        }
-    }
-    let trailer = SnapshotResponse {
-        header: node.header(0),
-        remaining_bytes: 0,
-        blob: hasher.finalize().to_vec(),
-        version: VERSION.to_string(),
-    };
-    let _ = tx.blocking_send(Ok(trailer));
-    Ok(())
-}
-
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
     async fn alarm(&self, request: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
-        self.node.refuse_if_learner()?;
-        let req = request.into_inner();
-        let alarms = if req.action == AlarmAction::Get as i32 {
-            // etcd's alarm requests all go through raft: a list reflects every alarm raised before.
-            self.node.linearize().await?;
-            // Every active alarm, or those of one type.
-            let wanted = |a: &AlarmMember| req.alarm == AlarmType::None as i32 || a.alarm == req.alarm;
-            self.node.alarms.list().into_iter().filter(wanted).collect()
-        } else {
-            match self.node.propose(Req::Alarm(req)).await? {
-                Resp::Alarm(changed) => changed.alarms,
-                _ => return Err(super::unexpected("alarm")),
-            }
-        };
-        Ok(Response::new(AlarmResponse { header: self.node.header(self.revision()), alarms }))
+        answer(self.service.alarm(&Caller::client(), request.into_inner()).await)
     }
 
-    async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
-        let metrics = self.node.raft.metrics().borrow().clone();
-        // Measured now: the cached size is refreshed only every second, and a member that just
-        // started would show 0 B (etcd's database is never empty).
-        let db_size = self.node.db.size_on_disk().unwrap_or_else(|_| self.node.db_size()) as i64;
-        // None during an election, and none on a leader cut off from its quorum, as etcd reports.
-        let leader = recognised_leader(&metrics, check_quorum(&self.node.raft)).unwrap_or(0);
-        let applied = metrics.last_applied.map_or(0, |id| id.index);
-        // etcd lists the active alarms and a missing leader as errors.
-        let mut errors: Vec<String> = self.node.alarms.list().iter().map(crate::alarm::describe).collect();
-        if leader == 0 {
-            errors.push(EtcdError::NoLeader.to_string());
-        }
-        Ok(Response::new(StatusResponse {
-            header: self.node.header(self.revision()),
-            version: VERSION.to_string(),
-            db_size,
-            leader,
-            // etcd's raft index is the committed index (an installed snapshot may be ahead of it).
-            raft_index: self.node.committed.get().max(applied),
-            raft_term: metrics.current_term,
-            raft_applied_index: applied,
-            db_size_in_use: db_size,
-            is_learner: self.node.is_learner(),
-            errors,
-            ..Default::default()
-        }))
+    async fn status(&self, request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        answer(self.service.status(&Caller::client(), request.into_inner()).await)
     }
 
-    async fn defragment(&self, _request: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
-        self.node.refuse_if_learner()?;
-        // sled reclaims space itself; a defrag request just makes everything durable.
-        self.node.db.flush_async().await.map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(DefragmentResponse { header: self.node.header(self.revision()) }))
+    async fn defragment(&self, request: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
+        answer(self.service.defragment(&Caller::client(), request.into_inner()).await)
     }
 
-    async fn hash(&self, _request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
-        self.node.refuse_if_learner()?;
-        Err(Status::unimplemented("Hash is not supported by Conclave"))
+    async fn hash(&self, request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        answer(self.service.hash(&Caller::client(), request.into_inner()).await)
     }
 
     async fn hash_kv(&self, request: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
-        self.node.refuse_if_learner()?;
-        let revision = request.into_inner().revision;
-        let store = self.node.store.clone();
-        // A scan of the whole history: off the async workers.
-        let hashed = tokio::task::spawn_blocking(move || store.hash_kv(revision))
-            .await
-            .map_err(|e| Status::internal(format!("hashing the store: {e}")))?
-            ?;
-        Ok(Response::new(HashKvResponse {
-            header: self.node.header(hashed.current),
-            hash: hashed.hash,
-            compact_revision: hashed.compacted,
-            hash_revision: hashed.upto,
-        }))
+        answer(self.service.hash_kv(&Caller::client(), request.into_inner()).await)
     }
 
     type SnapshotStream = SnapshotStream;
 
     async fn snapshot(&self, _request: Request<SnapshotRequest>) -> Result<Response<SnapshotStream>, Status> {
-        self.node.refuse_if_learner()?;
-        let (tx, rx) = mpsc::channel(4);
-        let node = self.node.clone();
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = stream_snapshot(node, tx.clone()) {
-                let _ = tx.blocking_send(Err(Status::internal(format!("snapshot: {e}"))));
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let chunks = self.service.snapshot(&Caller::client())?;
+        Ok(Response::new(Box::pin(ReceiverStream::new(chunks).map(|chunk| chunk.map_err(Status::from)))))
     }
 
-    async fn move_leader(&self, _request: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
-        self.node.refuse_if_learner()?;
-        Err(Status::unimplemented("MoveLeader is not supported by Conclave yet"))
+    async fn move_leader(&self, request: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
+        answer(self.service.move_leader(&Caller::client(), request.into_inner()).await)
     }
 
-    async fn downgrade(&self, _request: Request<DowngradeRequest>) -> Result<Response<DowngradeResponse>, Status> {
-        self.node.refuse_if_learner()?;
-        Err(Status::unimplemented("Downgrade is not supported by Conclave"))
+    async fn downgrade(&self, request: Request<DowngradeRequest>) -> Result<Response<DowngradeResponse>, Status> {
+        answer(self.service.downgrade(&Caller::client(), request.into_inner()).await)
     }
 }

@@ -1,6 +1,5 @@
-//! The etcd Watch service: each bidirectional stream is served by its own worker task.
-
-use std::sync::Arc;
+//! The etcd Watch service over gRPC: each bidirectional stream is served by its own worker task
+//! (see [`Service::watch`]).
 
 use conclave_proto::etcdserverpb::watch_server::Watch;
 use conclave_proto::etcdserverpb::{WatchRequest, WatchResponse};
@@ -8,24 +7,19 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::node::Node;
-use crate::watch::{run_stream, StreamSettings};
+use super::until_broken;
+use crate::service::{Caller, Service};
 
 /// Responses a stream may have waiting for the client before its worker waits too.
 const RESPONSE_QUEUE: usize = 64;
 
 pub struct WatchService {
-    node: Arc<Node>,
-    settings: StreamSettings,
+    service: Service,
 }
 
 impl WatchService {
-    pub fn new(node: Arc<Node>) -> Self {
-        let settings = StreamSettings {
-            max_response_bytes: node.config.max_request_bytes + super::GRPC_OVERHEAD_BYTES,
-            progress_interval: node.config.experimental_watch_progress_notify_interval,
-        };
-        WatchService { node, settings }
+    pub fn new(service: Service) -> Self {
+        WatchService { service }
     }
 }
 
@@ -35,7 +29,9 @@ impl Watch for WatchService {
 
     async fn watch(&self, request: Request<Streaming<WatchRequest>>) -> Result<Response<Self::WatchStream>, Status> {
         let (out, responses) = mpsc::channel(RESPONSE_QUEUE);
-        tokio::spawn(run_stream(self.node.clone(), self.settings, request.into_inner(), out));
+        let requests = until_broken(request.into_inner());
+        let worker = self.service.watch(&Caller::client(), requests, out)?;
+        tokio::spawn(worker);
         Ok(Response::new(ReceiverStream::new(responses)))
     }
 }

@@ -151,7 +151,7 @@ pub async fn run_expiry(node: Weak<Node>) {
             // Concurrent proposals share log entries (the proposer batches them).
             tokio::spawn(async move {
                 if let Err(e) = node.propose(Req::LeaseRevoke(LeaseRevokeRequest { id })).await {
-                    tracing::debug!(lease = id, error = %e.message(), "revoking an expired lease");
+                    tracing::debug!(lease = id, error = %e, "revoking an expired lease");
                 }
                 node.lessor.revoked(id);
             });

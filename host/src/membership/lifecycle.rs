@@ -30,7 +30,7 @@ pub async fn publish(node: Weak<Node>) {
             return;
         }
         if let Err(status) = node.change_membership(MemberChangeRequest { change: Some(Change::Publish(attributes)) }).await {
-            tracing::debug!(error = %status.message(), "publishing this member's attributes failed; retrying");
+            tracing::debug!(error = %status, "publishing this member's attributes failed; retrying");
         }
         drop(node);
         tokio::time::sleep(PUBLISH_RETRY).await;

@@ -41,11 +41,11 @@ impl From<sled::Error> for StoreError {
     }
 }
 
-impl From<StoreError> for tonic::Status {
+impl From<StoreError> for EtcdError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Etcd(e) => e.into(),
-            StoreError::Storage(msg) => tonic::Status::internal(msg),
+            StoreError::Etcd(e) => e,
+            StoreError::Storage(msg) => EtcdError::internal(msg),
         }
     }
 }

@@ -18,7 +18,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use log_store::{read_log, CommittedIndex, LogDump, LogStore};
 pub use network::Network;
-pub use peer_service::{serve_peers, KeepAlive, LocalMember, MemberChanger, TimeToLive, NOT_LEADER};
+pub use peer_service::{serve_peers, LeaderDuties, NOT_LEADER};
 pub use peers::{check_quorum, on_leader, recognised_leader, Answer, Peers};
 pub use proposer::Proposer;
 pub use state_machine::{read_snapshot_meta, StateMachine, APPLIED as APPLIED_META, MEMBERSHIP as MEMBERSHIP_META};

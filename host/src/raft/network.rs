@@ -1,8 +1,10 @@
 //! Raft's peer network, client side: each openraft RPC is postcard-encoded into a `PeerMessage`
 //! and sent over the `conclave.raft.Peer` gRPC service to the target's peer URL
-//! (`MemberNode::addr`). A peer that cannot be reached is reported `Unreachable` (openraft backs
-//! off), an RPC that outlives its `RPCOption` deadline `Timeout`, and the target's own raft error
-//! comes back as a `RemoteError`. Snapshots go in openraft's default chunks.
+//! (`MemberNode::peer_url`), with this member's cluster id in the call's metadata. A peer that
+//! cannot be reached is reported `Unreachable` (openraft backs off), an RPC that outlives its
+//! `RPCOption` deadline `Timeout`, and the target's own raft error comes back as a
+//! `RemoteError`. AppendEntries carry at most [`MAX_APPEND_BYTES`] of entries; snapshots go in
+//! the chunks the raft config sets.
 
 use openraft::error::{
     InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout, Unreachable,
@@ -24,24 +26,22 @@ use tonic::{Code, Status};
 use super::peers::Peers;
 use super::{decode, encode, MemberNode, NodeId, TypeConfig};
 
-/// Makes connections from member `id` of cluster `cluster_id` to its peers.
+/// Makes connections from member `id` to its peers (calls carry the cluster id `peers` sends).
 #[derive(Clone)]
 pub struct Network {
     id: NodeId,
-    cluster_id: u64,
     peers: Peers,
 }
 
 impl Network {
-    pub fn new(id: NodeId, cluster_id: u64, peers: Peers) -> Self {
-        Network { id, cluster_id, peers }
+    pub fn new(id: NodeId, peers: Peers) -> Self {
+        Network { id, peers }
     }
 }
 
 /// Raft's connection to one peer.
 pub struct PeerConnection {
     id: NodeId,
-    cluster_id: u64,
     target: NodeId,
     url: String,
     peers: Peers,
@@ -54,7 +54,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, node: &MemberNode) -> PeerConnection {
         let client = self.peers.client(node.peer_url());
         let url = node.peer_url().to_string();
-        PeerConnection { id: self.id, cluster_id: self.cluster_id, target, url, peers: self.peers.clone(), client }
+        PeerConnection { id: self.id, target, url, peers: self.peers.clone(), client }
     }
 }
 
@@ -76,7 +76,7 @@ impl PeerConnection {
                 return Err(RPCError::Unreachable(Unreachable::new(status)));
             }
         };
-        let message = PeerMessage { body, cluster_id: self.cluster_id };
+        let message = self.peers.request(PeerMessage { body });
         let sent = async move {
             match action {
                 RPCTypes::AppendEntries => client.append_entries(message).await,

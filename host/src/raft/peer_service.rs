@@ -1,15 +1,18 @@
 //! Raft's peer network, server side: the `conclave.raft.Peer` gRPC service on the peer URLs. It
-//! hands openraft's messages from members of the same cluster to the local raft and answers with
-//! the postcard-encoded `Result`, and, when this member leads, proposes batches forwarded by
-//! followers, tells them its read index, renews leases, tells how long a lease has left and makes
-//! membership changes for them; it also tells any member asking what it knows of the cluster.
+//! hands openraft's messages to the local raft and answers with the postcard-encoded `Result`,
+//! and, when this member leads, proposes batches forwarded by followers, tells them its read
+//! index, and has the service layer ([`LeaderDuties`]) renew leases, tell how long a lease has
+//! left and make membership changes for them. Every call must come from a member of this cluster
+//! (its id in the request metadata), except the question any member may ask: what this member
+//! knows of the cluster.
+
+use std::sync::Arc;
 
 use conclave_proto::conclave::raft::peer_server::{Peer, PeerServer};
 use conclave_proto::conclave::raft::{
     MemberChangeRequest, MemberChangeResponse, MembershipRequest, MembershipResponse, PeerMessage, RaftBatch,
     RaftBatchResponse, ReadIndexRequest, ReadIndexResponse,
 };
-use futures::future::BoxFuture;
 use conclave_proto::etcdserverpb::{
     LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
@@ -17,58 +20,60 @@ use openraft::error::{ClientWriteError, RaftError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::TcpListener;
-use futures::TryStreamExt;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
-use super::peers::MAX_PEER_MESSAGE;
+use super::peers::{CLUSTER_ID_METADATA, MAX_PEER_MESSAGE};
 use super::{decode, encode, etcd_members, Proto, Raft};
+use crate::error::EtcdError;
+use crate::transport::accepted;
 
 /// Answer of a member that does not lead (any more): ask the leader instead.
 pub const NOT_LEADER: &str = "conclave: not the raft leader";
 
-/// Renews a lease if this member leads (`None` otherwise).
-pub type KeepAlive = Box<dyn Fn(i64) -> Option<LeaseKeepAliveResponse> + Send + Sync>;
-/// A lease's remaining TTL if this member leads (`None` otherwise).
-pub type TimeToLive = Box<dyn Fn(LeaseTimeToLiveRequest) -> Option<LeaseTimeToLiveResponse> + Send + Sync>;
-
-/// Makes a membership change if this member leads (NOT_LEADER otherwise).
-pub type MemberChanger = Box<dyn Fn(MemberChangeRequest) -> BoxFuture<'static, Result<MemberChangeResponse, Status>> + Send + Sync>;
-
-/// What the peer service answers from.
-pub struct LocalMember {
-    pub raft: Raft,
-    pub cluster_id: u64,
-    pub keep_alive: KeepAlive,
-    pub time_to_live: TimeToLive,
-    pub change_membership: MemberChanger,
+/// What a leader does for its followers through the service layer (which implements this).
+#[tonic::async_trait]
+pub trait LeaderDuties: Send + Sync + 'static {
+    /// Renew lease `id` if this member leads (`None` otherwise).
+    fn keep_alive(&self, id: i64) -> Option<LeaseKeepAliveResponse>;
+    /// How long a lease has left if this member leads (`None` otherwise).
+    fn time_to_live(&self, request: &LeaseTimeToLiveRequest) -> Option<LeaseTimeToLiveResponse>;
+    /// Make a membership change if this member leads (NOT_LEADER otherwise).
+    async fn change_membership(&self, change: MemberChangeRequest) -> Result<MemberChangeResponse, EtcdError>;
 }
 
 struct PeerService {
-    member: LocalMember,
+    raft: Raft,
+    cluster_id: u64,
+    duties: Arc<dyn LeaderDuties>,
 }
 
 impl PeerService {
+    /// Refuse a call from outside this cluster: another cluster's member (or a stray client) must
+    /// never propose into this one, read its index, renew its leases or change its membership.
+    fn check_cluster<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let theirs = request.metadata().get(CLUSTER_ID_METADATA).and_then(|v| u64::from_str_radix(v.to_str().ok()?, 16).ok());
+        if theirs == Some(self.cluster_id) {
+            return Ok(());
+        }
+        tracing::warn!(
+            local = format!("{:x}", self.cluster_id),
+            remote = theirs.map(|id| format!("{id:x}")),
+            "refusing a peer request from another cluster (cluster ID mismatch)"
+        );
+        Err(EtcdError::ClusterIdMismatch.to_peer_status())
+    }
+
     /// The openraft message in `message`, if it comes from a member of this cluster.
     fn decoded<T: DeserializeOwned>(&self, message: Request<PeerMessage>) -> Result<T, Status> {
-        let message = message.into_inner();
-        if message.cluster_id != self.member.cluster_id {
-            tracing::warn!(
-                local = format!("{:x}", self.member.cluster_id),
-                remote = format!("{:x}", message.cluster_id),
-                "refusing a raft message from another cluster (cluster ID mismatch)"
-            );
-            return Err(Status::failed_precondition("etcdserver: cluster ID mismatch"));
-        }
-        decode(&message.body).map_err(|e| Status::invalid_argument(format!("undecodable peer message: {e}")))
+        self.check_cluster(&message)?;
+        decode(&message.into_inner().body).map_err(|e| Status::invalid_argument(format!("undecodable peer message: {e}")))
     }
 
     fn encoded<T: Serialize>(&self, outcome: &T) -> Result<Response<PeerMessage>, Status> {
         let body = encode(outcome).map_err(|e| Status::internal(format!("encoding a peer reply: {e}")))?;
-        Ok(Response::new(PeerMessage { body, cluster_id: self.member.cluster_id }))
+        Ok(Response::new(PeerMessage { body }))
     }
 }
-
 
 /// What a leader-only answer becomes: `None` means this member does not lead.
 fn as_leader<T>(answer: Option<T>) -> Result<Response<T>, Status> {
@@ -78,27 +83,29 @@ fn as_leader<T>(answer: Option<T>) -> Result<Response<T>, Status> {
 #[tonic::async_trait]
 impl Peer for PeerService {
     async fn append_entries(&self, request: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
-        self.encoded(&self.member.raft.append_entries(self.decoded(request)?).await)
+        self.encoded(&self.raft.append_entries(self.decoded(request)?).await)
     }
 
     async fn vote(&self, request: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
-        self.encoded(&self.member.raft.vote(self.decoded(request)?).await)
+        self.encoded(&self.raft.vote(self.decoded(request)?).await)
     }
 
     async fn install_snapshot(&self, request: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
-        self.encoded(&self.member.raft.install_snapshot(self.decoded(request)?).await)
+        self.encoded(&self.raft.install_snapshot(self.decoded(request)?).await)
     }
 
     async fn propose(&self, request: Request<RaftBatch>) -> Result<Response<RaftBatchResponse>, Status> {
-        match self.member.raft.client_write(Proto(request.into_inner())).await {
+        self.check_cluster(&request)?;
+        match self.raft.client_write(Proto(request.into_inner())).await {
             Ok(written) => Ok(Response::new(written.data.0)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(Status::failed_precondition(NOT_LEADER)),
             Err(e) => Err(Status::unavailable(e.to_string())),
         }
     }
 
-    async fn read_index(&self, _request: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
-        match self.member.raft.get_read_log_id().await {
+    async fn read_index(&self, request: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
+        self.check_cluster(&request)?;
+        match self.raft.get_read_log_id().await {
             Ok((read, _applied)) => Ok(Response::new(ReadIndexResponse { index: read.map_or(0, |id| id.index) })),
             Err(RaftError::APIError(_)) => Err(Status::failed_precondition(NOT_LEADER)),
             Err(e) => Err(Status::unavailable(e.to_string())),
@@ -106,37 +113,45 @@ impl Peer for PeerService {
     }
 
     async fn change_membership(&self, request: Request<MemberChangeRequest>) -> Result<Response<MemberChangeResponse>, Status> {
-        (self.member.change_membership)(request.into_inner()).await.map(Response::new)
+        self.check_cluster(&request)?;
+        match self.duties.change_membership(request.into_inner()).await {
+            Ok(changed) => Ok(Response::new(changed)),
+            Err(e) => Err(e.to_peer_status()),
+        }
     }
 
+    /// Answered to anyone: a member joining an existing cluster asks before it knows the id.
     async fn membership(&self, _request: Request<MembershipRequest>) -> Result<Response<MembershipResponse>, Status> {
-        let config = self.member.raft.metrics().borrow().membership_config.clone();
+        let config = self.raft.metrics().borrow().membership_config.clone();
         Ok(Response::new(MembershipResponse {
-            cluster_id: self.member.cluster_id,
+            cluster_id: self.cluster_id,
             members: etcd_members(config.membership()),
             config_index: config.log_id().map_or(0, |id| id.index),
         }))
     }
 
     async fn lease_keep_alive(&self, request: Request<LeaseKeepAliveRequest>) -> Result<Response<LeaseKeepAliveResponse>, Status> {
-        as_leader((self.member.keep_alive)(request.into_inner().id))
+        self.check_cluster(&request)?;
+        as_leader(self.duties.keep_alive(request.into_inner().id))
     }
 
     async fn lease_time_to_live(&self, request: Request<LeaseTimeToLiveRequest>) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
-        as_leader((self.member.time_to_live)(request.into_inner()))
+        self.check_cluster(&request)?;
+        as_leader(self.duties.time_to_live(&request.into_inner()))
     }
 }
 
-/// Serve the peer service of `member` on `listener` until the server fails.
-pub async fn serve_peers(member: LocalMember, listener: TcpListener) -> Result<(), tonic::transport::Error> {
-    let service = PeerServer::new(PeerService { member })
+/// Serve the peer service of the member of `cluster_id` running `raft` on `listener` until the
+/// server fails.
+pub async fn serve_peers(
+    raft: Raft,
+    cluster_id: u64,
+    duties: Arc<dyn LeaderDuties>,
+    listener: TcpListener,
+) -> Result<(), tonic::transport::Error> {
+    let service = PeerServer::new(PeerService { raft, cluster_id, duties })
         .max_decoding_message_size(MAX_PEER_MESSAGE)
         .max_encoding_message_size(MAX_PEER_MESSAGE);
-    // tonic applies its TCP options only to listeners it binds itself: without TCP_NODELAY on
-    // these connections, Nagle held replies back until the follower's delayed ACK (~40 ms).
-    let connections = TcpListenerStream::new(listener).map_ok(|tcp| {
-        let _ = tcp.set_nodelay(true);
-        tcp
-    });
-    tonic::transport::Server::builder().add_service(service).serve_with_incoming(connections).await
+    // Without TCP_NODELAY, Nagle held replies back until the follower's delayed ACK (~40 ms).
+    tonic::transport::Server::builder().add_service(service).serve_with_incoming(accepted(listener)).await
 }

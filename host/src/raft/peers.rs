@@ -3,6 +3,7 @@
 //! answered raft; and how to find (and call) the current leader.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -33,10 +34,15 @@ const RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// How long a connection attempt to a peer may take before it counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// gRPC metadata every peer call carries: the sender's cluster id, in hex.
+pub const CLUSTER_ID_METADATA: &str = "conclave-cluster-id";
+
 /// Channels to peers by URL; cheap to clone.
 #[derive(Clone, Default)]
 pub struct Peers {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    /// This member's cluster id, sent with every call (0 until the member knows it).
+    cluster_id: Arc<AtomicU64>,
     /// How each peer answers raft messages (only the leader talks to every peer).
     health: Arc<Mutex<HashMap<NodeId, PeerHealth>>>,
 }
@@ -54,6 +60,19 @@ struct PeerHealth {
 const UNREACHABLE_LOG_INTERVAL: Duration = Duration::from_secs(30);
 
 impl Peers {
+    /// Send `cluster_id` with every call from now on.
+    pub fn set_cluster_id(&self, cluster_id: u64) {
+        self.cluster_id.store(cluster_id, Ordering::Relaxed);
+    }
+
+    /// A call carrying `message` and this member's cluster id.
+    pub fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        let id = format!("{:x}", self.cluster_id.load(Ordering::Relaxed));
+        request.metadata_mut().insert(CLUSTER_ID_METADATA, id.parse().expect("hex digits are valid metadata"));
+        request
+    }
+
     /// A client for the peer at `url`; connects on first use (and reconnects after failures).
     pub fn client(&self, url: &str) -> Result<PeerClient<Channel>, Status> {
         let mut channels = self.channels.lock().expect("peer channel map poisoned");
@@ -74,35 +93,35 @@ impl Peers {
 
     /// Have the leader at `url` propose `batch` and return the outcome once applied.
     pub async fn propose(&self, url: &str, batch: RaftBatch) -> Result<RaftBatchResponse, Status> {
-        Ok(self.client(url)?.propose(batch).await?.into_inner())
+        Ok(self.client(url)?.propose(self.request(batch)).await?.into_inner())
     }
 
     /// Have the leader at `url` renew lease `id`.
     pub async fn keep_alive(&self, url: &str, id: i64) -> Result<LeaseKeepAliveResponse, Status> {
-        Ok(self.client(url)?.lease_keep_alive(LeaseKeepAliveRequest { id }).await?.into_inner())
+        Ok(self.client(url)?.lease_keep_alive(self.request(LeaseKeepAliveRequest { id })).await?.into_inner())
     }
 
     /// How long lease `request.id` has left, by the deadline the leader at `url` keeps.
     pub async fn time_to_live(&self, url: &str, request: LeaseTimeToLiveRequest) -> Result<LeaseTimeToLiveResponse, Status> {
-        Ok(self.client(url)?.lease_time_to_live(request).await?.into_inner())
+        Ok(self.client(url)?.lease_time_to_live(self.request(request)).await?.into_inner())
     }
 
     /// The read index of the leader at `url`.
     pub async fn read_index(&self, url: &str) -> Result<u64, Status> {
-        Ok(self.client(url)?.read_index(ReadIndexRequest {}).await?.into_inner().index)
+        Ok(self.client(url)?.read_index(self.request(ReadIndexRequest {})).await?.into_inner().index)
     }
 }
 
 impl Peers {
     /// Have the leader at `url` make a membership change.
     pub async fn change_membership(&self, url: &str, change: MemberChangeRequest) -> Result<MemberChangeResponse, Status> {
-        Ok(self.client(url)?.change_membership(change).await?.into_inner())
+        Ok(self.client(url)?.change_membership(self.request(change)).await?.into_inner())
     }
 
     /// The cluster as the member at `url` knows it, if it answers within `wait`.
     pub async fn membership(&self, url: &str, wait: Duration) -> Result<MembershipResponse, Status> {
         let mut client = self.client(url)?;
-        match tokio::time::timeout(wait, client.membership(MembershipRequest {})).await {
+        match tokio::time::timeout(wait, client.membership(self.request(MembershipRequest {}))).await {
             Ok(answer) => Ok(answer?.into_inner()),
             Err(_) => Err(Status::deadline_exceeded(format!("{url} did not answer within {wait:?}"))),
         }

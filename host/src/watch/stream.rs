@@ -17,7 +17,8 @@ use conclave_proto::mvccpb::event::EventType;
 use conclave_proto::mvccpb::Event;
 use prost::Message;
 use tokio::sync::mpsc;
-use tonic::{Status, Streaming};
+use tokio_stream::{Stream, StreamExt};
+use tonic::Status;
 
 use crate::error::EtcdError;
 use crate::mvcc::{KeySpan, StoreError, View};
@@ -74,7 +75,7 @@ struct Worker {
 }
 
 /// Serve one watch stream until the client closes it.
-pub async fn run_stream(node: Arc<Node>, settings: StreamSettings, mut requests: Streaming<WatchRequest>, out: Out) {
+pub async fn run_stream(node: Arc<Node>, settings: StreamSettings, mut requests: impl Stream<Item = WatchRequest> + Unpin, out: Out) {
     let mut live = node.hub.subscribe(&node.store);
     let mut worker = Worker { seen: live.from, node, settings, out, watchers: BTreeMap::new(), next_id: 0 };
     let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + settings.progress_interval, settings.progress_interval);
@@ -82,9 +83,9 @@ pub async fn run_stream(node: Arc<Node>, settings: StreamSettings, mut requests:
     let _ended: Result<(), Gone> = async {
         loop {
             tokio::select! {
-                request = requests.message() => match request {
-                    Ok(Some(request)) => worker.handle(request).await?,
-                    Ok(None) | Err(_) => return Ok(()),
+                request = requests.next() => match request {
+                    Some(request) => worker.handle(request).await?,
+                    None => return Ok(()),
                 },
                 batch = live.batches.recv() => match batch {
                     Some(batch) => {

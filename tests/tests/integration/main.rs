@@ -9,6 +9,7 @@ mod kv_compat;
 mod lease;
 mod malformed;
 mod membership;
+mod peer_cluster_id;
 mod quota;
 mod snapshot;
 mod snapshot_count;

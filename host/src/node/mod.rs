@@ -1,0 +1,169 @@
+//! One Conclave member: its identity, raft instance and MVCC store, and the primitives requests
+//! reach them with: a proposal through the log, a linearizable-read barrier, a membership change
+//! through the leader, and the response header. Starting a member is [`start`]'s job; the rules
+//! of each request are the service layer's ([`crate::service`]).
+
+mod start;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use conclave_proto::conclave::raft::raft_request::Request as Req;
+use conclave_proto::conclave::raft::raft_response::Response as Resp;
+use conclave_proto::conclave::raft::{MemberChangeRequest, MemberChangeResponse, RaftRequest};
+use conclave_proto::etcdserverpb::ResponseHeader;
+use tokio::sync::Notify;
+
+use crate::alarm::Alarms;
+use crate::config::Config;
+use crate::error::EtcdError;
+use crate::identity::Identity;
+use crate::lease::{IdGenerator, Lessor};
+use crate::membership::Reconfigurer;
+use crate::mvcc::Store;
+use crate::raft::{on_leader, Answer, CommittedIndex, Peers, Proposer, Raft};
+use crate::watch::Hub;
+
+/// A running member. Its parts are the crate's to use; the binary only starts, serves and stops it.
+pub struct Node {
+    pub(crate) config: Config,
+    pub(crate) identity: Identity,
+    pub(crate) raft: Raft,
+    proposer: Proposer,
+    /// Connections to the other members.
+    pub(crate) peers: Peers,
+    /// How long a request waits for a leader during an election.
+    pub(crate) leader_wait: Duration,
+    /// Fans applied events out to watch streams.
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) store: Arc<Store>,
+    pub(crate) db: sled::Db,
+    /// Lease deadlines, kept while this member leads.
+    pub(crate) lessor: Arc<Lessor>,
+    /// Ids for leases granted without one.
+    pub(crate) lease_ids: IdGenerator,
+    /// The highest log index known committed (the raft index `endpoint status` shows).
+    pub(crate) committed: CommittedIndex,
+    /// Size of the database on disk, refreshed in the background (a stat per request is too dear).
+    db_size: Arc<AtomicU64>,
+    /// The active alarms (NOSPACE refuses writes that add data).
+    pub(crate) alarms: Arc<Alarms>,
+    /// Makes membership changes while this member leads.
+    reconfigurer: Reconfigurer,
+    /// Signalled once this member learns it was removed from the cluster: it must stop.
+    pub(crate) removed: Notify,
+}
+
+impl Node {
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    pub fn cluster_id(&self) -> u64 {
+        self.identity.cluster_id
+    }
+
+    /// Resolves once this member learns it was removed from the cluster: it must stop.
+    pub async fn removed(&self) {
+        self.removed.notified().await
+    }
+
+    /// Stop raft and make everything applied durable.
+    pub async fn shutdown(&self) -> anyhow::Result<()> {
+        self.raft.shutdown().await.ok();
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    pub fn db_size(&self) -> u64 {
+        self.db_size.load(Ordering::Relaxed)
+    }
+
+    /// A response header as etcd fills it: cluster, member, raft term and store revision.
+    pub fn header(&self, revision: i64) -> Option<ResponseHeader> {
+        Some(ResponseHeader {
+            cluster_id: self.identity.cluster_id,
+            member_id: self.identity.member_id,
+            revision,
+            raft_term: self.raft.metrics().borrow().current_term,
+        })
+    }
+
+    /// The current raft term if this member is the leader.
+    pub fn leader_term(&self) -> Option<u64> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        (metrics.state == openraft::ServerState::Leader).then_some(metrics.current_term)
+    }
+
+    /// Complete a header the store filled with a revision.
+    pub fn fill(&self, header: &mut Option<ResponseHeader>) {
+        let revision = header.as_ref().map_or(0, |h| h.revision);
+        *header = self.header(revision);
+    }
+
+    /// Put a write through the log and wait for its outcome once applied.
+    pub async fn propose(&self, request: Req) -> Result<Resp, EtcdError> {
+        let request = RaftRequest { id: 0, request: Some(request) };
+        if prost::Message::encoded_len(&request) > self.config.max_request_bytes {
+            return Err(EtcdError::RequestTooLarge);
+        }
+        let response = self.proposer.propose(request).await?;
+        if response.error_code != 0 {
+            let refused = EtcdError::from_wire_code(response.error_code)
+                .unwrap_or_else(|| EtcdError::internal(format!("unknown apply error code {}", response.error_code)));
+            return Err(refused);
+        }
+        response.response.ok_or_else(|| EtcdError::internal("apply produced no response"))
+    }
+
+    /// Wait until this member has applied everything committed before now (raft ReadIndex: the
+    /// leader's own, or, on a follower, the leader's read index once applied here).
+    pub async fn linearize(&self) -> Result<(), EtcdError> {
+        let peers = &self.peers;
+        let answer = on_leader(&self.raft, self.leader_wait, |url| async move { peers.read_index(&url).await }).await?;
+        match answer {
+            Answer::Local => self.raft.ensure_linearizable().await.map(|_| ()).map_err(|_| EtcdError::NoLeader),
+            Answer::Remote(index) => self
+                .raft
+                .wait(Some(self.leader_wait))
+                .applied_index_at_least(Some(index), "read index applied")
+                .await
+                .map(|_| ())
+                .map_err(|_| EtcdError::Timeout),
+        }
+    }
+
+    /// Have the leader make a membership change (here, if this member leads).
+    pub async fn change_membership(&self, change: MemberChangeRequest) -> Result<MemberChangeResponse, EtcdError> {
+        let peers = &self.peers;
+        let answer = on_leader(&self.raft, self.leader_wait, |url| {
+            let change = change.clone();
+            async move { peers.change_membership(&url, change).await }
+        })
+        .await?;
+        match answer {
+            Answer::Local => Ok(self.reconfigurer.change(change).await?),
+            Answer::Remote(changed) => Ok(changed),
+        }
+    }
+
+    /// Make a membership change for another member if this member leads (NOT_LEADER otherwise).
+    pub async fn change_membership_as_leader(&self, change: MemberChangeRequest) -> Result<MemberChangeResponse, EtcdError> {
+        Ok(self.reconfigurer.change(change).await?)
+    }
+
+    /// Whether this member is a learner (a member that does not vote).
+    pub fn is_learner(&self) -> bool {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        let me = self.identity.member_id;
+        membership.get_node(&me).is_some() && !membership.voter_ids().any(|id| id == me)
+    }
+}

@@ -1,0 +1,174 @@
+//! Leases: grants and revokes go through raft; keep-alives and time-to-live are answered by the
+//! leader, which alone keeps deadlines (a follower passes them on, as etcd does); lists are
+//! answered from the local lease table, as etcd does too. etcd's learners serve no lease calls.
+//! Only a revoke names keys (those it deletes), so only it checks the caller's grants.
+
+use std::future::Future;
+
+use conclave_proto::conclave::raft::raft_request::Request as Req;
+use conclave_proto::conclave::raft::raft_response::Response as Resp;
+use conclave_proto::etcdserverpb::{
+    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveResponse, LeaseLeasesRequest, LeaseLeasesResponse,
+    LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+    ResponseHeader,
+};
+
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+
+use super::{Caller, Service};
+use crate::error::EtcdError;
+use crate::lease;
+use crate::mvcc::View;
+use crate::raft::{on_leader, Answer};
+
+/// Renewals answered before a keep-alive stream waits for its caller to take them.
+const KEEP_ALIVE_QUEUE: usize = 16;
+
+impl Service {
+    pub async fn lease_grant(&self, _caller: &Caller, mut req: LeaseGrantRequest) -> Result<LeaseGrantResponse, EtcdError> {
+        self.refuse_if_learner()?;
+        self.check_quota().await?;
+        // Settled before proposing, so every member applies the same id and TTL.
+        let config = &self.node.config;
+        req.ttl = req.ttl.max(lease::min_ttl(config.heartbeat_interval, config.election_timeout));
+        if req.id == 0 {
+            let view = self.node.store.read();
+            req.id = std::iter::repeat_with(|| self.node.lease_ids.next())
+                .find(|id| !view.leases().contains(*id))
+                .expect("repeat_with never ends");
+        }
+        let pick = |r| if let Resp::LeaseGrant(r) = r { Some(r) } else { None };
+        let mut resp = self.write(Req::LeaseGrant(req), pick).await?;
+        self.node.fill(&mut resp.header);
+        Ok(resp)
+    }
+
+    /// Revoking deletes the lease's keys: the caller must be allowed to write each of them.
+    pub async fn lease_revoke(&self, caller: &Caller, req: LeaseRevokeRequest) -> Result<LeaseRevokeResponse, EtcdError> {
+        self.refuse_if_learner()?;
+        if let Some(lease) = self.node.store.read().leases().get(req.id) {
+            lease.keys.iter().try_for_each(|key| caller.check_write(key, &[]))?;
+        }
+        let pick = |r| if let Resp::LeaseRevoke(r) = r { Some(r) } else { None };
+        let mut resp = self.write(Req::LeaseRevoke(req), pick).await?;
+        self.node.fill(&mut resp.header);
+        Ok(resp)
+    }
+
+    /// Renew lease `id` (here if this member leads, else through the leader): its granted TTL,
+    /// or 0 if it is unknown or already expired (etcd answers a keep-alive for a missing lease
+    /// with TTL 0 rather than an error).
+    pub async fn lease_keep_alive(&self, _caller: &Caller, id: i64) -> Result<LeaseKeepAliveResponse, EtcdError> {
+        self.refuse_if_learner()?;
+        let peers = &self.node.peers;
+        let remote = |url: String| async move { peers.keep_alive(&url, id).await };
+        self.here_or_on_leader(remote, |service| service.keep_alive_here(id), |renewed| &mut renewed.header).await
+    }
+
+    /// A keep-alive stream: one renewal per lease id in `ids`, answered in order; the stream ends
+    /// after the first failure (or when `ids` ends). Refused at once on a learner.
+    pub fn lease_keep_alive_stream(
+        &self,
+        caller: &Caller,
+        mut ids: impl Stream<Item = i64> + Unpin + Send + 'static,
+    ) -> Result<mpsc::Receiver<Result<LeaseKeepAliveResponse, EtcdError>>, EtcdError> {
+        self.refuse_if_learner()?;
+        let (tx, rx) = mpsc::channel(KEEP_ALIVE_QUEUE);
+        let (service, caller) = (self.clone(), caller.clone());
+        tokio::spawn(async move {
+            while let Some(id) = ids.next().await {
+                let renewed = service.lease_keep_alive(&caller, id).await;
+                let failed = renewed.is_err();
+                if tx.send(renewed).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(rx)
+    }
+
+    /// Renew a lease if this member leads (the peer service's answer to a follower).
+    pub fn keep_alive_as_leader(&self, id: i64) -> Option<LeaseKeepAliveResponse> {
+        self.node.leader_term()?;
+        Some(self.keep_alive_here(id))
+    }
+
+    fn keep_alive_here(&self, id: i64) -> LeaseKeepAliveResponse {
+        let view = self.node.store.read();
+        let leases = view.leases();
+        let alive = self.node.lessor.refresh(self.node.leader_term(), leases, id);
+        let ttl = match leases.get(id) {
+            Some(lease) if alive => lease.ttl,
+            _ => 0,
+        };
+        LeaseKeepAliveResponse { header: self.node.header(view.current_rev()), id, ttl }
+    }
+
+    /// How long a lease has left, by the leader's deadlines.
+    pub async fn lease_time_to_live(&self, _caller: &Caller, req: LeaseTimeToLiveRequest) -> Result<LeaseTimeToLiveResponse, EtcdError> {
+        self.refuse_if_learner()?;
+        let peers = &self.node.peers;
+        let remote = |url: String| {
+            let req = req.clone();
+            async move { peers.time_to_live(&url, req).await }
+        };
+        self.here_or_on_leader(remote, |service| service.time_to_live_here(&req), |resp| &mut resp.header).await
+    }
+
+    /// A lease's time to live if this member leads (the peer service's answer to a follower).
+    pub fn time_to_live_as_leader(&self, req: &LeaseTimeToLiveRequest) -> Option<LeaseTimeToLiveResponse> {
+        self.node.leader_term()?;
+        Some(self.time_to_live_here(req))
+    }
+
+    /// How long a lease has left by this member's deadlines, with its granted TTL (and keys if
+    /// asked). etcd 3.4 answers an unknown lease with TTL -1, not an error.
+    fn time_to_live_here(&self, req: &LeaseTimeToLiveRequest) -> LeaseTimeToLiveResponse {
+        let view = self.node.store.read();
+        let header = self.node.header(view.current_rev());
+        match view.leases().get(req.id) {
+            Some(lease) => LeaseTimeToLiveResponse {
+                header,
+                id: req.id,
+                ttl: self.node.lessor.remaining(req.id, lease.ttl),
+                granted_ttl: lease.ttl,
+                keys: if req.keys { lease.keys.iter().cloned().collect() } else { Vec::new() },
+            },
+            None => LeaseTimeToLiveResponse { header, id: req.id, ttl: -1, ..Default::default() },
+        }
+    }
+
+    /// Every lease this member has applied, soonest-expiring first (etcd 3.4 lists them from the
+    /// local lessor on every member).
+    pub async fn lease_leases(&self, _caller: &Caller, _req: LeaseLeasesRequest) -> Result<LeaseLeasesResponse, EtcdError> {
+        self.refuse_if_learner()?;
+        let view = self.node.store.read();
+        let mut leases: Vec<_> = view.leases().iter().map(|(id, _)| (self.node.lessor.deadline(id), id)).collect();
+        leases.sort();
+        Ok(LeaseLeasesResponse {
+            header: self.node.header(view.current_rev()),
+            leases: leases.into_iter().map(|(_, id)| LeaseStatus { id }).collect(),
+        })
+    }
+
+    /// Answer with `local` if this member leads, else with the leader's answer to `remote`. The
+    /// header is always this member's, at its own revision: etcd fills it where the client asked.
+    async fn here_or_on_leader<T, Fut>(
+        &self,
+        remote: impl Fn(String) -> Fut,
+        local: impl FnOnce(&Service) -> T,
+        header: impl FnOnce(&mut T) -> &mut Option<ResponseHeader>,
+    ) -> Result<T, EtcdError>
+    where
+        Fut: Future<Output = Result<T, tonic::Status>>,
+    {
+        match on_leader(&self.node.raft, self.node.leader_wait, remote).await? {
+            Answer::Local => Ok(local(self)),
+            Answer::Remote(mut answer) => {
+                *header(&mut answer) = self.node.header(self.node.store.read().current_rev());
+                Ok(answer)
+            }
+        }
+    }
+}

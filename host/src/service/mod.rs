@@ -1,0 +1,119 @@
+//! The one internal API of a member: every etcd operation as plain etcd messages plus a
+//! [`Caller`], answered with `Result<_, EtcdError>`. The gRPC services in [`crate::api`], the peer
+//! service (for what a leader does on a follower's behalf) and, later, plugins and the HTTP
+//! gateway all call it, so every request rule lives here once: learner refusal, validation, the
+//! caller's key-range permissions, the space quota, lease TTL floors and ids, forwarding to the
+//! leader, and the response header.
+
+mod caller;
+mod cluster;
+mod kv;
+mod lease;
+mod maintenance;
+mod validate;
+mod watch;
+
+use std::sync::Arc;
+
+use conclave_proto::conclave::raft::raft_request::Request as Req;
+use conclave_proto::conclave::raft::raft_response::Response as Resp;
+use conclave_proto::etcdserverpb::alarm_request::AlarmAction;
+use conclave_proto::conclave::raft::{MemberChangeRequest, MemberChangeResponse};
+use conclave_proto::etcdserverpb::{
+    AlarmRequest, AlarmType, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+};
+
+pub use caller::{Access, Caller};
+pub use maintenance::VERSION;
+
+use crate::error::EtcdError;
+use crate::node::Node;
+use crate::raft::LeaderDuties;
+
+/// etcd lets gRPC messages exceed `--max-request-bytes` by this much, so that an oversized request
+/// reaches the server and gets etcd's own "request is too large" error; watch responses are
+/// fragmented (for watchers that ask) from the same size on.
+pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// The service layer of one member; cheap to clone.
+#[derive(Clone)]
+pub struct Service {
+    node: Arc<Node>,
+}
+
+impl Service {
+    pub fn new(node: Arc<Node>) -> Self {
+        Service { node }
+    }
+
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// etcd's learners serve only serializable reads and status: refuse anything else.
+    fn refuse_if_learner(&self) -> Result<(), EtcdError> {
+        if self.node.is_learner() {
+            return Err(EtcdError::NotSupportedForLearner);
+        }
+        Ok(())
+    }
+
+    /// Refuse writes that add data once the database outgrows its quota, raising etcd's NOSPACE
+    /// alarm for this member (through the log, so every member refuses them until an operator
+    /// disarms it), or while the alarm is active.
+    async fn check_quota(&self) -> Result<(), EtcdError> {
+        if self.node.alarms.no_space() {
+            return Err(EtcdError::NoSpace);
+        }
+        if self.node.db_size() <= self.node.config.quota_bytes() {
+            return Ok(());
+        }
+        let raise = AlarmRequest {
+            action: AlarmAction::Activate as i32,
+            member_id: self.node.identity.member_id,
+            alarm: AlarmType::Nospace as i32,
+        };
+        if let Err(e) = self.node.propose(Req::Alarm(raise)).await {
+            tracing::warn!(error = %e, "raising the NOSPACE alarm failed");
+        }
+        Err(EtcdError::NoSpace)
+    }
+
+    /// Put a write through the log; `pick` takes the response of the request's kind.
+    async fn write<T>(&self, request: Req, pick: fn(Resp) -> Option<T>) -> Result<T, EtcdError> {
+        let what = request_kind(&request);
+        let response = self.node.propose(request).await?;
+        pick(response).ok_or_else(|| EtcdError::internal(format!("raft applied a {what} request but returned another response")))
+    }
+}
+
+/// What the peer service asks of this member on a follower's behalf when it leads.
+#[tonic::async_trait]
+impl LeaderDuties for Service {
+    fn keep_alive(&self, id: i64) -> Option<LeaseKeepAliveResponse> {
+        self.keep_alive_as_leader(id)
+    }
+
+    fn time_to_live(&self, request: &LeaseTimeToLiveRequest) -> Option<LeaseTimeToLiveResponse> {
+        self.time_to_live_as_leader(request)
+    }
+
+    async fn change_membership(&self, change: MemberChangeRequest) -> Result<MemberChangeResponse, EtcdError> {
+        self.change_membership_as_leader(change).await
+    }
+}
+
+fn request_kind(request: &Req) -> &'static str {
+    match request {
+        Req::Put(_) => "put",
+        Req::DeleteRange(_) => "delete",
+        Req::Txn(_) => "txn",
+        Req::Compaction(_) => "compaction",
+        Req::LeaseGrant(_) => "lease grant",
+        Req::LeaseRevoke(_) => "lease revoke",
+        Req::Alarm(_) => "alarm",
+    }
+}
+
+#[cfg(test)]
+mod tests;
