@@ -37,39 +37,81 @@ struct Args {
     /// Load this running cluster (comma-separated client URLs) instead of starting two.
     #[arg(long, value_delimiter = ',')]
     endpoints: Vec<String>,
+    /// What the clients do.
+    #[arg(long, value_enum, default_value = "put")]
+    op: Op,
+    /// Reads: `l` (linearizable) or `s` (serializable).
+    #[arg(long, default_value = "l")]
+    consistency: String,
+    /// Skip the leader kill after the load.
+    #[arg(long)]
+    no_failover: bool,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Op {
+    Put,
+    Range,
 }
 
 fn ms(micros: u64) -> f64 {
     micros as f64 / 1000.0
 }
 
-/// What the clients write.
+/// What the clients do.
 #[derive(Clone)]
 struct Shape {
     clients: usize,
     value: String,
     keys: u64,
+    op: Op,
+    serializable: bool,
 }
 
-/// Puts from `shape.clients` clients round-robin over `endpoints` for `duration`; the latencies
-/// of the acknowledged puts (failures are counted, not timed).
+impl Shape {
+    /// One request of the workload on `key`.
+    async fn request(&self, client: &mut Client, key: String) -> Result<(), etcd_client::Error> {
+        match self.op {
+            Op::Put => client.put(key, self.value.as_str(), None).await.map(drop),
+            Op::Range => {
+                let options = self.serializable.then(|| etcd_client::GetOptions::new().with_serializable());
+                client.get(key, options).await.map(drop)
+            }
+        }
+    }
+}
+
+/// The `seq`-th key a client uses: a cheap spread over the key space (Knuth's multiplicative hash).
+fn key(seq: u64, keys: u64) -> String {
+    format!("bench/{:08}", seq.wrapping_mul(2_654_435_761) % keys)
+}
+
+/// Write every key of the key space once, so reads find values.
+async fn fill(shape: &Shape, endpoints: &[String]) -> anyhow::Result<()> {
+    let mut client = Client::connect(endpoints.to_vec(), None).await?;
+    for k in 0..shape.keys {
+        client.put(format!("bench/{k:08}"), shape.value.as_str(), None).await?;
+    }
+    Ok(())
+}
+
+/// Requests from `shape.clients` clients round-robin over `endpoints` for `duration`; the
+/// latencies of the answered requests (failures are counted, not timed).
 async fn load(shape: Shape, endpoints: &[String], duration: Duration) -> anyhow::Result<(Histogram<u64>, u64, Duration)> {
     let started = Instant::now();
     let deadline = started + duration;
     let mut tasks = Vec::new();
     for c in 0..shape.clients {
         let mut client = Client::connect([endpoints[c % endpoints.len()].clone()], None).await?;
-        let (value, keys) = (shape.value.clone(), shape.keys);
+        let shape = shape.clone();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Histogram::<u64>::new(3).expect("histogram");
             let mut failures = 0u64;
-            let mut seq = c as u64;
+            let mut seq = c as u64 * 1_000_003;
             while Instant::now() < deadline {
-                // A cheap spread over the key space (Knuth's multiplicative hash).
                 seq = seq.wrapping_add(1);
-                let key = format!("bench/{:08}", seq.wrapping_mul(2_654_435_761) % keys);
                 let sent = Instant::now();
-                match client.put(key, value.as_str(), None).await {
+                match shape.request(&mut client, key(seq, shape.keys)).await {
                     Ok(_) => latencies.record(sent.elapsed().as_micros() as u64).expect("record"),
                     Err(_) => failures += 1,
                 }
@@ -89,7 +131,7 @@ async fn load(shape: Shape, endpoints: &[String], duration: Duration) -> anyhow:
 
 fn report(what: &str, latencies: &Histogram<u64>, failures: u64, took: Duration) {
     println!(
-        "{what}: {} puts in {:.1}s = {:.0}/s, latency p50 {:.2}ms p90 {:.2}ms p99 {:.2}ms max {:.2}ms, {failures} failed",
+        "{what}: {} requests in {:.1}s = {:.0}/s, latency p50 {:.2}ms p90 {:.2}ms p99 {:.2}ms max {:.2}ms, {failures} failed",
         latencies.len(),
         took.as_secs_f64(),
         latencies.len() as f64 / took.as_secs_f64(),
@@ -104,12 +146,18 @@ fn report(what: &str, latencies: &Histogram<u64>, failures: u64, took: Duration)
 async fn bench(args: &Args, shape: &Shape, kind: Kind) -> anyhow::Result<()> {
     let mut cluster = Cluster::start(kind, args.members, &[])?;
     cluster.leader().await?;
+    if matches!(shape.op, Op::Range) {
+        fill(shape, &cluster.endpoints()).await?;
+    }
     let (latencies, failures, took) = load(shape.clone(), &cluster.endpoints(), args.duration).await?;
-    report(&format!("{kind:?} x{}", args.members), &latencies, failures, took);
+    report(&format!("{kind:?} x{} {:?}", args.members, shape.op), &latencies, failures, took);
+    if args.no_failover {
+        return Ok(());
+    }
 
     let leader = cluster.leader().await?;
     let endpoints = cluster.endpoints();
-    let light = Shape { clients: (shape.clients / 4).max(1), ..shape.clone() };
+    let light = Shape { clients: (shape.clients / 4).max(1), op: Op::Put, ..shape.clone() };
     let under_load = tokio::spawn(async move { load(light, &endpoints, Duration::from_secs(4)).await });
     tokio::time::sleep(Duration::from_secs(1)).await;
     cluster.members[leader].kill9();
@@ -123,7 +171,13 @@ async fn bench(args: &Args, shape: &Shape, kind: Kind) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let shape = Shape { clients: args.clients, value: "x".repeat(args.value_size), keys: args.keys };
+    let shape = Shape {
+        clients: args.clients,
+        value: "x".repeat(args.value_size),
+        keys: args.keys,
+        op: args.op,
+        serializable: args.consistency == "s",
+    };
     if !args.endpoints.is_empty() {
         let (latencies, failures, took) = load(shape, &args.endpoints, args.duration).await?;
         report(&args.endpoints.join(","), &latencies, failures, took);
