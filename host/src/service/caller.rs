@@ -6,6 +6,8 @@
 //! per key range a request names, so every adapter gets the same answer: etcd's
 //! "permission denied".
 
+use std::borrow::Cow;
+
 use conclave_proto::etcdserverpb::request_op::Request as Op;
 use conclave_proto::etcdserverpb::TxnRequest;
 
@@ -35,7 +37,7 @@ impl Access {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Caller {
     /// For logs and errors: "client", or the plugin's name.
-    pub name: String,
+    pub name: Cow<'static, str>,
     read: Access,
     write: Access,
     /// May make cluster-wide changes: compaction, alarms, defragment, membership, snapshots.
@@ -43,14 +45,14 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// A client of the etcd API: every key, every operation.
+    /// A client of the etcd API: every key, every operation (made per request: allocates nothing).
     pub fn client() -> Self {
-        Caller { name: "client".to_string(), read: Access::All, write: Access::All, admin: true }
+        Caller { name: Cow::Borrowed("client"), read: Access::All, write: Access::All, admin: true }
     }
 
     /// A caller limited to the given key ranges, without administrative operations.
     pub fn restricted(name: impl Into<String>, read: Access, write: Access) -> Self {
-        Caller { name: name.into(), read, write, admin: false }
+        Caller { name: Cow::Owned(name.into()), read, write, admin: false }
     }
 
     /// May the caller read `[key, range_end)` (etcd's reading of the pair)?
