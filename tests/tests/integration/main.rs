@@ -13,3 +13,4 @@ mod quota;
 mod snapshot;
 mod snapshot_count;
 mod watch;
+mod watch_snapshot;
