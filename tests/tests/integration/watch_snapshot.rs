@@ -2,10 +2,9 @@
 //! still gets every event exactly once, in order, as on etcd 3.4 (which moves its watchers back
 //! to catch-up after a restore).
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use conclave_tests::{Cluster, Kind};
+use conclave_tests::{Cluster, Kind, put_concurrently};
 use etcd_client::{Client, EventType, WatchOptions, WatchStream};
 
 /// Puts while the follower is stopped: more than etcd 3.4 keeps behind a snapshot (5,000
@@ -33,30 +32,6 @@ async fn events_until(stream: &mut WatchStream, last: i64) -> Vec<(i64, String, 
     got
 }
 
-/// Puts `k00000`… with `WRITERS` concurrent clients on `endpoint`; revision → index of the put.
-async fn put_all(endpoint: String) -> BTreeMap<i64, usize> {
-    let client = Client::connect([endpoint], None).await.unwrap();
-    let tasks: Vec<_> = (0..WRITERS)
-        .map(|w| {
-            let mut client = client.clone();
-            tokio::spawn(async move {
-                let mut revs = Vec::new();
-                for i in (w..PUTS).step_by(WRITERS) {
-                    let put = client.put(format!("k{i:05}"), format!("v{i}"), None).await.unwrap();
-                    revs.push((put.header().unwrap().revision(), i));
-                }
-                revs
-            })
-        })
-        .collect();
-    let mut written = BTreeMap::new();
-    for task in tasks {
-        written.extend(task.await.unwrap());
-    }
-    assert_eq!(written.len(), PUTS, "one revision per put");
-    written
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watcher_on_a_follower_that_installs_a_snapshot_gets_every_event() {
     let kind = Kind::subject();
@@ -69,7 +44,8 @@ async fn watcher_on_a_follower_that_installs_a_snapshot_gets_every_event() {
     assert!(created.created(), "{created:?}");
 
     follower.pause();
-    let written = put_all(cluster.members[leader].endpoint()).await;
+    let writer = Client::connect([cluster.members[leader].endpoint()], None).await.unwrap();
+    let written = put_concurrently(&writer, WRITERS, PUTS, |i| (format!("k{i:05}"), format!("v{i}"))).await;
     follower.resume();
 
     let last = *written.keys().last().unwrap();
