@@ -156,7 +156,7 @@ impl RandomWatcher {
                 prev: e
                     .prev
                     .clone()
-                    .filter(|_| self.prev_kv && e.rev() - 1 >= self.compacted_at_create),
+                    .filter(|_| self.prev_kv && e.rev() > self.compacted_at_create),
                 ..e.clone()
             })
             .collect()
