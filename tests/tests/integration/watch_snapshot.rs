@@ -3,9 +3,9 @@
 //! needed, is cancelled as compacted: as on etcd 3.4, which moves its watchers back to catch-up
 //! after a restore.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use conclave_tests::{Cluster, Kind, put_concurrently};
+use conclave_tests::{Cluster, Kind, POLL, put_concurrently};
 use etcd_client::{Client, EventType, WatchOptions, WatchStream};
 
 /// Puts while the follower is stopped: more than etcd 3.4 keeps behind a snapshot (5,000
@@ -63,13 +63,18 @@ impl WatchedFollower {
         out
     }
 
-    /// Once the follower has caught up: proof that it did so by installing a snapshot.
-    fn assert_installed_a_snapshot(&self) {
-        assert!(
-            self.cluster.members[self.follower].log().contains("applied incoming snapshot"),
-            "{:?}: the follower caught up without installing a snapshot; the test proves nothing",
-            Kind::subject()
-        );
+    /// Once the follower has caught up: proof that it did so by installing a snapshot. Polled:
+    /// etcd may answer its watchers before it logs that the install is complete.
+    async fn assert_installed_a_snapshot(&self) {
+        let deadline = Instant::now() + WAIT;
+        while !self.cluster.members[self.follower].log().contains("applied incoming snapshot") {
+            assert!(
+                Instant::now() < deadline,
+                "{:?}: the follower caught up without installing a snapshot; the test proves nothing",
+                Kind::subject()
+            );
+            tokio::time::sleep(POLL).await;
+        }
     }
 }
 
@@ -83,7 +88,7 @@ async fn watcher_on_a_follower_that_installs_a_snapshot_gets_every_event() {
     let written = watched.while_stopped(async |writer| put_concurrently(&writer, WRITERS, PUTS, item).await).await;
 
     let got = events_until(&mut watched.stream, *written.keys().last().unwrap()).await;
-    watched.assert_installed_a_snapshot();
+    watched.assert_installed_a_snapshot().await;
     assert!(got.windows(2).all(|pair| pair[0].0 < pair[1].0), "revisions not strictly increasing");
     let want: Vec<(i64, String, String)> = written.iter().map(|(&rev, &i)| (rev, item(i).0, item(i).1)).collect();
     assert_eq!(got.len(), want.len(), "events received");
@@ -100,14 +105,15 @@ async fn watcher_whose_history_a_snapshot_compacted_is_cancelled_as_compacted() 
             let written = put_concurrently(&writer, WRITERS, PUTS, item).await;
             let at = *written.keys().last().unwrap();
             writer.compact(at, None).await.unwrap();
-            // Enough entries after the compaction that every snapshot sent to the follower holds it.
-            put_concurrently(&writer, WRITERS, 300, |i| (format!("after{i}"), String::new())).await;
+            // Snapshots every 100 entries: after 1,000 more, the snapshot the follower gets was
+            // built after the compaction, even if building lags behind the writes.
+            put_concurrently(&writer, WRITERS, 1000, |i| (format!("after{i}"), String::new())).await;
             at
         })
         .await;
 
     let response = tokio::time::timeout(WAIT, watched.stream.message()).await.unwrap().unwrap().unwrap();
-    watched.assert_installed_a_snapshot();
+    watched.assert_installed_a_snapshot().await;
     assert!(
         response.canceled() && response.compact_revision() == compacted && response.events().is_empty(),
         "expected a cancel as compacted at {compacted}: {response:?}"
