@@ -73,7 +73,8 @@ struct Worker<O> {
 }
 
 /// Serve one watch stream until `requests` ends or `out` refuses a response (the client went
-/// away).
+/// away). `out` is any sink: a `futures::channel::mpsc::Sender` as it is, a tokio `mpsc::Sender`
+/// through `tokio_util::sync::PollSender`.
 pub async fn run_stream<R, O>(ctx: WatchContext, settings: StreamSettings, mut requests: R, out: O)
 where
     R: Stream<Item = WatchRequest> + Unpin + Send,
