@@ -45,6 +45,11 @@ pub fn ctl(cmdline: &str) -> Step {
     Step { args, stdin: None, lines: None }
 }
 
+/// One step per command line, each run as [`ctl`] runs it.
+pub fn ctls(cmdlines: &[&str]) -> Vec<Step> {
+    cmdlines.iter().map(|c| ctl(c)).collect()
+}
+
 /// A step reading `stdin`, e.g. `txn` with its compares, success and failure sections.
 pub fn ctl_stdin(cmdline: &str, stdin: &str) -> Step {
     Step {

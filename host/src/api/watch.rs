@@ -3,8 +3,8 @@
 
 use conclave_proto::etcdserverpb::watch_server::Watch;
 use conclave_proto::etcdserverpb::{WatchRequest, WatchResponse};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use futures::channel::mpsc;
+use futures::stream::{BoxStream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::until_broken;
@@ -25,13 +25,12 @@ impl WatchService {
 
 #[tonic::async_trait]
 impl Watch for WatchService {
-    type WatchStream = ReceiverStream<Result<WatchResponse, Status>>;
+    type WatchStream = BoxStream<'static, Result<WatchResponse, Status>>;
 
     async fn watch(&self, request: Request<Streaming<WatchRequest>>) -> Result<Response<Self::WatchStream>, Status> {
         let (out, responses) = mpsc::channel(RESPONSE_QUEUE);
-        let requests = until_broken(request.into_inner());
-        let worker = self.service.watch(&Caller::client(), requests, out)?;
+        let worker = self.service.watch(&Caller::client(), until_broken(request.into_inner()), out)?;
         tokio::spawn(worker);
-        Ok(Response::new(ReceiverStream::new(responses)))
+        Ok(Response::new(responses.map(Ok).boxed()))
     }
 }

@@ -157,6 +157,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .await
         .map_err(write_err)?
         .map_err(write_err)?;
+        // Watch streams saw none of the revisions the snapshot skipped: each catches up from the
+        // new store, now readable (no apply runs before this returns).
+        self.hub.store_replaced();
         self.alarms.reload(&self.store).map_err(write_err)?;
         std::fs::rename(&incoming, self.snapshot_path(SNAPSHOT_FILE)).map_err(write_err)?;
         save_snapshot_info(&self.snapshot_path(SNAPSHOT_META_FILE), meta)?;

@@ -57,7 +57,12 @@ impl Caller {
 
     /// May the caller read `[key, range_end)` (etcd's reading of the pair)?
     pub fn check_read(&self, key: &[u8], range_end: &[u8]) -> Result<(), EtcdError> {
-        permit(self.read.permits(&KeySpan::new(key, range_end)))
+        self.check_read_span(&KeySpan::new(key, range_end))
+    }
+
+    /// May the caller read every key of `span`?
+    pub fn check_read_span(&self, span: &KeySpan) -> Result<(), EtcdError> {
+        permit(self.read.permits(span))
     }
 
     /// May the caller write (put or delete) `[key, range_end)`?

@@ -6,9 +6,10 @@ use conclave_proto::etcdserverpb::request_op::Request as Op;
 use conclave_proto::etcdserverpb::watch_request::RequestUnion;
 use conclave_proto::etcdserverpb::{
     DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
-    WatchCreateRequest, WatchRequest,
+    WatchCreateRequest, WatchRequest, WatchResponse,
 };
-use tokio::sync::mpsc;
+use futures::channel::mpsc;
+use futures::{SinkExt, StreamExt};
 
 use super::{Access, Caller, Service};
 use crate::config::Config;
@@ -79,25 +80,53 @@ async fn a_watch_runs_over_a_plain_stream() {
     let dir = tempfile::tempdir().unwrap();
     let service = service(&dir).await;
     let client = Caller::client();
-    let (requests, incoming) = mpsc::channel(4);
-    let (out, mut responses) = mpsc::channel(16);
-    let worker = service.watch(&client, tokio_stream::wrappers::ReceiverStream::new(incoming), out).unwrap();
-    tokio::spawn(worker);
-    let create = WatchCreateRequest { key: b"k".to_vec(), range_end: b"l".to_vec(), ..Default::default() };
-    requests.send(WatchRequest { request_union: Some(RequestUnion::CreateRequest(create)) }).await.unwrap();
-    let created = responses.recv().await.unwrap().unwrap();
-    assert!(created.created);
+    let (mut requests, responses) = watch(&service, &client);
+    requests.send(create(b"k", b"l")).await.unwrap();
+    let mut responses = responses;
+    assert!(responses.next().await.unwrap().created);
 
     service.put(&client, put("k1", "one")).await.unwrap();
     service.put(&client, put("other", "not watched")).await.unwrap();
     service.put(&client, put("k2", "two")).await.unwrap();
     let mut seen = Vec::new();
     while seen.len() < 2 {
-        let response = responses.recv().await.expect("the watch stays open").unwrap();
+        let response = responses.next().await.expect("the watch stays open");
         seen.extend(response.events.into_iter().map(|e| e.kv.unwrap().key));
     }
     assert_eq!(seen, [b"k1".to_vec(), b"k2".to_vec()]);
     // Ending the request stream ends the watch.
     drop(requests);
-    assert!(responses.recv().await.is_none());
+    assert!(responses.next().await.is_none());
+}
+
+#[tokio::test]
+async fn a_restricted_caller_may_watch_only_what_it_may_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = service(&dir).await;
+    let (mut requests, mut responses) = watch(&service, &app_only());
+    requests.send(create(b"secret", b"")).await.unwrap();
+    let refused = responses.next().await.unwrap();
+    assert!(refused.created && refused.canceled, "{refused:?}");
+    assert_eq!(refused.cancel_reason, "rpc error: code = PermissionDenied desc = etcdserver: permission denied");
+    // The stream goes on serving what the caller may watch.
+    requests.send(create(b"app/", b"app0")).await.unwrap();
+    let created = responses.next().await.unwrap();
+    assert!(created.created && !created.canceled, "{created:?}");
+    service.put(&Caller::client(), put("secret", "s")).await.unwrap();
+    service.put(&Caller::client(), put("app/x", "x")).await.unwrap();
+    let event = responses.next().await.unwrap();
+    assert_eq!(event.events[0].kv.as_ref().unwrap().key, b"app/x");
+}
+
+/// A watch stream served by `service` for `caller`, over plain channels.
+fn watch(service: &Service, caller: &Caller) -> (mpsc::Sender<WatchRequest>, mpsc::Receiver<WatchResponse>) {
+    let (requests, incoming) = mpsc::channel(4);
+    let (out, responses) = mpsc::channel(16);
+    tokio::spawn(service.watch(caller, incoming, out).unwrap());
+    (requests, responses)
+}
+
+fn create(key: &[u8], range_end: &[u8]) -> WatchRequest {
+    let create = WatchCreateRequest { key: key.to_vec(), range_end: range_end.to_vec(), ..Default::default() };
+    WatchRequest { request_union: Some(RequestUnion::CreateRequest(create)) }
 }

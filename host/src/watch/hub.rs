@@ -54,6 +54,14 @@ impl Hub {
         self.lock().retain(|_, stream| stream.try_send(batch.clone()).is_ok());
     }
 
+    /// The store was replaced wholesale (a snapshot was installed): end every live feed, so each
+    /// stream replays what it missed from the new store and subscribes again. Call it once the
+    /// new store is readable, before the next apply: batches already queued are older than the
+    /// snapshot and still delivered first.
+    pub fn store_replaced(&self) {
+        self.lock().clear();
+    }
+
     /// Start receiving every batch committed from now on. Holding the store's read lock while
     /// registering means no commit can fall between the revision read and the registration.
     pub fn subscribe(self: &Arc<Self>, store: &Store) -> Subscription {

@@ -5,9 +5,11 @@
 //! when its revision is at least that. Live batches, history replays for new watchers and the
 //! catch-up after falling behind all go through that one rule, so overlaps never duplicate and
 //! gaps are replayed from the store.
+//!
+//! The worker knows no transport: requests come from any stream and responses go to any sink,
+//! so a gRPC stream, a plugin or an HTTP stream holds a watch the same way.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use conclave_proto::etcdserverpb::watch_request::RequestUnion;
@@ -15,14 +17,12 @@ use conclave_proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchRespon
 use conclave_proto::etcdserverpb::watch_create_request::FilterType;
 use conclave_proto::mvccpb::event::EventType;
 use conclave_proto::mvccpb::Event;
+use futures::{Sink, SinkExt, Stream, StreamExt};
 use prost::Message;
-use tokio::sync::mpsc;
-use tokio_stream::{Stream, StreamExt};
-use tonic::Status;
 
+use super::WatchContext;
 use crate::error::EtcdError;
 use crate::mvcc::{KeySpan, StoreError, View};
-use crate::node::Node;
 
 /// Events read from history per step of a replay, so the store is never held for long.
 const REPLAY_CHUNK: usize = 1000;
@@ -59,25 +59,29 @@ impl Watcher {
     }
 }
 
-type Out = mpsc::Sender<Result<WatchResponse, Status>>;
-
 /// The client went away; the stream ends quietly.
 struct Gone;
 
-struct Worker {
-    node: Arc<Node>,
+struct Worker<O> {
+    ctx: WatchContext,
     settings: StreamSettings,
-    out: Out,
+    out: O,
     watchers: BTreeMap<i64, Watcher>,
     next_id: i64,
     /// Every event up to this revision has been offered to every watcher.
     seen: i64,
 }
 
-/// Serve one watch stream until the client closes it.
-pub async fn run_stream(node: Arc<Node>, settings: StreamSettings, mut requests: impl Stream<Item = WatchRequest> + Unpin, out: Out) {
-    let mut live = node.hub.subscribe(&node.store);
-    let mut worker = Worker { seen: live.from, node, settings, out, watchers: BTreeMap::new(), next_id: 0 };
+/// Serve one watch stream until `requests` ends or `out` refuses a response (the client went
+/// away). `out` is any sink: a `futures::channel::mpsc::Sender` as it is, a tokio `mpsc::Sender`
+/// through `tokio_util::sync::PollSender`.
+pub async fn run_stream<R, O>(ctx: WatchContext, settings: StreamSettings, mut requests: R, out: O)
+where
+    R: Stream<Item = WatchRequest> + Unpin + Send,
+    O: Sink<WatchResponse> + Unpin + Send,
+{
+    let mut live = ctx.hub.subscribe(&ctx.store);
+    let mut worker = Worker { seen: live.from, ctx, settings, out, watchers: BTreeMap::new(), next_id: 0 };
     let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + settings.progress_interval, settings.progress_interval);
     // Ends with Err(Gone) when the client stops reading: nothing more to do either way.
     let _ended: Result<(), Gone> = async {
@@ -93,9 +97,10 @@ pub async fn run_stream(node: Arc<Node>, settings: StreamSettings, mut requests:
                         worker.seen = worker.seen.max(batch.revision);
                     }
                     None => {
-                        // Dropped for falling behind: subscribe again, replay the gap from history.
+                        // Dropped for falling behind, or the store was replaced by a snapshot:
+                        // subscribe again, replay the gap from (the new) history.
                         tracing::info!("watch stream fell behind at revision {}; catching up from history", worker.seen);
-                        live = worker.node.hub.subscribe(&worker.node.store);
+                        live = worker.ctx.hub.subscribe(&worker.ctx.store);
                         worker.replay(worker.seen + 1, live.from, None).await?;
                         worker.seen = live.from;
                     }
@@ -107,13 +112,13 @@ pub async fn run_stream(node: Arc<Node>, settings: StreamSettings, mut requests:
     .await;
 }
 
-impl Worker {
-    async fn send(&self, response: WatchResponse) -> Result<(), Gone> {
-        self.out.send(Ok(response)).await.map_err(|_| Gone)
+impl<O: Sink<WatchResponse> + Unpin> Worker<O> {
+    async fn send(&mut self, response: WatchResponse) -> Result<(), Gone> {
+        self.out.send(response).await.map_err(|_| Gone)
     }
 
     fn response(&self, watch_id: i64, revision: i64) -> WatchResponse {
-        WatchResponse { header: self.node.header(revision), watch_id, ..Default::default() }
+        WatchResponse { header: (self.ctx.header)(revision), watch_id, ..Default::default() }
     }
 
     async fn handle(&mut self, request: WatchRequest) -> Result<(), Gone> {
@@ -127,29 +132,38 @@ impl Worker {
                 }
                 Ok(())
             }
-            Some(RequestUnion::ProgressRequest(_)) => self.send(self.response(NO_WATCHER, self.seen)).await,
+            Some(RequestUnion::ProgressRequest(_)) => {
+                let response = self.response(NO_WATCHER, self.seen);
+                self.send(response).await
+            }
             None => Ok(()),
         }
     }
 
     fn current_rev(&self) -> i64 {
-        self.node.store.read().current_rev()
+        self.ctx.store.read().current_rev()
     }
 
     async fn create(&mut self, create: WatchCreateRequest) -> Result<(), Gone> {
         let (current, compacted) = {
-            let view = self.node.store.read();
+            let view = self.ctx.store.read();
             (view.current_rev(), view.compact_rev())
         };
         // etcd reads an empty key as "\0", the smallest key.
         let key = if create.key.is_empty() { vec![0] } else { create.key };
         let span = KeySpan::new(&key, &create.range_end);
+        // The permission check, first as in etcd; its refusal names the requested id.
+        if let Err(denied) = (self.ctx.authorize)(&span) {
+            // etcd's reason is the gRPC error string of the refusal.
+            let reason = format!("rpc error: code = {:?} desc = {denied}", denied.code());
+            return self.refuse(create.watch_id, current, &reason).await;
+        }
         if span.end.is_some() && span.bounds().is_none() {
-            return self.refuse(current, "mvcc: watcher range is empty").await;
+            return self.refuse(NO_WATCHER, current, "mvcc: watcher range is empty").await;
         }
         let id = if create.watch_id != 0 {
             if self.watchers.contains_key(&create.watch_id) {
-                return self.refuse(current, "mvcc: duplicate watch ID provided on the WatchStream").await;
+                return self.refuse(NO_WATCHER, current, "mvcc: duplicate watch ID provided on the WatchStream").await;
             }
             create.watch_id
         } else {
@@ -183,8 +197,8 @@ impl Worker {
         Ok(())
     }
 
-    async fn refuse(&self, revision: i64, reason: &str) -> Result<(), Gone> {
-        let mut response = self.response(NO_WATCHER, revision);
+    async fn refuse(&mut self, watch_id: i64, revision: i64, reason: &str) -> Result<(), Gone> {
+        let mut response = self.response(watch_id, revision);
         response.created = true;
         response.canceled = true;
         response.cancel_reason = reason.to_string();
@@ -203,14 +217,14 @@ impl Worker {
     /// Deliver stored revisions `from..=upto` to one watcher, or to all.
     async fn replay(&mut self, mut from: i64, upto: i64, only: Option<i64>) -> Result<(), Gone> {
         while from <= upto {
-            match self.node.store.history(from, upto, REPLAY_CHUNK) {
+            match self.ctx.store.history(from, upto, REPLAY_CHUNK) {
                 Ok((events, next)) => {
                     self.deliver(&events, only, (next - 1).min(upto)).await?;
                     from = next;
                 }
                 Err(StoreError::Etcd(EtcdError::Compacted)) => {
                     // History this stream still needed is gone: those watchers end as etcd's do.
-                    let compacted = self.node.store.read().compact_rev();
+                    let compacted = self.ctx.store.read().compact_rev();
                     let lost: Vec<i64> = self
                         .watchers
                         .iter()
@@ -243,7 +257,7 @@ impl Worker {
             let Some(last) = matched.last().and_then(|e| e.kv.as_ref()) else { continue };
             watcher.next_rev = last.mod_revision + 1;
             let limit = if watcher.fragment { self.settings.max_response_bytes } else { usize::MAX };
-            let whole = WatchResponse { header: self.node.header(revision), watch_id: *id, events: matched, ..Default::default() };
+            let whole = WatchResponse { header: (self.ctx.header)(revision), watch_id: *id, events: matched, ..Default::default() };
             responses.extend(fragments(whole, limit));
         }
         for response in responses {
@@ -255,7 +269,8 @@ impl Worker {
     async fn notify_progress(&mut self) -> Result<(), Gone> {
         let ids: Vec<i64> = self.watchers.iter().filter(|(_, w)| w.progress_notify).map(|(id, _)| *id).collect();
         for id in ids {
-            self.send(self.response(id, self.seen)).await?;
+            let response = self.response(id, self.seen);
+            self.send(response).await?;
         }
         Ok(())
     }

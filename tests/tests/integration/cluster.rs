@@ -10,52 +10,14 @@
 //! URLs), and a leader cut off from the others reports that there is no leader, as etcd's does.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use conclave_tests::{Cluster, Kind, Normalizer, Table, etcdctl, same_on_etcd_and_subject_clusters, shape};
-use etcd_client::{Client, GetOptions};
+use conclave_tests::{
+    Cluster, Kind, Load, Normalizer, POLL, PROGRESS_TIMEOUT, Table, WRITE_TIMEOUT, assert_all_readable, assert_caught_up,
+    connect, etcdctl, put_keys, same_on_etcd_and_subject_clusters, shape, value, wait_until_caught_up,
+};
+use etcd_client::GetOptions;
 use serde_json::Value;
-use tokio::sync::watch;
-
-/// Bound on waits for the cluster to make progress or catch up.
-pub(crate) const PROGRESS_TIMEOUT: Duration = Duration::from_secs(30);
-/// Pause between polls of a member that is catching up, and after a failed write.
-pub(crate) const POLL: Duration = Duration::from_millis(50);
-/// No write may hang longer than this (a hang is a failure to report, not to wait out).
-pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-
-pub(crate) async fn connect(endpoint: &str) -> Client {
-    Client::connect([endpoint], None).await.unwrap_or_else(|e| panic!("connect to {endpoint}: {e}"))
-}
-
-/// The value of `key` read from `client`, linearizably or serializably.
-pub(crate) async fn value(client: &mut Client, key: &str, serializable: bool) -> Option<String> {
-    let options = serializable.then(|| GetOptions::new().with_serializable());
-    let resp = client.get(key, options).await.unwrap_or_else(|e| panic!("get {key}: {e}"));
-    resp.kvs().first().map(|kv| kv.value_str().unwrap().to_string())
-}
-
-/// Polls serializable reads on `endpoint` until every key of `want` has its value.
-pub(crate) async fn wait_until_caught_up(endpoint: &str, want: &HashMap<String, String>) {
-    let mut client = connect(endpoint).await;
-    let deadline = Instant::now() + PROGRESS_TIMEOUT;
-    for (key, expected) in want {
-        while value(&mut client, key, true).await.as_ref() != Some(expected) {
-            assert!(Instant::now() < deadline, "{endpoint} did not catch up with {key} in {PROGRESS_TIMEOUT:?}");
-            tokio::time::sleep(POLL).await;
-        }
-    }
-}
-
-/// Linearizable reads on `endpoint` return every key of `want` with its value.
-pub(crate) async fn assert_all_readable(endpoint: &str, want: &HashMap<String, String>) {
-    let mut client = connect(endpoint).await;
-    for (key, expected) in want {
-        assert_eq!(value(&mut client, key, false).await.as_ref(), Some(expected), "{key} read from {endpoint}");
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn writes_through_every_member_are_read_from_every_member() {
@@ -90,101 +52,6 @@ async fn member_list_shows_every_member() {
     }
 }
 
-/// Waits until `endpoint` has caught up with every key of `want` (serializable reads), then
-/// checks that linearizable reads there return them all.
-pub(crate) async fn assert_caught_up(endpoint: &str, want: &HashMap<String, String>) {
-    wait_until_caught_up(endpoint, want).await;
-    assert_all_readable(endpoint, want).await;
-}
-
-/// Puts `{prefix}0`… `{prefix}{count-1}` with `value(i)` through `client`, one after the other;
-/// every key with its value.
-pub(crate) async fn put_keys(client: &mut Client, prefix: &str, count: usize, value: impl Fn(usize) -> String) -> HashMap<String, String> {
-    let mut written = HashMap::new();
-    for i in 0..count {
-        let (key, val) = (format!("{prefix}{i}"), value(i));
-        client.put(key.as_str(), val.as_str(), None).await.unwrap_or_else(|e| panic!("put {key}: {e}"));
-        written.insert(key, val);
-    }
-    written
-}
-
-/// key → value of every acknowledged put, and how many there are.
-#[derive(Clone)]
-pub(crate) struct Acks {
-    values: Arc<Mutex<HashMap<String, String>>>,
-    count: Arc<watch::Sender<usize>>,
-}
-
-impl Acks {
-    fn new() -> Self {
-        Acks { values: Arc::default(), count: Arc::new(watch::channel(0).0) }
-    }
-
-    /// Waits until `n` puts in all were acknowledged.
-    pub(crate) async fn wait_for(&self, n: usize) {
-        let mut count = self.count.subscribe();
-        let waited = tokio::time::timeout(PROGRESS_TIMEOUT, count.wait_for(|&c| c >= n)).await;
-        assert!(waited.is_ok(), "fewer than {n} writes acknowledged in {PROGRESS_TIMEOUT:?}");
-    }
-
-    /// How many puts were acknowledged so far.
-    pub(crate) fn count(&self) -> usize {
-        *self.count.borrow()
-    }
-
-    pub(crate) fn snapshot(&self) -> HashMap<String, String> {
-        self.values.lock().unwrap().clone()
-    }
-}
-
-/// Writers putting distinct keys, one per endpoint given, until finished.
-pub(crate) struct Load {
-    pub(crate) acks: Acks,
-    stop: Arc<AtomicBool>,
-    writers: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    pub(crate) fn start(endpoints: impl IntoIterator<Item = String>) -> Self {
-        let (acks, stop) = (Acks::new(), Arc::new(AtomicBool::new(false)));
-        let writers = endpoints
-            .into_iter()
-            .enumerate()
-            .map(|(w, endpoint)| tokio::spawn(write_until_stopped(endpoint, w, acks.clone(), stop.clone())))
-            .collect();
-        Load { acks, stop, writers }
-    }
-
-    /// Stops the writers; every acknowledged key with its value.
-    pub(crate) async fn finish(self) -> HashMap<String, String> {
-        self.stop.store(true, Ordering::Relaxed);
-        for writer in self.writers {
-            writer.await.expect("writer task");
-        }
-        self.acks.snapshot()
-    }
-}
-
-/// Puts distinct keys through `endpoint` until `stop`; failed puts (member down, election) are
-/// not acknowledged and not retried.
-async fn write_until_stopped(endpoint: String, writer: usize, acks: Acks, stop: Arc<AtomicBool>) {
-    let Ok(mut client) = Client::connect([endpoint], None).await else { return };
-    for seq in 0.. {
-        if stop.load(Ordering::Relaxed) {
-            return;
-        }
-        let (key, val) = (format!("w{writer}/{seq}"), format!("{writer}-{seq}"));
-        match tokio::time::timeout(WRITE_TIMEOUT, client.put(key.as_str(), val.as_str(), None)).await {
-            Ok(Ok(_)) => {
-                acks.values.lock().unwrap().insert(key, val);
-                acks.count.send_modify(|n| *n += 1);
-            }
-            Ok(Err(_)) => tokio::time::sleep(POLL).await,
-            Err(_) => panic!("a put hung for {WRITE_TIMEOUT:?}"),
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leader_killed_during_writes_loses_no_acknowledged_write() {

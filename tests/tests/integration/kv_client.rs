@@ -1,23 +1,11 @@
 //! KV semantics through the `etcd-client` crate. Every check runs against a fresh etcd first —
 //! proving the assertions are etcd's behaviour — then against a fresh Conclave.
 
-use conclave_tests::{Kind, Node, on_etcd_then_subject};
+use conclave_tests::{Kind, Node, err, on_etcd_then_subject, status};
 use etcd_client::{
-    Client, Compare, CompareOp, Error, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
+    Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
 };
 use tonic::Code;
-
-/// The gRPC code and message of a failed call.
-pub(crate) fn status<T: std::fmt::Debug>(result: Result<T, Error>) -> (Code, String) {
-    match result {
-        Err(Error::GRpcStatus(status)) => (status.code(), status.message().to_string()),
-        other => panic!("expected a gRPC error status, got {other:?}"),
-    }
-}
-
-pub(crate) fn err(code: Code, message: &str) -> (Code, String) {
-    (code, message.to_string())
-}
 
 fn keys(kvs: &[etcd_client::KeyValue]) -> Vec<&str> {
     kvs.iter().map(|kv| kv.key_str().unwrap()).collect()

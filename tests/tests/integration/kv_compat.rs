@@ -3,7 +3,7 @@
 //!
 //! Values avoid 8–16 character hex-looking words, which the normaliser takes for ids.
 
-use conclave_tests::{Step, assert_same_as_etcd, ctl, ctl_stdin, formats};
+use conclave_tests::{Step, assert_same_as_etcd, ctl, ctl_stdin, ctls, formats};
 
 /// Flags for the limits session; small so the error cases are cheap to reach.
 const LIMITS: &[&str] = &["--max-txn-ops", "3", "--max-request-bytes", "4096"];
@@ -11,10 +11,6 @@ const LIMITS: &[&str] = &["--max-txn-ops", "3", "--max-request-bytes", "4096"];
 /// Concatenates groups of steps.
 fn steps<const N: usize>(groups: [Vec<Step>; N]) -> Vec<Step> {
     groups.concat()
-}
-
-pub(crate) fn ctls(cmdlines: &[&str]) -> Vec<Step> {
-    cmdlines.iter().map(|c| ctl(c)).collect()
 }
 
 /// The same step once per output format — for writes too: both servers see the same

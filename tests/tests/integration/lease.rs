@@ -3,14 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use conclave_tests::{Kind, Node, assert_same_as_etcd, on_etcd_then_subject};
+use conclave_tests::{Kind, Node, assert_same_as_etcd, ctls, err, on_etcd_then_subject, status};
 use etcd_client::{
     Client, Error, GetOptions, LeaseGrantOptions, LeaseTimeToLiveOptions, PutOptions, Txn, TxnOp,
 };
 use tonic::Code;
-
-use crate::kv_client::{err, status};
-use crate::kv_compat::ctls;
 
 const NOT_FOUND: &str = "etcdserver: requested lease not found";
 /// What etcd grants for any shorter TTL with the default heartbeat and election timeout.

@@ -14,3 +14,5 @@ mod quota;
 mod snapshot;
 mod snapshot_count;
 mod watch;
+mod watch_model;
+mod watch_snapshot;

@@ -6,12 +6,11 @@
 
 use std::time::Instant;
 
-use conclave_tests::{Cluster, Kind, Node, etcdctl, free_port};
-use etcd_client::GetOptions;
-
-use super::cluster::{
-    Load, POLL, PROGRESS_TIMEOUT, assert_all_readable, assert_caught_up, connect, put_keys, wait_until_caught_up,
+use conclave_tests::{
+    Cluster, Kind, Load, Node, POLL, PROGRESS_TIMEOUT, assert_all_readable, assert_caught_up, connect, etcdctl,
+    free_port, put_keys, wait_until_caught_up,
 };
+use etcd_client::GetOptions;
 
 /// `etcdctl member list` lines of the member at `endpoint`.
 fn member_list(endpoint: &str) -> Vec<String> {
