@@ -5,6 +5,9 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Parser};
 
+mod tls;
+pub use tls::TlsFlags;
+
 #[derive(Parser, Debug, Clone)]
 #[command(name = "conclave", version, about = "An etcd-compatible coordination service")]
 pub struct Config {
@@ -122,6 +125,9 @@ pub struct Config {
     #[arg(long, env = "ETCD_ENABLE_V2", default_value_t = false, action = ArgAction::Set,
           num_args = 0..=1, default_missing_value = "true")]
     pub enable_v2: bool,
+
+    #[command(flatten)]
+    pub tls: TlsFlags,
 }
 
 /// How history is compacted automatically.
@@ -147,6 +153,7 @@ impl Config {
 
     /// Refuse flag combinations etcd refuses, with etcd's words.
     pub fn validate(&self) -> anyhow::Result<()> {
+        self.tls.refuse_if_asked()?;
         self.auto_compaction()?;
         if self.enable_v2 {
             anyhow::bail!("--enable-v2: Conclave serves only etcd's v3 API");

@@ -156,3 +156,87 @@ fn etcd_environment_variables_configure_the_member() {
     let identity = std::fs::read_to_string(data.join("member.json")).expect("member.json written");
     assert!(identity.contains("\"envnode\""), "{identity}");
 }
+
+/// Run a member that must refuse to start, and return what it printed on stderr. One that
+/// serves instead is stopped and fails the test (rather than leaving it waiting forever).
+fn refused(mut cmd: Command) -> String {
+    let mut child = cmd.stdin(Stdio::null()).stderr(Stdio::piped()).spawn().expect("conclave starts");
+    let mut printed = String::new();
+    for line in BufReader::new(child.stderr.take().expect("stderr is piped")).lines() {
+        let line = line.expect("stderr is readable");
+        if line.contains("ready to serve client requests") {
+            child.kill().expect("kill conclave");
+            child.wait().expect("wait for conclave");
+            panic!("conclave serves when it must refuse to start:\n{printed}{line}");
+        }
+        printed.push_str(&line);
+        printed.push('\n');
+    }
+    assert!(!child.wait().expect("wait for conclave").success(), "conclave must refuse to start:\n{printed}");
+    printed
+}
+
+/// etcd 3.4's TLS flags, each with a value that asks for something secure.
+const TLS_FLAGS: [(&str, &str); 17] = [
+    ("cert-file", "server.pem"),
+    ("key-file", "server-key.pem"),
+    ("client-cert-auth", "true"),
+    ("client-crl-file", "client.crl"),
+    ("client-cert-allowed-hostname", "client.example"),
+    ("trusted-ca-file", "ca.pem"),
+    ("auto-tls", "true"),
+    ("peer-cert-file", "peer.pem"),
+    ("peer-key-file", "peer-key.pem"),
+    ("peer-client-cert-auth", "true"),
+    ("peer-trusted-ca-file", "peer-ca.pem"),
+    ("peer-cert-allowed-cn", "peer.example"),
+    ("peer-cert-allowed-hostname", "peer.example"),
+    ("peer-auto-tls", "true"),
+    ("peer-crl-file", "peer.crl"),
+    ("cipher-suites", "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"),
+    ("experimental-peer-skip-client-san-verification", "true"),
+];
+
+const TLS_REFUSAL: &str = "TLS is not supported yet: refusing to serve in the clear what was asked to be secure";
+
+#[test]
+fn tls_environment_variables_are_refused_not_ignored() {
+    for (flag, value) in TLS_FLAGS {
+        let dir = tempfile::tempdir().unwrap();
+        let var = format!("ETCD_{}", flag.to_uppercase().replace('-', "_"));
+        let mut cmd = conclave(&dir.path().join("d"), "a", &[]);
+        cmd.env(&var, value);
+        let printed = refused(cmd);
+        assert!(printed.contains(TLS_REFUSAL) && printed.contains(&var), "{var}={value}:\n{printed}");
+    }
+}
+
+#[test]
+fn tls_flags_are_refused() {
+    for (flag, value) in TLS_FLAGS {
+        let dir = tempfile::tempdir().unwrap();
+        let printed = refused(conclave(&dir.path().join("d"), "a", &[&format!("--{flag}={value}")]));
+        assert!(printed.contains(TLS_REFUSAL) && printed.contains(&format!("--{flag}")), "--{flag}:\n{printed}");
+    }
+}
+
+#[test]
+fn https_listen_urls_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_conclave"));
+    cmd.args(["--data-dir"]).arg(dir.path().join("d")).args([
+        "--listen-client-urls",
+        "https://127.0.0.1:0",
+        "--listen-peer-urls",
+        "http://127.0.0.1:0",
+    ]);
+    assert!(refused(cmd).contains("only http:// is supported yet"));
+}
+
+#[test]
+fn tls_switches_set_to_false_ask_for_nothing_secure() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = conclave(&dir.path().join("d"), "a", &["--peer-auto-tls=false"]);
+    cmd.env("ETCD_CLIENT_CERT_AUTH", "false").env("ETCD_AUTO_TLS", "0").env("ETCD_CERT_FILE", "");
+    serve_once(cmd);
+}
