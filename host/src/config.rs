@@ -90,15 +90,16 @@ pub struct Config {
     #[arg(long, env = "CONCLAVE_RESTORE_SNAPSHOT")]
     pub restore_snapshot: Option<PathBuf>,
 
-    /// Log level: debug, info, warn, error.
+    /// Log level: debug, info, warn, error (`RUST_LOG` overrides it).
     #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
 
-    /// Accepted for etcd compatibility; logs always go through `tracing` to stderr.
+    /// `zap`, or the deprecated `capnslog` (one output only, as with etcd); both write the
+    /// same plain-text lines.
     #[arg(long, env = "ETCD_LOGGER", default_value = "zap")]
     pub logger: String,
 
-    /// Accepted for etcd compatibility; logs always go to stderr.
+    /// Where logs go, comma-separated: `default` (stderr), `stderr`, `stdout` or file paths.
     #[arg(long, env = "ETCD_LOG_OUTPUTS", default_value = "default", value_delimiter = ',')]
     pub log_outputs: Vec<String>,
 
