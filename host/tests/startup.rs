@@ -305,3 +305,22 @@ fn loggers_are_checked_as_etcd_checks_them() {
     let capnslog = serve_once(conclave(&dir.path().join("d"), "a", &["--logger", "capnslog"]));
     assert!(capnslog.contains("Deprecated '--logger=capnslog' flag is set"), "{capnslog}");
 }
+
+#[test]
+fn restoring_a_snapshot_that_claims_a_huge_entry_fails_clearly() {
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    // An intact file (its SHA-256 trailer matches) whose first entry claims 1 TB.
+    let mut body = b"conclave-store-1".to_vec();
+    body.extend_from_slice(&1_000_000_000_000u64.to_be_bytes());
+    body.extend_from_slice(b"only a few bytes follow");
+    let digest = sha2::Sha256::digest(&body);
+    body.extend_from_slice(&digest);
+    let snapshot = dir.path().join("huge.db");
+    std::fs::write(&snapshot, &body).unwrap();
+    let printed = refused(conclave(&dir.path().join("d"), "a", &["--restore-snapshot", snapshot.to_str().unwrap()]));
+    assert!(
+        printed.contains("corrupt data: a snapshot entry claims 1000000000000 bytes but the snapshot ends 23 bytes later"),
+        "{printed}"
+    );
+}
