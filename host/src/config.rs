@@ -5,6 +5,9 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Parser};
 
+mod tls;
+pub use tls::TlsFlags;
+
 #[derive(Parser, Debug, Clone)]
 #[command(name = "conclave", version, about = "An etcd-compatible coordination service")]
 pub struct Config {
@@ -87,15 +90,16 @@ pub struct Config {
     #[arg(long, env = "CONCLAVE_RESTORE_SNAPSHOT")]
     pub restore_snapshot: Option<PathBuf>,
 
-    /// Log level: debug, info, warn, error.
+    /// Log level: debug, info, warn, error (`RUST_LOG` overrides it).
     #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
 
-    /// Accepted for etcd compatibility; logs always go through `tracing` to stderr.
+    /// `zap`, or the deprecated `capnslog` (one output only, as with etcd); both write the
+    /// same plain-text lines.
     #[arg(long, env = "ETCD_LOGGER", default_value = "zap")]
     pub logger: String,
 
-    /// Accepted for etcd compatibility; logs always go to stderr.
+    /// Where logs go, comma-separated: `default` (stderr), `stderr`, `stdout` or file paths.
     #[arg(long, env = "ETCD_LOG_OUTPUTS", default_value = "default", value_delimiter = ',')]
     pub log_outputs: Vec<String>,
 
@@ -122,6 +126,9 @@ pub struct Config {
     #[arg(long, env = "ETCD_ENABLE_V2", default_value_t = false, action = ArgAction::Set,
           num_args = 0..=1, default_missing_value = "true")]
     pub enable_v2: bool,
+
+    #[command(flatten)]
+    pub tls: TlsFlags,
 }
 
 /// How history is compacted automatically.
@@ -147,6 +154,7 @@ impl Config {
 
     /// Refuse flag combinations etcd refuses, with etcd's words.
     pub fn validate(&self) -> anyhow::Result<()> {
+        self.tls.refuse_if_asked()?;
         self.auto_compaction()?;
         if self.enable_v2 {
             anyhow::bail!("--enable-v2: Conclave serves only etcd's v3 API");

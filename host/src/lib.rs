@@ -14,6 +14,7 @@ pub mod config;
 pub mod error;
 pub mod identity;
 pub mod lease;
+pub mod logging;
 pub mod membership;
 pub mod mvcc;
 pub mod node;

@@ -9,7 +9,6 @@ use conclave_host::node::Node;
 use conclave_host::service::Service;
 use conclave_host::transport::bind_all;
 use conclave_host::{api, membership, raft};
-use tracing_subscriber::EnvFilter;
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let listeners = bind_all(&config.listen_client_urls).await?;
@@ -57,17 +56,10 @@ async fn shutdown_signal() {
 
 fn main() -> ExitCode {
     let config = Config::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-            // openraft logs every failed retry to an unreachable peer (several lines each 500 ms);
-            // the peer network logs when a peer goes and comes back instead. RUST_LOG overrides.
-            EnvFilter::new(format!(
-                "{},openraft=warn,openraft::replication=off,openraft::engine::handler::replication_handler=off",
-                config.log_level
-            ))
-        }))
-        .init();
+    if let Err(e) = conclave_host::logging::init(&config) {
+        eprintln!("conclave: {e:#}");
+        return ExitCode::FAILURE;
+    }
     let runtime = tokio::runtime::Runtime::new().expect("starting the tokio runtime");
     match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,

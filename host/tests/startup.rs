@@ -2,9 +2,10 @@
 //! message and without changing them. (This integration test also makes `cargo test --workspace`
 //! build the binary that the `conclave-tests` crate drives.)
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 
 fn conclave(data_dir: &Path, name: &str, extra: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_conclave"));
@@ -31,21 +32,33 @@ fn initialise(data_dir: &Path, name: &str) {
     serve_once(conclave(data_dir, name, &[]));
 }
 
-fn serve_once(mut cmd: Command) {
-    let mut child = cmd.stderr(Stdio::piped()).spawn().expect("conclave starts");
-    let mut log = String::new();
-    for line in BufReader::new(child.stderr.take().expect("stderr is piped")).lines() {
-        let line = line.expect("stderr is readable");
-        if line.contains("ready to serve client requests") {
-            child.kill().expect("kill conclave");
-            child.wait().expect("wait for conclave");
-            return;
-        }
-        log.push_str(&line);
-        log.push('\n');
-    }
+/// Start a member, wait until it serves, then stop it; returns its log (stderr) up to there.
+fn serve_once(mut cmd: Command) -> String {
+    let mut child = cmd.stdin(Stdio::null()).stderr(Stdio::piped()).spawn().expect("conclave starts");
+    let (log, served) = read_until_serving(child.stderr.take().expect("stderr is piped"));
+    stop(&mut child);
+    assert!(served, "conclave exited before serving:\n{log}");
+    log
+}
+
+fn stop(child: &mut Child) {
+    child.kill().expect("kill conclave");
     child.wait().expect("wait for conclave");
-    panic!("conclave exited before serving:\n{log}");
+}
+
+/// Read `log` line by line until the member says it serves (true) or the log ends (false).
+/// Returns the lines read.
+fn read_until_serving(log: impl Read) -> (String, bool) {
+    let mut printed = String::new();
+    for line in BufReader::new(log).lines() {
+        let line = line.expect("the log is readable");
+        printed.push_str(&line);
+        printed.push('\n');
+        if line.contains("ready to serve client requests") {
+            return (printed, true);
+        }
+    }
+    (printed, false)
 }
 
 /// Each file of `dir` with a digest of its content (a changed file shows as a changed digest).
@@ -155,4 +168,159 @@ fn etcd_environment_variables_configure_the_member() {
     serve_once(cmd);
     let identity = std::fs::read_to_string(data.join("member.json")).expect("member.json written");
     assert!(identity.contains("\"envnode\""), "{identity}");
+}
+
+/// Run a member that must refuse to start, and return what it printed on stderr. One that
+/// serves instead is stopped and fails the test (rather than leaving it waiting forever).
+fn refused(mut cmd: Command) -> String {
+    let mut child = cmd.stdin(Stdio::null()).stderr(Stdio::piped()).spawn().expect("conclave starts");
+    let (printed, served) = read_until_serving(child.stderr.take().expect("stderr is piped"));
+    if served {
+        stop(&mut child);
+        panic!("conclave serves when it must refuse to start:\n{printed}");
+    }
+    assert!(!child.wait().expect("wait for conclave").success(), "conclave must refuse to start:\n{printed}");
+    printed
+}
+
+/// etcd 3.4's TLS flags, each with a value that asks for something secure.
+const TLS_FLAGS: [(&str, &str); 17] = [
+    ("cert-file", "server.pem"),
+    ("key-file", "server-key.pem"),
+    ("client-cert-auth", "true"),
+    ("client-crl-file", "client.crl"),
+    ("client-cert-allowed-hostname", "client.example"),
+    ("trusted-ca-file", "ca.pem"),
+    ("auto-tls", "true"),
+    ("peer-cert-file", "peer.pem"),
+    ("peer-key-file", "peer-key.pem"),
+    ("peer-client-cert-auth", "true"),
+    ("peer-trusted-ca-file", "peer-ca.pem"),
+    ("peer-cert-allowed-cn", "peer.example"),
+    ("peer-cert-allowed-hostname", "peer.example"),
+    ("peer-auto-tls", "true"),
+    ("peer-crl-file", "peer.crl"),
+    ("cipher-suites", "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"),
+    ("experimental-peer-skip-client-san-verification", "true"),
+];
+
+const TLS_REFUSAL: &str = "TLS is not supported yet: refusing to serve in the clear what was asked to be secure";
+
+#[test]
+fn tls_environment_variables_are_refused_not_ignored() {
+    for (flag, value) in TLS_FLAGS {
+        let dir = tempfile::tempdir().unwrap();
+        let var = format!("ETCD_{}", flag.to_uppercase().replace('-', "_"));
+        let mut cmd = conclave(&dir.path().join("d"), "a", &[]);
+        cmd.env(&var, value);
+        let printed = refused(cmd);
+        assert!(printed.contains(TLS_REFUSAL) && printed.contains(&var), "{var}={value}:\n{printed}");
+    }
+}
+
+#[test]
+fn tls_flags_are_refused() {
+    for (flag, value) in TLS_FLAGS {
+        let dir = tempfile::tempdir().unwrap();
+        let printed = refused(conclave(&dir.path().join("d"), "a", &[&format!("--{flag}={value}")]));
+        assert!(printed.contains(TLS_REFUSAL) && printed.contains(&format!("--{flag}")), "--{flag}:\n{printed}");
+    }
+}
+
+#[test]
+fn https_listen_urls_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_conclave"));
+    cmd.args(["--data-dir"]).arg(dir.path().join("d")).args([
+        "--listen-client-urls",
+        "https://127.0.0.1:0",
+        "--listen-peer-urls",
+        "http://127.0.0.1:0",
+    ]);
+    assert!(refused(cmd).contains("only http:// is supported yet"));
+}
+
+#[test]
+fn tls_switches_set_to_false_ask_for_nothing_secure() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = conclave(&dir.path().join("d"), "a", &["--peer-auto-tls=false"]);
+    cmd.env("ETCD_CLIENT_CERT_AUTH", "false").env("ETCD_AUTO_TLS", "0").env("ETCD_CERT_FILE", "");
+    serve_once(cmd);
+}
+
+#[test]
+fn logs_to_a_pipe_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = serve_once(conclave(&dir.path().join("d"), "a", &[]));
+    assert!(!log.contains("\x1b["), "{log:?}");
+}
+
+#[test]
+fn log_outputs_stdout_logs_to_stdout_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = conclave(&dir.path().join("d"), "a", &["--log-outputs", "stdout"]);
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("conclave starts");
+    let (stdout, stderr) = (child.stdout.take().expect("piped"), child.stderr.take().expect("piped"));
+    let child = Arc::new(Mutex::new(child));
+    // Whichever stream says the member serves stops it, so the other one ends too.
+    let on_stderr = {
+        let child = child.clone();
+        std::thread::spawn(move || {
+            let (log, served) = read_until_serving(stderr);
+            if served {
+                child.lock().unwrap().kill().expect("kill conclave");
+            }
+            log
+        })
+    };
+    let (log, served) = read_until_serving(stdout);
+    stop(&mut child.lock().unwrap());
+    let on_stderr = on_stderr.join().expect("stderr reader");
+    assert!(served, "nothing served on stdout:\n{log}\nstderr:\n{on_stderr}");
+    assert!(!log.contains("\x1b["), "{log:?}");
+    assert_eq!(on_stderr, "");
+}
+
+#[test]
+fn log_outputs_file_path_appends_plain_text_to_that_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("conclave.log");
+    std::fs::write(&file, "an earlier line\n").unwrap();
+    // The file comes first, so it has each line by the time stderr shows it.
+    let outputs = format!("{},stderr", file.display());
+    serve_once(conclave(&dir.path().join("d"), "a", &["--log-outputs", &outputs]));
+    let written = std::fs::read_to_string(&file).unwrap();
+    assert!(written.starts_with("an earlier line\n"), "{written}");
+    assert!(written.contains("ready to serve client requests"), "{written}");
+    assert!(!written.contains("\x1b["), "{written:?}");
+}
+
+#[test]
+fn loggers_are_checked_as_etcd_checks_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let unknown = refused(conclave(&dir.path().join("d"), "a", &["--logger", "glog"]));
+    assert!(unknown.contains("unknown logger option \"glog\""), "{unknown}");
+    let capnslog_file = refused(conclave(&dir.path().join("d"), "a", &["--logger", "capnslog", "--log-outputs", "x.log"]));
+    assert!(capnslog_file.contains("unknown log-output \"x.log\""), "{capnslog_file}");
+    let capnslog = serve_once(conclave(&dir.path().join("d"), "a", &["--logger", "capnslog"]));
+    assert!(capnslog.contains("Deprecated '--logger=capnslog' flag is set"), "{capnslog}");
+}
+
+#[test]
+fn restoring_a_snapshot_that_claims_a_huge_entry_fails_clearly() {
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    // An intact file (its SHA-256 trailer matches) whose first entry claims 1 TB.
+    let mut body = b"conclave-store-1".to_vec();
+    body.extend_from_slice(&1_000_000_000_000u64.to_be_bytes());
+    body.extend_from_slice(b"only a few bytes follow");
+    let digest = sha2::Sha256::digest(&body);
+    body.extend_from_slice(&digest);
+    let snapshot = dir.path().join("huge.db");
+    std::fs::write(&snapshot, &body).unwrap();
+    let printed = refused(conclave(&dir.path().join("d"), "a", &["--restore-snapshot", snapshot.to_str().unwrap()]));
+    assert!(
+        printed.contains("corrupt data: a snapshot entry claims 1000000000000 bytes but the snapshot ends 23 bytes later"),
+        "{printed}"
+    );
 }

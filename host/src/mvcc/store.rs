@@ -243,7 +243,9 @@ impl Store {
     }
 }
 
-/// The next length-prefixed part of an export, `None` at the end marker.
+/// The next length-prefixed part of an export, `None` at the end marker. The part grows as its
+/// bytes arrive, so a damaged or hostile length meets the end of the input before it can make
+/// the allocation it claims.
 fn read_part(input: &mut impl Read) -> Result<Option<Vec<u8>>, StoreError> {
     let mut len = [0u8; 8];
     input.read_exact(&mut len).map_err(|_| corrupt("snapshot is truncated"))?;
@@ -251,8 +253,14 @@ fn read_part(input: &mut impl Read) -> Result<Option<Vec<u8>>, StoreError> {
     if len == EXPORT_END {
         return Ok(None);
     }
-    let mut part = vec![0u8; len as usize];
-    input.read_exact(&mut part).map_err(|_| corrupt("snapshot entry is truncated"))?;
+    let mut part = Vec::new();
+    input.by_ref().take(len).read_to_end(&mut part).map_err(|e| corrupt(&format!("reading a snapshot entry: {e}")))?;
+    if part.len() as u64 != len {
+        return Err(corrupt(&format!(
+            "a snapshot entry claims {len} bytes but the snapshot ends {} bytes later",
+            part.len()
+        )));
+    }
     Ok(Some(part))
 }
 
@@ -460,4 +468,19 @@ impl ApplyBatch<'_> {
 fn event(kv: KeyValue, prev_kv: Option<KeyValue>, tombstone: bool) -> Event {
     let kind = if tombstone { EventType::Delete } else { EventType::Put };
     Event { r#type: kind as i32, kv: Some(kv), prev_kv }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_part_longer_than_the_input_is_refused_without_allocating_it() {
+        let mut export = EXPORT_MAGIC.to_vec();
+        export.extend_from_slice(&(1u64 << 40).to_be_bytes());
+        export.extend_from_slice(b"short");
+        let store = Store::open(sled::Config::new().temporary(true).open().unwrap().open_tree("mvcc").unwrap()).unwrap();
+        let refused = store.import(&mut &export[..]).unwrap_err().to_string();
+        assert_eq!(refused, "storage: corrupt data: a snapshot entry claims 1099511627776 bytes but the snapshot ends 5 bytes later");
+    }
 }
