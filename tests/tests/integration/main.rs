@@ -4,6 +4,7 @@ mod auto_compaction;
 mod cluster;
 mod crash;
 mod dump_log;
+mod follower_writes;
 mod kv_client;
 mod kv_compat;
 mod lease;
