@@ -5,8 +5,9 @@
 //! node pays the per-entry cost once per batch instead of once per write; an idle node proposes
 //! each write at once. Batches are handed to raft in arrival order.
 //!
-//! On a follower a batch goes whole to the leader over the peer service, which proposes it there;
-//! while no leader is known (an election) the batch waits a little for one.
+//! On a follower a batch goes whole to the leader over the peer service, which proposes it there
+//! and answers once applied, with the entry's index; the follower answers its clients once it
+//! applied the entry too. While no leader is known (an election) the batch waits a little for one.
 
 use std::sync::Arc;
 
@@ -81,6 +82,17 @@ impl Route {
             },
         }
     }
+
+    /// `written` once this member has applied its entry too: etcd answers a write once the
+    /// member the client asked applied it, so a serializable read there right after sees it.
+    async fn applied_here(self, written: RaftBatchResponse) -> Result<RaftBatchResponse, Status> {
+        self.raft
+            .wait(None)
+            .applied_index_at_least(Some(written.index), "a forwarded write is applied here")
+            .await
+            .map_err(|_| EtcdError::Stopped)?;
+        Ok(written)
+    }
 }
 
 async fn propose_batches(route: Route, mut pending: mpsc::UnboundedReceiver<(RaftRequest, Reply)>) {
@@ -103,10 +115,17 @@ async fn propose_batches(route: Route, mut pending: mpsc::UnboundedReceiver<(Raf
         }
         let request_timeout = route.request_timeout;
         if leader != Some(Leader::Local) {
-            let forwarded = route.clone().forward(RaftBatch { requests });
+            let route = route.clone();
             tokio::spawn(async move {
-                let outcome = tokio::time::timeout(request_timeout, forwarded).await.unwrap_or(Err(EtcdError::Timeout.into()));
+                let deadline = tokio::time::Instant::now() + request_timeout;
+                let forwarded = route.clone().forward(RaftBatch { requests });
+                let forwarded = tokio::time::timeout_at(deadline, forwarded).await.unwrap_or(Err(EtcdError::Timeout.into()));
+                // The leader applied the batch: its slot is free while this member catches up.
                 drop(permit);
+                let outcome = match forwarded {
+                    Ok(written) => tokio::time::timeout_at(deadline, route.applied_here(written)).await.unwrap_or(Err(EtcdError::Timeout.into())),
+                    Err(status) => Err(status),
+                };
                 match outcome {
                     Ok(written) => reply_each(replies, written),
                     Err(status) => reply_all(replies, status),

@@ -124,6 +124,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let response = match entry.payload {
                 EntryPayload::Blank => RaftBatchResponse::default(),
                 EntryPayload::Normal(requests) => RaftBatchResponse {
+                    index: entry.log_id.index,
                     responses: requests
                         .0
                         .requests
