@@ -59,6 +59,12 @@ pub enum EtcdError {
     NotSupportedForLearner,
     #[error("etcdserver: not capable")]
     NotCapable,
+    #[error("etcdserver: not leader")]
+    NotLeader,
+    #[error("etcdserver: bad leader transferee")]
+    BadLeaderTransferee,
+    #[error("etcdserver: request timed out, leader transfer took too long")]
+    LeaderTransferTimeout,
 }
 
 impl EtcdError {
@@ -70,8 +76,8 @@ impl EtcdError {
             Compacted | FutureRev | LeaseTtlTooLarge => Code::OutOfRange,
             NoSpace => Code::ResourceExhausted,
             LeaseNotFound | MemberNotFound => Code::NotFound,
-            NoLeader | Timeout | Stopped | Unhealthy | NotSupportedForLearner => Code::Unavailable,
-            NotCapable | LeaseExists | MemberExists | PeerUrlExists | NotEnoughStarted | MemberNotLearner
+            NoLeader | Timeout | Stopped | Unhealthy | NotSupportedForLearner | LeaderTransferTimeout => Code::Unavailable,
+            NotCapable | NotLeader | BadLeaderTransferee | LeaseExists | MemberExists | PeerUrlExists | NotEnoughStarted | MemberNotLearner
             | LearnerNotReady | TooManyLearners => Code::FailedPrecondition,
         }
     }

@@ -22,7 +22,7 @@ use tonic::{Request, Response, Status};
 
 use crate::error::EtcdError;
 use crate::node::Node;
-use crate::raft::{check_quorum, recognised_leader};
+use crate::raft::{check_quorum, move_leader, recognised_leader, store_hash};
 
 /// The etcd API version Conclave reports and implements.
 pub const VERSION: &str = "3.5.0";
@@ -141,12 +141,19 @@ impl Maintenance for MaintenanceService {
         self.node.refuse_if_learner()?;
         // sled reclaims space itself; a defrag request just makes everything durable.
         self.node.db.flush_async().await.map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(DefragmentResponse { header: self.node.header(self.revision()) }))
+        // etcd 3.4 answers a defragmentation with no header.
+        Ok(Response::new(DefragmentResponse { header: None }))
     }
 
     async fn hash(&self, _request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
         self.node.refuse_if_learner()?;
-        Err(Status::unimplemented("Hash is not supported by Conclave"))
+        let store = self.node.store.clone();
+        // A scan of the whole store: off the async workers.
+        let (hash, revision) = tokio::task::spawn_blocking(move || store_hash(&store))
+            .await
+            .map_err(|e| Status::internal(format!("hashing the store: {e}")))?
+            .map_err(|e| Status::internal(format!("hashing the store: {e}")))?;
+        Ok(Response::new(HashResponse { header: self.node.header(revision), hash }))
     }
 
     async fn hash_kv(&self, request: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
@@ -180,9 +187,11 @@ impl Maintenance for MaintenanceService {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn move_leader(&self, _request: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
+    async fn move_leader(&self, request: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
         self.node.refuse_if_learner()?;
-        Err(Status::unimplemented("MoveLeader is not supported by Conclave yet"))
+        move_leader(&self.node.raft, &self.node.peers, request.into_inner().target_id).await?;
+        // etcd 3.4 answers a move with no header.
+        Ok(Response::new(MoveLeaderResponse { header: None }))
     }
 
     async fn downgrade(&self, _request: Request<DowngradeRequest>) -> Result<Response<DowngradeResponse>, Status> {

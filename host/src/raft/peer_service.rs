@@ -2,11 +2,12 @@
 //! hands openraft's messages from members of the same cluster to the local raft and answers with
 //! the postcard-encoded `Result`, and, when this member leads, proposes batches forwarded by
 //! followers, tells them its read index, renews leases, tells how long a lease has left and makes
-//! membership changes for them; it also tells any member asking what it knows of the cluster.
+//! membership changes for them; it also tells any member asking what it knows of the cluster, and
+//! campaigns when the leader hands its leadership over to this member.
 
 use conclave_proto::conclave::raft::peer_server::{Peer, PeerServer};
 use conclave_proto::conclave::raft::{
-    MemberChangeRequest, MemberChangeResponse, MembershipRequest, MembershipResponse, PeerMessage, RaftBatch,
+    CampaignRequest, CampaignResponse, MemberChangeRequest, MemberChangeResponse, MembershipRequest, MembershipResponse, PeerMessage, RaftBatch,
     RaftBatchResponse, ReadIndexRequest, ReadIndexResponse,
 };
 use futures::future::BoxFuture;
@@ -120,6 +121,10 @@ impl Peer for PeerService {
 
     async fn lease_keep_alive(&self, request: Request<LeaseKeepAliveRequest>) -> Result<Response<LeaseKeepAliveResponse>, Status> {
         as_leader((self.member.keep_alive)(request.into_inner().id))
+    }
+
+    async fn campaign(&self, request: Request<CampaignRequest>) -> Result<Response<CampaignResponse>, Status> {
+        super::transfer::campaign(&self.member.raft, request.into_inner().term).await.map(|()| Response::new(CampaignResponse {}))
     }
 
     async fn lease_time_to_live(&self, request: Request<LeaseTimeToLiveRequest>) -> Result<Response<LeaseTimeToLiveResponse>, Status> {

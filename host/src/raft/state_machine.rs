@@ -217,6 +217,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 }
 
+/// etcd's Hash of the whole store, the same on members that applied the same log: the applied log
+/// id is left out, as etcd leaves out its consistent index, so entries that change no data (a new
+/// leader's blank entry) do not make a member that applied them differ from one yet to.
+pub fn store_hash(store: &Store) -> std::io::Result<(u32, i64)> {
+    store.hash(&[APPLIED])
+}
+
 /// The metadata of the snapshot kept in `snap_dir` (a member's `<data-dir>/snap`), if any.
 pub fn read_snapshot_meta(snap_dir: &std::path::Path) -> std::io::Result<Option<SnapshotMeta<NodeId, MemberNode>>> {
     let bytes = match std::fs::read(snap_dir.join(SNAPSHOT_META_FILE)) {

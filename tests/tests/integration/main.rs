@@ -8,6 +8,7 @@ mod follower_writes;
 mod kv_client;
 mod kv_compat;
 mod lease;
+mod maintenance;
 mod malformed;
 mod membership;
 mod quota;
