@@ -42,6 +42,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         let (renewer, timer, changer) = (node.clone(), node.clone(), node.clone());
         let member = LocalMember {
             raft: node.raft.clone(),
+            handover: node.handover.clone(),
             cluster_id: node.identity.cluster_id,
             keep_alive: Box::new(move |id| api::keep_alive_as_leader(&renewer, id)),
             time_to_live: Box::new(move |req| api::time_to_live_as_leader(&timer, req)),

@@ -26,7 +26,7 @@ use crate::identity::{load_identity, Identity};
 use crate::lease::{IdGenerator, Lessor};
 use crate::membership::{self, Reconfigurer};
 use crate::mvcc::Store;
-use crate::raft::{on_leader, Answer, CommittedIndex, LogStore, MemberNode, Network, Peers, Proposer, Raft, StateMachine};
+use crate::raft::{on_leader, Answer, CommittedIndex, Handover, LogStore, MemberNode, Network, Peers, Proposer, Raft, StateMachine};
 use crate::watch::Hub;
 
 pub struct Node {
@@ -34,6 +34,8 @@ pub struct Node {
     pub identity: Identity,
     pub raft: Raft,
     proposer: Proposer,
+    /// Holds proposals back while this member hands its leadership over (MoveLeader).
+    pub handover: Handover,
     /// Connections to the other members.
     pub peers: Peers,
     /// How long a request waits for a leader during an election.
@@ -119,7 +121,8 @@ impl Node {
         let db_size = Arc::new(AtomicU64::new(db.size_on_disk().unwrap_or(0)));
         tokio::spawn(refresh_db_size(db.clone(), Arc::downgrade(&db_size)));
         let leader_wait = leader_wait(&config);
-        let proposer = Proposer::start(raft.clone(), peers.clone(), leader_wait, request_timeout(&config));
+        let handover = Handover::new(&raft);
+        let proposer = Proposer::start(raft.clone(), peers.clone(), handover.clone(), leader_wait, request_timeout(&config));
         let lease_ids = IdGenerator::new(identity.member_id);
         let reconfigurer = Reconfigurer::new(
             raft.clone(),
@@ -135,6 +138,7 @@ impl Node {
             identity,
             raft,
             proposer,
+            handover,
             peers,
             leader_wait,
             hub,

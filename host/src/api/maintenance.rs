@@ -189,7 +189,7 @@ impl Maintenance for MaintenanceService {
 
     async fn move_leader(&self, request: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
         self.node.refuse_if_learner()?;
-        move_leader(&self.node.raft, &self.node.peers, request.into_inner().target_id).await?;
+        move_leader(&self.node.raft, &self.node.peers, &self.node.handover, request.into_inner().target_id).await?;
         // etcd 3.4 answers a move with no header.
         Ok(Response::new(MoveLeaderResponse { header: None }))
     }

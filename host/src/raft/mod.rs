@@ -23,7 +23,7 @@ pub use peer_service::{serve_peers, KeepAlive, LocalMember, MemberChanger, TimeT
 pub use peers::{check_quorum, on_leader, recognised_leader, Answer, Peers};
 pub use proposer::Proposer;
 pub use state_machine::{read_snapshot_meta, store_hash, StateMachine, APPLIED as APPLIED_META, MEMBERSHIP as MEMBERSHIP_META};
-pub use transfer::move_leader;
+pub use transfer::{move_leader, Handover};
 
 /// Raft member ids are etcd member ids.
 pub type NodeId = u64;

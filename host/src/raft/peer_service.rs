@@ -23,6 +23,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
 use super::peers::MAX_PEER_MESSAGE;
+use super::transfer::Handover;
 use super::{decode, encode, etcd_members, Proto, Raft};
 
 /// Answer of a member that does not lead (any more): ask the leader instead.
@@ -39,6 +40,8 @@ pub type MemberChanger = Box<dyn Fn(MemberChangeRequest) -> BoxFuture<'static, R
 /// What the peer service answers from.
 pub struct LocalMember {
     pub raft: Raft,
+    /// Holds forwarded proposals back while this member hands its leadership over.
+    pub handover: Handover,
     pub cluster_id: u64,
     pub keep_alive: KeepAlive,
     pub time_to_live: TimeToLive,
@@ -91,6 +94,7 @@ impl Peer for PeerService {
     }
 
     async fn propose(&self, request: Request<RaftBatch>) -> Result<Response<RaftBatchResponse>, Status> {
+        self.member.handover.passed().await;
         match self.member.raft.client_write(Proto(request.into_inner())).await {
             Ok(written) => Ok(Response::new(written.data.0)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(Status::failed_precondition(NOT_LEADER)),

@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tonic::Status;
 
 use super::peers::{find_leader, on_leader, Answer, Leader, Peers};
+use super::transfer::Handover;
 use super::{Proto, Raft};
 use crate::error::EtcdError;
 
@@ -38,11 +39,12 @@ pub struct Proposer {
 
 impl Proposer {
     /// Start proposing to `raft` (through the leader at most `leader_wait` away, reached via
-    /// `peers`); a write not applied within `request_timeout` is answered "request timed out"
-    /// (it may still be applied later, as with etcd). Must be called inside a tokio runtime.
-    pub fn start(raft: Raft, peers: Peers, leader_wait: Duration, request_timeout: Duration) -> Self {
+    /// `peers`; while this member hands its leadership over, see `handover`, batches wait); a write
+    /// not applied within `request_timeout` is answered "request timed out" (it may still be
+    /// applied later, as with etcd). Must be called inside a tokio runtime.
+    pub fn start(raft: Raft, peers: Peers, handover: Handover, leader_wait: Duration, request_timeout: Duration) -> Self {
         let (queue, pending) = mpsc::unbounded_channel();
-        tokio::spawn(propose_batches(Route { raft, peers, leader_wait, request_timeout }, pending));
+        tokio::spawn(propose_batches(Route { raft, peers, handover, leader_wait, request_timeout }, pending));
         Proposer { queue }
     }
 
@@ -59,6 +61,7 @@ impl Proposer {
 struct Route {
     raft: Raft,
     peers: Peers,
+    handover: Handover,
     leader_wait: Duration,
     request_timeout: Duration,
 }
@@ -75,11 +78,14 @@ impl Route {
         .await?;
         match answer {
             Answer::Remote(written) => Ok(written),
-            Answer::Local => match self.raft.client_write(Proto(batch)).await {
-                Ok(written) => Ok(written.data.0),
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(EtcdError::NoLeader.into()),
-                Err(e) => Err(Status::unavailable(e.to_string())),
-            },
+            Answer::Local => {
+                self.handover.passed().await;
+                match self.raft.client_write(Proto(batch)).await {
+                    Ok(written) => Ok(written.data.0),
+                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(EtcdError::NoLeader.into()),
+                    Err(e) => Err(Status::unavailable(e.to_string())),
+                }
+            }
         }
     }
 
@@ -109,6 +115,8 @@ async fn propose_batches(route: Route, mut pending: mpsc::UnboundedReceiver<(Raf
             batch.push(next);
         }
         let (requests, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        // Then where the leader is: a transfer this member made moved it.
+        route.handover.passed().await;
         let leader = find_leader(&route.raft, route.leader_wait).await;
         if leader.is_none() {
             reply_all(replies, EtcdError::NoLeader.into());

@@ -1,16 +1,19 @@
 //! Leadership transfer (etcd's MoveLeader), which openraft 0.9 lacks.
 //!
-//! The leader waits until the target holds every entry it has, stops its heartbeats and asks the
-//! target to campaign. A voter refuses a candidate while its leader lease runs (it is renewed by
-//! every message from the leader), but the leader's own lease dates from its election: a leader
-//! elected more than a lease ago grants the target's vote and steps down, and with the target's
-//! own vote that is a quorum of three. Otherwise (a leader elected just now, or more voters) the
-//! stopped heartbeats let the other voters' leases run out, and the target, which as a candidate
-//! campaigns again after an election timeout, wins then, before their own election timers fire.
+//! A voter refuses a candidate while its leader lease runs: a follower's lease is renewed by every
+//! message from the leader, the leader's own dates from its election. So the leader holds new
+//! proposals back (as etcd's leader does while it transfers), waits until the target holds every
+//! entry it has, stops its heartbeats, waits until a lease has passed since its election, and asks
+//! the target to campaign: the leader grants the vote and steps down, and with the target's own
+//! vote that is a quorum of three. With more voters, the stopped heartbeats let the others' leases
+//! run out too, and the target, which as a candidate campaigns again after an election timeout,
+//! wins before their own election timers fire.
 
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use openraft::ServerState;
+use tokio::sync::watch;
 use tonic::Status;
 
 use super::peers::Peers;
@@ -18,9 +21,82 @@ use super::{MemberNode, NodeId, Raft};
 use crate::error::EtcdError;
 
 type Metrics = openraft::RaftMetrics<NodeId, MemberNode>;
+type ServerMetrics = openraft::metrics::RaftServerMetrics<NodeId, MemberNode>;
 
-/// Hand the leadership `raft` holds to the voter `target`; answered once `target` leads.
-pub async fn move_leader(raft: &Raft, peers: &Peers, target: NodeId) -> Result<(), Status> {
+/// Whether this member is handing its leadership over (new proposals wait until it is done, as a
+/// target that must hold every entry to win would never catch up under load), and since when it
+/// leads. Cheap to clone.
+#[derive(Clone)]
+pub struct Handover {
+    moving: Arc<watch::Sender<bool>>,
+    /// The term this member last became leader in, and when.
+    elected: Arc<Mutex<Option<(u64, Instant)>>>,
+}
+
+impl Handover {
+    /// Follow the elections of `raft`. Must be called inside a tokio runtime.
+    pub fn new(raft: &Raft) -> Self {
+        let handover = Handover { moving: Arc::new(watch::channel(false).0), elected: Arc::default() };
+        tokio::spawn(track_elections(raft.server_metrics(), Arc::downgrade(&handover.elected)));
+        handover
+    }
+
+    /// Wait until no transfer is in progress.
+    pub async fn passed(&self) {
+        if !*self.moving.borrow() {
+            return;
+        }
+        let _ = self.moving.subscribe().wait_for(|moving| !moving).await;
+    }
+
+    /// Wait out the lease this member's own vote holds since it was elected in `term` (all of it
+    /// if it is not known when): until then it refuses to vote for the target.
+    async fn lease_over(&self, raft: &Raft, term: u64) {
+        let lease = Duration::from_millis(raft.config().election_timeout_max);
+        let elected = *self.elected.lock().expect("election record poisoned");
+        let since = elected.filter(|(t, _)| *t == term).map_or_else(Instant::now, |(_, at)| at);
+        tokio::time::sleep_until((since + lease).into()).await;
+    }
+}
+
+/// Record when this member becomes leader, from the server metrics (which change only with the
+/// vote, state or membership), until the [`Handover`] is gone.
+async fn track_elections(mut metrics: watch::Receiver<ServerMetrics>, elected: Weak<Mutex<Option<(u64, Instant)>>>) {
+    while metrics.changed().await.is_ok() {
+        let Some(elected) = elected.upgrade() else { return };
+        let m = metrics.borrow_and_update();
+        let term = m.vote.leader_id().term;
+        let mut elected = elected.lock().expect("election record poisoned");
+        if m.state == ServerState::Leader && elected.is_none_or(|(t, _)| t != term) {
+            *elected = Some((term, Instant::now()));
+        }
+    }
+}
+
+/// A transfer in progress on `raft`; when dropped (also when the caller gives up), proposals and
+/// heartbeats resume.
+struct Transferring<'a> {
+    raft: &'a Raft,
+    handover: &'a Handover,
+}
+
+impl<'a> Transferring<'a> {
+    fn start(raft: &'a Raft, handover: &'a Handover) -> Self {
+        handover.moving.send_replace(true);
+        Transferring { raft, handover }
+    }
+}
+
+impl Drop for Transferring<'_> {
+    fn drop(&mut self) {
+        self.raft.runtime_config().heartbeat(true);
+        self.handover.moving.send_replace(false);
+    }
+}
+
+/// Hand the leadership `raft` holds to the voter `target`, holding proposals back through
+/// `handover` meanwhile; answered once `target` leads.
+pub async fn move_leader(raft: &Raft, peers: &Peers, handover: &Handover, target: NodeId) -> Result<(), Status> {
     let metrics = raft.metrics().borrow().clone();
     if metrics.state != ServerState::Leader {
         return Err(EtcdError::NotLeader.into());
@@ -35,12 +111,12 @@ pub async fn move_leader(raft: &Raft, peers: &Peers, target: NodeId) -> Result<(
     let url = membership.get_node(&target).map(|node| node.peer_url().to_string()).unwrap_or_default();
     let term = metrics.current_term;
     let deadline = Instant::now() + transfer_timeout(raft);
+    let _transferring = Transferring::start(raft, handover);
     catch_up(raft, target, term, deadline).await?;
     // Only now: heartbeats stopped for a target that never catches up would start an election.
     raft.runtime_config().heartbeat(false);
-    let moved = hand_over(raft, peers, &url, target, term, deadline).await;
-    raft.runtime_config().heartbeat(true);
-    moved
+    handover.lease_over(raft, term).await;
+    hand_over(raft, peers, &url, target, term, deadline).await
 }
 
 /// Wait until `target` holds every entry of this leader (of `term`): voters refuse a candidate
