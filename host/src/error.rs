@@ -65,6 +65,10 @@ pub enum EtcdError {
     NotSupportedForLearner,
     #[error("etcdserver: not capable")]
     NotCapable,
+    #[error("etcdserver: bad leader transferee")]
+    BadLeaderTransferee,
+    #[error("etcdserver: request timed out, leader transfer took too long")]
+    LeaderTransferTimeout,
     #[error("etcdserver: permission denied")]
     PermissionDenied,
     #[error("etcdserver: cluster ID mismatch")]
@@ -76,7 +80,7 @@ pub enum EtcdError {
 }
 
 /// Every fixed error with its code on the raft log and the peer network. Codes are never reused.
-const WIRE_CODES: [(u32, EtcdError); 30] = {
+const WIRE_CODES: [(u32, EtcdError); 32] = {
     use EtcdError::*;
     [
         (1, EmptyKey), (2, KeyNotFound), (3, ValueProvided), (4, LeaseProvided), (5, TooManyOps),
@@ -85,7 +89,7 @@ const WIRE_CODES: [(u32, EtcdError); 30] = {
         (16, Timeout), (17, Stopped), (18, MemberNotFound), (19, MemberExists), (20, PeerUrlExists),
         (21, MemberBadUrls), (22, NotEnoughStarted), (23, MemberNotLearner), (24, LearnerNotReady),
         (25, TooManyLearners), (26, Unhealthy), (27, NotSupportedForLearner), (28, NotCapable),
-        (29, PermissionDenied), (30, ClusterIdMismatch),
+        (29, PermissionDenied), (30, ClusterIdMismatch), (31, BadLeaderTransferee), (32, LeaderTransferTimeout),
     ]
 };
 
@@ -101,9 +105,9 @@ impl EtcdError {
             Compacted | FutureRev | LeaseTtlTooLarge => Code::OutOfRange,
             NoSpace => Code::ResourceExhausted,
             LeaseNotFound | MemberNotFound => Code::NotFound,
-            NoLeader | NotLeader | Timeout | Stopped | Unhealthy | NotSupportedForLearner => Code::Unavailable,
-            NotCapable | LeaseExists | MemberExists | PeerUrlExists | NotEnoughStarted | MemberNotLearner
-            | LearnerNotReady | TooManyLearners | ClusterIdMismatch => Code::FailedPrecondition,
+            NoLeader | Timeout | Stopped | Unhealthy | NotSupportedForLearner | LeaderTransferTimeout => Code::Unavailable,
+            NotCapable | NotLeader | BadLeaderTransferee | LeaseExists | MemberExists | PeerUrlExists | NotEnoughStarted
+            | MemberNotLearner | LearnerNotReady | TooManyLearners | ClusterIdMismatch => Code::FailedPrecondition,
             PermissionDenied => Code::PermissionDenied,
             Other { code, .. } => *code,
         }

@@ -18,8 +18,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let mut servers = tokio::task::JoinSet::new();
     for listener in peer_listeners {
         tracing::info!("listening for peers on http://{}", listener.local_addr()?);
-        let duties = Arc::new(service.clone());
-        servers.spawn(raft::serve_peers(node.raft().clone(), node.cluster_id(), duties, listener));
+        servers.spawn(raft::serve_peers(node.peer_service(Arc::new(service.clone())), listener));
     }
     let serving = async {
         // Like etcd, serve clients only once this member is part of the cluster with its

@@ -147,11 +147,44 @@ impl Store {
     /// Write every entry of the tree as length-prefixed key/value pairs between a magic header and
     /// an end marker: a consistent copy of the whole store as of one revision. Returns the
     /// `capture` metadata values as of that copy.
+    pub fn export(&self, out: &mut impl Write, capture: &[&[u8]]) -> io::Result<Vec<Option<sled::IVec>>> {
+        out.write_all(EXPORT_MAGIC)?;
+        let (_, captured) = self.for_each_entry(capture, |key, value| {
+            for part in [key, value] {
+                out.write_all(&(part.len() as u64).to_be_bytes())?;
+                out.write_all(part)?;
+            }
+            Ok(())
+        })?;
+        out.write_all(&EXPORT_END.to_be_bytes())?;
+        Ok(captured)
+    }
+
+    /// etcd's Hash: a CRC-32 of every entry of the tree but the `ignore`d ones (member-local
+    /// metadata), as of one revision, which it returns too.
+    pub fn hash(&self, ignore: &[&[u8]]) -> io::Result<(u32, i64)> {
+        let mut hasher = crc32fast::Hasher::new();
+        let (revision, _) = self.for_each_entry(&[], |key, value| {
+            if !ignore.contains(&key) {
+                hasher.update(key);
+                hasher.update(value);
+            }
+            Ok(())
+        })?;
+        Ok((hasher.finalize(), revision))
+    }
+
+    /// Visit every entry of the tree as of one revision (returned, with the `capture` metadata
+    /// values as of then).
     ///
     /// Writers are held off only while the revision, the metadata and the lease records are read;
-    /// revision records are immutable once written, so they are copied while writes go on (those
-    /// past the copy's revision are left out), with compaction held off instead.
-    pub fn export(&self, out: &mut impl Write, capture: &[&[u8]]) -> io::Result<Vec<Option<sled::IVec>>> {
+    /// revision records are immutable once written, so they are visited while writes go on (those
+    /// past the revision are left out), with compaction held off instead.
+    fn for_each_entry(
+        &self,
+        capture: &[&[u8]],
+        mut visit: impl FnMut(&[u8], &[u8]) -> io::Result<()>,
+    ) -> io::Result<(i64, Vec<Option<sled::IVec>>)> {
         let (revision, _compaction_waits, others, captured) = {
             let view = self.read();
             let pin = self.history_pin.read().unwrap_or_else(|e| e.into_inner());
@@ -165,20 +198,11 @@ impl Store {
                 .map_err(io::Error::other)?;
             (view.current_rev(), pin, others, captured)
         };
-        out.write_all(EXPORT_MAGIC)?;
-        let write_entry = |out: &mut dyn Write, key: &[u8], value: &[u8]| -> io::Result<()> {
-            for part in [key, value] {
-                out.write_all(&(part.len() as u64).to_be_bytes())?;
-                out.write_all(part)?;
-            }
-            Ok(())
-        };
-        self.for_each_record(revision, |key, value| write_entry(out, key, value))?;
+        self.for_each_record(revision, &mut visit)?;
         for (key, value) in &others {
-            write_entry(out, key, value)?;
+            visit(key, value)?;
         }
-        out.write_all(&EXPORT_END.to_be_bytes())?;
-        Ok(captured)
+        Ok((revision, captured))
     }
 
     /// Visit every revision record up to revision `upto`, in revision order. The caller holds
@@ -472,15 +496,41 @@ fn event(kv: KeyValue, prev_kv: Option<KeyValue>, tombstone: bool) -> Event {
 
 #[cfg(test)]
 mod tests {
+    use conclave_proto::etcdserverpb::PutRequest;
+
     use super::*;
+    use crate::mvcc::Writer;
 
     #[test]
     fn a_part_longer_than_the_input_is_refused_without_allocating_it() {
         let mut export = EXPORT_MAGIC.to_vec();
         export.extend_from_slice(&(1u64 << 40).to_be_bytes());
         export.extend_from_slice(b"short");
-        let store = Store::open(sled::Config::new().temporary(true).open().unwrap().open_tree("mvcc").unwrap()).unwrap();
-        let refused = store.import(&mut &export[..]).unwrap_err().to_string();
+        let refused = store().import(&mut &export[..]).unwrap_err().to_string();
         assert_eq!(refused, "storage: corrupt data: a snapshot entry claims 1099511627776 bytes but the snapshot ends 5 bytes later");
+    }
+
+    fn store() -> Store {
+        Store::open(sled::Config::new().temporary(true).open().unwrap().open_tree("t").unwrap()).unwrap()
+    }
+
+    fn put(store: &Store, key: &str, meta: Vec<(&[u8], Vec<u8>)>) {
+        let mut batch = store.begin();
+        let put = PutRequest { key: key.into(), value: b"v".to_vec(), ..Default::default() };
+        Writer::new(&mut batch).put(&put).unwrap();
+        batch.commit(meta, |_| {}).unwrap();
+    }
+
+    #[test]
+    fn hash_covers_the_data_and_not_the_entries_ignored() {
+        let (a, b) = (store(), store());
+        put(&a, "k", vec![(b"m/local".as_slice(), b"a".to_vec())]);
+        put(&b, "k", vec![(b"m/local".as_slice(), b"b".to_vec())]);
+        let ignore: &[&[u8]] = &[b"m/local"];
+        assert_eq!(a.hash(ignore).unwrap(), b.hash(ignore).unwrap());
+        assert_eq!(a.hash(ignore).unwrap().1, 2, "the revision hashed");
+        assert_ne!(a.hash(&[]).unwrap(), b.hash(&[]).unwrap());
+        put(&b, "k2", Vec::new());
+        assert_ne!(a.hash(ignore).unwrap().0, b.hash(ignore).unwrap().0);
     }
 }

@@ -22,7 +22,7 @@ use crate::identity::Identity;
 use crate::lease::{IdGenerator, Lessor};
 use crate::membership::Reconfigurer;
 use crate::mvcc::Store;
-use crate::raft::{on_leader, Answer, CommittedIndex, Peers, Proposer, Raft};
+use crate::raft::{on_leader, Answer, CommittedIndex, Handover, PeerService, Peers, Proposer, Raft};
 use crate::watch::Hub;
 
 /// A running member. Its parts are the crate's to use; the binary only starts, serves and stops it.
@@ -31,6 +31,8 @@ pub struct Node {
     pub(crate) identity: Identity,
     pub(crate) raft: Raft,
     proposer: Proposer,
+    /// Holds proposals back while this member hands its leadership over (MoveLeader).
+    pub(crate) handover: Handover,
     /// Connections to the other members.
     pub(crate) peers: Peers,
     /// How long a request waits for a leader during an election.
@@ -64,8 +66,9 @@ impl Node {
         &self.raft
     }
 
-    pub fn cluster_id(&self) -> u64 {
-        self.identity.cluster_id
+    /// What the peer service of this member answers from, with `duties` (the service layer).
+    pub fn peer_service(&self, duties: Arc<dyn crate::raft::LeaderDuties>) -> PeerService {
+        PeerService { raft: self.raft.clone(), cluster_id: self.identity.cluster_id, handover: self.handover.clone(), duties }
     }
 
     /// Resolves once this member learns it was removed from the cluster: it must stop.

@@ -21,7 +21,7 @@ use crate::identity::{load_identity, Identity};
 use crate::lease::{IdGenerator, Lessor};
 use crate::membership::{self, Reconfigurer};
 use crate::mvcc::Store;
-use crate::raft::{LogStore, MemberNode, Network, Peers, Proposer, Raft, StateMachine};
+use crate::raft::{Handover, LogStore, MemberNode, Network, Peers, Proposer, Raft, StateMachine};
 use crate::watch::Hub;
 
 impl Node {
@@ -67,7 +67,8 @@ impl Node {
         let db_size = Arc::new(AtomicU64::new(db.size_on_disk().unwrap_or(0)));
         tokio::spawn(refresh_db_size(db.clone(), Arc::downgrade(&db_size)));
         let leader_wait = leader_wait(&config);
-        let proposer = Proposer::start(raft.clone(), peers.clone(), leader_wait, request_timeout(&config));
+        let handover = Handover::new(&raft);
+        let proposer = Proposer::start(raft.clone(), peers.clone(), handover.clone(), leader_wait, request_timeout(&config));
         let lease_ids = IdGenerator::new(identity.member_id);
         let reconfigurer = Reconfigurer::new(
             raft.clone(),
@@ -83,6 +84,7 @@ impl Node {
             identity,
             raft,
             proposer,
+            handover,
             peers,
             leader_wait,
             hub,

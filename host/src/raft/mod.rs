@@ -1,6 +1,6 @@
 //! Consensus: openraft's type configuration, the sled-backed log and state machine, the peer
-//! network, and the proposer that batches client writes. Every log entry is a [`Request`]: a batch
-//! of client writes; applying it yields a [`Response`] per write.
+//! network, the proposer that batches client writes, and leadership transfer. Every log entry is
+//! a [`Request`]: a batch of client writes; applying it yields a [`Response`] per write.
 
 mod log_store;
 mod network;
@@ -8,6 +8,7 @@ mod peer_service;
 mod peers;
 mod proposer;
 mod state_machine;
+mod transfer;
 
 use std::io::Cursor;
 
@@ -18,10 +19,11 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use log_store::{read_log, CommittedIndex, LogDump, LogStore};
 pub use network::Network;
-pub use peer_service::{serve_peers, LeaderDuties, NOT_LEADER};
+pub use peer_service::{serve_peers, LeaderDuties, PeerService, NOT_LEADER};
 pub use peers::{check_quorum, on_leader, recognised_leader, Answer, Peers};
 pub use proposer::Proposer;
-pub use state_machine::{read_snapshot_meta, StateMachine, APPLIED as APPLIED_META, MEMBERSHIP as MEMBERSHIP_META};
+pub use state_machine::{read_snapshot_meta, store_hash, StateMachine, APPLIED as APPLIED_META, MEMBERSHIP as MEMBERSHIP_META};
+pub use transfer::{move_leader, Handover};
 
 /// Raft member ids are etcd member ids.
 pub type NodeId = u64;

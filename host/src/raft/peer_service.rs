@@ -1,16 +1,17 @@
 //! Raft's peer network, server side: the `conclave.raft.Peer` gRPC service on the peer URLs. It
 //! hands openraft's messages to the local raft and answers with the postcard-encoded `Result`,
-//! and, when this member leads, proposes batches forwarded by followers, tells them its read
-//! index, and has the service layer ([`LeaderDuties`]) renew leases, tell how long a lease has
-//! left and make membership changes for them. Every call must come from a member of this cluster
-//! (its id in the request metadata), except the question any member may ask: what this member
-//! knows of the cluster.
+//! and, when this member leads, proposes batches forwarded by followers (held back while it hands
+//! its leadership over), tells them its read index, and has the service layer ([`LeaderDuties`])
+//! renew leases, tell how long a lease has left and make membership changes for them; it
+//! campaigns when the leader hands its leadership over to this member. Every call must come from
+//! a member of this cluster (its id in the request metadata), except the question any member may
+//! ask: what this member knows of the cluster.
 
 use std::sync::Arc;
 
 use conclave_proto::conclave::raft::peer_server::{Peer, PeerServer};
 use conclave_proto::conclave::raft::{
-    MemberChangeRequest, MemberChangeResponse, MembershipRequest, MembershipResponse, PeerMessage, RaftBatch,
+    CampaignRequest, CampaignResponse, MemberChangeRequest, MemberChangeResponse, MembershipRequest, MembershipResponse, PeerMessage, RaftBatch,
     RaftBatchResponse, ReadIndexRequest, ReadIndexResponse,
 };
 use conclave_proto::etcdserverpb::{
@@ -23,6 +24,7 @@ use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
 use super::peers::{CLUSTER_ID_METADATA, MAX_PEER_MESSAGE};
+use super::transfer::Handover;
 use super::{decode, encode, etcd_members, Proto, Raft};
 use crate::error::EtcdError;
 use crate::transport::accepted;
@@ -41,10 +43,14 @@ pub trait LeaderDuties: Send + Sync + 'static {
     async fn change_membership(&self, change: MemberChangeRequest) -> Result<MemberChangeResponse, EtcdError>;
 }
 
-struct PeerService {
-    raft: Raft,
-    cluster_id: u64,
-    duties: Arc<dyn LeaderDuties>,
+/// What the peer service answers from: this member's raft, its cluster, its leadership handover,
+/// and the service layer's duties to followers.
+pub struct PeerService {
+    pub raft: Raft,
+    pub cluster_id: u64,
+    /// Holds forwarded proposals back while this member hands its leadership over.
+    pub handover: Handover,
+    pub duties: Arc<dyn LeaderDuties>,
 }
 
 impl PeerService {
@@ -96,6 +102,7 @@ impl Peer for PeerService {
 
     async fn propose(&self, request: Request<RaftBatch>) -> Result<Response<RaftBatchResponse>, Status> {
         self.check_cluster(&request)?;
+        self.handover.passed().await;
         match self.raft.client_write(Proto(request.into_inner())).await {
             Ok(written) => Ok(Response::new(written.data.0)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(Status::failed_precondition(NOT_LEADER)),
@@ -135,21 +142,20 @@ impl Peer for PeerService {
         as_leader(self.duties.keep_alive(request.into_inner().id))
     }
 
+    async fn campaign(&self, request: Request<CampaignRequest>) -> Result<Response<CampaignResponse>, Status> {
+        self.check_cluster(&request)?;
+        super::transfer::campaign(&self.raft, request.into_inner().term).await.map(|()| Response::new(CampaignResponse {}))
+    }
+
     async fn lease_time_to_live(&self, request: Request<LeaseTimeToLiveRequest>) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
         self.check_cluster(&request)?;
         as_leader(self.duties.time_to_live(&request.into_inner()))
     }
 }
 
-/// Serve the peer service of the member of `cluster_id` running `raft` on `listener` until the
-/// server fails.
-pub async fn serve_peers(
-    raft: Raft,
-    cluster_id: u64,
-    duties: Arc<dyn LeaderDuties>,
-    listener: TcpListener,
-) -> Result<(), tonic::transport::Error> {
-    let service = PeerServer::new(PeerService { raft, cluster_id, duties })
+/// Serve `service` on `listener` until the server fails.
+pub async fn serve_peers(service: PeerService, listener: TcpListener) -> Result<(), tonic::transport::Error> {
+    let service = PeerServer::new(service)
         .max_decoding_message_size(MAX_PEER_MESSAGE)
         .max_encoding_message_size(MAX_PEER_MESSAGE);
     // Without TCP_NODELAY, Nagle held replies back until the follower's delayed ACK (~40 ms).

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use conclave_proto::conclave::raft::peer_client::PeerClient;
 use conclave_proto::conclave::raft::{
-    MemberChangeRequest, MemberChangeResponse, MembershipRequest, MembershipResponse, RaftBatch, RaftBatchResponse,
+    CampaignRequest, MemberChangeRequest, MemberChangeResponse, MembershipRequest, MembershipResponse, RaftBatch, RaftBatchResponse,
     ReadIndexRequest,
 };
 use conclave_proto::etcdserverpb::{
@@ -104,6 +104,12 @@ impl Peers {
     /// How long lease `request.id` has left, by the deadline the leader at `url` keeps.
     pub async fn time_to_live(&self, url: &str, request: LeaseTimeToLiveRequest) -> Result<LeaseTimeToLiveResponse, Status> {
         Ok(self.client(url)?.lease_time_to_live(self.request(request)).await?.into_inner())
+    }
+
+    /// Have the member at `url` campaign now, for the leader of `term` handing leadership over.
+    pub async fn campaign(&self, url: &str, term: u64) -> Result<(), Status> {
+        self.client(url)?.campaign(self.request(CampaignRequest { term })).await?;
+        Ok(())
     }
 
     /// The read index of the leader at `url`.

@@ -5,8 +5,9 @@
 //! node pays the per-entry cost once per batch instead of once per write; an idle node proposes
 //! each write at once. Batches are handed to raft in arrival order.
 //!
-//! On a follower a batch goes whole to the leader over the peer service, which proposes it there;
-//! while no leader is known (an election) the batch waits a little for one.
+//! On a follower a batch goes whole to the leader over the peer service, which proposes it there
+//! and answers once applied, with the entry's index; the follower answers its clients once it
+//! applied the entry too. While no leader is known (an election) the batch waits a little for one.
 
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tonic::Status;
 
 use super::peers::{find_leader, on_leader, Answer, Leader, Peers};
+use super::transfer::Handover;
 use super::{Proto, Raft};
 use crate::error::EtcdError;
 
@@ -37,11 +39,12 @@ pub struct Proposer {
 
 impl Proposer {
     /// Start proposing to `raft` (through the leader at most `leader_wait` away, reached via
-    /// `peers`); a write not applied within `request_timeout` is answered "request timed out"
-    /// (it may still be applied later, as with etcd). Must be called inside a tokio runtime.
-    pub fn start(raft: Raft, peers: Peers, leader_wait: Duration, request_timeout: Duration) -> Self {
+    /// `peers`; while this member hands its leadership over, see `handover`, batches wait); a write
+    /// not applied within `request_timeout` is answered "request timed out" (it may still be
+    /// applied later, as with etcd). Must be called inside a tokio runtime.
+    pub fn start(raft: Raft, peers: Peers, handover: Handover, leader_wait: Duration, request_timeout: Duration) -> Self {
         let (queue, pending) = mpsc::unbounded_channel();
-        tokio::spawn(propose_batches(Route { raft, peers, leader_wait, request_timeout }, pending));
+        tokio::spawn(propose_batches(Route { raft, peers, handover, leader_wait, request_timeout }, pending));
         Proposer { queue }
     }
 
@@ -58,6 +61,7 @@ impl Proposer {
 struct Route {
     raft: Raft,
     peers: Peers,
+    handover: Handover,
     leader_wait: Duration,
     request_timeout: Duration,
 }
@@ -74,12 +78,27 @@ impl Route {
         .await?;
         match answer {
             Answer::Remote(written) => Ok(written),
-            Answer::Local => match self.raft.client_write(Proto(batch)).await {
-                Ok(written) => Ok(written.data.0),
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(EtcdError::NoLeader.into()),
-                Err(e) => Err(Status::unavailable(e.to_string())),
-            },
+            Answer::Local => {
+                self.handover.passed().await;
+                match self.raft.client_write(Proto(batch)).await {
+                    Ok(written) => Ok(written.data.0),
+                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(EtcdError::NoLeader.into()),
+                    Err(e) => Err(Status::unavailable(e.to_string())),
+                }
+            }
         }
+    }
+
+    /// `written` once this member has applied its entry too: etcd answers a write once the
+    /// member the client asked applied it, so a serializable read there right after sees it.
+    async fn applied_here(self, written: RaftBatchResponse) -> Result<RaftBatchResponse, Status> {
+        // Raft's data metrics, borrowed in place: `Raft::wait` would copy all metrics at each change.
+        let mut applied = self.raft.data_metrics();
+        applied
+            .wait_for(|m| m.last_applied.map_or(0, |id| id.index) >= written.index)
+            .await
+            .map_err(|_| EtcdError::Stopped)?;
+        Ok(written)
     }
 }
 
@@ -96,6 +115,8 @@ async fn propose_batches(route: Route, mut pending: mpsc::UnboundedReceiver<(Raf
             batch.push(next);
         }
         let (requests, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        // Then where the leader is: a transfer this member made moved it.
+        route.handover.passed().await;
         let leader = find_leader(&route.raft, route.leader_wait).await;
         if leader.is_none() {
             reply_all(replies, EtcdError::NoLeader.into());
@@ -103,10 +124,17 @@ async fn propose_batches(route: Route, mut pending: mpsc::UnboundedReceiver<(Raf
         }
         let request_timeout = route.request_timeout;
         if leader != Some(Leader::Local) {
-            let forwarded = route.clone().forward(RaftBatch { requests });
+            let route = route.clone();
             tokio::spawn(async move {
-                let outcome = tokio::time::timeout(request_timeout, forwarded).await.unwrap_or(Err(EtcdError::Timeout.into()));
+                let deadline = tokio::time::Instant::now() + request_timeout;
+                let forwarded = route.clone().forward(RaftBatch { requests });
+                let forwarded = tokio::time::timeout_at(deadline, forwarded).await.unwrap_or(Err(EtcdError::Timeout.into()));
+                // The leader applied the batch: its slot is free while this member catches up.
                 drop(permit);
+                let outcome = match forwarded {
+                    Ok(written) => tokio::time::timeout_at(deadline, route.applied_here(written)).await.unwrap_or(Err(EtcdError::Timeout.into())),
+                    Err(status) => Err(status),
+                };
                 match outcome {
                     Ok(written) => reply_each(replies, written),
                     Err(status) => reply_all(replies, status),

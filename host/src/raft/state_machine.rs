@@ -98,6 +98,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let response = match entry.payload {
                 EntryPayload::Blank => RaftBatchResponse::default(),
                 EntryPayload::Normal(requests) => RaftBatchResponse {
+                    index: entry.log_id.index,
                     responses: requests
                         .0
                         .requests
@@ -178,6 +179,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let file = tokio::fs::File::open(self.snapshot_path(SNAPSHOT_FILE)).await.map_err(read_err)?;
         Ok(Some(Snapshot { meta: info.meta, snapshot: Box::new(file) }))
     }
+}
+
+/// etcd's Hash of the whole store, the same on members that applied the same log: the applied log
+/// id is left out, as etcd leaves out its consistent index, so entries that change no data (a new
+/// leader's blank entry) do not make a member that applied them differ from one yet to.
+pub fn store_hash(store: &Store) -> std::io::Result<(u32, i64)> {
+    store.hash(&[APPLIED])
 }
 
 /// The metadata of the snapshot kept in `snap_dir` (a member's `<data-dir>/snap`), if any.

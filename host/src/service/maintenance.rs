@@ -20,7 +20,7 @@ use super::{Caller, Service};
 use crate::error::EtcdError;
 use crate::mvcc::View;
 use crate::node::Node;
-use crate::raft::{check_quorum, recognised_leader};
+use crate::raft::{check_quorum, move_leader, recognised_leader, store_hash};
 
 /// The etcd API version Conclave reports and implements.
 pub const VERSION: &str = "3.5.0";
@@ -87,13 +87,20 @@ impl Service {
         caller.check_admin()?;
         // sled reclaims space itself; a defrag request just makes everything durable.
         self.node.db.flush_async().await.map_err(|e| EtcdError::internal(e.to_string()))?;
-        Ok(DefragmentResponse { header: self.node.header(self.revision()) })
+        // etcd 3.4 answers a defragmentation with no header.
+        Ok(DefragmentResponse { header: None })
     }
 
     pub async fn hash(&self, caller: &Caller, _req: HashRequest) -> Result<HashResponse, EtcdError> {
         self.refuse_if_learner()?;
         caller.check_admin()?;
-        Err(EtcdError::other(Code::Unimplemented, "Hash is not supported by Conclave"))
+        let store = self.node.store.clone();
+        // A scan of the whole store: off the async workers.
+        let (hash, revision) = tokio::task::spawn_blocking(move || store_hash(&store))
+            .await
+            .map_err(|e| EtcdError::internal(format!("hashing the store: {e}")))?
+            .map_err(|e| EtcdError::internal(format!("hashing the store: {e}")))?;
+        Ok(HashResponse { header: self.node.header(revision), hash })
     }
 
     pub async fn hash_kv(&self, caller: &Caller, req: HashKvRequest) -> Result<HashKvResponse, EtcdError> {
@@ -126,10 +133,12 @@ impl Service {
         Ok(rx)
     }
 
-    pub async fn move_leader(&self, caller: &Caller, _req: MoveLeaderRequest) -> Result<MoveLeaderResponse, EtcdError> {
+    pub async fn move_leader(&self, caller: &Caller, req: MoveLeaderRequest) -> Result<MoveLeaderResponse, EtcdError> {
         self.refuse_if_learner()?;
         caller.check_admin()?;
-        Err(EtcdError::other(Code::Unimplemented, "MoveLeader is not supported by Conclave yet"))
+        move_leader(&self.node.raft, &self.node.peers, &self.node.handover, req.target_id).await?;
+        // etcd 3.4 answers a move with no header.
+        Ok(MoveLeaderResponse { header: None })
     }
 
     pub async fn downgrade(&self, caller: &Caller, _req: DowngradeRequest) -> Result<DowngradeResponse, EtcdError> {
