@@ -1,12 +1,12 @@
 //! The peer port serves only members of the same cluster: every peer call but the membership
 //! question must carry this cluster's id, so a member of another cluster (or anything else that
 //! reaches the port) can never propose writes, read the read index, renew leases or change the
-//! membership here.
+//! membership or make this member campaign.
 
 use conclave_proto::conclave::raft::peer_client::PeerClient;
 use conclave_proto::conclave::raft::raft_request::Request as Req;
 use conclave_proto::conclave::raft::{
-    MemberChangeRequest, MembershipRequest, PeerMessage, RaftBatch, RaftRequest, ReadIndexRequest,
+    CampaignRequest, MemberChangeRequest, MembershipRequest, PeerMessage, RaftBatch, RaftRequest, ReadIndexRequest,
 };
 use conclave_proto::etcdserverpb::{LeaseKeepAliveRequest, LeaseTimeToLiveRequest, MemberRemoveRequest, PutRequest};
 use conclave_proto::conclave::raft::member_change_request::Change;
@@ -47,6 +47,7 @@ async fn peer_calls_from_another_cluster_are_refused() {
         assert_refused("ChangeMembership", peer.change_membership(from_other_cluster(remove, other)).await);
         let vote = PeerMessage { body: Vec::new() };
         assert_refused("Vote", peer.vote(from_other_cluster(vote, other)).await);
+        assert_refused("Campaign", peer.campaign(from_other_cluster(CampaignRequest { term: 1 }, other)).await);
     }
 
     // Nothing was written, and the member still answers what any member may ask.
