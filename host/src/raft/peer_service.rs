@@ -94,7 +94,7 @@ impl Peer for PeerService {
     }
 
     async fn propose(&self, request: Request<RaftBatch>) -> Result<Response<RaftBatchResponse>, Status> {
-        self.member.handover.passed().await;
+        let _proposing = self.member.handover.proposing().await;
         match self.member.raft.client_write(Proto(request.into_inner())).await {
             Ok(written) => Ok(Response::new(written.data.0)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(Status::failed_precondition(NOT_LEADER)),
