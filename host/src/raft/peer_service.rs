@@ -102,7 +102,7 @@ impl Peer for PeerService {
 
     async fn propose(&self, request: Request<RaftBatch>) -> Result<Response<RaftBatchResponse>, Status> {
         self.check_cluster(&request)?;
-        self.handover.passed().await;
+        let _proposing = self.handover.proposing().await;
         match self.raft.client_write(Proto(request.into_inner())).await {
             Ok(written) => Ok(Response::new(written.data.0)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(Status::failed_precondition(NOT_LEADER)),

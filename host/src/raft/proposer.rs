@@ -79,7 +79,7 @@ impl Route {
         match answer {
             Answer::Remote(written) => Ok(written),
             Answer::Local => {
-                self.handover.passed().await;
+                let _proposing = self.handover.proposing().await;
                 match self.raft.client_write(Proto(batch)).await {
                     Ok(written) => Ok(written.data.0),
                     Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(EtcdError::NoLeader.into()),
@@ -115,8 +115,9 @@ async fn propose_batches(route: Route, mut pending: mpsc::UnboundedReceiver<(Raf
             batch.push(next);
         }
         let (requests, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-        // Then where the leader is: a transfer this member made moved it.
-        route.handover.passed().await;
+        // Then where the leader is: a transfer this member made moved it. Held until raft has the
+        // batch (or it is forwarded).
+        let _proposing = route.handover.proposing().await;
         let leader = find_leader(&route.raft, route.leader_wait).await;
         if leader.is_none() {
             reply_all(replies, EtcdError::NoLeader.into());
