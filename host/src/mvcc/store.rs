@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
 
 use conclave_proto::mvccpb::event::EventType;
 use conclave_proto::mvccpb::{Event, KeyValue};
@@ -119,6 +119,16 @@ impl Store {
         ReadView { tree: &self.tree, state: self.state.read().unwrap_or_else(|e| e.into_inner()) }
     }
 
+    /// A view if no write batch holds the store (or waits for it), without waiting.
+    pub(super) fn try_read(&self) -> Option<ReadView<'_>> {
+        let state = match self.state.try_read() {
+            Ok(state) => state,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        Some(ReadView { tree: &self.tree, state })
+    }
+
     /// Start applying writes; nothing is visible to readers or durable until `commit`.
     pub fn begin(&self) -> ApplyBatch<'_> {
         ApplyBatch {
@@ -221,20 +231,26 @@ impl Store {
         Ok(HashKv { hash: hasher.finalize(), upto, current, compacted })
     }
 
-    /// Replace the whole store with a copy written by `export`.
+    /// Replace the whole store with a copy written by `export`. The copy is read in full before the store is locked, so readers wait only while it
+    /// replaces the old contents.
     pub fn import(&self, input: &mut impl Read) -> Result<(), StoreError> {
-        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         let mut magic = [0u8; EXPORT_MAGIC.len()];
         input.read_exact(&mut magic).map_err(|_| corrupt("snapshot is too short"))?;
         if &magic != EXPORT_MAGIC {
             return Err(corrupt("not a Conclave store snapshot"));
         }
+        let mut entries = Vec::new();
+        while let Some(key) = read_part(input)? {
+            let value = read_part(input)?.ok_or_else(|| corrupt("snapshot ends inside an entry"))?;
+            entries.push((key, value));
+        }
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        // Removals first: a later insert of the same key in a batch wins.
         let mut batch = sled::Batch::default();
         for entry in self.tree.iter() {
             batch.remove(entry?.0);
         }
-        while let Some(key) = read_part(input)? {
-            let value = read_part(input)?.ok_or_else(|| corrupt("snapshot ends inside an entry"))?;
+        for (key, value) in entries {
             batch.insert(key, value);
         }
         self.tree.apply_batch(batch)?;
@@ -474,13 +490,39 @@ fn event(kv: KeyValue, prev_kv: Option<KeyValue>, tombstone: bool) -> Event {
 mod tests {
     use super::*;
 
+    fn store() -> Store {
+        Store::open(sled::Config::new().temporary(true).open().unwrap().open_tree("mvcc").unwrap()).unwrap()
+    }
+
+    fn put(store: &Store, key: &[u8]) {
+        let mut batch = store.begin();
+        let req = conclave_proto::etcdserverpb::PutRequest { key: key.to_vec(), value: b"v".to_vec(), ..Default::default() };
+        super::super::Writer::new(&mut batch).put(&req).unwrap();
+        batch.commit(Vec::new(), |_| {}).unwrap();
+    }
+
+    #[test]
+    fn an_import_replaces_the_whole_store_with_the_export() {
+        let (source, target) = (store(), store());
+        put(&source, b"kept");
+        for _ in 0..3 {
+            put(&target, b"replaced");
+        }
+        let mut export = Vec::new();
+        source.export(&mut export, &[]).unwrap();
+        target.import(&mut &export[..]).unwrap();
+        let view = target.read();
+        assert_eq!(view.current_rev(), 2);
+        assert!(view.get(b"replaced").unwrap().is_none());
+        assert_eq!(view.get(b"kept").unwrap().unwrap().value, b"v");
+    }
+
     #[test]
     fn a_part_longer_than_the_input_is_refused_without_allocating_it() {
         let mut export = EXPORT_MAGIC.to_vec();
         export.extend_from_slice(&(1u64 << 40).to_be_bytes());
         export.extend_from_slice(b"short");
-        let store = Store::open(sled::Config::new().temporary(true).open().unwrap().open_tree("mvcc").unwrap()).unwrap();
-        let refused = store.import(&mut &export[..]).unwrap_err().to_string();
+        let refused = store().import(&mut &export[..]).unwrap_err().to_string();
         assert_eq!(refused, "storage: corrupt data: a snapshot entry claims 1099511627776 bytes but the snapshot ends 5 bytes later");
     }
 }
