@@ -2,7 +2,7 @@
 //! small server's: 64 reader tasks range over 10k keys while one writer applies batches of 100
 //! puts, and a timer task measures how late the runtime wakes it.
 //!
-//! `cargo run --release -p conclave-host --example read_contention -- <mode> [seconds]`, with
+//! `cargo run --release -p conclave-host --example read_contention -- <mode> [seconds] [readers]`, with
 //! mode `blocking` (read on the worker, as before), `spawn-blocking` (every read on the blocking
 //! pool), `block-in-place` (every read on the worker, its other tasks handed to another thread)
 //! or `read-async` (`Store::read_async`: on the worker unless a batch holds the store).
@@ -15,6 +15,7 @@ use conclave_host::mvcc::{self, Store, Writer};
 use conclave_proto::etcdserverpb::{PutRequest, RangeRequest};
 
 const KEYS: u64 = 10_000;
+/// Reader tasks unless the command line says otherwise.
 const READERS: usize = 64;
 const BATCH: u64 = 100;
 /// Keys per range read.
@@ -69,6 +70,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let mode: &'static str = args.next().unwrap_or_else(|| "read-async".into()).leak();
     let seconds: u64 = args.next().map(|s| s.parse().expect("seconds")).unwrap_or(5);
+    let readers: usize = args.next().map(|s| s.parse().expect("readers")).unwrap_or(READERS);
     let store = Arc::new(Store::open(sled::Config::new().temporary(true).open().unwrap().open_tree("mvcc").unwrap()).unwrap());
     let mut seed = 0x9e37_79b9_7f4a_7c15;
     for _ in 0..KEYS / BATCH {
@@ -83,7 +85,7 @@ fn main() {
     let held = Arc::new(Mutex::new(Vec::new()));
     runtime.block_on(async {
         let mut tasks = tokio::task::JoinSet::new();
-        for reader in 0..READERS as u64 {
+        for reader in 0..readers as u64 {
             let (store, stop, reads, latencies) = (store.clone(), stop.clone(), reads.clone(), latencies.clone());
             tasks.spawn(async move {
                 let mut seed = reader + 1;
@@ -140,7 +142,7 @@ fn main() {
     let (latencies, lateness, held) = (sorted(&latencies), sorted(&lateness), sorted(&held));
     let secs = seconds as f64;
     println!(
-        "{mode:>14}: {:>6.0} reads/s {:>6.0} writes/s | read p50 {:>9.3?} p99 {:>9.3?} | timer late p50 {:>9.3?} p99 {:>9.3?} max {:>9.3?} | batch held p50 {:>9.3?}",
+        "{mode:>14} x{readers}: {:>6.0} reads/s {:>6.0} writes/s | read p50 {:>9.3?} p99 {:>9.3?} | timer late p50 {:>9.3?} p99 {:>9.3?} max {:>9.3?} | batch held p50 {:>9.3?}",
         reads.load(Ordering::Relaxed) as f64 / secs,
         writes.load(Ordering::Relaxed) as f64 / secs,
         percentile(&latencies, 0.50),
