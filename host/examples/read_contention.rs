@@ -49,14 +49,14 @@ fn range_request(seed: &mut u64) -> RangeRequest {
 }
 
 async fn read(store: &Arc<Store>, mode: &str, req: RangeRequest) -> usize {
-    let range = move |view: &mvcc::ReadView<'_>| mvcc::range(view, &req).expect("range").kvs.len();
+    let range = move |view: &mut mvcc::ReadView<'_>| mvcc::range(&*view, &req).expect("range").kvs.len();
     match mode {
-        "blocking" => range(&store.read()),
+        "blocking" => range(&mut store.read()),
         "spawn-blocking" => {
             let store = store.clone();
-            tokio::task::spawn_blocking(move || range(&store.read())).await.expect("read task")
+            tokio::task::spawn_blocking(move || range(&mut store.read())).await.expect("read task")
         }
-        "block-in-place" => tokio::task::block_in_place(|| range(&store.read())),
+        "block-in-place" => tokio::task::block_in_place(|| range(&mut store.read())),
         "read-async" => store.read_async(range).await,
         other => panic!("unknown mode {other:?}: blocking, spawn-blocking, block-in-place or read-async"),
     }

@@ -145,7 +145,7 @@ pub async fn run_expiry(node: Weak<Node>) {
         let expired = node
             .store
             .read_async(move |view| {
-                sweeper.lessor.sync(sweeper.leader_term(), crate::mvcc::View::leases(view));
+                sweeper.lessor.sync(sweeper.leader_term(), crate::mvcc::View::leases(&*view));
                 sweeper.lessor.take_expired(Instant::now(), REVOKES_PER_TICK)
             })
             .await;

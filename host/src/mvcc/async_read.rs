@@ -3,23 +3,32 @@
 
 use std::sync::Arc;
 
-use super::store::{ReadView, Store};
+use conclave_proto::mvccpb::Event;
+
+use super::store::{ReadView, Store, StoreError};
 
 impl Store {
-    /// Run `read` on a consistent view. When no write batch holds the store it runs right here;
-    /// otherwise it waits for the batch on tokio's blocking pool, where waiting costs no worker.
+    /// Run `read` on a consistent view (mutable, as a read-only `mvcc::txn` wants it). When no
+    /// write batch holds the store it runs right here; otherwise it waits for the batch on
+    /// tokio's blocking pool, where waiting costs no worker.
     pub async fn read_async<T, F>(self: &Arc<Self>, read: F) -> T
     where
         T: Send + 'static,
-        F: FnOnce(&ReadView<'_>) -> T + Send + 'static,
+        F: FnOnce(&mut ReadView<'_>) -> T + Send + 'static,
     {
-        if let Some(view) = self.try_read() {
-            return read(&view);
+        if let Some(mut view) = self.try_read() {
+            return read(&mut view);
         }
         let store = self.clone();
-        tokio::task::spawn_blocking(move || read(&store.read()))
+        tokio::task::spawn_blocking(move || read(&mut store.read()))
             .await
             .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    }
+
+    /// [`Store::history`] without blocking the runtime, as [`Store::read_async`] reads.
+    pub async fn history_async(self: &Arc<Self>, from: i64, upto: i64, max: usize) -> Result<(Vec<Event>, i64), StoreError> {
+        let store = self.clone();
+        self.read_async(move |view| store.history_in(view, from, upto, max)).await
     }
 }
 
@@ -62,6 +71,8 @@ mod tests {
         assert!(!read.is_finished());
         release.send(()).unwrap();
         assert_eq!(read.await.unwrap(), 2, "the read sees the committed batch");
+        let (events, next) = store.history_async(2, 2, 10).await.unwrap();
+        assert_eq!((events.len(), next), (1, 3));
         assert!(!writer.join().unwrap(), "the runtime was stuck behind the write batch");
     }
 }

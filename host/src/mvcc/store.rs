@@ -357,7 +357,11 @@ impl Store {
     /// from the stored history, each with the value it replaced; and the revision to read from
     /// next. Errors with `Compacted` when part of that history is gone.
     pub fn history(&self, from: i64, upto: i64, max: usize) -> Result<(Vec<Event>, i64), StoreError> {
-        let view = self.read();
+        self.history_in(&self.read(), from, upto, max)
+    }
+
+    /// [`Store::history`] as `view` sees it.
+    pub(super) fn history_in(&self, view: &ReadView<'_>, from: i64, upto: i64, max: usize) -> Result<(Vec<Event>, i64), StoreError> {
         if from < view.compact_rev() {
             return Err(EtcdError::Compacted.into());
         }
