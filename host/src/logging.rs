@@ -27,8 +27,9 @@ enum Output {
 /// Install the global logger `config` asks for, or say why it cannot be.
 pub fn init(config: &Config) -> anyhow::Result<()> {
     let outputs = outputs(&config.logger, &config.log_outputs)?;
+    let level = level(&config.log_level)?;
     let layers = outputs.iter().map(layer).collect::<anyhow::Result<Vec<_>>>()?;
-    tracing_subscriber::registry().with(filter(&config.log_level)).with(layers).init();
+    tracing_subscriber::registry().with(filter(level)).with(layers).init();
     if config.logger == "capnslog" {
         tracing::warn!("Deprecated '--logger=capnslog' flag is set; use '--logger=zap' flag instead");
     }
@@ -55,6 +56,19 @@ fn outputs(logger: &str, names: &[String]) -> anyhow::Result<Vec<Output>> {
         },
         other => anyhow::bail!("unknown logger option {other:?}"),
     }
+}
+
+/// `--log-level` as a `tracing` level: etcd's (zap's) names, whose panic and fatal levels log
+/// only what is worse than errors, which here is errors.
+fn level(name: &str) -> anyhow::Result<&'static str> {
+    Ok(match name {
+        "trace" => "trace",
+        "debug" => "debug",
+        "info" => "info",
+        "warn" => "warn",
+        "error" | "dpanic" | "panic" | "fatal" => "error",
+        other => anyhow::bail!("unknown level {other:?} (--log-level supports debug, info, warn, error, panic, or fatal)"),
+    })
 }
 
 fn layer<S>(output: &Output) -> anyhow::Result<Box<dyn Layer<S> + Send + Sync>>
@@ -98,6 +112,13 @@ mod tests {
     fn zap_takes_streams_and_files() {
         let read = outputs("zap", &names(&["default", "stdout", "/var/log/conclave.log"])).unwrap();
         assert_eq!(read, [Output::Stderr, Output::Stdout, Output::File("/var/log/conclave.log".into())]);
+    }
+
+    #[test]
+    fn levels_are_etcds() {
+        assert_eq!(level("warn").unwrap(), "warn");
+        assert_eq!(level("fatal").unwrap(), "error");
+        assert!(level("WARN").unwrap_err().to_string().starts_with("unknown level \"WARN\""));
     }
 
     #[test]

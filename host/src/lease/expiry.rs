@@ -141,11 +141,14 @@ pub async fn run_expiry(node: Weak<Node>) {
     loop {
         tick.tick().await;
         let Some(node) = node.upgrade() else { return };
-        let expired = {
-            let view = node.store.read();
-            node.lessor.sync(node.leader_term(), crate::mvcc::View::leases(&view));
-            node.lessor.take_expired(Instant::now(), REVOKES_PER_TICK)
-        };
+        let sweeper = node.clone();
+        let expired = node
+            .store
+            .read_async(move |view| {
+                sweeper.lessor.sync(sweeper.leader_term(), crate::mvcc::View::leases(&*view));
+                sweeper.lessor.take_expired(Instant::now(), REVOKES_PER_TICK)
+            })
+            .await;
         for id in expired {
             let node = node.clone();
             // Concurrent proposals share log entries (the proposer batches them).

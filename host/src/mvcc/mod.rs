@@ -6,6 +6,7 @@
 //! Writes only happen inside an [`ApplyBatch`] (the raft state machine applying log entries), so
 //! the sled batch, the index and the revision counter move together.
 
+mod async_read;
 mod index;
 mod range;
 mod revision;

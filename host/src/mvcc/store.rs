@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
 
 use conclave_proto::mvccpb::event::EventType;
 use conclave_proto::mvccpb::{Event, KeyValue};
@@ -117,6 +117,16 @@ impl Store {
     /// A consistent read-only view; writers wait while it is held.
     pub fn read(&self) -> ReadView<'_> {
         ReadView { tree: &self.tree, state: self.state.read().unwrap_or_else(|e| e.into_inner()) }
+    }
+
+    /// A view if no write batch holds the store (or waits for it), without waiting.
+    pub(super) fn try_read(&self) -> Option<ReadView<'_>> {
+        let state = match self.state.try_read() {
+            Ok(state) => state,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        Some(ReadView { tree: &self.tree, state })
     }
 
     /// Start applying writes; nothing is visible to readers or durable until `commit`.
@@ -245,20 +255,26 @@ impl Store {
         Ok(HashKv { hash: hasher.finalize(), upto, current, compacted })
     }
 
-    /// Replace the whole store with a copy written by `export`.
+    /// Replace the whole store with a copy written by `export`. The copy is read in full before the store is locked, so readers wait only while it
+    /// replaces the old contents.
     pub fn import(&self, input: &mut impl Read) -> Result<(), StoreError> {
-        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         let mut magic = [0u8; EXPORT_MAGIC.len()];
         input.read_exact(&mut magic).map_err(|_| corrupt("snapshot is too short"))?;
         if &magic != EXPORT_MAGIC {
             return Err(corrupt("not a Conclave store snapshot"));
         }
+        let mut entries = Vec::new();
+        while let Some(key) = read_part(input)? {
+            let value = read_part(input)?.ok_or_else(|| corrupt("snapshot ends inside an entry"))?;
+            entries.push((key, value));
+        }
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        // Removals first: a later insert of the same key in a batch wins.
         let mut batch = sled::Batch::default();
         for entry in self.tree.iter() {
             batch.remove(entry?.0);
         }
-        while let Some(key) = read_part(input)? {
-            let value = read_part(input)?.ok_or_else(|| corrupt("snapshot ends inside an entry"))?;
+        for (key, value) in entries {
             batch.insert(key, value);
         }
         self.tree.apply_batch(batch)?;
@@ -365,7 +381,11 @@ impl Store {
     /// from the stored history, each with the value it replaced; and the revision to read from
     /// next. Errors with `Compacted` when part of that history is gone.
     pub fn history(&self, from: i64, upto: i64, max: usize) -> Result<(Vec<Event>, i64), StoreError> {
-        let view = self.read();
+        self.history_in(&self.read(), from, upto, max)
+    }
+
+    /// [`Store::history`] as `view` sees it.
+    pub(super) fn history_in(&self, view: &ReadView<'_>, from: i64, upto: i64, max: usize) -> Result<(Vec<Event>, i64), StoreError> {
         if from < view.compact_rev() {
             return Err(EtcdError::Compacted.into());
         }
@@ -500,6 +520,33 @@ mod tests {
 
     use super::*;
     use crate::mvcc::Writer;
+
+    fn store() -> Store {
+        Store::open(sled::Config::new().temporary(true).open().unwrap().open_tree("mvcc").unwrap()).unwrap()
+    }
+
+    fn put(store: &Store, key: &[u8]) {
+        let mut batch = store.begin();
+        let req = conclave_proto::etcdserverpb::PutRequest { key: key.to_vec(), value: b"v".to_vec(), ..Default::default() };
+        super::super::Writer::new(&mut batch).put(&req).unwrap();
+        batch.commit(Vec::new(), |_| {}).unwrap();
+    }
+
+    #[test]
+    fn an_import_replaces_the_whole_store_with_the_export() {
+        let (source, target) = (store(), store());
+        put(&source, b"kept");
+        for _ in 0..3 {
+            put(&target, b"replaced");
+        }
+        let mut export = Vec::new();
+        source.export(&mut export, &[]).unwrap();
+        target.import(&mut &export[..]).unwrap();
+        let view = target.read();
+        assert_eq!(view.current_rev(), 2);
+        assert!(view.get(b"replaced").unwrap().is_none());
+        assert_eq!(view.get(b"kept").unwrap().unwrap().value, b"v");
+    }
 
     #[test]
     fn a_part_longer_than_the_input_is_refused_without_allocating_it() {
