@@ -525,19 +525,20 @@ mod tests {
         Store::open(sled::Config::new().temporary(true).open().unwrap().open_tree("mvcc").unwrap()).unwrap()
     }
 
-    fn put(store: &Store, key: &[u8]) {
+    /// Put `key` (value "v"), committing `meta` with it.
+    fn put(store: &Store, key: &str, meta: Vec<(&[u8], Vec<u8>)>) {
         let mut batch = store.begin();
-        let req = conclave_proto::etcdserverpb::PutRequest { key: key.to_vec(), value: b"v".to_vec(), ..Default::default() };
-        super::super::Writer::new(&mut batch).put(&req).unwrap();
-        batch.commit(Vec::new(), |_| {}).unwrap();
+        let put = PutRequest { key: key.into(), value: b"v".to_vec(), ..Default::default() };
+        Writer::new(&mut batch).put(&put).unwrap();
+        batch.commit(meta, |_| {}).unwrap();
     }
 
     #[test]
     fn an_import_replaces_the_whole_store_with_the_export() {
         let (source, target) = (store(), store());
-        put(&source, b"kept");
+        put(&source, "kept", Vec::new());
         for _ in 0..3 {
-            put(&target, b"replaced");
+            put(&target, "replaced", Vec::new());
         }
         let mut export = Vec::new();
         source.export(&mut export, &[]).unwrap();
@@ -555,17 +556,6 @@ mod tests {
         export.extend_from_slice(b"short");
         let refused = store().import(&mut &export[..]).unwrap_err().to_string();
         assert_eq!(refused, "storage: corrupt data: a snapshot entry claims 1099511627776 bytes but the snapshot ends 5 bytes later");
-    }
-
-    fn store() -> Store {
-        Store::open(sled::Config::new().temporary(true).open().unwrap().open_tree("t").unwrap()).unwrap()
-    }
-
-    fn put(store: &Store, key: &str, meta: Vec<(&[u8], Vec<u8>)>) {
-        let mut batch = store.begin();
-        let put = PutRequest { key: key.into(), value: b"v".to_vec(), ..Default::default() };
-        Writer::new(&mut batch).put(&put).unwrap();
-        batch.commit(meta, |_| {}).unwrap();
     }
 
     #[test]
