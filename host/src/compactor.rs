@@ -68,7 +68,7 @@ async fn periodic(node: Weak<Node>, retention: Duration) {
     loop {
         tick.tick().await;
         let Some(node) = node.upgrade() else { return };
-        let window_start = samples.push(node.store.read().current_rev());
+        let window_start = samples.push(node.store.read_async(|view| view.current_rev()).await);
         if last_compaction.elapsed() < compact_every {
             continue;
         }
@@ -86,7 +86,7 @@ async fn by_revision(node: Weak<Node>, keep: i64) {
     loop {
         tick.tick().await;
         let Some(node) = node.upgrade() else { return };
-        let revision = node.store.read().current_rev() - keep;
+        let revision = node.store.read_async(|view| view.current_rev()).await - keep;
         if revision > 0 {
             compact(&node, revision, &format!("retention {keep} revisions")).await;
         }
@@ -96,7 +96,7 @@ async fn by_revision(node: Weak<Node>, keep: i64) {
 /// Compact up to `revision` if this member leads and it is past the last compaction; whether a
 /// compaction was made.
 async fn compact(node: &Node, revision: i64, why: &str) -> bool {
-    if node.leader_term().is_none() || revision <= node.store.read().compact_rev() {
+    if node.leader_term().is_none() || revision <= node.store.read_async(|view| view.compact_rev()).await {
         return false;
     }
     tracing::info!(revision, why, "starting auto-compaction");

@@ -36,9 +36,9 @@ pub const NOT_LEADER: &str = "conclave: not the raft leader";
 #[tonic::async_trait]
 pub trait LeaderDuties: Send + Sync + 'static {
     /// Renew lease `id` if this member leads (`None` otherwise).
-    fn keep_alive(&self, id: i64) -> Option<LeaseKeepAliveResponse>;
+    async fn keep_alive(&self, id: i64) -> Option<LeaseKeepAliveResponse>;
     /// How long a lease has left if this member leads (`None` otherwise).
-    fn time_to_live(&self, request: &LeaseTimeToLiveRequest) -> Option<LeaseTimeToLiveResponse>;
+    async fn time_to_live(&self, request: LeaseTimeToLiveRequest) -> Option<LeaseTimeToLiveResponse>;
     /// Make a membership change if this member leads (NOT_LEADER otherwise).
     async fn change_membership(&self, change: MemberChangeRequest) -> Result<MemberChangeResponse, EtcdError>;
 }
@@ -139,7 +139,7 @@ impl Peer for PeerService {
 
     async fn lease_keep_alive(&self, request: Request<LeaseKeepAliveRequest>) -> Result<Response<LeaseKeepAliveResponse>, Status> {
         self.check_cluster(&request)?;
-        as_leader(self.duties.keep_alive(request.into_inner().id))
+        as_leader(self.duties.keep_alive(request.into_inner().id).await)
     }
 
     async fn campaign(&self, request: Request<CampaignRequest>) -> Result<Response<CampaignResponse>, Status> {
@@ -149,7 +149,7 @@ impl Peer for PeerService {
 
     async fn lease_time_to_live(&self, request: Request<LeaseTimeToLiveRequest>) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
         self.check_cluster(&request)?;
-        as_leader(self.duties.time_to_live(&request.into_inner()))
+        as_leader(self.duties.time_to_live(request.into_inner()).await)
     }
 }
 

@@ -32,7 +32,7 @@ impl Service {
         if !req.serializable {
             self.node.linearize().await?;
         }
-        let mut resp = mvcc::range(&self.node.store.read(), &req)?;
+        let mut resp = self.node.store.read_async(move |view| mvcc::range(&*view, &req)).await?;
         self.node.fill(&mut resp.header);
         Ok(resp)
     }
@@ -74,7 +74,7 @@ impl Service {
             if !txn_is_serializable(&req) {
                 self.node.linearize().await?;
             }
-            mvcc::txn(&mut self.node.store.read(), &req)?
+            self.node.store.read_async(move |view| mvcc::txn(view, &req)).await?
         };
         self.node.fill(&mut resp.header);
         Ok(resp)

@@ -33,10 +33,14 @@ impl Service {
         let config = &self.node.config;
         req.ttl = req.ttl.max(lease::min_ttl(config.heartbeat_interval, config.election_timeout));
         if req.id == 0 {
-            let view = self.node.store.read();
-            req.id = std::iter::repeat_with(|| self.node.lease_ids.next())
-                .find(|id| !view.leases().contains(*id))
-                .expect("repeat_with never ends");
+            let node = self.node.clone();
+            req.id = self
+                .node
+                .store
+                .read_async(move |view| {
+                    std::iter::repeat_with(|| node.lease_ids.next()).find(|id| !view.leases().contains(*id)).expect("repeat_with never ends")
+                })
+                .await;
         }
         let pick = |r| if let Resp::LeaseGrant(r) = r { Some(r) } else { None };
         let mut resp = self.write(Req::LeaseGrant(req), pick).await?;
@@ -47,9 +51,14 @@ impl Service {
     /// Revoking deletes the lease's keys: the caller must be allowed to write each of them.
     pub async fn lease_revoke(&self, caller: &Caller, req: LeaseRevokeRequest) -> Result<LeaseRevokeResponse, EtcdError> {
         self.refuse_if_learner()?;
-        if let Some(lease) = self.node.store.read().leases().get(req.id) {
-            lease.keys.iter().try_for_each(|key| caller.check_write(key, &[]))?;
-        }
+        let checker = caller.clone();
+        self.node
+            .store
+            .read_async(move |view| match view.leases().get(req.id) {
+                Some(lease) => lease.keys.iter().try_for_each(|key| checker.check_write(key, &[])),
+                None => Ok(()),
+            })
+            .await?;
         let pick = |r| if let Resp::LeaseRevoke(r) = r { Some(r) } else { None };
         let mut resp = self.write(Req::LeaseRevoke(req), pick).await?;
         self.node.fill(&mut resp.header);
@@ -63,7 +72,7 @@ impl Service {
         self.refuse_if_learner()?;
         let peers = &self.node.peers;
         let remote = |url: String| async move { peers.keep_alive(&url, id).await };
-        self.here_or_on_leader(remote, |service| service.keep_alive_here(id), |renewed| &mut renewed.header).await
+        self.here_or_on_leader(remote, || self.keep_alive_here(id), |renewed| &mut renewed.header).await
     }
 
     /// A keep-alive stream: one renewal per lease id in `ids`, answered in order; the stream ends
@@ -89,20 +98,25 @@ impl Service {
     }
 
     /// Renew a lease if this member leads (the peer service's answer to a follower).
-    pub fn keep_alive_as_leader(&self, id: i64) -> Option<LeaseKeepAliveResponse> {
+    pub async fn keep_alive_as_leader(&self, id: i64) -> Option<LeaseKeepAliveResponse> {
         self.node.leader_term()?;
-        Some(self.keep_alive_here(id))
+        Some(self.keep_alive_here(id).await)
     }
 
-    fn keep_alive_here(&self, id: i64) -> LeaseKeepAliveResponse {
-        let view = self.node.store.read();
-        let leases = view.leases();
-        let alive = self.node.lessor.refresh(self.node.leader_term(), leases, id);
-        let ttl = match leases.get(id) {
-            Some(lease) if alive => lease.ttl,
-            _ => 0,
-        };
-        LeaseKeepAliveResponse { header: self.node.header(view.current_rev()), id, ttl }
+    async fn keep_alive_here(&self, id: i64) -> LeaseKeepAliveResponse {
+        let node = self.node.clone();
+        self.node
+            .store
+            .read_async(move |view| {
+                let leases = view.leases();
+                let alive = node.lessor.refresh(node.leader_term(), leases, id);
+                let ttl = match leases.get(id) {
+                    Some(lease) if alive => lease.ttl,
+                    _ => 0,
+                };
+                LeaseKeepAliveResponse { header: node.header(view.current_rev()), id, ttl }
+            })
+            .await
     }
 
     /// How long a lease has left, by the leader's deadlines.
@@ -113,60 +127,74 @@ impl Service {
             let req = req.clone();
             async move { peers.time_to_live(&url, req).await }
         };
-        self.here_or_on_leader(remote, |service| service.time_to_live_here(&req), |resp| &mut resp.header).await
+        self.here_or_on_leader(remote, || self.time_to_live_here(req.clone()), |resp| &mut resp.header).await
     }
 
     /// A lease's time to live if this member leads (the peer service's answer to a follower).
-    pub fn time_to_live_as_leader(&self, req: &LeaseTimeToLiveRequest) -> Option<LeaseTimeToLiveResponse> {
+    pub async fn time_to_live_as_leader(&self, req: LeaseTimeToLiveRequest) -> Option<LeaseTimeToLiveResponse> {
         self.node.leader_term()?;
-        Some(self.time_to_live_here(req))
+        Some(self.time_to_live_here(req).await)
     }
 
     /// How long a lease has left by this member's deadlines, with its granted TTL (and keys if
     /// asked). etcd 3.4 answers an unknown lease with TTL -1, not an error.
-    fn time_to_live_here(&self, req: &LeaseTimeToLiveRequest) -> LeaseTimeToLiveResponse {
-        let view = self.node.store.read();
-        let header = self.node.header(view.current_rev());
-        match view.leases().get(req.id) {
-            Some(lease) => LeaseTimeToLiveResponse {
-                header,
-                id: req.id,
-                ttl: self.node.lessor.remaining(req.id, lease.ttl),
-                granted_ttl: lease.ttl,
-                keys: if req.keys { lease.keys.iter().cloned().collect() } else { Vec::new() },
-            },
-            None => LeaseTimeToLiveResponse { header, id: req.id, ttl: -1, ..Default::default() },
-        }
+    async fn time_to_live_here(&self, req: LeaseTimeToLiveRequest) -> LeaseTimeToLiveResponse {
+        let node = self.node.clone();
+        self.node
+            .store
+            .read_async(move |view| {
+                let header = node.header(view.current_rev());
+                match view.leases().get(req.id) {
+                    Some(lease) => LeaseTimeToLiveResponse {
+                        header,
+                        id: req.id,
+                        ttl: node.lessor.remaining(req.id, lease.ttl),
+                        granted_ttl: lease.ttl,
+                        keys: if req.keys { lease.keys.iter().cloned().collect() } else { Vec::new() },
+                    },
+                    None => LeaseTimeToLiveResponse { header, id: req.id, ttl: -1, ..Default::default() },
+                }
+            })
+            .await
     }
 
     /// Every lease this member has applied, soonest-expiring first (etcd 3.4 lists them from the
     /// local lessor on every member).
     pub async fn lease_leases(&self, _caller: &Caller, _req: LeaseLeasesRequest) -> Result<LeaseLeasesResponse, EtcdError> {
         self.refuse_if_learner()?;
-        let view = self.node.store.read();
-        let mut leases: Vec<_> = view.leases().iter().map(|(id, _)| (self.node.lessor.deadline(id), id)).collect();
+        let node = self.node.clone();
+        let (revision, mut leases) = self
+            .node
+            .store
+            .read_async(move |view| {
+                let leases: Vec<_> = view.leases().iter().map(|(id, _)| (node.lessor.deadline(id), id)).collect();
+                (view.current_rev(), leases)
+            })
+            .await;
         leases.sort();
         Ok(LeaseLeasesResponse {
-            header: self.node.header(view.current_rev()),
+            header: self.node.header(revision),
             leases: leases.into_iter().map(|(_, id)| LeaseStatus { id }).collect(),
         })
     }
 
     /// Answer with `local` if this member leads, else with the leader's answer to `remote`. The
     /// header is always this member's, at its own revision: etcd fills it where the client asked.
-    async fn here_or_on_leader<T, Fut>(
+    async fn here_or_on_leader<T, Fut, LocalFut>(
         &self,
         remote: impl Fn(String) -> Fut,
-        local: impl FnOnce(&Service) -> T,
+        local: impl FnOnce() -> LocalFut,
         header: impl FnOnce(&mut T) -> &mut Option<ResponseHeader>,
     ) -> Result<T, EtcdError>
     where
         Fut: Future<Output = Result<T, tonic::Status>>,
+        LocalFut: Future<Output = T>,
     {
         match on_leader(&self.node.raft, self.node.leader_wait, remote).await? {
-            Answer::Local => Ok(local(self)),
+            Answer::Local => Ok(local().await),
             Answer::Remote(mut answer) => {
-                *header(&mut answer) = self.node.header(self.node.store.read().current_rev());
+                let revision = self.node.store.read_async(|view| view.current_rev()).await;
+                *header(&mut answer) = self.node.header(revision);
                 Ok(answer)
             }
         }

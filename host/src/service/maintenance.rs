@@ -33,8 +33,8 @@ const BLOCK: u64 = 512;
 const SNAPSHOT_QUEUE: usize = 4;
 
 impl Service {
-    fn revision(&self) -> i64 {
-        self.node.store.read().current_rev()
+    async fn revision(&self) -> i64 {
+        self.node.store.read_async(|view| view.current_rev()).await
     }
 
     pub async fn alarm(&self, caller: &Caller, req: AlarmRequest) -> Result<AlarmResponse, EtcdError> {
@@ -49,7 +49,7 @@ impl Service {
             caller.check_admin()?;
             self.write(Req::Alarm(req), |r| if let Resp::Alarm(r) = r { Some(r) } else { None }).await?.alarms
         };
-        Ok(AlarmResponse { header: self.node.header(self.revision()), alarms })
+        Ok(AlarmResponse { header: self.node.header(self.revision().await), alarms })
     }
 
     /// Served by learners too, as etcd does.
@@ -67,7 +67,7 @@ impl Service {
             errors.push(EtcdError::NoLeader.to_string());
         }
         Ok(StatusResponse {
-            header: self.node.header(self.revision()),
+            header: self.node.header(self.revision().await),
             version: VERSION.to_string(),
             db_size,
             leader,

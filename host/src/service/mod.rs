@@ -90,12 +90,12 @@ impl Service {
 /// What the peer service asks of this member on a follower's behalf when it leads.
 #[tonic::async_trait]
 impl LeaderDuties for Service {
-    fn keep_alive(&self, id: i64) -> Option<LeaseKeepAliveResponse> {
-        self.keep_alive_as_leader(id)
+    async fn keep_alive(&self, id: i64) -> Option<LeaseKeepAliveResponse> {
+        self.keep_alive_as_leader(id).await
     }
 
-    fn time_to_live(&self, request: &LeaseTimeToLiveRequest) -> Option<LeaseTimeToLiveResponse> {
-        self.time_to_live_as_leader(request)
+    async fn time_to_live(&self, request: LeaseTimeToLiveRequest) -> Option<LeaseTimeToLiveResponse> {
+        self.time_to_live_as_leader(request).await
     }
 
     async fn change_membership(&self, change: MemberChangeRequest) -> Result<MemberChangeResponse, EtcdError> {

@@ -64,11 +64,15 @@ impl Hub {
 
     /// Start receiving every batch committed from now on. Holding the store's read lock while
     /// registering means no commit can fall between the revision read and the registration.
-    pub fn subscribe(self: &Arc<Self>, store: &Store) -> Subscription {
-        let view = store.read();
-        let (sender, batches) = mpsc::channel(STREAM_QUEUE);
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.lock().insert(id, sender);
-        Subscription { batches, from: view.current_rev(), id, hub: self.clone() }
+    pub async fn subscribe(self: &Arc<Self>, store: &Arc<Store>) -> Subscription {
+        let hub = self.clone();
+        store
+            .read_async(move |view| {
+                let (sender, batches) = mpsc::channel(STREAM_QUEUE);
+                let id = hub.next_id.fetch_add(1, Ordering::Relaxed);
+                hub.lock().insert(id, sender);
+                Subscription { batches, from: view.current_rev(), id, hub }
+            })
+            .await
     }
 }

@@ -80,7 +80,7 @@ where
     R: Stream<Item = WatchRequest> + Unpin + Send,
     O: Sink<WatchResponse> + Unpin + Send,
 {
-    let mut live = ctx.hub.subscribe(&ctx.store);
+    let mut live = ctx.hub.subscribe(&ctx.store).await;
     let mut worker = Worker { seen: live.from, ctx, settings, out, watchers: BTreeMap::new(), next_id: 0 };
     let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + settings.progress_interval, settings.progress_interval);
     // Ends with Err(Gone) when the client stops reading: nothing more to do either way.
@@ -100,7 +100,7 @@ where
                         // Dropped for falling behind, or the store was replaced by a snapshot:
                         // subscribe again, replay the gap from (the new) history.
                         tracing::info!("watch stream fell behind at revision {}; catching up from history", worker.seen);
-                        live = worker.ctx.hub.subscribe(&worker.ctx.store);
+                        live = worker.ctx.hub.subscribe(&worker.ctx.store).await;
                         worker.replay(worker.seen + 1, live.from, None).await?;
                         worker.seen = live.from;
                     }
@@ -126,7 +126,9 @@ impl<O: Sink<WatchResponse> + Unpin> Worker<O> {
             Some(RequestUnion::CreateRequest(create)) => self.create(create).await,
             Some(RequestUnion::CancelRequest(cancel)) => {
                 if self.watchers.remove(&cancel.watch_id).is_some() {
-                    let mut response = self.response(cancel.watch_id, self.current_rev());
+                    // Read first: a `&self` held across the wait would need the sink to be `Sync`.
+                    let revision = self.ctx.store.read_async(|view| view.current_rev()).await;
+                    let mut response = self.response(cancel.watch_id, revision);
                     response.canceled = true;
                     self.send(response).await?;
                 }
@@ -140,15 +142,8 @@ impl<O: Sink<WatchResponse> + Unpin> Worker<O> {
         }
     }
 
-    fn current_rev(&self) -> i64 {
-        self.ctx.store.read().current_rev()
-    }
-
     async fn create(&mut self, create: WatchCreateRequest) -> Result<(), Gone> {
-        let (current, compacted) = {
-            let view = self.ctx.store.read();
-            (view.current_rev(), view.compact_rev())
-        };
+        let (current, compacted) = self.ctx.store.read_async(|view| (view.current_rev(), view.compact_rev())).await;
         // etcd reads an empty key as "\0", the smallest key.
         let key = if create.key.is_empty() { vec![0] } else { create.key };
         let span = KeySpan::new(&key, &create.range_end);
@@ -217,14 +212,14 @@ impl<O: Sink<WatchResponse> + Unpin> Worker<O> {
     /// Deliver stored revisions `from..=upto` to one watcher, or to all.
     async fn replay(&mut self, mut from: i64, upto: i64, only: Option<i64>) -> Result<(), Gone> {
         while from <= upto {
-            match self.ctx.store.history(from, upto, REPLAY_CHUNK) {
+            match self.ctx.store.history_async(from, upto, REPLAY_CHUNK).await {
                 Ok((events, next)) => {
                     self.deliver(&events, only, (next - 1).min(upto)).await?;
                     from = next;
                 }
                 Err(StoreError::Etcd(EtcdError::Compacted)) => {
                     // History this stream still needed is gone: those watchers end as etcd's do.
-                    let compacted = self.ctx.store.read().compact_rev();
+                    let compacted = self.ctx.store.read_async(|view| view.compact_rev()).await;
                     let lost: Vec<i64> = self
                         .watchers
                         .iter()
