@@ -11,7 +11,7 @@ use conclave_proto::conclave::raft::{MemberAttributes, MemberChangeRequest, Memb
 use conclave_proto::etcdserverpb::{MemberAddRequest, MemberPromoteRequest, MemberRemoveRequest, MemberUpdateRequest};
 use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::ChangeMembers;
-use tonic::Status;
+use tonic::Code;
 
 use crate::error::EtcdError;
 use crate::identity::added_member_id;
@@ -60,7 +60,7 @@ impl Reconfigurer {
     }
 
     /// Check and make `request` if this member leads; NOT_LEADER otherwise.
-    pub async fn change(&self, request: MemberChangeRequest) -> Result<MemberChangeResponse, Status> {
+    pub async fn change(&self, request: MemberChangeRequest) -> Result<MemberChangeResponse, EtcdError> {
         let _turn = self.one_at_a_time.lock().await;
         let deadline = Instant::now() + self.wait;
         loop {
@@ -71,7 +71,7 @@ impl Reconfigurer {
                 let metrics = self.raft.metrics();
                 let metrics = metrics.borrow();
                 if metrics.current_leader != Some(self.id) {
-                    return Err(Status::failed_precondition(NOT_LEADER));
+                    return Err(not_leader());
                 }
                 metrics.membership_config.membership().clone()
             };
@@ -95,7 +95,7 @@ impl Reconfigurer {
     }
 
     /// The openraft change that makes `change`, once checked; `None` if there is nothing to change.
-    fn plan(&self, membership: &Membership, change: Option<Change>) -> Result<Option<Plan>, Status> {
+    fn plan(&self, membership: &Membership, change: Option<Change>) -> Result<Option<Plan>, EtcdError> {
         let cluster = Cluster::new(membership, self);
         match change {
             Some(Change::Add(add)) => self.plan_add(&cluster, add).map(Some),
@@ -103,11 +103,11 @@ impl Reconfigurer {
             Some(Change::Update(MemberUpdateRequest { id, peer_ur_ls })) => cluster.plan_update(id, peer_ur_ls).map(Some),
             Some(Change::Promote(MemberPromoteRequest { id })) => self.plan_promote(&cluster, id).map(Some),
             Some(Change::Publish(attributes)) => cluster.plan_publish(attributes),
-            None => Err(Status::invalid_argument("empty membership change")),
+            None => Err(EtcdError::other(Code::InvalidArgument, "empty membership change")),
         }
     }
 
-    fn plan_add(&self, cluster: &Cluster<'_>, add: MemberAddRequest) -> Result<Plan, Status> {
+    fn plan_add(&self, cluster: &Cluster<'_>, add: MemberAddRequest) -> Result<Plan, EtcdError> {
         check_urls(&add.peer_ur_ls)?;
         if self.strict && !add.is_learner && !cluster.ready_to_add_voter() {
             return Err(EtcdError::NotEnoughStarted.into());
@@ -129,7 +129,7 @@ impl Reconfigurer {
         Ok(Plan { changes, added: Some(id) })
     }
 
-    fn plan_promote(&self, cluster: &Cluster<'_>, id: NodeId) -> Result<Plan, Status> {
+    fn plan_promote(&self, cluster: &Cluster<'_>, id: NodeId) -> Result<Plan, EtcdError> {
         cluster.node(id)?;
         if cluster.voters.contains(&id) {
             return Err(EtcdError::MemberNotLearner.into());
@@ -164,7 +164,7 @@ impl<'a> Cluster<'a> {
         }
     }
 
-    fn node(&self, id: NodeId) -> Result<&'a MemberNode, Status> {
+    fn node(&self, id: NodeId) -> Result<&'a MemberNode, EtcdError> {
         self.membership.get_node(&id).ok_or_else(|| EtcdError::MemberNotFound.into())
     }
 
@@ -192,7 +192,7 @@ impl<'a> Cluster<'a> {
     }
 
     /// No member but `except` uses any of `urls`.
-    fn check_urls_unused(&self, except: Option<NodeId>, urls: &[String]) -> Result<(), Status> {
+    fn check_urls_unused(&self, except: Option<NodeId>, urls: &[String]) -> Result<(), EtcdError> {
         let taken = self
             .membership
             .nodes()
@@ -204,7 +204,7 @@ impl<'a> Cluster<'a> {
         Ok(())
     }
 
-    fn plan_remove(&self, id: NodeId) -> Result<Plan, Status> {
+    fn plan_remove(&self, id: NodeId) -> Result<Plan, EtcdError> {
         self.node(id)?;
         if !self.voters.contains(&id) {
             return Ok(Plan::of(Changes::RemoveNodes(BTreeSet::from([id]))));
@@ -225,7 +225,7 @@ impl<'a> Cluster<'a> {
         Ok(Plan::of(Changes::RemoveVoters(BTreeSet::from([id]))))
     }
 
-    fn plan_update(&self, id: NodeId, peer_urls: Vec<String>) -> Result<Plan, Status> {
+    fn plan_update(&self, id: NodeId, peer_urls: Vec<String>) -> Result<Plan, EtcdError> {
         check_urls(&peer_urls)?;
         let node = self.node(id)?;
         self.check_urls_unused(Some(id), &peer_urls)?;
@@ -233,7 +233,7 @@ impl<'a> Cluster<'a> {
         Ok(Plan::of(Changes::SetNodes(BTreeMap::from([(id, updated)]))))
     }
 
-    fn plan_publish(&self, attributes: MemberAttributes) -> Result<Option<Plan>, Status> {
+    fn plan_publish(&self, attributes: MemberAttributes) -> Result<Option<Plan>, EtcdError> {
         let node = self.node(attributes.id)?;
         if node.name == attributes.name && node.client_urls == attributes.client_urls {
             return Ok(None);
@@ -248,7 +248,7 @@ fn quorum(voters: usize) -> usize {
 }
 
 /// Peer URLs must be absolute http(s) URLs with a host and port, as etcd's `types.NewURLs` wants.
-fn check_urls(urls: &[String]) -> Result<(), Status> {
+fn check_urls(urls: &[String]) -> Result<(), EtcdError> {
     let valid = |url: &String| {
         url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some() && u.port().is_some())
     };
@@ -258,10 +258,15 @@ fn check_urls(urls: &[String]) -> Result<(), Status> {
     Ok(())
 }
 
+/// This member does not lead (any more): the follower that asked tries the leader.
+fn not_leader() -> EtcdError {
+    EtcdError::other(Code::FailedPrecondition, NOT_LEADER)
+}
+
 /// openraft's refusal of a change, as the client sees it.
-fn refused(e: RaftError<NodeId, ClientWriteError<NodeId, MemberNode>>) -> Status {
+fn refused(e: RaftError<NodeId, ClientWriteError<NodeId, MemberNode>>) -> EtcdError {
     match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => Status::failed_precondition(NOT_LEADER),
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => not_leader(),
         RaftError::APIError(ClientWriteError::ChangeMembershipError(ChangeMembershipError::LearnerNotFound(_))) => {
             EtcdError::MemberNotFound.into()
         }
@@ -271,7 +276,7 @@ fn refused(e: RaftError<NodeId, ClientWriteError<NodeId, MemberNode>>) -> Status
         RaftError::APIError(ClientWriteError::ChangeMembershipError(ChangeMembershipError::EmptyMembership(_))) => {
             EtcdError::Unhealthy.into()
         }
-        RaftError::Fatal(fatal) => Status::unavailable(fatal.to_string()),
+        RaftError::Fatal(fatal) => EtcdError::unavailable(fatal.to_string()),
     }
 }
 

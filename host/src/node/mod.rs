@@ -151,14 +151,14 @@ impl Node {
         })
         .await?;
         match answer {
-            Answer::Local => Ok(self.reconfigurer.change(change).await?),
+            Answer::Local => self.reconfigurer.change(change).await,
             Answer::Remote(changed) => Ok(changed),
         }
     }
 
     /// Make a membership change for another member if this member leads (NOT_LEADER otherwise).
     pub async fn change_membership_as_leader(&self, change: MemberChangeRequest) -> Result<MemberChangeResponse, EtcdError> {
-        Ok(self.reconfigurer.change(change).await?)
+        self.reconfigurer.change(change).await
     }
 
     /// Whether this member is a learner (a member that does not vote).
