@@ -76,7 +76,7 @@ pub fn apply(active: &mut Vec<AlarmMember>, request: &AlarmRequest) -> AlarmResp
     match AlarmAction::try_from(request.action) {
         Ok(AlarmAction::Activate) if known => {
             if !active.contains(&member) {
-                active.push(member.clone());
+                active.push(member);
             }
             changed.push(member);
         }

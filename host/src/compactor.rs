@@ -72,10 +72,10 @@ async fn periodic(node: Weak<Node>, retention: Duration) {
         if last_compaction.elapsed() < compact_every {
             continue;
         }
-        if let Some(revision) = window_start {
-            if compact(&node, revision, &format!("retention {}", humantime::format_duration(retention))).await {
-                last_compaction = Instant::now();
-            }
+        if let Some(revision) = window_start
+            && compact(&node, revision, &format!("retention {}", humantime::format_duration(retention))).await
+        {
+            last_compaction = Instant::now();
         }
     }
 }

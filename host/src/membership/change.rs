@@ -110,14 +110,14 @@ impl Reconfigurer {
     fn plan_add(&self, cluster: &Cluster<'_>, add: MemberAddRequest) -> Result<Plan, EtcdError> {
         check_urls(&add.peer_ur_ls)?;
         if self.strict && !add.is_learner && !cluster.ready_to_add_voter() {
-            return Err(EtcdError::NotEnoughStarted.into());
+            return Err(EtcdError::NotEnoughStarted);
         }
         if self.strict && !cluster.all_voters_connected() {
-            return Err(EtcdError::Unhealthy.into());
+            return Err(EtcdError::Unhealthy);
         }
         cluster.check_urls_unused(None, &add.peer_ur_ls)?;
         if add.is_learner && cluster.learners().count() >= MAX_LEARNERS {
-            return Err(EtcdError::TooManyLearners.into());
+            return Err(EtcdError::TooManyLearners);
         }
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
         let id = (now..)
@@ -132,16 +132,16 @@ impl Reconfigurer {
     fn plan_promote(&self, cluster: &Cluster<'_>, id: NodeId) -> Result<Plan, EtcdError> {
         cluster.node(id)?;
         if cluster.voters.contains(&id) {
-            return Err(EtcdError::MemberNotLearner.into());
+            return Err(EtcdError::MemberNotLearner);
         }
         let metrics = self.raft.metrics().borrow().clone();
         let leader_index = metrics.last_log_index.unwrap_or(0);
         let matched = metrics.replication.as_ref().and_then(|r| r.get(&id).cloned().flatten()).map_or(0, |log| log.index);
         if (matched as f64) < leader_index as f64 * PROMOTE_READY {
-            return Err(EtcdError::LearnerNotReady.into());
+            return Err(EtcdError::LearnerNotReady);
         }
         if self.strict && !cluster.ready_to_add_voter() {
-            return Err(EtcdError::NotEnoughStarted.into());
+            return Err(EtcdError::NotEnoughStarted);
         }
         Ok(Plan::of(Changes::AddVoterIds(BTreeSet::from([id]))))
     }
@@ -165,7 +165,7 @@ impl<'a> Cluster<'a> {
     }
 
     fn node(&self, id: NodeId) -> Result<&'a MemberNode, EtcdError> {
-        self.membership.get_node(&id).ok_or_else(|| EtcdError::MemberNotFound.into())
+        self.membership.get_node(&id).ok_or(EtcdError::MemberNotFound)
     }
 
     fn learners(&self) -> impl Iterator<Item = NodeId> + '_ {
@@ -199,7 +199,7 @@ impl<'a> Cluster<'a> {
             .filter(|(id, _)| Some(**id) != except)
             .any(|(_, node)| node.peer_urls.iter().any(|url| urls.contains(url)));
         if taken {
-            return Err(EtcdError::PeerUrlExists.into());
+            return Err(EtcdError::PeerUrlExists);
         }
         Ok(())
     }
@@ -215,12 +215,12 @@ impl<'a> Cluster<'a> {
         let remaining: Vec<NodeId> = self.voters.iter().copied().filter(|v| *v != id).collect();
         let started = remaining.iter().filter(|v| self.started(**v)).count();
         if started < quorum(remaining.len()) {
-            return Err(EtcdError::NotEnoughStarted.into());
+            return Err(EtcdError::NotEnoughStarted);
         }
         // Removing a member that is down takes nothing from the working quorum.
         let connected = remaining.iter().filter(|v| self.connected(**v)).count();
         if self.connected(id) && connected < quorum(remaining.len()) {
-            return Err(EtcdError::Unhealthy.into());
+            return Err(EtcdError::Unhealthy);
         }
         Ok(Plan::of(Changes::RemoveVoters(BTreeSet::from([id]))))
     }
@@ -253,7 +253,7 @@ fn check_urls(urls: &[String]) -> Result<(), EtcdError> {
         url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some() && u.port().is_some())
     };
     if urls.is_empty() || !urls.iter().all(valid) {
-        return Err(EtcdError::MemberBadUrls.into());
+        return Err(EtcdError::MemberBadUrls);
     }
     Ok(())
 }
@@ -268,13 +268,13 @@ fn refused(e: RaftError<NodeId, ClientWriteError<NodeId, MemberNode>>) -> EtcdEr
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => not_leader(),
         RaftError::APIError(ClientWriteError::ChangeMembershipError(ChangeMembershipError::LearnerNotFound(_))) => {
-            EtcdError::MemberNotFound.into()
+            EtcdError::MemberNotFound
         }
         RaftError::APIError(ClientWriteError::ChangeMembershipError(ChangeMembershipError::InProgress(_))) => {
-            EtcdError::Timeout.into()
+            EtcdError::Timeout
         }
         RaftError::APIError(ClientWriteError::ChangeMembershipError(ChangeMembershipError::EmptyMembership(_))) => {
-            EtcdError::Unhealthy.into()
+            EtcdError::Unhealthy
         }
         RaftError::Fatal(fatal) => EtcdError::unavailable(fatal.to_string()),
     }

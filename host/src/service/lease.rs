@@ -123,11 +123,8 @@ impl Service {
     pub async fn lease_time_to_live(&self, _caller: &Caller, req: LeaseTimeToLiveRequest) -> Result<LeaseTimeToLiveResponse, EtcdError> {
         self.refuse_if_learner()?;
         let peers = &self.node.peers;
-        let remote = |url: String| {
-            let req = req.clone();
-            async move { peers.time_to_live(&url, req).await }
-        };
-        self.here_or_on_leader(remote, || self.time_to_live_here(req.clone()), |resp| &mut resp.header).await
+        let remote = |url: String| async move { peers.time_to_live(&url, req).await };
+        self.here_or_on_leader(remote, || self.time_to_live_here(req), |resp| &mut resp.header).await
     }
 
     /// A lease's time to live if this member leads (the peer service's answer to a follower).

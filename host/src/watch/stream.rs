@@ -54,8 +54,7 @@ impl Watcher {
         let is_put = event.r#type == EventType::Put as i32;
         kv.mod_revision >= self.next_rev
             && self.span.contains(&kv.key)
-            && !(is_put && self.no_put)
-            && !(!is_put && self.no_delete)
+            && if is_put { !self.no_put } else { !self.no_delete }
     }
 }
 
