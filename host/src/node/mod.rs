@@ -58,14 +58,6 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
-    pub fn raft(&self) -> &Raft {
-        &self.raft
-    }
-
     /// What the peer service of this member answers from, with `duties` (the service layer).
     pub fn peer_service(&self, duties: Arc<dyn crate::raft::LeaderDuties>) -> PeerService {
         PeerService { raft: self.raft.clone(), cluster_id: self.identity.cluster_id, handover: self.handover.clone(), duties }

@@ -11,7 +11,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 pub use h2_compat::AuthorityFix;
 
 /// `http://host:port` → `host:port`; only plain HTTP until TLS lands.
-pub fn listen_address(url: &str) -> anyhow::Result<String> {
+fn listen_address(url: &str) -> anyhow::Result<String> {
     let parsed = url::Url::parse(url).map_err(|e| anyhow::anyhow!("bad URL {url:?}: {e}"))?;
     if parsed.scheme() != "http" {
         anyhow::bail!("unsupported scheme in {url:?}: only http:// is supported yet");

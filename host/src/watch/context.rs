@@ -26,10 +26,3 @@ pub struct WatchContext {
     pub header: HeaderFn,
     pub authorize: Authorize,
 }
-
-impl WatchContext {
-    /// A context whose callers may watch every key (until callers carry key-range grants).
-    pub fn new(store: Arc<Store>, hub: Arc<Hub>, header: HeaderFn) -> Self {
-        WatchContext { store, hub, header, authorize: Arc::new(|_| Ok(())) }
-    }
-}

@@ -58,7 +58,7 @@ impl Member {
 
     fn context(&self) -> WatchContext {
         let header = Arc::new(|revision| Some(ResponseHeader { revision, ..Default::default() }));
-        WatchContext::new(self.store.clone(), self.hub.clone(), header)
+        WatchContext { store: self.store.clone(), hub: self.hub.clone(), header, authorize: Arc::new(|_| Ok(())) }
     }
 }
 
