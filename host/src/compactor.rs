@@ -68,7 +68,7 @@ async fn periodic(node: Weak<Node>, retention: Duration) {
     loop {
         tick.tick().await;
         let Some(node) = node.upgrade() else { return };
-        let window_start = samples.push(node.store.read_async(|view| view.current_rev()).await);
+        let window_start = samples.push(node.store.current_rev_async().await);
         if last_compaction.elapsed() < compact_every {
             continue;
         }
@@ -86,7 +86,7 @@ async fn by_revision(node: Weak<Node>, keep: i64) {
     loop {
         tick.tick().await;
         let Some(node) = node.upgrade() else { return };
-        let revision = node.store.read_async(|view| view.current_rev()).await - keep;
+        let revision = node.store.current_rev_async().await - keep;
         if revision > 0 {
             compact(&node, revision, &format!("retention {keep} revisions")).await;
         }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use conclave_proto::mvccpb::Event;
 
-use super::store::{ReadView, Store, StoreError};
+use super::store::{ReadView, Store, StoreError, View};
 
 impl Store {
     /// Run `read` on a consistent view (mutable, as a read-only `mvcc::txn` wants it). When no
@@ -23,6 +23,11 @@ impl Store {
         tokio::task::spawn_blocking(move || read(&mut store.read()))
             .await
             .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    }
+
+    /// The store's revision, read as [`Store::read_async`] reads.
+    pub async fn current_rev_async(self: &Arc<Self>) -> i64 {
+        self.read_async(|view| view.current_rev()).await
     }
 
     /// [`Store::history`] without blocking the runtime, as [`Store::read_async`] reads.

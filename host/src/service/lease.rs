@@ -190,7 +190,7 @@ impl Service {
         match on_leader(&self.node.raft, self.node.leader_wait, remote).await? {
             Answer::Local => Ok(local().await),
             Answer::Remote(mut answer) => {
-                let revision = self.node.store.read_async(|view| view.current_rev()).await;
+                let revision = self.node.store.current_rev_async().await;
                 *header(&mut answer) = self.node.header(revision);
                 Ok(answer)
             }

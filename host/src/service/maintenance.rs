@@ -18,7 +18,6 @@ use tonic::Code;
 
 use super::{Caller, Service};
 use crate::error::EtcdError;
-use crate::mvcc::View;
 use crate::node::Node;
 use crate::raft::{check_quorum, move_leader, recognised_leader, store_hash};
 
@@ -33,10 +32,6 @@ const BLOCK: u64 = 512;
 const SNAPSHOT_QUEUE: usize = 4;
 
 impl Service {
-    async fn revision(&self) -> i64 {
-        self.node.store.read_async(|view| view.current_rev()).await
-    }
-
     pub async fn alarm(&self, caller: &Caller, req: AlarmRequest) -> Result<AlarmResponse, EtcdError> {
         self.refuse_if_learner()?;
         let alarms = if req.action == AlarmAction::Get as i32 {
@@ -49,7 +44,7 @@ impl Service {
             caller.check_admin()?;
             self.write(Req::Alarm(req), |r| if let Resp::Alarm(r) = r { Some(r) } else { None }).await?.alarms
         };
-        Ok(AlarmResponse { header: self.node.header(self.revision().await), alarms })
+        Ok(AlarmResponse { header: self.node.header(self.node.store.current_rev_async().await), alarms })
     }
 
     /// Served by learners too, as etcd does.
@@ -67,7 +62,7 @@ impl Service {
             errors.push(EtcdError::NoLeader.to_string());
         }
         Ok(StatusResponse {
-            header: self.node.header(self.revision().await),
+            header: self.node.header(self.node.store.current_rev_async().await),
             version: VERSION.to_string(),
             db_size,
             leader,

@@ -126,7 +126,7 @@ impl<O: Sink<WatchResponse> + Unpin> Worker<O> {
             Some(RequestUnion::CancelRequest(cancel)) => {
                 if self.watchers.remove(&cancel.watch_id).is_some() {
                     // Read first: a `&self` held across the wait would need the sink to be `Sync`.
-                    let revision = self.ctx.store.read_async(|view| view.current_rev()).await;
+                    let revision = self.ctx.store.current_rev_async().await;
                     let mut response = self.response(cancel.watch_id, revision);
                     response.canceled = true;
                     self.send(response).await?;
