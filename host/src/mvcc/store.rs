@@ -255,28 +255,25 @@ impl Store {
         Ok(HashKv { hash: hasher.finalize(), upto, current, compacted })
     }
 
-    /// Replace the whole store with a copy written by `export`. The copy is read in full before the store is locked, so readers wait only while it
-    /// replaces the old contents.
+    /// Replace the whole store with a copy written by `export`. No apply runs meanwhile (raft
+    /// installs a snapshot between applies; a restore comes before start-up), so the batch that
+    /// replaces the old contents is built before the store is locked: readers wait only while it
+    /// is applied. Removals go in first: a later insert of the same key in a batch wins.
     pub fn import(&self, input: &mut impl Read) -> Result<(), StoreError> {
         let mut magic = [0u8; EXPORT_MAGIC.len()];
         input.read_exact(&mut magic).map_err(|_| corrupt("snapshot is too short"))?;
         if &magic != EXPORT_MAGIC {
             return Err(corrupt("not a Conclave store snapshot"));
         }
-        let mut entries = Vec::new();
-        while let Some(key) = read_part(input)? {
-            let value = read_part(input)?.ok_or_else(|| corrupt("snapshot ends inside an entry"))?;
-            entries.push((key, value));
-        }
-        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
-        // Removals first: a later insert of the same key in a batch wins.
         let mut batch = sled::Batch::default();
         for entry in self.tree.iter() {
             batch.remove(entry?.0);
         }
-        for (key, value) in entries {
+        while let Some(key) = read_part(input)? {
+            let value = read_part(input)?.ok_or_else(|| corrupt("snapshot ends inside an entry"))?;
             batch.insert(key, value);
         }
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         self.tree.apply_batch(batch)?;
         *state = load_state(&self.tree)?;
         Ok(())
