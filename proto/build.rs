@@ -11,7 +11,7 @@ const ETCD_PROTOS: &[&str] = &[
     "etcd/authpb/auth.proto",
     "etcd/etcdserverpb/rpc.proto",
 ];
-const CONCLAVE_PROTOS: &[&str] = &["conclave/raft.proto"];
+const CONCLAVE_PROTOS: &[&str] = &["conclave/plugin.proto", "conclave/raft.proto"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=etcd");

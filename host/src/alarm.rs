@@ -93,7 +93,7 @@ pub fn apply(active: &mut Vec<AlarmMember>, request: &AlarmRequest) -> AlarmResp
 /// Whether applying `request` would add data, which NOSPACE forbids.
 pub fn adds_data(request: &Req) -> bool {
     match request {
-        Req::Put(_) | Req::LeaseGrant(_) => true,
+        Req::Put(_) | Req::LeaseGrant(_) | Req::PluginDeploy(_) => true,
         Req::Txn(txn) => txn_puts(txn),
         _ => false,
     }

@@ -25,6 +25,11 @@ pub mod conclave {
     pub mod raft {
         tonic::include_proto!("conclave.raft");
     }
+
+    /// The plugin service (`conclave.plugin`): deploy, list, get, remove and invoke plugins.
+    pub mod plugin {
+        tonic::include_proto!("conclave.plugin");
+    }
 }
 
 /// Encoded `google.protobuf.FileDescriptorSet` of every `.proto` file in this
@@ -138,6 +143,7 @@ mod tests {
             "authpb/auth.proto",
             "etcdserverpb/rpc.proto",
             "conclave/raft.proto",
+            "conclave/plugin.proto",
         ] {
             assert!(fds.iter().any(|n| n == want), "{want} missing from {fds:?}");
         }

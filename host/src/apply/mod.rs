@@ -2,7 +2,8 @@
 //! the MVCC store (puts, deletes, txns, compactions, lease grants and revokes), etcd's alarm
 //! gating (while NOSPACE is active, requests that add data are refused, as etcd's capped applier
 //! does), and, once the batch commits, its side effects: watch events to the hub, alarm changes,
-//! and on the leader the TTL of each lease granted.
+//! on the leader the TTL of each lease granted, and a signal to the plugin registry when plugins
+//! were deployed or removed.
 //!
 //! The raft state machine ([`crate::raft::StateMachine`]) hands every log entry's requests to an
 //! [`Applier`] and commits it together with raft's own applied state.
@@ -10,12 +11,13 @@
 use conclave_proto::conclave::raft::raft_request::Request as Req;
 use conclave_proto::conclave::raft::raft_response::Response as Resp;
 use conclave_proto::conclave::raft::{RaftRequest, RaftResponse};
-use conclave_proto::etcdserverpb::AlarmMember;
+use conclave_proto::etcdserverpb::{AlarmMember, ResponseHeader};
+use prost::Message;
 
 use crate::alarm::{self, Alarms};
 use crate::error::EtcdError;
 use crate::lease::{self, Lessor};
-use crate::mvcc::{self, ApplyBatch, Store, StoreError, Writer};
+use crate::mvcc::{self, ApplyBatch, Store, StoreError, View, Writer};
 use crate::watch::Hub;
 
 /// What applying touches besides the store: shared with the rest of the member.
@@ -23,6 +25,8 @@ pub struct Effects<'a> {
     pub hub: &'a Hub,
     pub alarms: &'a Alarms,
     pub lessor: &'a Lessor,
+    /// Counts the applied batches that deployed or removed plugins: the registry follows it.
+    pub plugins: &'a tokio::sync::watch::Sender<u64>,
 }
 
 /// One batch of requests being applied: nothing is visible or durable until [`Applier::commit`].
@@ -33,13 +37,14 @@ pub struct Applier<'a> {
     alarms_before: Vec<AlarmMember>,
     /// Leases granted by this batch: (id, TTL).
     granted: Vec<(i64, i64)>,
+    plugins_changed: bool,
 }
 
 impl<'a> Applier<'a> {
     /// Start applying to `store` with the alarms active now.
     pub fn begin(store: &'a Store, alarms: &Alarms) -> Self {
         let alarms_before = alarms.list();
-        Applier { batch: store.begin(), alarms: alarms_before.clone(), alarms_before, granted: Vec::new() }
+        Applier { batch: store.begin(), alarms: alarms_before.clone(), alarms_before, granted: Vec::new(), plugins_changed: false }
     }
 
     /// Apply one client request. A refused request (an etcd error) still consumes its entry and
@@ -72,7 +77,21 @@ impl<'a> Applier<'a> {
             Req::Compaction(compact) => writer.compact(compact).map(Resp::Compaction),
             Req::LeaseGrant(grant) => lease::apply::grant(&mut writer, grant).map(Resp::LeaseGrant),
             Req::LeaseRevoke(revoke) => lease::apply::revoke(&mut writer, revoke).map(Resp::LeaseRevoke),
+            Req::PluginDeploy(plugin) => {
+                self.plugins_changed = true;
+                self.batch.put_plugin(&plugin.name, plugin.encode_to_vec());
+                Ok(Resp::Plugin(self.header()))
+            }
+            Req::PluginRemove(remove) => {
+                self.plugins_changed = true;
+                self.batch.remove_plugin(&remove.name);
+                Ok(Resp::Plugin(self.header()))
+            }
         }
+    }
+
+    fn header(&self) -> ResponseHeader {
+        ResponseHeader { revision: self.batch.current_rev(), ..Default::default() }
     }
 
     /// Commit the batch with the caller's metadata (raft's applied state) in one atomic write,
@@ -88,6 +107,9 @@ impl<'a> Applier<'a> {
         }
         for (id, ttl) in self.granted {
             effects.lessor.granted(id, ttl);
+        }
+        if self.plugins_changed {
+            effects.plugins.send_modify(|generation| *generation += 1);
         }
         Ok(())
     }

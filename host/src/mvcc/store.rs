@@ -1,7 +1,9 @@
 //! Persistence of the MVCC store in a sled tree, and the read and write views over it.
 //!
 //! Layout of the tree: `k` + revision → a record (one flag byte: 0 put, 1 tombstone, then the
-//! protobuf `mvccpb.KeyValue`); `l` + lease id → a lease record (see [`crate::lease`]); `m/…` →
+//! protobuf `mvccpb.KeyValue`); `l` + lease id → a lease record (see [`crate::lease`]); `p` +
+//! plugin name → a deployed plugin (protobuf `conclave.plugin.StoredPlugin`, outside every key
+//! range a client can name, but in snapshots and hashes like the rest); `m/…` →
 //! store metadata (current and compacted revision) and whatever metadata the caller commits with a
 //! batch (the raft applied state).
 
@@ -19,6 +21,7 @@ use crate::error::EtcdError;
 use crate::lease::{self, Lease, LeaseTable};
 
 const RECORD_PREFIX: u8 = b'k';
+const PLUGIN_PREFIX: u8 = b'p';
 /// First bytes of an exported store, so a wrong file is told apart from a corrupt one.
 const EXPORT_MAGIC: &[u8; 16] = b"conclave-store-1";
 /// Length value that ends the entries of an export; anything after it (padding) is ignored.
@@ -152,6 +155,16 @@ impl Store {
             self.tree.remove(name)?;
         }
         Ok(())
+    }
+
+    /// The deployed plugins, as stored (`conclave.plugin.StoredPlugin`), in name order.
+    pub fn plugins(&self) -> Result<Vec<sled::IVec>, StoreError> {
+        self.tree.scan_prefix([PLUGIN_PREFIX]).values().map(|v| v.map_err(StoreError::from)).collect()
+    }
+
+    /// One deployed plugin, as stored.
+    pub fn plugin(&self, name: &str) -> Result<Option<sled::IVec>, StoreError> {
+        Ok(self.tree.get(plugin_key(name))?)
     }
 
     /// Write every entry of the tree as length-prefixed key/value pairs between a magic header and
@@ -477,6 +490,16 @@ impl ApplyBatch<'_> {
         Some(lease)
     }
 
+    /// Store a deployed plugin (replacing one of the same name) with the batch.
+    pub fn put_plugin(&mut self, name: &str, stored: Vec<u8>) {
+        self.ops.insert(plugin_key(name), stored);
+    }
+
+    /// Remove a deployed plugin with the batch.
+    pub fn remove_plugin(&mut self, name: &str) {
+        self.ops.remove(plugin_key(name));
+    }
+
     /// Wait for exports copying revision records to finish, before compaction deletes some. (No
     /// export can start meanwhile: it needs the read lock this batch holds until committed.)
     pub(super) fn wait_for_exports(&self) {
@@ -504,6 +527,13 @@ impl ApplyBatch<'_> {
         }
         Ok(())
     }
+}
+
+fn plugin_key(name: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + name.len());
+    key.push(PLUGIN_PREFIX);
+    key.extend_from_slice(name.as_bytes());
+    key
 }
 
 fn event(kv: KeyValue, prev_kv: Option<KeyValue>, tombstone: bool) -> Event {

@@ -55,6 +55,8 @@ pub struct Node {
     reconfigurer: Reconfigurer,
     /// Signalled once this member learns it was removed from the cluster: it must stop.
     pub(crate) removed: Notify,
+    /// Bumped each time applying changes the deployed plugins; the plugin registry follows it.
+    pub(crate) plugin_changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Node {

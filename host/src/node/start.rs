@@ -55,7 +55,15 @@ impl Node {
         let hub = Arc::new(Hub::default());
         let alarms = Arc::new(Alarms::load(&store)?);
         let lessor = Arc::new(Lessor::default());
-        let state_machine = StateMachine::new(store.clone(), hub.clone(), alarms.clone(), lessor.clone(), dir.join("snap"))?;
+        let plugin_changes = tokio::sync::watch::Sender::new(0);
+        let state_machine = StateMachine::new(
+            store.clone(),
+            hub.clone(),
+            alarms.clone(),
+            lessor.clone(),
+            plugin_changes.clone(),
+            dir.join("snap"),
+        )?;
 
         let raft_config = raft_config(&config)?;
         let network = Network::new(identity.member_id, peers.clone());
@@ -97,6 +105,7 @@ impl Node {
             reconfigurer,
             removed: Notify::new(),
             committed,
+            plugin_changes,
         });
         tokio::spawn(crate::lease::run_expiry(Arc::downgrade(&node)));
         tokio::spawn(crate::compactor::run(Arc::downgrade(&node), node.config.auto_compaction()?));

@@ -40,6 +40,8 @@ pub struct StateMachine {
     hub: Arc<Hub>,
     alarms: Arc<Alarms>,
     lessor: Arc<Lessor>,
+    /// Bumped whenever applying changes the deployed plugins (see [`crate::apply::Effects`]).
+    plugins: tokio::sync::watch::Sender<u64>,
     snap_dir: PathBuf,
 }
 
@@ -50,10 +52,18 @@ struct SnapshotInfo {
 
 impl StateMachine {
     /// A state machine applying to `store`, publishing to `hub`, keeping `alarms`, and starting
-    /// the TTL of leases it grants in `lessor` (which only the leader's keeps).
-    pub fn new(store: Arc<Store>, hub: Arc<Hub>, alarms: Arc<Alarms>, lessor: Arc<Lessor>, snap_dir: PathBuf) -> std::io::Result<Self> {
+    /// the TTL of leases it grants in `lessor` (which only the leader's keeps), and telling the
+    /// plugin registry through `plugins` when the deployed plugins change.
+    pub fn new(
+        store: Arc<Store>,
+        hub: Arc<Hub>,
+        alarms: Arc<Alarms>,
+        lessor: Arc<Lessor>,
+        plugins: tokio::sync::watch::Sender<u64>,
+        snap_dir: PathBuf,
+    ) -> std::io::Result<Self> {
         std::fs::create_dir_all(&snap_dir)?;
-        Ok(StateMachine { store, hub, alarms, lessor, snap_dir })
+        Ok(StateMachine { store, hub, alarms, lessor, plugins, snap_dir })
     }
 
     fn applied(&self) -> Result<(Option<LogId<NodeId>>, StoredConfig), StorageError<NodeId>> {
@@ -122,7 +132,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             (MEMBERSHIP, encode(&membership).map_err(write_err)?),
         ];
         let executed = started.elapsed();
-        let effects = Effects { hub: &self.hub, alarms: &self.alarms, lessor: &self.lessor };
+        let effects = Effects { hub: &self.hub, alarms: &self.alarms, lessor: &self.lessor, plugins: &self.plugins };
         applier.commit(meta, effects).map_err(write_err)?;
         let took = started.elapsed();
         if took > SLOW_APPLY {
@@ -162,6 +172,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // new store, now readable (no apply runs before this returns).
         self.hub.store_replaced();
         self.alarms.reload(&self.store).map_err(write_err)?;
+        self.plugins.send_modify(|generation| *generation += 1);
         std::fs::rename(&incoming, self.snapshot_path(SNAPSHOT_FILE)).map_err(write_err)?;
         save_snapshot_info(&self.snapshot_path(SNAPSHOT_META_FILE), meta)?;
         tracing::info!(snapshot = %meta.snapshot_id, last_log_id = ?meta.last_log_id, "applied incoming snapshot");

@@ -112,6 +112,8 @@ fn request_kind(request: &Req) -> &'static str {
         Req::LeaseGrant(_) => "lease grant",
         Req::LeaseRevoke(_) => "lease revoke",
         Req::Alarm(_) => "alarm",
+        Req::PluginDeploy(_) => "plugin deploy",
+        Req::PluginRemove(_) => "plugin remove",
     }
 }
 
