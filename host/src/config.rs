@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Parser};
 
+mod plugin;
 mod tls;
+pub use plugin::PluginFlags;
 pub use tls::TlsFlags;
 
 #[derive(Parser, Debug, Clone)]
@@ -129,6 +131,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub tls: TlsFlags,
+
+    #[command(flatten)]
+    pub plugin: PluginFlags,
 }
 
 /// How history is compacted automatically.

@@ -18,6 +18,7 @@ pub mod logging;
 pub mod membership;
 pub mod mvcc;
 pub mod node;
+pub mod plugin;
 pub mod raft;
 pub mod service;
 pub mod transport;

@@ -14,7 +14,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let listeners = bind_all(&config.listen_client_urls).await?;
     let peer_listeners = bind_all(&config.listen_peer_urls).await?;
     let node = Node::start(config).await?;
-    let service = Service::new(node.clone());
+    let service = Service::start(node.clone()).await?;
     let mut servers = tokio::task::JoinSet::new();
     for listener in peer_listeners {
         tracing::info!("listening for peers on http://{}", listener.local_addr()?);

@@ -5,8 +5,10 @@ mod cluster;
 mod kv;
 mod lease;
 mod maintenance;
+mod plugin;
 mod watch;
 
+use conclave_proto::conclave::plugin::plugin_server::PluginServer;
 use conclave_proto::etcdserverpb::cluster_server::ClusterServer;
 use conclave_proto::etcdserverpb::kv_server::KvServer;
 use conclave_proto::etcdserverpb::lease_server::LeaseServer;
@@ -37,6 +39,8 @@ fn answer<T>(outcome: Result<T, EtcdError>) -> Result<Response<T>, Status> {
 /// Serve all client services on `listener` until the server fails.
 pub async fn serve(service: Service, listener: TcpListener) -> Result<(), tonic::transport::Error> {
     let max_message = service.node().config.max_request_bytes + GRPC_OVERHEAD_BYTES;
+    // A deploy carries a whole plugin: up to --plugin-max-wasm-bytes, refused past it with a reason.
+    let max_plugin_message = max_message.max(service.node().config.plugin.plugin_max_wasm_bytes) + GRPC_OVERHEAD_BYTES;
     Server::builder()
         .layer(tower::util::MapResponseLayer::new(message_size::as_grpc_go))
         .add_service(KvServer::new(kv::KvService::new(service.clone())).max_decoding_message_size(max_message))
@@ -46,7 +50,8 @@ pub async fn serve(service: Service, listener: TcpListener) -> Result<(), tonic:
                 .max_decoding_message_size(max_message),
         )
         .add_service(WatchServer::new(watch::WatchService::new(service.clone())).max_decoding_message_size(max_message))
-        .add_service(ClusterServer::new(cluster::ClusterService::new(service)).max_decoding_message_size(max_message))
+        .add_service(ClusterServer::new(cluster::ClusterService::new(service.clone())).max_decoding_message_size(max_message))
+        .add_service(PluginServer::new(plugin::PluginService::new(service)).max_decoding_message_size(max_plugin_message))
         .serve_with_incoming(client_connections(listener))
         .await
 }

@@ -1,6 +1,6 @@
 //! The one internal API of a member: every etcd operation as plain etcd messages plus a
 //! [`Caller`], answered with `Result<_, EtcdError>`. The gRPC services in [`crate::api`], the peer
-//! service (for what a leader does on a follower's behalf) and, later, plugins and the HTTP
+//! service (for what a leader does on a follower's behalf), plugins and, later, the HTTP
 //! gateway all call it, so every request rule lives here once: learner refusal, validation, the
 //! caller's key-range permissions, the space quota, lease TTL floors and ids, forwarding to the
 //! leader, and the response header.
@@ -10,6 +10,7 @@ mod cluster;
 mod kv;
 mod lease;
 mod maintenance;
+mod plugin;
 mod validate;
 mod watch;
 
@@ -28,6 +29,7 @@ pub use maintenance::VERSION;
 
 use crate::error::EtcdError;
 use crate::node::Node;
+use crate::plugin::Registry;
 use crate::raft::LeaderDuties;
 
 /// etcd lets gRPC messages exceed `--max-request-bytes` by this much, so that an oversized request
@@ -39,11 +41,14 @@ pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 #[derive(Clone)]
 pub struct Service {
     node: Arc<Node>,
+    plugins: Arc<Registry>,
 }
 
 impl Service {
-    pub fn new(node: Arc<Node>) -> Self {
-        Service { node }
+    /// The service layer of `node`, with its plugins loaded (built-in and deployed).
+    pub async fn start(node: Arc<Node>) -> anyhow::Result<Self> {
+        let plugins = Registry::start(&node).await?;
+        Ok(Service { node, plugins })
     }
 
     pub fn node(&self) -> &Arc<Node> {

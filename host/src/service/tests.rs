@@ -28,7 +28,7 @@ async fn service(dir: &tempfile::TempDir) -> Service {
         "--initial-advertise-peer-urls",
         "http://127.0.0.1:1",
     ]);
-    Service::new(Node::start(config).await.expect("the node starts"))
+    Service::start(Node::start(config).await.expect("the node starts")).await.expect("the plugins load")
 }
 
 fn put(key: &str, value: &str) -> PutRequest {

@@ -1,0 +1,143 @@
+//! Running one call of a plugin: a fresh instance from the plugin's pre-linked component, the
+//! manifest's limits (fuel for CPU, a memory cap, a wall-clock timeout, a concurrency cap, payload
+//! sizes), and an error that names the plugin, the method and the limit when one is hit. The
+//! instance is dropped after the call, whatever happened: nothing a call did can reach the next.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tonic::Code;
+use wasmtime::{Store, Trap};
+
+use super::engine::Runtime;
+use super::imports::guest_error_code;
+use super::registry::Loaded;
+use super::state::{CallContext, CallState};
+use crate::error::EtcdError;
+use crate::service::Service;
+
+/// Fuel a guest burns between yields to the async runtime: a busy guest shares its thread, and
+/// the wall-clock timeout can fire, within about a millisecond.
+const YIELD_FUEL: u64 = 1_000_000;
+/// Limits for reading a plugin's metadata at deploy.
+const METADATA_FUEL: u64 = 100_000_000;
+const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One call: which method, with what, and where a streaming method's messages go.
+pub struct Call {
+    pub method: String,
+    pub payload: Vec<u8>,
+    pub emit: Option<mpsc::Sender<Vec<u8>>>,
+}
+
+/// Run `call` on `plugin` as the plugin's caller of `service`.
+pub async fn run(runtime: &Runtime, plugin: &Arc<Loaded>, service: Service, call: Call) -> Result<Vec<u8>, EtcdError> {
+    let limits = &plugin.manifest.limits;
+    let fail = |code: Code, why: String| EtcdError::other(code, format!("plugin {}: method {}: {why}", plugin.name, call.method));
+    if call.payload.len() as u64 > limits.max_payload_bytes {
+        return Err(fail(
+            Code::InvalidArgument,
+            format!("payload of {} bytes is above limits.max_payload_bytes {}", call.payload.len(), limits.max_payload_bytes),
+        ));
+    }
+    let Ok(_permit) = plugin.calls.clone().try_acquire_owned() else {
+        return Err(fail(
+            Code::ResourceExhausted,
+            format!("too many concurrent calls (limits.max_concurrent_calls {})", limits.max_concurrent_calls),
+        ));
+    };
+    let context = CallContext {
+        service,
+        caller: plugin.caller.clone(),
+        plugin: plugin.name.clone(),
+        emit: call.emit,
+        max_payload_bytes: limits.max_payload_bytes,
+        denied: None,
+    };
+    let mut store = new_store(runtime, limits.memory_bytes, limits.fuel, Some(context));
+    let outcome = tokio::time::timeout(limits.timeout(), async {
+        let instance = plugin.compiled.pre.instantiate_async(&mut store).await?;
+        instance.conclave_plugin_plugin().call_handle(&mut store, &call.method, &call.payload).await
+    })
+    .await;
+    let state = store.data();
+    log_stderr(&plugin.name, &call.method, state);
+    let denied = state.call.as_ref().and_then(|c| c.denied.clone());
+    let result = match (outcome, denied) {
+        (_, Some(denied)) => Err(fail(Code::PermissionDenied, format!("{}: {denied}", EtcdError::PermissionDenied))),
+        (Err(_elapsed), None) => Err(fail(Code::DeadlineExceeded, format!("call timed out (limits.timeout_ms {})", limits.timeout_ms))),
+        (Ok(Err(e)), None) => Err(fail_trap(e, state, limits, &fail)),
+        (Ok(Ok(Err(guest))), None) => Err(fail(guest_error_code(guest.code), guest.message)),
+        (Ok(Ok(Ok(output))), None) if output.len() as u64 > limits.max_payload_bytes => Err(fail(
+            Code::ResourceExhausted,
+            format!("output of {} bytes is above limits.max_payload_bytes {}", output.len(), limits.max_payload_bytes),
+        )),
+        (Ok(Ok(Ok(output))), None) => Ok(output),
+    };
+    if let Err(e) = &result {
+        tracing::warn!(plugin = &*plugin.name, method = call.method, "plugin call failed: {e}");
+    }
+    result
+}
+
+/// Why an instance stopped: the limit it hit, or the trap with what the guest printed last
+/// (a Rust panic's message).
+fn fail_trap(
+    error: wasmtime::Error,
+    state: &CallState,
+    limits: &super::manifest::Limits,
+    fail: &impl Fn(Code, String) -> EtcdError,
+) -> EtcdError {
+    if state.limiter.refused {
+        return fail(Code::ResourceExhausted, format!("memory limit exceeded (limits.memory_bytes {})", limits.memory_bytes));
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => fail(Code::ResourceExhausted, format!("CPU limit exceeded (limits.fuel {})", limits.fuel)),
+        Some(Trap::StackOverflow) => fail(Code::ResourceExhausted, "stack overflow (the native stack is limited to 512 KiB)".into()),
+        Some(trap) => {
+            let stderr = state.stderr();
+            let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).map(|l| format!(" ({})", l.trim())).unwrap_or_default();
+            fail(Code::Internal, format!("trapped: {trap}{last}"))
+        }
+        None if is_pool_exhausted(&error) => fail(Code::ResourceExhausted, "no free instance slot on this member (--plugin-instances)".into()),
+        None => fail(Code::Internal, format!("failed: {error:#}")),
+    }
+}
+
+fn is_pool_exhausted(error: &wasmtime::Error) -> bool {
+    error.chain().any(|e| e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some())
+}
+
+fn log_stderr(plugin: &str, method: &str, state: &CallState) {
+    for line in state.stderr().lines().filter(|l| !l.trim().is_empty()) {
+        tracing::info!(plugin, method, "stderr: {line}");
+    }
+}
+
+fn new_store(runtime: &Runtime, memory_bytes: u64, fuel: u64, call: Option<CallContext>) -> Store<CallState> {
+    let mut store = Store::new(runtime.engine(), CallState::new(memory_bytes, call));
+    store.limiter(|state| &mut state.limiter);
+    store.set_fuel(fuel).expect("fuel is enabled on the engine");
+    store.fuel_async_yield_interval(Some(YIELD_FUEL)).expect("fuel is enabled on the engine");
+    store
+}
+
+/// Read a compiled plugin's metadata in a throwaway instance that may use no imports.
+pub async fn metadata(
+    runtime: &Runtime,
+    pre: &super::bindings::RecipePre<CallState>,
+    memory_bytes: u64,
+) -> Result<super::bindings::exports::conclave::plugin::plugin::PluginMetadata, String> {
+    let mut store = new_store(runtime, memory_bytes, METADATA_FUEL, None);
+    let outcome = tokio::time::timeout(METADATA_TIMEOUT, async {
+        let instance = pre.instantiate_async(&mut store).await?;
+        instance.conclave_plugin_plugin().call_metadata(&mut store).await
+    })
+    .await;
+    match outcome {
+        Err(_elapsed) => Err("reading the plugin's metadata timed out".into()),
+        Ok(Err(e)) => Err(format!("reading the plugin's metadata failed: {e:#}")),
+        Ok(Ok(metadata)) => Ok(metadata),
+    }
+}

@@ -1,0 +1,135 @@
+//! The WebAssembly engine every plugin of a member runs on, and turning wasm bytes into a
+//! [`Compiled`] plugin: compiled once (by content hash, see [`super::registry`]), checked against
+//! the `recipe` world, linked, and asked for its metadata.
+
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use super::bindings::exports::conclave::plugin::plugin::{MethodKind, PluginMetadata};
+use super::bindings::{Recipe, RecipePre};
+use super::state::CallState;
+use crate::config::PluginFlags;
+
+/// Native stack a guest may use (a recursion bomb traps here).
+const MAX_WASM_STACK: usize = 512 * 1024;
+/// The fiber stack each call runs on: the guest's native stack plus the host's calls below it.
+const ASYNC_STACK: usize = MAX_WASM_STACK + 512 * 1024;
+/// Core instances, memories and tables a component may hold (a Rust guest has a few shims).
+const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
+/// Longest method name, and most methods, a plugin may declare.
+const MAX_METHOD_NAME: usize = 128;
+const MAX_METHODS: usize = 256;
+
+/// One member's engine and the linker with Conclave's imports (and an empty WASI).
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<CallState>,
+}
+
+/// A plugin ready to instantiate: compiled, linked against the imports, its metadata read.
+pub struct Compiled {
+    pub hash: [u8; 32],
+    pub size: usize,
+    pub pre: RecipePre<CallState>,
+    pub metadata: PluginMetadata,
+}
+
+impl Compiled {
+    pub fn hash_hex(&self) -> String {
+        hex(&self.hash)
+    }
+
+    pub fn method(&self, name: &str) -> Option<MethodKind> {
+        self.metadata.methods.iter().find(|m| m.name == name).map(|m| m.kind)
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn content_hash(wasm: &[u8]) -> [u8; 32] {
+    Sha256::digest(wasm).into()
+}
+
+impl Runtime {
+    pub fn new(flags: &PluginFlags) -> anyhow::Result<Arc<Runtime>> {
+        let max_memory = usize::try_from(flags.plugin_max_memory_bytes)?;
+        let instances = flags.plugin_instances;
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(instances)
+            .total_core_instances(instances.saturating_mul(CORE_INSTANCES_PER_COMPONENT))
+            .total_memories(instances)
+            .total_tables(instances.saturating_mul(4))
+            .total_stacks(instances)
+            .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+            .max_memories_per_component(1)
+            .max_tables_per_component(CORE_INSTANCES_PER_COMPONENT)
+            .max_memory_size(max_memory);
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .consume_fuel(true)
+            .max_wasm_stack(MAX_WASM_STACK)
+            .async_stack_size(ASYNC_STACK)
+            // Slots the size of the largest memory allowed, with explicit bounds checks: 10,000
+            // waiting calls must fit in the address space.
+            .memory_reservation(flags.plugin_max_memory_bytes)
+            .memory_reservation_for_growth(0)
+            .memory_guard_size(64 * 1024)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        Recipe::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
+        Ok(Arc::new(Runtime { engine, linker }))
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Compile `wasm` and link it: refuses (with a reason for the deployer) bytes that are no
+    /// component, a component for another world, or one whose imports Conclave does not give.
+    pub fn compile(&self, wasm: &[u8]) -> Result<(Component, RecipePre<CallState>), String> {
+        if is_core_module(wasm) {
+            return Err("not a component: this is a core WebAssembly module (build for wasm32-wasip2, or wrap it with `wasm-tools component new`)".into());
+        }
+        let component = Component::new(&self.engine, wasm).map_err(|e| format!("not a valid WebAssembly component: {e:#}"))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| format!("the component needs imports Conclave does not provide (is it built for conclave:plugin@0.1.0?): {e:#}"))?;
+        let pre = RecipePre::new(pre)
+            .map_err(|e| format!("the component does not export the conclave:plugin@0.1.0 `recipe` world: {e:#}"))?;
+        Ok((component, pre))
+    }
+}
+
+/// A core module starts with the same magic as a component, then version 1 and layer 0.
+fn is_core_module(wasm: &[u8]) -> bool {
+    wasm.len() >= 8 && wasm[..4] == *b"\0asm" && wasm[4..8] == [1, 0, 0, 0]
+}
+
+/// Refuse metadata no caller could use: no name or version, a method without a usable name, or
+/// one declared twice.
+pub fn check_metadata(metadata: &PluginMetadata) -> Result<(), String> {
+    if metadata.name.is_empty() || metadata.version.is_empty() {
+        return Err("the plugin's metadata has no name or no version".into());
+    }
+    if metadata.methods.len() > MAX_METHODS {
+        return Err(format!("the plugin declares {} methods (at most {MAX_METHODS})", metadata.methods.len()));
+    }
+    for (i, method) in metadata.methods.iter().enumerate() {
+        if method.name.is_empty() || method.name.len() > MAX_METHOD_NAME {
+            return Err(format!("the plugin declares a method with an empty or too long name ({:?})", method.name));
+        }
+        if metadata.methods[..i].iter().any(|m| m.name == method.name) {
+            return Err(format!("the plugin declares method {:?} twice", method.name));
+        }
+    }
+    Ok(())
+}

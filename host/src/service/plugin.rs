@@ -1,0 +1,240 @@
+//! Plugins: deploy, list, get, remove and invoke. A deploy is compiled and checked on the member
+//! that takes it before anything is proposed (so bad bytes are refused with a reason and nothing
+//! is stored), then replicated through the log, and answered once this member serves it.
+
+use std::sync::Arc;
+
+use conclave_proto::conclave::plugin::method::Kind;
+use conclave_proto::conclave::plugin::{
+    DeployRequest, DeployResponse, GetRequest, GetResponse, InvokeRequest, InvokeResponse, ListRequest,
+    ListResponse, Method, PluginInfo, PluginRemove, RemoveRequest, RemoveResponse, StoredPlugin,
+};
+use conclave_proto::conclave::raft::raft_request::Request as Req;
+use conclave_proto::conclave::raft::raft_response::Response as Resp;
+use tokio::sync::mpsc;
+use tonic::Code;
+
+use super::{Caller, Service};
+use crate::error::EtcdError;
+use crate::plugin::call::Call;
+use crate::plugin::{Loaded, Manifest, MethodKind};
+
+/// Longest plugin name; names are also what callers type.
+const MAX_NAME: usize = 64;
+/// Messages of a streaming call buffered towards a slow caller before the plugin waits.
+const STREAM_BUFFER: usize = 16;
+
+fn invalid(message: impl Into<String>) -> EtcdError {
+    EtcdError::other(Code::InvalidArgument, message)
+}
+
+fn not_found(name: &str) -> EtcdError {
+    EtcdError::other(Code::NotFound, format!("plugin {name}: not found"))
+}
+
+/// Letters, digits, '-' and '_', starting with a letter: a name that reads the same everywhere.
+fn check_name(name: &str) -> Result<(), EtcdError> {
+    let valid = name.len() <= MAX_NAME
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if !valid {
+        return Err(invalid(format!(
+            "invalid plugin name {name:?}: lowercase letters, digits, '-' and '_', starting with a letter, at most {MAX_NAME}"
+        )));
+    }
+    Ok(())
+}
+
+pub fn info(plugin: &Loaded) -> PluginInfo {
+    let compiled = &plugin.compiled;
+    let methods = compiled
+        .metadata
+        .methods
+        .iter()
+        .map(|m| Method {
+            name: m.name.clone(),
+            kind: match m.kind {
+                MethodKind::Unary => Kind::Unary,
+                MethodKind::Streaming => Kind::Streaming,
+            } as i32,
+        })
+        .collect();
+    PluginInfo {
+        name: plugin.name.to_string(),
+        version: compiled.metadata.version.clone(),
+        hash: compiled.hash_hex(),
+        size: compiled.size as u64,
+        methods,
+        manifest: plugin.manifest.to_json(),
+        builtin: plugin.builtin,
+    }
+}
+
+impl Service {
+    pub async fn plugin_deploy(&self, caller: &Caller, req: DeployRequest) -> Result<DeployResponse, EtcdError> {
+        self.check_plugin_change(caller, &req.name)?;
+        let flags = self.plugins.flags();
+        if req.wasm.len() > flags.plugin_max_wasm_bytes {
+            return Err(invalid(format!(
+                "plugin {}: {} bytes of wasm is above this server's maximum {} (--plugin-max-wasm-bytes)",
+                req.name,
+                req.wasm.len(),
+                flags.plugin_max_wasm_bytes
+            )));
+        }
+        let manifest = Manifest::parse(&req.manifest, flags).map_err(|e| invalid(format!("plugin {}: {e}", req.name)))?;
+        // Held until this member serves it, so the registry finds it compiled.
+        let compiled = self.plugins.prepare(&req.wasm).await.map_err(|e| invalid(format!("plugin {}: {e}", req.name)))?;
+        self.check_quota().await?;
+        let stored = StoredPlugin { name: req.name.clone(), wasm: req.wasm, manifest: manifest.to_json() };
+        let header = self.plugin_change(Req::PluginDeploy(stored)).await?;
+        drop(compiled);
+        let plugin = self.plugins.get(&req.name).ok_or_else(|| not_found(&req.name))?;
+        Ok(DeployResponse { header: Some(header), plugin: Some(info(&plugin)) })
+    }
+
+    pub async fn plugin_remove(&self, caller: &Caller, req: RemoveRequest) -> Result<RemoveResponse, EtcdError> {
+        self.check_plugin_change(caller, &req.name)?;
+        if self.node.store.plugin(&req.name)?.is_none() {
+            return Err(not_found(&req.name));
+        }
+        let header = self.plugin_change(Req::PluginRemove(PluginRemove { name: req.name })).await?;
+        Ok(RemoveResponse { header: Some(header) })
+    }
+
+    pub async fn plugin_list(&self, _caller: &Caller, _req: ListRequest) -> Result<ListResponse, EtcdError> {
+        let plugins = self.plugins.list().iter().map(|p| info(p)).collect();
+        Ok(ListResponse { header: self.node.header(self.node.store.current_rev_async().await), plugins })
+    }
+
+    pub async fn plugin_get(&self, _caller: &Caller, req: GetRequest) -> Result<GetResponse, EtcdError> {
+        let plugin = self.plugins.get(&req.name).ok_or_else(|| not_found(&req.name))?;
+        Ok(GetResponse { header: self.node.header(self.node.store.current_rev_async().await), plugin: Some(info(&plugin)) })
+    }
+
+    /// Call a unary method.
+    pub async fn plugin_invoke(&self, _caller: &Caller, req: InvokeRequest) -> Result<InvokeResponse, EtcdError> {
+        let plugin = self.method(&req, MethodKind::Unary)?;
+        let call = Call { method: req.method, payload: req.payload, emit: None };
+        let payload = self.plugins.call(&plugin, self.clone(), call).await?;
+        Ok(InvokeResponse { header: self.node.header(self.node.store.current_rev_async().await), payload })
+    }
+
+    /// Call a streaming method: its messages arrive on the receiver, then the call's outcome
+    /// (what it returned, when not empty, or why it failed).
+    pub fn plugin_invoke_stream(
+        &self,
+        _caller: &Caller,
+        req: InvokeRequest,
+    ) -> Result<mpsc::Receiver<Result<InvokeResponse, EtcdError>>, EtcdError> {
+        let plugin = self.method(&req, MethodKind::Streaming)?;
+        let (out, answers) = mpsc::channel(STREAM_BUFFER);
+        let (emit, mut emitted) = mpsc::channel::<Vec<u8>>(1);
+        let service = self.clone();
+        tokio::spawn(async move {
+            let call = Call { method: req.method, payload: req.payload, emit: Some(emit) };
+            let running = service.plugins.call(&plugin, service.clone(), call);
+            tokio::pin!(running);
+            let outcome = loop {
+                tokio::select! {
+                    outcome = &mut running => break outcome,
+                    Some(payload) = emitted.recv() => {
+                        let header = service.node.header(service.node.store.current_rev_async().await);
+                        if out.send(Ok(InvokeResponse { header, payload })).await.is_err() {
+                            // The caller went away: dropping the call drops its instance.
+                            return;
+                        }
+                    }
+                }
+            };
+            // Messages emitted just before the call returned are still queued.
+            while let Ok(payload) = emitted.try_recv() {
+                let header = service.node.header(service.node.store.current_rev_async().await);
+                if out.send(Ok(InvokeResponse { header, payload })).await.is_err() {
+                    return;
+                }
+            }
+            let last = match outcome {
+                Ok(payload) if payload.is_empty() => return,
+                Ok(payload) => Ok(InvokeResponse { header: service.node.header(service.node.store.current_rev_async().await), payload }),
+                Err(e) => Err(e),
+            };
+            let _ = out.send(last).await;
+        });
+        Ok(answers)
+    }
+
+    /// The plugin `req` names, if it has the method with that kind.
+    fn method(&self, req: &InvokeRequest, kind: MethodKind) -> Result<Arc<Loaded>, EtcdError> {
+        let plugin = self.plugins.get(&req.plugin).ok_or_else(|| not_found(&req.plugin))?;
+        match plugin.compiled.method(&req.method) {
+            None => Err(EtcdError::other(Code::Unimplemented, format!("plugin {}: no method {:?}", req.plugin, req.method))),
+            Some(found) if found != kind => Err(EtcdError::other(
+                Code::FailedPrecondition,
+                format!("plugin {}: method {} is {}; use {}", req.plugin, req.method, kind_name(found), invoke_name(found)),
+            )),
+            Some(_) => Ok(plugin),
+        }
+    }
+
+    /// What every deploy and removal must pass: an administrator, on a member that takes them,
+    /// for a name that is not built in.
+    fn check_plugin_change(&self, caller: &Caller, name: &str) -> Result<(), EtcdError> {
+        caller.check_admin()?;
+        self.refuse_if_learner()?;
+        if !self.plugins.flags().plugin_deploy {
+            return Err(EtcdError::other(
+                Code::FailedPrecondition,
+                "plugin deploys and removals are disabled on this member (--plugin-deploy=false)",
+            ));
+        }
+        check_name(name)?;
+        if self.plugins.is_builtin(name) {
+            return Err(EtcdError::other(
+                Code::FailedPrecondition,
+                format!("plugin {name} is built in: it comes with the binary and cannot be replaced or removed"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Put a plugin change through the log, and wait until this member serves it.
+    async fn plugin_change(&self, request: Req) -> Result<conclave_proto::etcdserverpb::ResponseHeader, EtcdError> {
+        let mut header = self.write(request, |r| if let Resp::Plugin(h) = r { Some(h) } else { None }).await?;
+        let generation = *self.node.plugin_changes.borrow();
+        self.plugins.synced_to(generation).await;
+        let mut filled = Some(header);
+        self.node.fill(&mut filled);
+        header = filled.unwrap_or_default();
+        Ok(header)
+    }
+}
+
+fn kind_name(kind: MethodKind) -> &'static str {
+    match kind {
+        MethodKind::Unary => "unary",
+        MethodKind::Streaming => "streaming",
+    }
+}
+
+fn invoke_name(kind: MethodKind) -> &'static str {
+    match kind {
+        MethodKind::Unary => "Invoke",
+        MethodKind::Streaming => "InvokeStream",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_plain() {
+        for ok in ["counter", "lock", "a-b_c9"] {
+            check_name(ok).unwrap();
+        }
+        for bad in ["", "Counter", "9lives", "a/b", "a b", &"x".repeat(65)] {
+            assert_eq!(check_name(bad).unwrap_err().code(), Code::InvalidArgument, "{bad:?}");
+        }
+    }
+}
