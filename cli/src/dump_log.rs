@@ -103,6 +103,11 @@ fn request(r: &RaftRequest) -> String {
             let alarm = AlarmType::try_from(a.alarm).map_or("UNKNOWN", |a| a.as_str_name());
             format!("alarm action={action} member={:x} alarm={alarm}", a.member_id)
         }
+        // The wasm itself is only counted: a log dump is for reading.
+        Some(Req::PluginDeploy(p)) => {
+            format!("plugin_deploy name={} wasm={} bytes manifest={}", p.name, p.wasm.len(), bytes(p.manifest.as_bytes()))
+        }
+        Some(Req::PluginRemove(p)) => format!("plugin_remove name={}", p.name),
         None => "empty request".to_string(),
     }
 }
