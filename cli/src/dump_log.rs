@@ -170,3 +170,18 @@ fn compare(c: &Compare) -> String {
     let range_end = if c.range_end.is_empty() { String::new() } else { format!(" range_end={}", bytes(&c.range_end)) };
     format!("{target}(key={}{range_end}) {result} {value}", bytes(&c.key))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use conclave_proto::conclave::plugin::{PluginRemove, StoredPlugin};
+
+    #[test]
+    fn plugin_requests_show_name_size_and_manifest() {
+        let deploy = StoredPlugin { name: "counter".into(), wasm: vec![0; 42], manifest: r#"{"keys":[]}"#.into() };
+        let deploy = RaftRequest { id: 0, request: Some(Req::PluginDeploy(deploy)) };
+        assert_eq!(request(&deploy), r#"plugin_deploy name=counter wasm=42 bytes manifest="{\"keys\":[]}""#);
+        let remove = RaftRequest { id: 0, request: Some(Req::PluginRemove(PluginRemove { name: "counter".into() })) };
+        assert_eq!(request(&remove), "plugin_remove name=counter");
+    }
+}
