@@ -95,14 +95,25 @@ fn fail_trap(
     match error.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => fail(Code::ResourceExhausted, format!("CPU limit exceeded (limits.fuel {})", limits.fuel)),
         Some(Trap::StackOverflow) => fail(Code::ResourceExhausted, "stack overflow (the native stack is limited to 512 KiB)".into()),
-        Some(trap) => {
-            let stderr = state.stderr();
-            let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).map(|l| format!(" ({})", l.trim())).unwrap_or_default();
-            fail(Code::Internal, format!("trapped: {trap}{last}"))
-        }
+        Some(trap) => fail(Code::Internal, format!("trapped: {trap}{}", last_words(&state.stderr()))),
         None if is_pool_exhausted(&error) => fail(Code::ResourceExhausted, "no free instance slot on this member (--plugin-instances)".into()),
-        None => fail(Code::Internal, format!("failed: {error:#}")),
+        None => fail(Code::Internal, format!("malformed call or answer: {}", one_line(&format!("{error:#}")))),
     }
+}
+
+/// The end of what a trapped guest printed — for a Rust guest, its panic: "panicked at FILE:LINE"
+/// and the message (the hint about backtraces left out).
+fn last_words(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with("note: run with")).collect();
+    match lines.len() {
+        0 => String::new(),
+        n => format!(" ({})", lines[n.saturating_sub(2)..].join(" ")),
+    }
+}
+
+/// A multi-line error as one line, for a gRPC status a CLI prints on one line.
+pub fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn is_pool_exhausted(error: &wasmtime::Error) -> bool {

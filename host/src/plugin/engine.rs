@@ -95,16 +95,25 @@ impl Runtime {
     /// Compile `wasm` and link it: refuses (with a reason for the deployer) bytes that are no
     /// component, a component for another world, or one whose imports Conclave does not give.
     pub fn compile(&self, wasm: &[u8]) -> Result<(Component, RecipePre<CallState>), String> {
+        if !wasm.starts_with(b"\0asm") {
+            return Err("not WebAssembly: the file does not start with the \\0asm header".into());
+        }
         if is_core_module(wasm) {
             return Err("not a component: this is a core WebAssembly module (build for wasm32-wasip2, or wrap it with `wasm-tools component new`)".into());
         }
-        let component = Component::new(&self.engine, wasm).map_err(|e| format!("not a valid WebAssembly component: {e:#}"))?;
+        let component = Component::new(&self.engine, wasm).map_err(|e| format!("not a valid WebAssembly component: {}", super::call::one_line(&format!("{e:#}"))))?;
         let pre = self
             .linker
             .instantiate_pre(&component)
-            .map_err(|e| format!("the component needs imports Conclave does not provide (is it built for conclave:plugin@0.1.0?): {e:#}"))?;
+            .map_err(|e| {
+                let why = super::call::one_line(&format!("{e:#}"));
+                format!("the component needs imports Conclave does not provide (is it built for conclave:plugin@0.1.0?): {why}")
+            })?;
         let pre = RecipePre::new(pre)
-            .map_err(|e| format!("the component does not export the conclave:plugin@0.1.0 `recipe` world: {e:#}"))?;
+            .map_err(|e| {
+                let why = super::call::one_line(&format!("{e:#}"));
+                format!("the component does not export the conclave:plugin@0.1.0 `recipe` world: {why}")
+            })?;
         Ok((component, pre))
     }
 }
