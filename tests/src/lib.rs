@@ -11,6 +11,7 @@ pub mod clients;
 pub mod cluster;
 pub mod errors;
 pub mod etcdctl;
+pub mod guests;
 pub mod node;
 pub mod normalize;
 pub mod session;
