@@ -103,6 +103,11 @@ fn request(r: &RaftRequest) -> String {
             let alarm = AlarmType::try_from(a.alarm).map_or("UNKNOWN", |a| a.as_str_name());
             format!("alarm action={action} member={:x} alarm={alarm}", a.member_id)
         }
+        // The wasm itself is only counted: a log dump is for reading.
+        Some(Req::PluginDeploy(p)) => {
+            format!("plugin_deploy name={} wasm={} bytes manifest={}", p.name, p.wasm.len(), bytes(p.manifest.as_bytes()))
+        }
+        Some(Req::PluginRemove(p)) => format!("plugin_remove name={}", p.name),
         None => "empty request".to_string(),
     }
 }
@@ -164,4 +169,19 @@ fn compare(c: &Compare) -> String {
     };
     let range_end = if c.range_end.is_empty() { String::new() } else { format!(" range_end={}", bytes(&c.range_end)) };
     format!("{target}(key={}{range_end}) {result} {value}", bytes(&c.key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use conclave_proto::conclave::plugin::{PluginRemove, StoredPlugin};
+
+    #[test]
+    fn plugin_requests_show_name_size_and_manifest() {
+        let deploy = StoredPlugin { name: "counter".into(), wasm: vec![0; 42], manifest: r#"{"keys":[]}"#.into() };
+        let deploy = RaftRequest { id: 0, request: Some(Req::PluginDeploy(deploy)) };
+        assert_eq!(request(&deploy), r#"plugin_deploy name=counter wasm=42 bytes manifest="{\"keys\":[]}""#);
+        let remove = RaftRequest { id: 0, request: Some(Req::PluginRemove(PluginRemove { name: "counter".into() })) };
+        assert_eq!(request(&remove), "plugin_remove name=counter");
+    }
 }
