@@ -34,7 +34,8 @@ fn main() {
     }
 
     let target_dir = wasm_workspace::target_dir(root, "wasm-plugins");
-    let release = wasm_workspace::build(&plugins.join("Cargo.toml"), &target_dir, &[]).unwrap_or_else(|e| panic!("{e}"));
+    let release =
+        wasm_workspace::build(&plugins.join("Cargo.toml"), &target_dir, &[]).unwrap_or_else(|e| panic!("{e}"));
 
     let mut list = String::from("&[\n");
     for (dir, crate_name) in &crates {

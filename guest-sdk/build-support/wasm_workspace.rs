@@ -24,10 +24,7 @@ const OUTER_ENV: &[&str] = &[
 /// `$CARGO_TARGET_DIR/NAME` when that is set, else `<workspace_root>/target/NAME`: a place that
 /// survives between builds, so the nested build is incremental.
 pub fn target_dir(workspace_root: &Path, name: &str) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root.join("target"))
-        .join(name)
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root.join("target")).join(name)
 }
 
 /// `cargo build --release --target wasm32-wasip2` of the workspace at `manifest` into

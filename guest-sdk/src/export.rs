@@ -1,4 +1,4 @@
-//! What a plugin exports: implement [`Plugin`] and name the type in [`export_plugin!`].
+//! What a plugin exports: implement [`Plugin`] and name the type in [`export_plugin!`](crate::export_plugin).
 
 use crate::bindings::exports::conclave::plugin::plugin as wit;
 use crate::errors::Result;

@@ -92,7 +92,14 @@ impl RangeRequest {
 impl PutRequest {
     /// Put `value` at `key`, with no lease and every option off.
     pub fn new(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Self {
-        PutRequest { key: key.into(), value: value.into(), lease: 0, prev_kv: false, ignore_value: false, ignore_lease: false }
+        PutRequest {
+            key: key.into(),
+            value: value.into(),
+            lease: 0,
+            prev_kv: false,
+            ignore_value: false,
+            ignore_lease: false,
+        }
     }
 
     pub fn lease(mut self, lease: i64) -> Self {

@@ -19,7 +19,9 @@
 
 use crate::bindings::conclave::plugin::kv as wit;
 use crate::errors::{Error, Result};
-use crate::kv::{DeleteRangeRequest, DeleteRangeResponse, Header, PutRequest, PutResponse, RangeRequest, RangeResponse};
+use crate::kv::{
+    DeleteRangeRequest, DeleteRangeResponse, Header, PutRequest, PutResponse, RangeRequest, RangeResponse,
+};
 
 pub use wit::{Compare, CompareResult, CompareTarget};
 

@@ -7,9 +7,14 @@
 //! - `watch` (streaming) `{"name": "x", "from_revision": 0}` → one such object per change from
 //!   `from_revision` on (0: after the current revision), `value` null when the key was deleted;
 //!   it ends when the caller goes away.
+//!
+//! A counter is also a barrier: `arrive` `{"name": "x"}` adds 1 (answering like `add`), and
+//! `wait` `{"name": "x", "count": 3}` answers like `get` once the counter is at least `count`
+//! (blocking until then, or until the call's time runs out).
 
 use std::time::Duration;
 
+use conclave_guest::kv::RangeRequest;
 use conclave_guest::watch::{EventKind, Watcher};
 use conclave_guest::{Compare, Error, KeyValue, Metadata, Op, OpResponse, Plugin, Result, Txn, json, kv};
 use serde::{Deserialize, Serialize};
@@ -39,6 +44,13 @@ struct WatchRequest {
     from_revision: i64,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WaitRequest {
+    name: String,
+    count: i64,
+}
+
 #[derive(Serialize)]
 struct Value<'a> {
     name: &'a str,
@@ -50,7 +62,12 @@ struct Counter;
 
 impl Plugin for Counter {
     fn metadata() -> Metadata {
-        Metadata::new("counter", env!("CARGO_PKG_VERSION")).unary("add").unary("get").streaming("watch")
+        Metadata::new("counter", env!("CARGO_PKG_VERSION"))
+            .unary("add")
+            .unary("get")
+            .streaming("watch")
+            .unary("arrive")
+            .unary("wait")
     }
 
     fn handle(method: &str, payload: Vec<u8>) -> Result<Vec<u8>> {
@@ -60,13 +77,19 @@ impl Plugin for Counter {
                 let (value, revision) = add(&key(&name)?, delta)?;
                 json::to_vec(&Value { name: &name, value: Some(value), revision })
             }
+            "arrive" => {
+                let Name { name } = json::parse(&payload)?;
+                let (value, revision) = add(&key(&name)?, 1)?;
+                json::to_vec(&Value { name: &name, value: Some(value), revision })
+            }
             "get" => {
                 let Name { name } = json::parse(&payload)?;
-                let current = kv::get(key(&name)?)?;
-                let (value, revision) = match &current {
-                    Some(kv) => (decode(kv)?, kv.mod_revision),
-                    None => (0, 0),
-                };
+                let (value, revision) = get(&key(&name)?)?;
+                json::to_vec(&Value { name: &name, value: Some(value), revision })
+            }
+            "wait" => {
+                let WaitRequest { name, count } = json::parse(&payload)?;
+                let (value, revision) = wait(&key(&name)?, count)?;
                 json::to_vec(&Value { name: &name, value: Some(value), revision })
             }
             "watch" => {
@@ -89,10 +112,40 @@ fn key(name: &str) -> Result<String> {
 }
 
 fn decode(kv: &KeyValue) -> Result<i64> {
-    std::str::from_utf8(&kv.value)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| Error::failed_precondition(format!("{} does not hold a decimal i64", String::from_utf8_lossy(&kv.key))))
+    std::str::from_utf8(&kv.value).ok().and_then(|s| s.parse().ok()).ok_or_else(|| {
+        Error::failed_precondition(format!("{} does not hold a decimal i64", String::from_utf8_lossy(&kv.key)))
+    })
+}
+
+/// The value and its mod revision; a counter never written is 0 at revision 0.
+fn get(key: &str) -> Result<(i64, i64)> {
+    match kv::get(key)? {
+        Some(kv) => Ok((decode(&kv)?, kv.mod_revision)),
+        None => Ok((0, 0)),
+    }
+}
+
+/// Block until the counter is at least `count`: read it, then follow its changes from the
+/// revision after that read, so no write in between is missed.
+fn wait(key: &str, count: i64) -> Result<(i64, i64)> {
+    let range = kv::range(&RangeRequest::key(key))?;
+    if let Some(kv) = range.kvs.first() {
+        let value = decode(kv)?;
+        if value >= count {
+            return Ok((value, kv.mod_revision));
+        }
+    }
+    let mut watcher = Watcher::key(key).from_revision(range.header.revision + 1);
+    loop {
+        for event in watcher.next(WAIT)? {
+            if event.kind == EventKind::Put {
+                let value = decode(&event.kv)?;
+                if value >= count {
+                    return Ok((value, event.kv.mod_revision));
+                }
+            }
+        }
+    }
 }
 
 /// Add `delta` by compare-and-swap; the answer is the new value and the revision that wrote it.
@@ -104,11 +157,8 @@ fn add(key: &str, delta: i64) -> Result<(i64, i64)> {
             None => (0, Compare::version(key).eq(0)),
         };
         let new = old.checked_add(delta).ok_or_else(|| Error::failed_precondition(format!("{key} would overflow")))?;
-        let response = Txn::new()
-            .when([unchanged])
-            .and_then([Op::put(key, new.to_string())])
-            .or_else([Op::get(key)])
-            .commit()?;
+        let response =
+            Txn::new().when([unchanged]).and_then([Op::put(key, new.to_string())]).or_else([Op::get(key)]).commit()?;
         if response.succeeded {
             return Ok((new, response.header.revision));
         }

@@ -11,7 +11,8 @@ const SECTION_LEN: usize = include!(concat!(env!("OUT_DIR"), "/recipe-component-
 /// (see build.rs).
 #[unsafe(link_section = "component-type:bad-output:recipe")]
 #[used]
-static RECIPE_COMPONENT_TYPE: [u8; SECTION_LEN] = *include_bytes!(concat!(env!("OUT_DIR"), "/recipe-component-type.bin"));
+static RECIPE_COMPONENT_TYPE: [u8; SECTION_LEN] =
+    *include_bytes!(concat!(env!("OUT_DIR"), "/recipe-component-type.bin"));
 
 /// A string or list in the canonical ABI on wasm32: pointer and length.
 #[repr(C)]
@@ -60,7 +61,12 @@ extern "C" fn metadata() -> *mut PluginMetadata {
 }
 
 #[unsafe(export_name = "conclave:plugin/plugin@0.1.0#handle")]
-extern "C" fn handle(_method: *mut u8, _method_len: usize, _payload: *mut u8, _payload_len: usize) -> *mut HandleResult {
+extern "C" fn handle(
+    _method: *mut u8,
+    _method_len: usize,
+    _payload: *mut u8,
+    _payload_len: usize,
+) -> *mut HandleResult {
     conclave::plugin::node::log(conclave::plugin::node::LogLevel::Info, "bad-output: answering out of bounds");
     let answer = HandleResult { discriminant: 0, list: Slice { ptr: 0xffff_0000, len: 0x1000 } };
     Box::leak(Box::new(answer))

@@ -87,7 +87,10 @@ impl Plugin for Misbehave {
                 Ok(Vec::new())
             }
             "forbidden-txn-compare" => {
-                Txn::new().when([Compare::version("forbidden/x").eq(0)]).and_then([Op::put("allowed/x", "x")]).commit()?;
+                Txn::new()
+                    .when([Compare::version("forbidden/x").eq(0)])
+                    .and_then([Op::put("allowed/x", "x")])
+                    .commit()?;
                 Ok(Vec::new())
             }
             "forbidden-watch" => {
@@ -106,7 +109,9 @@ impl Plugin for Misbehave {
                 let (key, value) = text.split_once('=').unwrap_or((text, ""));
                 Ok(kv::put(format!("allowed/{key}"), value)?.to_string().into_bytes())
             }
-            "big-output" => Ok(vec![b'x'; usize::try_from(number(&payload)?).map_err(|_| Error::invalid_argument("too big"))?]),
+            "big-output" => {
+                Ok(vec![b'x'; usize::try_from(number(&payload)?).map_err(|_| Error::invalid_argument("too big"))?])
+            }
             "stuck-watch" => {
                 let mut watcher = Watcher::key("allowed/never");
                 loop {
