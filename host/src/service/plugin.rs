@@ -138,6 +138,8 @@ impl Service {
             let outcome = loop {
                 tokio::select! {
                     outcome = &mut running => break outcome,
+                    // The caller went away while the plugin waits (on a watch, say): stop it now.
+                    () = out.closed() => return,
                     Some(payload) = emitted.recv() => {
                         let header = service.node.header(service.node.store.current_rev_async().await);
                         if out.send(Ok(InvokeResponse { header, payload })).await.is_err() {
