@@ -41,7 +41,7 @@ impl CallState {
     pub fn new(memory_bytes: u64, call: Option<CallContext>) -> Self {
         let stderr = MemoryOutputPipe::new(STDERR_BYTES);
         // No files, sockets, environment or arguments: only a clock, randomness and stderr.
-        let wasi = WasiCtxBuilder::new().stderr(stderr.clone()).build();
+        let wasi = WasiCtxBuilder::new().stderr(stderr.clone()).allow_tcp(false).allow_udp(false).build();
         CallState {
             wasi,
             table: ResourceTable::new(),
