@@ -41,6 +41,15 @@ pub fn guest_wasm_with_env(crate_name: &str, env: &[(&str, &str)]) -> anyhow::Re
     Ok(wasm)
 }
 
+/// Builds the guest workspace at `manifest` (e.g. a crate made by `conclavectl plugin new`) for
+/// wasm32-wasip2 the way the fixtures are built, into the shared target directory `target_name`
+/// (under the workspace's target dir, so dependencies stay built between runs); the directory
+/// holding its `.wasm` files.
+pub fn build_workspace(manifest: &Path, target_name: &str) -> anyhow::Result<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("tests/ is inside the workspace")?;
+    wasm_workspace::build(manifest, &wasm_workspace::target_dir(root, target_name), &[]).map_err(anyhow::Error::msg)
+}
+
 fn build(env: &[(String, String)]) -> anyhow::Result<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("tests/ is inside the workspace")?;
     let name = std::iter::once("wasm-guests".to_string())

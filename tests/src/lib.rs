@@ -14,6 +14,7 @@ pub mod etcdctl;
 pub mod guests;
 pub mod node;
 pub mod normalize;
+pub mod plugins;
 pub mod session;
 pub mod table;
 pub mod watch;

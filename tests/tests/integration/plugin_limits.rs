@@ -1,0 +1,236 @@
+//! A plugin call that breaks a limit (CPU, memory, wall-clock time, payload size, concurrency) or
+//! its key grant, or that traps, fails alone with a clear status naming the plugin, the method and
+//! the limit, while other clients of the member keep reading and writing without a single error
+//! and other plugins keep answering.
+
+use std::time::{Duration, Instant};
+
+use conclave_tests::guests::guest_wasm;
+use conclave_tests::plugins::{Background, Plugins, assert_no_server_panic, assert_status, misbehave_manifest};
+use conclave_tests::{Kind, Node, etcdctl};
+use tonic::Code;
+
+const MIB: u64 = 1 << 20;
+
+fn start() -> Node {
+    Node::start(Kind::Conclave, &[]).unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+fn misbehave() -> std::path::PathBuf {
+    tokio::task::block_in_place(|| guest_wasm("misbehave")).unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_limit_and_bad_input_fails_only_its_call_while_other_clients_keep_working() {
+    let wasm = misbehave();
+    let bad_output = tokio::task::block_in_place(|| conclave_tests::guests::guest_wasm("bad-output")).expect("bad-output builds");
+    let node = start();
+    let plugins = Plugins::connect(&node.endpoint()).await;
+    let limits = format!(r#"{{"fuel": 200000000, "timeout_ms": 1500, "memory_bytes": {}, "max_payload_bytes": 65536}}"#, 16 * MIB);
+    plugins.deploy_file("misbehave", &wasm, &misbehave_manifest(&limits)).await.expect("deploy misbehave");
+    plugins.deploy_file("bad-output", &bad_output, "").await.expect("deploy bad-output");
+
+    let load = Background::start(&node.endpoint(), 2).await;
+    load.wait_for_progress(20, Duration::from_secs(10)).await;
+
+    let p = |method: &'static str| {
+        let plugins = plugins.clone();
+        async move { plugins.invoke("misbehave", method, Vec::new()).await }
+    };
+    let cases: Vec<(&str, Code, Vec<&str>)> = vec![
+        ("spin", Code::ResourceExhausted, vec!["CPU limit exceeded", "limits.fuel 200000000"]),
+        ("trap", Code::Internal, vec!["trapped", "misbehave: trap requested"]),
+        ("unreachable", Code::Internal, vec!["trapped"]),
+        ("memory-bomb", Code::ResourceExhausted, vec!["memory limit exceeded", "limits.memory_bytes 16777216"]),
+        ("forbidden-put", Code::PermissionDenied, vec!["permission denied", "\"forbidden/x\"", "outside the plugin's grant"]),
+        ("forbidden-get", Code::PermissionDenied, vec!["permission denied", "\"forbidden/x\"", "outside the plugin's grant"]),
+        ("forbidden-txn-op", Code::PermissionDenied, vec!["a txn compare or op on a key outside"]),
+        ("forbidden-txn-compare", Code::PermissionDenied, vec!["a txn compare or op on a key outside"]),
+        ("forbidden-watch", Code::PermissionDenied, vec!["watch of keys", "outside"]),
+        ("stuck-watch", Code::DeadlineExceeded, vec!["call timed out (limits.timeout_ms 1500)"]),
+    ];
+    for (method, code, parts) in cases {
+        let started = Instant::now();
+        let result = p(method).await;
+        let mut all = vec!["plugin misbehave", method];
+        all.extend(parts);
+        assert_status(result, code, &all);
+        eprintln!("{method}: {code:?} after {:?}", started.elapsed());
+    }
+
+    // Running out of stack is a trap or a resource limit, depending on where it runs out.
+    let deep = p("deep-recursion").await.expect_err("deep recursion fails");
+    assert!(matches!(deep.code(), Code::Internal | Code::ResourceExhausted), "{deep:?}");
+    assert!(deep.message().contains("plugin misbehave") && deep.message().contains("method deep-recursion"), "{deep:?}");
+
+    // Payloads past max_payload_bytes, in and out.
+    assert_status(
+        plugins.invoke("misbehave", "big-output", "100000").await,
+        Code::ResourceExhausted,
+        &["plugin misbehave", "big-output", "output of 100000 bytes is above limits.max_payload_bytes 65536"],
+    );
+    assert_eq!(plugins.invoke("misbehave", "big-output", "65536").await.expect("an answer at the limit").len(), 65536);
+    assert_status(
+        plugins.invoke("misbehave", "echo", vec![b'x'; 65537]).await,
+        Code::InvalidArgument,
+        &["plugin misbehave", "payload of 65537 bytes is above limits.max_payload_bytes 65536"],
+    );
+
+    // Calls that do not fit the plugin.
+    assert_status(plugins.invoke("misbehave", "no-such-method", "").await, Code::Unimplemented, &["no-such-method"]);
+    assert_status(plugins.invoke("no-such-plugin", "noop", "").await, Code::NotFound, &["no-such-plugin"]);
+    assert_status(plugins.invoke("misbehave", "emit", "3").await, Code::FailedPrecondition, &["emit"]);
+    assert_status(plugins.collect_stream("misbehave", "noop", "").await, Code::FailedPrecondition, &["noop"]);
+    assert_status(
+        plugins.invoke("bad-output", "handle-bad", "").await,
+        Code::Internal,
+        &["plugin bad-output", "handle-bad", "malformed call or answer"],
+    );
+
+    // The guest's log line and stderr reach the node's log, tagged with the plugin.
+    let marker = format!("log-marker-{}", std::process::id());
+    plugins.invoke("misbehave", "log", marker.as_str()).await.expect("log");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = node.log();
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains(&marker)).collect();
+        if lines.iter().any(|l| l.contains("misbehave")) && lines.len() >= 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the guest's log and stderr ({marker}) are not both in the node log: {lines:#?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The member's other clients never noticed.
+    load.wait_for_progress(20, Duration::from_secs(10)).await;
+    let (ops, errors) = load.finish().await;
+    assert!(errors.is_empty(), "the background clients saw errors: {errors:#?}");
+    assert!(ops > 40, "the background clients made only {ops} operations");
+    eprintln!("background clients: {ops} operations, no errors");
+
+    // The plugin still answers, as does another plugin.
+    assert_eq!(plugins.invoke("misbehave", "noop", "").await.expect("noop"), b"");
+    assert_eq!(plugins.invoke("misbehave", "echo", "still here").await.expect("echo"), b"still here");
+    assert!(!plugins.invoke_text("misbehave", "allowed-put", "k=v").await.expect("allowed-put").is_empty());
+    let counted = plugins.invoke_text("counter", "add", r#"{"name":"limits","delta":2}"#).await.expect("counter add");
+    assert!(counted.contains(r#""value":2"#), "{counted}");
+
+    // Nothing the refused calls tried to write was written.
+    let forbidden = etcdctl(&node.endpoint(), &["get", "forbidden/", "--prefix"], None).expect("etcdctl");
+    assert_eq!((forbidden.code, forbidden.stdout.as_str()), (0, ""), "{forbidden:?}");
+    let allowed = etcdctl(&node.endpoint(), &["get", "allowed/k", "--print-value-only"], None).expect("etcdctl");
+    assert_eq!(allowed.stdout, "v\n");
+    assert_no_server_panic(&node.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn calls_past_max_concurrent_calls_are_refused_until_running_ones_end() {
+    let wasm = misbehave();
+    let node = start();
+    let plugins = Plugins::connect(&node.endpoint()).await;
+    let limits = r#"{"timeout_ms": 20000, "max_concurrent_calls": 2}"#;
+    plugins.deploy_file("busy", &wasm, &misbehave_manifest(limits)).await.expect("deploy");
+
+    // Two calls that wait for ever (20 s here) hold both slots.
+    let stuck: Vec<_> = (0..2)
+        .map(|_| {
+            let plugins = plugins.clone();
+            tokio::spawn(async move { plugins.invoke("busy", "stuck-watch", "").await })
+        })
+        .collect();
+    let full = refused_once_full(&plugins, "busy").await;
+    assert_status(Err::<(), _>(full), Code::ResourceExhausted, &["plugin busy", "too many concurrent calls (limits.max_concurrent_calls 2)"]);
+    // Still full: a streaming call is refused the same way.
+    assert_status(plugins.collect_stream("busy", "emit", "1").await, Code::ResourceExhausted, &["max_concurrent_calls 2"]);
+
+    // The callers go away: their calls end and free the slots.
+    for call in &stuck {
+        call.abort();
+    }
+    let freed = Instant::now();
+    wait_until_answers(&plugins, "busy", Duration::from_secs(10)).await;
+    eprintln!("slots freed {:?} after the callers went away", freed.elapsed());
+    for call in stuck {
+        assert!(call.await.expect_err("aborted").is_cancelled());
+    }
+
+    // Calls that time out free their slot too.
+    let limits = r#"{"timeout_ms": 1000, "max_concurrent_calls": 1}"#;
+    plugins.deploy_file("brief", &wasm, &misbehave_manifest(limits)).await.expect("deploy");
+    let timing_out = {
+        let plugins = plugins.clone();
+        tokio::spawn(async move { plugins.invoke("brief", "stuck-watch", "").await })
+    };
+    refused_once_full(&plugins, "brief").await;
+    assert_status(timing_out.await.expect("the call task"), Code::DeadlineExceeded, &["limits.timeout_ms 1000"]);
+    assert_eq!(plugins.invoke("brief", "echo", "free").await.expect("a slot is free after the timeout"), b"free");
+    assert_no_server_panic(&node.log());
+}
+
+/// Calls `noop` until the plugin refuses it for want of a slot (the calls holding them may take a
+/// moment to start); that refusal, which must come at once.
+async fn refused_once_full(plugins: &Plugins, plugin: &str) -> tonic::Status {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let started = Instant::now();
+        match plugins.invoke(plugin, "noop", "").await {
+            Err(status) if status.code() == Code::ResourceExhausted => {
+                assert!(started.elapsed() < Duration::from_secs(1), "the refusal took {:?}", started.elapsed());
+                return status;
+            }
+            Err(status) => panic!("noop failed otherwise: {status:?}"),
+            Ok(_) => {
+                assert!(Instant::now() < deadline, "{plugin} still takes calls; its slots never filled");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Polls `noop` until it answers (refusals for want of a slot allowed meanwhile).
+async fn wait_until_answers(plugins: &Plugins, plugin: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match plugins.invoke(plugin, "noop", "").await {
+            Ok(_) => return,
+            Err(status) if status.code() == Code::ResourceExhausted => {
+                assert!(Instant::now() < deadline, "{plugin} still refuses calls {timeout:?} after its callers left: {status:?}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(status) => panic!("noop failed otherwise: {status:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn streams_arrive_in_order_and_end_when_the_caller_goes_away() {
+    let wasm = misbehave();
+    let node = start();
+    let plugins = Plugins::connect(&node.endpoint()).await;
+    let limits = r#"{"max_concurrent_calls": 1, "max_payload_bytes": 1024}"#;
+    plugins.deploy_file("streams", &wasm, &misbehave_manifest(limits)).await.expect("deploy");
+
+    assert_eq!(plugins.collect_stream("streams", "emit", "5").await.expect("emit 5"), ["0", "1", "2", "3", "4"]);
+    assert_eq!(plugins.collect_stream("streams", "emit", "0").await.expect("emit 0"), Vec::<String>::new());
+    assert_status(
+        plugins.collect_stream("streams", "emit", vec![b'1'; 1025]).await,
+        Code::InvalidArgument,
+        &["plugin streams", "payload of 1025 bytes is above limits.max_payload_bytes 1024"],
+    );
+
+    // A stream that would never end: read some of it, then hang up.
+    for round in 0..3 {
+        let mut stream = plugins.invoke_stream("streams", "emit-forever", "").await.expect("emit-forever");
+        for i in 0..10 {
+            let message = stream.message().await.expect("a message").expect("the stream goes on");
+            assert_eq!(message.payload, i.to_string().as_bytes(), "round {round}");
+        }
+        drop(stream);
+        // The only slot comes back once the server notices the caller left.
+        let hung_up = Instant::now();
+        wait_until_answers(&plugins, "streams", Duration::from_secs(10)).await;
+        eprintln!("round {round}: slot back {:?} after the hang-up", hung_up.elapsed());
+    }
+    assert_eq!(plugins.collect_stream("streams", "emit", "2").await.expect("emit 2"), ["0", "1"]);
+    assert_no_server_panic(&node.log());
+}
