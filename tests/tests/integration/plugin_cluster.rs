@@ -1,0 +1,125 @@
+//! Plugins across a cluster: a deploy on one member is served by every member (and quickly), by a
+//! member that was down during it, by a member added later (catching up by snapshot), and a
+//! removal reaches them all. A member started with `--plugin-deploy=false` refuses deploys and
+//! removals but serves every plugin.
+
+use std::time::{Duration, Instant};
+
+use conclave_tests::guests::guest_wasm;
+use conclave_tests::plugins::{Plugins, assert_no_server_panic, assert_status, misbehave_manifest};
+use conclave_tests::{Cluster, Kind, Node, connect, put_keys};
+use tonic::Code;
+
+/// The bound a deploy must reach every member within (the goal is well under a second).
+const SPREAD_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn built(name: &str) -> Vec<u8> {
+    let path = tokio::task::block_in_place(|| guest_wasm(name)).unwrap_or_else(|e| panic!("{e:#}"));
+    std::fs::read(path).expect("read the guest")
+}
+
+/// Waits on every endpoint at once until `name` is served with `hash` (None: until it is gone);
+/// the time each took.
+async fn wait_everywhere(members: &[Plugins], name: &str, hash: Option<&str>) -> Vec<Duration> {
+    let waits = members.iter().map(|plugins| {
+        let (plugins, name, hash) = (plugins.clone(), name.to_string(), hash.map(str::to_string));
+        tokio::spawn(async move { plugins.wait_for(&name, hash.as_deref(), SPREAD_TIMEOUT).await })
+    });
+    let mut took = Vec::new();
+    for wait in waits.collect::<Vec<_>>() {
+        took.push(wait.await.expect("a wait"));
+    }
+    took
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deploy_reaches_every_member_including_restarted_and_added_ones() {
+    let misbehave = built("misbehave");
+    let mut cluster = Cluster::start(Kind::Conclave, 3, &["--snapshot-count", "10"]).unwrap_or_else(|e| panic!("{e:#}"));
+    let endpoints = cluster.endpoints();
+    // Connected beforehand, so the times below are the spread alone.
+    let on: Vec<Plugins> = {
+        let mut on = Vec::new();
+        for endpoint in &endpoints {
+            on.push(Plugins::connect(endpoint).await);
+        }
+        on
+    };
+    let manifest = misbehave_manifest("{}");
+
+    let sent = Instant::now();
+    let deployed = on[0].deploy("shared", misbehave.clone(), &manifest).await.expect("deploy").plugin.unwrap();
+    let answered = Instant::now();
+    eprintln!("deploy of {} bytes on m0 answered after {:?}", deployed.size, answered - sent);
+    let took = wait_everywhere(&on[1..], "shared", Some(&deployed.hash)).await;
+    eprintln!("deploy answered on m0; served on m1 after {:?}, on m2 after {:?} (from the answer)", took[0], took[1]);
+    eprintln!("all served {:?} after the deploy answered", answered.elapsed());
+    for (i, plugins) in on.iter().enumerate() {
+        assert_eq!(plugins.invoke_text("shared", "echo", format!("m{i}")).await.expect("echo"), format!("m{i}"));
+        // A write through the plugin on any member is a cluster write.
+        plugins.invoke("shared", "allowed-put", format!("from-m{i}=1")).await.expect("allowed-put");
+    }
+
+    // A member that was down while a plugin was deployed, and restarted.
+    cluster.members[2].kill9();
+    let while_down = on[1].deploy("while-down", misbehave.clone(), "").await.expect("deploy while m2 is down").plugin.unwrap();
+    cluster.members[2].restart().expect("m2 restarts");
+    let m2 = Plugins::connect(&cluster.members[2].endpoint()).await;
+    let caught_up = m2.wait_for("while-down", Some(&while_down.hash), SPREAD_TIMEOUT).await;
+    eprintln!("restarted m2 serves the plugin deployed while it was down {caught_up:?} after it was ready");
+    assert_eq!(m2.get("shared").await.expect("shared on m2").hash, deployed.hash);
+    assert_eq!(m2.invoke("while-down", "echo", "back").await.expect("echo on m2"), b"back");
+
+    // A member added after the log was purged behind snapshots: it catches up by snapshot, and a
+    // member that takes no deploys still serves every plugin.
+    let mut client = connect(&endpoints[0]).await;
+    put_keys(&mut client, "fill", 60, |i| format!("v{i}")).await;
+    let added = tokio::task::block_in_place(|| cluster.add_member(false, &["--snapshot-count", "10", "--plugin-deploy=false"]))
+        .expect("a member is added and joins");
+    let m3 = Plugins::connect(&cluster.members[added].endpoint()).await;
+    m3.wait_for("shared", Some(&deployed.hash), Duration::from_secs(30)).await;
+    m3.wait_for("while-down", Some(&while_down.hash), SPREAD_TIMEOUT).await;
+    assert_eq!(m3.names().await, ["counter", "shared", "while-down"]);
+    assert_eq!(m3.invoke("shared", "echo", "new").await.expect("echo on the added member"), b"new");
+    let log = cluster.members[added].log();
+    assert!(log.contains("applied incoming snapshot"), "the added member caught up without a snapshot:\n{log}");
+    assert_status(
+        m3.deploy("refused", misbehave.clone(), "").await,
+        Code::FailedPrecondition,
+        &["disabled on this member (--plugin-deploy=false)"],
+    );
+    assert_status(m3.remove("shared").await, Code::FailedPrecondition, &["--plugin-deploy=false"]);
+
+    // A removal through any member reaches them all.
+    on[1].remove("shared").await.expect("remove");
+    let mut all = Vec::new();
+    for endpoint in cluster.endpoints() {
+        all.push(Plugins::connect(&endpoint).await);
+    }
+    let took = wait_everywhere(&all, "shared", None).await;
+    eprintln!("removal gone everywhere after {took:?}");
+    for plugins in &all {
+        assert_status(plugins.invoke("shared", "echo", "").await, Code::NotFound, &["shared"]);
+    }
+    for member in &cluster.members {
+        assert_no_server_panic(&member.log());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_with_plugin_deploy_false_refuses_deploys_but_serves_the_builtins() {
+    let misbehave = built("misbehave");
+    let node = Node::start(Kind::Conclave, &["--plugin-deploy=false"]).unwrap_or_else(|e| panic!("{e:#}"));
+    let plugins = Plugins::connect(&node.endpoint()).await;
+    assert_status(
+        plugins.deploy("mine", misbehave, "").await,
+        Code::FailedPrecondition,
+        &["disabled on this member (--plugin-deploy=false)"],
+    );
+    assert_status(plugins.remove("mine").await, Code::FailedPrecondition, &["disabled on this member (--plugin-deploy=false)"]);
+    assert_eq!(plugins.names().await, ["counter"]);
+    let added = plugins.invoke_text("counter", "add", r#"{"name":"x","delta":3}"#).await.expect("counter add");
+    assert!(added.contains(r#""value":3"#), "{added}");
+    let got = plugins.invoke_text("counter", "get", r#"{"name":"x"}"#).await.expect("counter get");
+    assert!(got.contains(r#""value":3"#), "{got}");
+}
