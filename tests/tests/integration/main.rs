@@ -12,6 +12,7 @@ mod maintenance;
 mod malformed;
 mod membership;
 mod peer_cluster_id;
+mod plugin_cli;
 mod plugin_cluster;
 mod plugin_deploy;
 mod plugin_limits;
