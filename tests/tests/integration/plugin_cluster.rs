@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use conclave_tests::guests::guest_wasm;
+use conclave_tests::guests::{guest_wasm, guest_wasm_with_env};
 use conclave_tests::plugins::{Plugins, assert_no_server_panic, assert_status, misbehave_manifest};
 use conclave_tests::{Cluster, Kind, Node, connect, put_keys};
 use tonic::Code;
@@ -30,6 +30,28 @@ async fn wait_everywhere(members: &[Plugins], name: &str, hash: Option<&str>) ->
         took.push(wait.await.expect("a wait"));
     }
     took
+}
+
+fn misbehave_v1() -> Vec<u8> {
+    built("misbehave")
+}
+
+/// Polls until every member serves `name` with one hash; that hash.
+async fn settle(members: &[Plugins], name: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let mut hashes = Vec::new();
+        for plugins in members {
+            hashes.push(plugins.get(name).await.map(|p| p.hash).ok());
+        }
+        if let Some(Some(first)) = hashes.first()
+            && hashes.iter().all(|h| h.as_ref() == Some(first))
+        {
+            return first.clone();
+        }
+        assert!(Instant::now() < deadline, "members still disagree on {name}: {hashes:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -60,6 +82,24 @@ async fn a_deploy_reaches_every_member_including_restarted_and_added_ones() {
         plugins.invoke("shared", "allowed-put", format!("from-m{i}=1")).await.expect("allowed-put");
     }
 
+    // Two deploys of one name through two members at once: every member ends up serving the same one.
+    let v2 = tokio::task::block_in_place(|| guest_wasm_with_env("misbehave", &[("MISBEHAVE_VERSION", "2")])).expect("v2 builds");
+    let v2 = std::fs::read(v2).expect("read v2");
+    let (a, b) = (on[0].clone(), on[1].clone());
+    let (m1, m2) = (manifest.clone(), manifest.clone());
+    let (one, two) = tokio::join!(
+        async move { a.deploy("race", misbehave_v1(), &m1).await },
+        async move { b.deploy("race", v2, &m2).await },
+    );
+    let hashes = [one.expect("deploy v1").plugin.unwrap().hash, two.expect("deploy v2").plugin.unwrap().hash];
+    let settled = settle(&on, "race").await;
+    assert!(hashes.contains(&settled), "members serve {settled}, neither of the deploys {hashes:?}");
+    for plugins in &on {
+        assert_eq!(plugins.get("race").await.expect("race").hash, settled, "settled for good");
+        let version = plugins.invoke_text("race", "version", "").await.expect("version");
+        assert_eq!(plugins.get("race").await.expect("race").version, version);
+    }
+
     // A member that was down while a plugin was deployed, and restarted.
     cluster.members[2].kill9();
     let while_down = on[1].deploy("while-down", misbehave.clone(), "").await.expect("deploy while m2 is down").plugin.unwrap();
@@ -79,7 +119,7 @@ async fn a_deploy_reaches_every_member_including_restarted_and_added_ones() {
     let m3 = Plugins::connect(&cluster.members[added].endpoint()).await;
     m3.wait_for("shared", Some(&deployed.hash), Duration::from_secs(30)).await;
     m3.wait_for("while-down", Some(&while_down.hash), SPREAD_TIMEOUT).await;
-    assert_eq!(m3.names().await, ["counter", "shared", "while-down"]);
+    assert_eq!(m3.names().await, ["counter", "race", "shared", "while-down"]);
     assert_eq!(m3.invoke("shared", "echo", "new").await.expect("echo on the added member"), b"new");
     let log = cluster.members[added].log();
     assert!(log.contains("applied incoming snapshot"), "the added member caught up without a snapshot:\n{log}");

@@ -20,6 +20,9 @@ fn built(name: &str) -> Vec<u8> {
     std::fs::read(path).expect("read the guest")
 }
 
+/// (name, wasm, manifest, the code refusing it, parts of the message).
+type Case<'a> = (&'a str, Vec<u8>, &'a str, Code, Vec<&'a str>);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_deploys_are_refused_with_their_reason_and_store_nothing() {
     let misbehave = built("misbehave");
@@ -36,7 +39,7 @@ async fn bad_deploys_are_refused_with_their_reason_and_store_nothing() {
     let mut too_big = misbehave.clone();
     too_big.push(0);
     let tib = format!(r#"{{"limits":{{"memory_bytes":{}}}}}"#, 1u64 << 40);
-    let cases: Vec<(&str, Vec<u8>, &str, Code, Vec<&str>)> = vec![
+    let cases: Vec<Case> = vec![
         ("core", core_module, "", Code::InvalidArgument, vec!["plugin core", "not a component", "core WebAssembly module"]),
         ("garbage", b"hello, world".to_vec(), "", Code::InvalidArgument, vec!["plugin garbage", "not WebAssembly"]),
         ("empty", Vec::new(), "", Code::InvalidArgument, vec!["plugin empty"]),
