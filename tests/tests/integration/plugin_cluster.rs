@@ -10,7 +10,10 @@ use conclave_tests::plugins::{Plugins, assert_no_server_panic, assert_status, mi
 use conclave_tests::{Cluster, Kind, Node, connect, put_keys};
 use tonic::Code;
 
-/// The bound a deploy must reach every member within (the goal is well under a second).
+/// The bound a deploy must reach every member within (the goal is well under a second) — unless
+/// compiling the plugin takes longer than that here: every other member compiles it once it
+/// applies the deploy, so the bound is also three times what the deploy took on the member that
+/// took it (which compiled it before answering), for debug builds on a loaded machine.
 const SPREAD_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn built(name: &str) -> Vec<u8> {
@@ -20,10 +23,10 @@ fn built(name: &str) -> Vec<u8> {
 
 /// Waits on every endpoint at once until `name` is served with `hash` (None: until it is gone);
 /// the time each took.
-async fn wait_everywhere(members: &[Plugins], name: &str, hash: Option<&str>) -> Vec<Duration> {
+async fn wait_everywhere(members: &[Plugins], name: &str, hash: Option<&str>, timeout: Duration) -> Vec<Duration> {
     let waits = members.iter().map(|plugins| {
         let (plugins, name, hash) = (plugins.clone(), name.to_string(), hash.map(str::to_string));
-        tokio::spawn(async move { plugins.wait_for(&name, hash.as_deref(), SPREAD_TIMEOUT).await })
+        tokio::spawn(async move { plugins.wait_for(&name, hash.as_deref(), timeout).await })
     });
     let mut took = Vec::new();
     for wait in waits.collect::<Vec<_>>() {
@@ -73,7 +76,8 @@ async fn a_deploy_reaches_every_member_including_restarted_and_added_ones() {
     let deployed = on[0].deploy("shared", misbehave.clone(), &manifest).await.expect("deploy").plugin.unwrap();
     let answered = Instant::now();
     eprintln!("deploy of {} bytes on m0 answered after {:?}", deployed.size, answered - sent);
-    let took = wait_everywhere(&on[1..], "shared", Some(&deployed.hash)).await;
+    let bound = SPREAD_TIMEOUT.max((answered - sent) * 3);
+    let took = wait_everywhere(&on[1..], "shared", Some(&deployed.hash), bound).await;
     eprintln!("deploy answered on m0; served on m1 after {:?}, on m2 after {:?} (from the answer)", took[0], took[1]);
     eprintln!("all served {:?} after the deploy answered", answered.elapsed());
     for (i, plugins) in on.iter().enumerate() {
@@ -105,7 +109,7 @@ async fn a_deploy_reaches_every_member_including_restarted_and_added_ones() {
     let while_down = on[1].deploy("while-down", misbehave.clone(), "").await.expect("deploy while m2 is down").plugin.unwrap();
     cluster.members[2].restart().expect("m2 restarts");
     let m2 = Plugins::connect(&cluster.members[2].endpoint()).await;
-    let caught_up = m2.wait_for("while-down", Some(&while_down.hash), SPREAD_TIMEOUT).await;
+    let caught_up = m2.wait_for("while-down", Some(&while_down.hash), bound).await;
     eprintln!("restarted m2 serves the plugin deployed while it was down {caught_up:?} after it was ready");
     assert_eq!(m2.get("shared").await.expect("shared on m2").hash, deployed.hash);
     assert_eq!(m2.invoke("while-down", "echo", "back").await.expect("echo on m2"), b"back");
@@ -118,7 +122,7 @@ async fn a_deploy_reaches_every_member_including_restarted_and_added_ones() {
         .expect("a member is added and joins");
     let m3 = Plugins::connect(&cluster.members[added].endpoint()).await;
     m3.wait_for("shared", Some(&deployed.hash), Duration::from_secs(30)).await;
-    m3.wait_for("while-down", Some(&while_down.hash), SPREAD_TIMEOUT).await;
+    m3.wait_for("while-down", Some(&while_down.hash), bound).await;
     assert_eq!(m3.names().await, ["counter", "race", "shared", "while-down"]);
     assert_eq!(m3.invoke("shared", "echo", "new").await.expect("echo on the added member"), b"new");
     let log = cluster.members[added].log();
@@ -136,7 +140,7 @@ async fn a_deploy_reaches_every_member_including_restarted_and_added_ones() {
     for endpoint in cluster.endpoints() {
         all.push(Plugins::connect(&endpoint).await);
     }
-    let took = wait_everywhere(&all, "shared", None).await;
+    let took = wait_everywhere(&all, "shared", None, SPREAD_TIMEOUT).await;
     eprintln!("removal gone everywhere after {took:?}");
     for plugins in &all {
         assert_status(plugins.invoke("shared", "echo", "").await, Code::NotFound, &["shared"]);
@@ -144,6 +148,23 @@ async fn a_deploy_reaches_every_member_including_restarted_and_added_ones() {
     for member in &cluster.members {
         assert_no_server_panic(&member.log());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "BUG: Plugin Get/Invoke on a member that has applied a deploy answer NotFound until that member has compiled the plugin (they read the registry, not the applied state)"]
+async fn a_member_that_applied_a_deploy_serves_it() {
+    let misbehave = built("misbehave");
+    let cluster = Cluster::start(Kind::Conclave, 3, &[]).unwrap_or_else(|e| panic!("{e:#}"));
+    let (m0, m1) = (Plugins::connect(&cluster.members[0].endpoint()).await, Plugins::connect(&cluster.members[1].endpoint()).await);
+    let mut on_m1 = connect(&cluster.members[1].endpoint()).await;
+    let deployed = m0.deploy("fresh", misbehave, "").await.expect("deploy").plugin.unwrap();
+    // A linearizable read through m1 answers once m1 has applied everything committed before it,
+    // the deploy included.
+    on_m1.get("anything", None).await.expect("a linearizable read on m1");
+    let got = m1.get("fresh").await;
+    let called = m1.invoke("fresh", "echo", "x").await;
+    assert_eq!(got.map(|p| p.hash).map_err(|s| s.message().to_string()), Ok(deployed.hash));
+    assert_eq!(called.map_err(|s| s.message().to_string()), Ok(b"x".to_vec()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
