@@ -51,7 +51,7 @@ impl Plugin for PluginService {
     type InvokeStreamStream = InvokeStream;
 
     async fn invoke_stream(&self, request: Request<InvokeRequest>) -> Result<Response<InvokeStream>, Status> {
-        let answers = self.service.plugin_invoke_stream(&Caller::client(), request.into_inner())?;
+        let answers = self.service.plugin_invoke_stream(&Caller::client(), request.into_inner()).await?;
         let answers = ReceiverStream::new(answers).map(|answer| answer.map_err(Status::from));
         Ok(Response::new(Box::pin(answers)))
     }

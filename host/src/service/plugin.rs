@@ -103,18 +103,20 @@ impl Service {
     }
 
     pub async fn plugin_list(&self, _caller: &Caller, _req: ListRequest) -> Result<ListResponse, EtcdError> {
+        self.plugins_applied().await;
         let plugins = self.plugins.list().iter().map(|p| info(p)).collect();
         Ok(ListResponse { header: self.node.header(self.node.store.current_rev_async().await), plugins })
     }
 
     pub async fn plugin_get(&self, _caller: &Caller, req: GetRequest) -> Result<GetResponse, EtcdError> {
+        self.plugins_applied().await;
         let plugin = self.plugins.get(&req.name).ok_or_else(|| not_found(&req.name))?;
         Ok(GetResponse { header: self.node.header(self.node.store.current_rev_async().await), plugin: Some(info(&plugin)) })
     }
 
     /// Call a unary method.
     pub async fn plugin_invoke(&self, _caller: &Caller, req: InvokeRequest) -> Result<InvokeResponse, EtcdError> {
-        let plugin = self.method(&req, MethodKind::Unary)?;
+        let plugin = self.method(&req, MethodKind::Unary).await?;
         let call = Call { method: req.method, payload: req.payload, emit: None };
         let payload = self.plugins.call(&plugin, self.clone(), call).await?;
         Ok(InvokeResponse { header: self.node.header(self.node.store.current_rev_async().await), payload })
@@ -122,12 +124,12 @@ impl Service {
 
     /// Call a streaming method: its messages arrive on the receiver, then the call's outcome
     /// (what it returned, when not empty, or why it failed).
-    pub fn plugin_invoke_stream(
+    pub async fn plugin_invoke_stream(
         &self,
         _caller: &Caller,
         req: InvokeRequest,
     ) -> Result<mpsc::Receiver<Result<InvokeResponse, EtcdError>>, EtcdError> {
-        let plugin = self.method(&req, MethodKind::Streaming)?;
+        let plugin = self.method(&req, MethodKind::Streaming).await?;
         let (out, answers) = mpsc::channel(STREAM_BUFFER);
         let (emit, mut emitted) = mpsc::channel::<Vec<u8>>(1);
         let service = self.clone();
@@ -167,7 +169,8 @@ impl Service {
     }
 
     /// The plugin `req` names, if it has the method with that kind.
-    fn method(&self, req: &InvokeRequest, kind: MethodKind) -> Result<Arc<Loaded>, EtcdError> {
+    async fn method(&self, req: &InvokeRequest, kind: MethodKind) -> Result<Arc<Loaded>, EtcdError> {
+        self.plugins_applied().await;
         let plugin = self.plugins.get(&req.plugin).ok_or_else(|| not_found(&req.plugin))?;
         match plugin.compiled.method(&req.method) {
             None => Err(EtcdError::other(Code::Unimplemented, format!("plugin {}: no method {:?}", req.plugin, req.method))),
@@ -177,6 +180,13 @@ impl Service {
             )),
             Some(_) => Ok(plugin),
         }
+    }
+
+    /// Wait until this member serves the plugins as of every entry it has applied: a deploy it
+    /// applied but is still compiling is waited for, not answered "not found".
+    async fn plugins_applied(&self) {
+        let applied = *self.node.plugin_changes.borrow();
+        self.plugins.synced_to(applied).await;
     }
 
     /// What every deploy and removal must pass: an administrator, on a member that takes them,
@@ -203,8 +213,7 @@ impl Service {
     /// Put a plugin change through the log, and wait until this member serves it.
     async fn plugin_change(&self, request: Req) -> Result<conclave_proto::etcdserverpb::ResponseHeader, EtcdError> {
         let mut header = self.write(request, |r| if let Resp::Plugin(h) = r { Some(h) } else { None }).await?;
-        let generation = *self.node.plugin_changes.borrow();
-        self.plugins.synced_to(generation).await;
+        self.plugins_applied().await;
         let mut filled = Some(header);
         self.node.fill(&mut filled);
         header = filled.unwrap_or_default();

@@ -151,7 +151,6 @@ async fn a_deploy_reaches_every_member_including_restarted_and_added_ones() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "BUG: Plugin Get/Invoke on a member that has applied a deploy answer NotFound until that member has compiled the plugin (they read the registry, not the applied state)"]
 async fn a_member_that_applied_a_deploy_serves_it() {
     let misbehave = built("misbehave");
     let cluster = Cluster::start(Kind::Conclave, 3, &[]).unwrap_or_else(|e| panic!("{e:#}"));
