@@ -24,6 +24,9 @@ const MAX_NAME: usize = 64;
 /// Messages of a streaming call buffered towards a slow caller before the plugin waits.
 const STREAM_BUFFER: usize = 16;
 
+/// Where a streaming call's answers go.
+type Answers = mpsc::Sender<Result<InvokeResponse, EtcdError>>;
+
 fn invalid(message: impl Into<String>) -> EtcdError {
     EtcdError::other(Code::InvalidArgument, message)
 }
@@ -105,13 +108,13 @@ impl Service {
     pub async fn plugin_list(&self, _caller: &Caller, _req: ListRequest) -> Result<ListResponse, EtcdError> {
         self.plugins_applied().await;
         let plugins = self.plugins.list().iter().map(|p| info(p)).collect();
-        Ok(ListResponse { header: self.node.header(self.node.store.current_rev_async().await), plugins })
+        Ok(ListResponse { header: self.current_header().await, plugins })
     }
 
     pub async fn plugin_get(&self, _caller: &Caller, req: GetRequest) -> Result<GetResponse, EtcdError> {
         self.plugins_applied().await;
         let plugin = self.plugins.get(&req.name).ok_or_else(|| not_found(&req.name))?;
-        Ok(GetResponse { header: self.node.header(self.node.store.current_rev_async().await), plugin: Some(info(&plugin)) })
+        Ok(GetResponse { header: self.current_header().await, plugin: Some(info(&plugin)) })
     }
 
     /// Call a unary method.
@@ -119,7 +122,7 @@ impl Service {
         let plugin = self.method(&req, MethodKind::Unary).await?;
         let call = Call { method: req.method, payload: req.payload, emit: None };
         let payload = self.plugins.call(&plugin, self.clone(), call).await?;
-        Ok(InvokeResponse { header: self.node.header(self.node.store.current_rev_async().await), payload })
+        Ok(InvokeResponse { header: self.current_header().await, payload })
     }
 
     /// Call a streaming method: its messages arrive on the receiver, then the call's outcome
@@ -131,41 +134,46 @@ impl Service {
     ) -> Result<mpsc::Receiver<Result<InvokeResponse, EtcdError>>, EtcdError> {
         let plugin = self.method(&req, MethodKind::Streaming).await?;
         let (out, answers) = mpsc::channel(STREAM_BUFFER);
-        let (emit, mut emitted) = mpsc::channel::<Vec<u8>>(1);
-        let service = self.clone();
-        tokio::spawn(async move {
-            let call = Call { method: req.method, payload: req.payload, emit: Some(emit) };
-            let running = service.plugins.call(&plugin, service.clone(), call);
-            tokio::pin!(running);
-            let outcome = loop {
-                tokio::select! {
-                    outcome = &mut running => break outcome,
-                    // The caller went away while the plugin waits (on a watch, say): stop it now.
-                    () = out.closed() => return,
-                    Some(payload) = emitted.recv() => {
-                        let header = service.node.header(service.node.store.current_rev_async().await);
-                        if out.send(Ok(InvokeResponse { header, payload })).await.is_err() {
-                            // The caller went away: dropping the call drops its instance.
-                            return;
-                        }
-                    }
-                }
-            };
-            // Messages emitted just before the call returned are still queued.
-            while let Ok(payload) = emitted.try_recv() {
-                let header = service.node.header(service.node.store.current_rev_async().await);
-                if out.send(Ok(InvokeResponse { header, payload })).await.is_err() {
-                    return;
-                }
-            }
-            let last = match outcome {
-                Ok(payload) if payload.is_empty() => return,
-                Ok(payload) => Ok(InvokeResponse { header: service.node.header(service.node.store.current_rev_async().await), payload }),
-                Err(e) => Err(e),
-            };
-            let _ = out.send(last).await;
-        });
+        tokio::spawn(self.clone().stream(plugin, req, out));
         Ok(answers)
+    }
+
+    /// Run a streaming call, passing each message it emits on to `out` as it comes, then its
+    /// outcome; stop it (dropping its instance) as soon as the caller has gone.
+    async fn stream(self, plugin: Arc<Loaded>, req: InvokeRequest, out: Answers) {
+        let (emit, mut emitted) = mpsc::channel::<Vec<u8>>(1);
+        let call = Call { method: req.method, payload: req.payload, emit: Some(emit) };
+        let running = self.plugins.call(&plugin, self.clone(), call);
+        tokio::pin!(running);
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut running => break outcome,
+                // The caller went away while the plugin waits (on a watch, say).
+                () = out.closed() => return,
+                Some(payload) = emitted.recv() => if !self.pass_on(&out, payload).await { return },
+            }
+        };
+        // Messages emitted just before the call returned are still queued.
+        while let Ok(payload) = emitted.try_recv() {
+            if !self.pass_on(&out, payload).await {
+                return;
+            }
+        }
+        match outcome {
+            Ok(payload) if payload.is_empty() => {}
+            Ok(payload) => {
+                self.pass_on(&out, payload).await;
+            }
+            Err(e) => {
+                let _ = out.send(Err(e)).await;
+            }
+        }
+    }
+
+    /// Send one message of a streaming call; false once the caller has gone.
+    async fn pass_on(&self, out: &Answers, payload: Vec<u8>) -> bool {
+        let header = self.current_header().await;
+        out.send(Ok(InvokeResponse { header, payload })).await.is_ok()
     }
 
     /// The plugin `req` names, if it has the method with that kind.
@@ -212,12 +220,14 @@ impl Service {
 
     /// Put a plugin change through the log, and wait until this member serves it.
     async fn plugin_change(&self, request: Req) -> Result<conclave_proto::etcdserverpb::ResponseHeader, EtcdError> {
-        let mut header = self.write(request, |r| if let Resp::Plugin(h) = r { Some(h) } else { None }).await?;
+        let applied = self.write(request, |r| if let Resp::Plugin(h) = r { Some(h) } else { None }).await?;
         self.plugins_applied().await;
-        let mut filled = Some(header);
-        self.node.fill(&mut filled);
-        header = filled.unwrap_or_default();
-        Ok(header)
+        Ok(self.node.header(applied.revision).unwrap_or_default())
+    }
+
+    /// The header of an answer that reads no key: this member at its current revision.
+    async fn current_header(&self) -> Option<conclave_proto::etcdserverpb::ResponseHeader> {
+        self.node.header(self.node.store.current_rev_async().await)
     }
 }
 
