@@ -187,6 +187,9 @@ impl Server {
         // Fields after the command name (which may hold spaces): state is the first, utime the 12th.
         let fields: Vec<&str> =
             stat.rsplit_once(')').context("/proc/PID/stat has a command name")?.1.split_whitespace().collect();
+        if fields[0] == "Z" {
+            bail!("the server (pid {}) exited", self.pid);
+        }
         let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
         Ok(Usage {
             rss_kib: field("VmRSS:")?,
@@ -369,7 +372,25 @@ async fn blocked(
     let concurrent = calls.max(20_000);
     let flags = ["--plugin-instances", &instances, "--plugin-max-concurrent-calls", &concurrent.to_string()];
     let node = node_with_guest(wasm, &flags, &manifest(600_000, concurrent)).await?;
-    let server = Server::of(&node)?;
+    let outcome = block_and_release(&node, &instances, calls, channel_count, hold, release_timeout).await;
+    if outcome.is_err() {
+        let log = node.log();
+        let lines: Vec<&str> = log.lines().collect();
+        println!("server log, last 40 lines:\n{}", lines[lines.len().saturating_sub(40)..].join("\n"));
+    }
+    outcome
+}
+
+/// The `blocked` measurement on a node serving the guest.
+async fn block_and_release(
+    node: &Node,
+    instances: &str,
+    calls: usize,
+    channel_count: usize,
+    hold: Duration,
+    release_timeout: Duration,
+) -> anyhow::Result<()> {
+    let server = Server::of(node)?;
     let before = server.usage()?;
     println!(
         "server before the blocked calls (--plugin-instances {instances}): RSS {:.1} MiB, {} threads",
