@@ -2,11 +2,14 @@
 //! manifest's limits (fuel for CPU, a memory cap, a wall-clock timeout, a concurrency cap, payload
 //! sizes), and an error that names the plugin, the method and the limit when one is hit. The
 //! instance is dropped after the call, whatever happened: nothing a call did can reach the next.
+//!
+//! A call runs in a task of its own: when its caller goes away, the guest's waits (watch, emit)
+//! end with `cancelled` and it may still clean up (delete the key it made, say) within its time.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tonic::Code;
 use wasmtime::{Store, Trap};
 
@@ -31,21 +34,66 @@ pub struct Call {
     pub emit: Option<mpsc::Sender<Vec<u8>>>,
 }
 
-/// Run `call` on `plugin` as the plugin's caller of `service`.
-pub async fn run(runtime: &Runtime, plugin: &Arc<Loaded>, service: Service, call: Call) -> Result<Vec<u8>, EtcdError> {
+/// Why a call failed.
+#[derive(Debug)]
+pub enum Failure {
+    /// The guest answered with an error of its own: its code and its words.
+    Guest { plugin: Arc<str>, method: String, error: EtcdError },
+    /// The host stopped the call (a limit, a trap, a refused key…), naming the plugin and method.
+    Host(EtcdError),
+}
+
+impl Failure {
+    /// The error for the plugin's own callers: a guest's error prefixed with the plugin and
+    /// method, like the host's.
+    pub fn named(self) -> EtcdError {
+        match self {
+            Failure::Guest { plugin, method, error } => {
+                EtcdError::other(error.code(), format!("plugin {plugin}: method {method}: {error}"))
+            }
+            Failure::Host(error) => error,
+        }
+    }
+
+    /// The error as the guest gave it, for an adapter that serves another protocol's errors
+    /// through a plugin (etcd's v3lock through the lock plugin, say).
+    pub fn plain(self) -> EtcdError {
+        match self {
+            Failure::Guest { error, .. } | Failure::Host(error) => error,
+        }
+    }
+}
+
+/// Run `call` on `plugin` as the plugin's caller of `service`, in a task of its own that learns
+/// (through its waits) when this future is dropped.
+pub async fn run(runtime: Arc<Runtime>, plugin: Arc<Loaded>, service: Service, call: Call) -> Result<Vec<u8>, Failure> {
+    let (caller_here, caller_gone) = watch::channel(());
+    let running = tokio::spawn(async move { execute(&runtime, &plugin, service, call, caller_gone).await });
+    let outcome = running.await.unwrap_or_else(|e| Err(Failure::Host(EtcdError::internal(format!("plugin call failed: {e}")))));
+    drop(caller_here);
+    outcome
+}
+
+async fn execute(
+    runtime: &Runtime,
+    plugin: &Arc<Loaded>,
+    service: Service,
+    call: Call,
+    caller_gone: watch::Receiver<()>,
+) -> Result<Vec<u8>, Failure> {
     let limits = &plugin.manifest.limits;
     let fail = |code: Code, why: String| EtcdError::other(code, format!("plugin {}: method {}: {why}", plugin.name, call.method));
     if call.payload.len() as u64 > limits.max_payload_bytes {
-        return Err(fail(
+        return Err(Failure::Host(fail(
             Code::InvalidArgument,
             format!("payload of {} bytes is above limits.max_payload_bytes {}", call.payload.len(), limits.max_payload_bytes),
-        ));
+        )));
     }
     let Ok(_permit) = plugin.calls.clone().try_acquire_owned() else {
-        return Err(fail(
+        return Err(Failure::Host(fail(
             Code::ResourceExhausted,
             format!("too many concurrent calls (limits.max_concurrent_calls {})", limits.max_concurrent_calls),
-        ));
+        )));
     };
     let context = CallContext {
         service,
@@ -54,6 +102,7 @@ pub async fn run(runtime: &Runtime, plugin: &Arc<Loaded>, service: Service, call
         emit: call.emit,
         max_payload_bytes: limits.max_payload_bytes,
         denied: None,
+        caller_gone,
     };
     let mut store = new_store(runtime, limits.memory_bytes, limits.fuel, Some(context));
     let outcome = tokio::time::timeout(limits.timeout(), async {
@@ -68,7 +117,10 @@ pub async fn run(runtime: &Runtime, plugin: &Arc<Loaded>, service: Service, call
         (_, Some(denied)) => Err(fail(Code::PermissionDenied, format!("{}: {denied}", EtcdError::PermissionDenied))),
         (Err(_elapsed), None) => Err(fail(Code::DeadlineExceeded, format!("call timed out (limits.timeout_ms {})", limits.timeout_ms))),
         (Ok(Err(e)), None) => Err(fail_trap(e, state, limits, &fail)),
-        (Ok(Ok(Err(guest))), None) => Err(fail(guest_error_code(guest.code), guest.message)),
+        (Ok(Ok(Err(guest))), None) => {
+            let error = EtcdError::other(guest_error_code(guest.code), guest.message);
+            return Err(Failure::Guest { plugin: plugin.name.clone(), method: call.method, error });
+        }
         (Ok(Ok(Ok(output))), None) if output.len() as u64 > limits.max_payload_bytes => Err(fail(
             Code::ResourceExhausted,
             format!("output of {} bytes is above limits.max_payload_bytes {}", output.len(), limits.max_payload_bytes),
@@ -78,7 +130,7 @@ pub async fn run(runtime: &Runtime, plugin: &Arc<Loaded>, service: Service, call
     if let Err(e) = &result {
         tracing::warn!(plugin = &*plugin.name, method = call.method, "plugin call failed: {e}");
     }
-    result
+    result.map_err(Failure::Host)
 }
 
 /// Why an instance stopped: the limit it hit, or the trap with what the guest printed last

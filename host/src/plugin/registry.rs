@@ -11,11 +11,10 @@ use prost::Message;
 use tokio::sync::{watch, Semaphore};
 
 use super::builtin_list::BUILTINS;
-use super::call::{self, Call};
+use super::call::{self, Call, Failure};
 use super::engine::{check_metadata, content_hash, Compiled, Runtime};
 use super::manifest::Manifest;
 use crate::config::PluginFlags;
-use crate::error::EtcdError;
 use crate::mvcc::Store;
 use crate::node::Node;
 use crate::service::{Caller, Service};
@@ -107,8 +106,8 @@ impl Registry {
     }
 
     /// Call `plugin`.
-    pub async fn call(&self, plugin: &Arc<Loaded>, service: Service, call: Call) -> Result<Vec<u8>, EtcdError> {
-        call::run(&self.runtime, plugin, service, call).await
+    pub async fn call(&self, plugin: &Arc<Loaded>, service: Service, call: Call) -> Result<Vec<u8>, Failure> {
+        call::run(self.runtime.clone(), plugin.clone(), service, call).await
     }
 
     /// Resolves once this member serves the plugins as of `generation` of the applied changes.

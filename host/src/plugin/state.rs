@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use wasmtime::component::ResourceTable;
 use wasmtime::ResourceLimiter;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
@@ -26,6 +26,16 @@ pub struct CallContext {
     pub max_payload_bytes: u64,
     /// The first key the plugin was refused: the call fails with it, whatever the guest answers.
     pub denied: Option<String>,
+    /// Closed once the caller has gone away.
+    pub caller_gone: watch::Receiver<()>,
+}
+
+impl CallContext {
+    /// Resolves once the caller has gone away.
+    pub fn gone(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut gone = self.caller_gone.clone();
+        async move { while gone.changed().await.is_ok() {} }
+    }
 }
 
 pub struct CallState {

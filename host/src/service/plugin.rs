@@ -16,7 +16,7 @@ use tonic::Code;
 
 use super::{Caller, Service};
 use crate::error::EtcdError;
-use crate::plugin::call::Call;
+use crate::plugin::call::{Call, Failure};
 use crate::plugin::{Loaded, Manifest, MethodKind};
 
 /// Longest plugin name; names are also what callers type.
@@ -121,7 +121,7 @@ impl Service {
     pub async fn plugin_invoke(&self, _caller: &Caller, req: InvokeRequest) -> Result<InvokeResponse, EtcdError> {
         let plugin = self.method(&req, MethodKind::Unary).await?;
         let call = Call { method: req.method, payload: req.payload, emit: None };
-        let payload = self.plugins.call(&plugin, self.clone(), call).await?;
+        let payload = self.plugins.call(&plugin, self.clone(), call).await.map_err(Failure::named)?;
         Ok(InvokeResponse { header: self.current_header().await, payload })
     }
 
@@ -165,7 +165,7 @@ impl Service {
                 self.pass_on(&out, payload).await;
             }
             Err(e) => {
-                let _ = out.send(Err(e)).await;
+                let _ = out.send(Err(e.named())).await;
             }
         }
     }

@@ -234,3 +234,34 @@ async fn streams_arrive_in_order_and_end_when_the_caller_goes_away() {
     assert_eq!(plugins.collect_stream("streams", "emit", "2").await.expect("emit 2"), ["0", "1"]);
     assert_no_server_panic(&node.log());
 }
+
+/// When its caller goes away, a call is not cut off mid-way: its waits end with `cancelled` and it
+/// can still undo what it did (as a lock waiter removes its key) before it ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_call_whose_caller_went_away_can_clean_up() {
+    let wasm = misbehave();
+    let node = start();
+    let plugins = Plugins::connect(&node.endpoint()).await;
+    plugins.deploy_file("tidy", &wasm, &misbehave_manifest(r#"{"timeout_ms": 20000}"#)).await.expect("deploy");
+    let mut kv = conclave_tests::catch_up::connect(&node.endpoint()).await;
+    let value = |resp: etcd_client::GetResponse| resp.kvs().first().map(|kv| kv.value().to_vec());
+
+    let waiting = {
+        let plugins = plugins.clone();
+        tokio::spawn(async move { plugins.invoke("tidy", "clean-up-when-cancelled", "mark").await })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while value(kv.get("allowed/mark", None).await.expect("get")).is_none() {
+        assert!(Instant::now() < deadline, "the call never left its mark");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    waiting.abort();
+    let gone = Instant::now();
+    while value(kv.get("allowed/mark", None).await.expect("get")).is_some() {
+        assert!(gone.elapsed() < Duration::from_secs(10), "the call did not clean up after its caller went away");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eprintln!("cleaned up {:?} after the caller went away", gone.elapsed());
+    assert_eq!(plugins.invoke("tidy", "echo", "ok").await.expect("the plugin still answers"), b"ok");
+    assert_no_server_panic(&node.log());
+}

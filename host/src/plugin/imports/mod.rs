@@ -50,10 +50,16 @@ impl call::Host for CallState {
                 message: format!("message of {} bytes is above limits.max_payload_bytes {}", message.len(), call.max_payload_bytes),
             });
         }
-        sink.send(message)
-            .await
-            .map_err(|_| Error { code: ErrorCode::Cancelled, message: "the caller has gone away".into() })
+        let gone = call.gone();
+        tokio::select! {
+            sent = sink.send(message) => sent.map_err(|_| caller_gone()),
+            () = gone => Err(caller_gone()),
+        }
     }
+}
+
+fn caller_gone() -> Error {
+    Error { code: ErrorCode::Cancelled, message: "the caller has gone away".into() }
 }
 
 /// A key range as errors show it.

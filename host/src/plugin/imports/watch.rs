@@ -34,9 +34,11 @@ impl Host for CallState {
         let worker = call.service.watch(&call.caller, requests, sink).map_err(convert::to_guest_error)?;
         let timeout = Duration::from_millis(request.timeout_ms.into());
         let start = request.start_revision;
+        let gone = call.gone();
         let outcome = tokio::select! {
             () = worker => Err(Outcome::Failed(EtcdError::unavailable("the watch ended"))),
             outcome = next_events(&mut answers, start, timeout) => outcome,
+            () = gone => return Err(super::caller_gone()),
         };
         match outcome {
             Ok(response) => Ok(response),

@@ -51,6 +51,7 @@ const UNARY: &[&str] = &[
     "allowed-put",
     "big-output",
     "stuck-watch",
+    "clean-up-when-cancelled",
     "watch-once",
     "log",
 ];
@@ -116,6 +117,22 @@ impl Plugin for Misbehave {
                 let mut watcher = Watcher::key("allowed/never");
                 loop {
                     watcher.next(Duration::from_secs(60))?;
+                }
+            }
+            // Leave a mark, wait; once the caller has gone, remove the mark (as a lock waiter
+            // removes its key).
+            "clean-up-when-cancelled" => {
+                let key = format!("allowed/{}", text(&payload)?);
+                kv::put(key.as_str(), "waiting")?;
+                let mut watcher = Watcher::key("allowed/never");
+                loop {
+                    match watcher.next(Duration::from_secs(60)) {
+                        Err(e) if e.is_cancelled() => {
+                            kv::delete(key.as_str())?;
+                            return Err(e);
+                        }
+                        other => other?,
+                    };
                 }
             }
             "watch-once" => {
