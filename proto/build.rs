@@ -10,6 +10,8 @@ const ETCD_PROTOS: &[&str] = &[
     "etcd/mvccpb/kv.proto",
     "etcd/authpb/auth.proto",
     "etcd/etcdserverpb/rpc.proto",
+    "etcd/v3lockpb/v3lock.proto",
+    "etcd/v3electionpb/v3election.proto",
 ];
 const CONCLAVE_PROTOS: &[&str] = &["conclave/plugin.proto", "conclave/raft.proto"];
 

@@ -117,6 +117,16 @@ impl Service {
         Ok(GetResponse { header: self.current_header().await, plugin: Some(info(&plugin)) })
     }
 
+    /// Call a unary method of `plugin` with `payload`, for an adapter serving another protocol
+    /// through a plugin (etcd's v3lock through `lock`, say): the failure tells the guest's own
+    /// error apart from the host's.
+    pub async fn call_plugin(&self, _caller: &Caller, plugin: &str, method: &str, payload: Vec<u8>) -> Result<Vec<u8>, Failure> {
+        let request = InvokeRequest { plugin: plugin.into(), method: method.into(), payload };
+        let plugin = self.method(&request, MethodKind::Unary).await.map_err(Failure::Host)?;
+        let call = Call { method: request.method, payload: request.payload, emit: None };
+        self.plugins.call(&plugin, self.clone(), call).await
+    }
+
     /// Call a unary method.
     pub async fn plugin_invoke(&self, _caller: &Caller, req: InvokeRequest) -> Result<InvokeResponse, EtcdError> {
         let plugin = self.method(&req, MethodKind::Unary).await?;
