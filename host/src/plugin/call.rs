@@ -149,6 +149,10 @@ fn fail_trap(
         Some(Trap::StackOverflow) => fail(Code::ResourceExhausted, "stack overflow (the native stack is limited to 512 KiB)".into()),
         Some(trap) => fail(Code::Internal, format!("trapped: {trap}{}", last_words(&state.stderr()))),
         None if is_pool_exhausted(&error) => fail(Code::ResourceExhausted, "no free instance slot on this member (--plugin-instances)".into()),
+        None if is_out_of_memory(&error) => fail(
+            Code::ResourceExhausted,
+            "the member could not map memory for another instance (memory, or the kernel's vm.max_map_count)".into(),
+        ),
         None => fail(Code::Internal, format!("malformed call or answer: {}", one_line(&format!("{error:#}")))),
     }
 }
@@ -170,6 +174,12 @@ pub fn one_line(text: &str) -> String {
 
 fn is_pool_exhausted(error: &wasmtime::Error) -> bool {
     error.chain().any(|e| e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some())
+}
+
+/// ENOMEM from mapping an instance's memory or stack (the mapping layers report it as an OS
+/// error, not as one type).
+fn is_out_of_memory(error: &wasmtime::Error) -> bool {
+    error.chain().any(|e| e.to_string().contains("(os error 12)"))
 }
 
 fn log_stderr(plugin: &str, method: &str, state: &CallState) {
