@@ -1,11 +1,15 @@
 //! `conclavectl`: Conclave's command-line tool, with etcdctl's global flags: `plugin` to deploy
-//! and call plugins, and `dump-log` (like etcd's etcd-dump-logs).
+//! and call plugins, `registry` and `config` for those recipes, and `dump-log` (like etcd's
+//! etcd-dump-logs).
 
+mod config;
 mod connect;
 mod dump_log;
 mod global;
 mod output;
 mod plugin;
+mod recipe;
+mod registry;
 mod rpc;
 mod table;
 
@@ -18,7 +22,9 @@ use clap::error::ErrorKind;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use global::GlobalArgs;
+use config::ConfigCommand;
 use plugin::PluginCommand;
+use registry::RegistryCommand;
 
 #[derive(Parser, Debug)]
 #[command(name = "conclavectl", version, about = "A command-line tool for Conclave")]
@@ -41,6 +47,12 @@ enum Command {
     /// Deploy, list, inspect, remove, call and scaffold plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Register, discover and watch service instances (etcd's naming layout).
+    #[command(subcommand)]
+    Registry(RegistryCommand),
+    /// Publish, read and follow versioned config documents.
+    #[command(subcommand)]
+    Config(ConfigCommand),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +65,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::DumpLog { data_dir } => dump_log::run(&data_dir, &mut out),
         Command::Plugin(command) => plugin::run(command, &cli.global, &mut out),
+        Command::Registry(command) => registry::run(command, &cli.global, &mut out),
+        Command::Config(command) => config::run(command, &cli.global, &mut out),
     };
     match result.and_then(|()| Ok(out.flush()?)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -17,6 +17,11 @@ pub async fn unary<T>(timeout: Duration, call: impl Future<Output = Result<Respo
     }
 }
 
+/// Run one command's calls on a runtime of its own.
+pub fn block_on<T>(call: impl Future<Output = Result<T>>) -> Result<T> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(call)
+}
+
 /// The status message alone, as etcdctl prints it; the code only when there is no message.
 pub fn status_error(status: Status) -> anyhow::Error {
     if status.message().is_empty() { anyhow!("{}", status.code()) } else { anyhow!("{}", status.message()) }

@@ -18,7 +18,7 @@ use tonic::transport::Channel;
 use crate::connect::connect;
 use crate::global::GlobalArgs;
 use crate::output::refuse_table;
-use crate::rpc::{status_error, unary};
+use crate::rpc::{block_on, status_error, unary};
 
 #[derive(Subcommand, Debug)]
 pub enum PluginCommand {
@@ -92,10 +92,6 @@ pub fn run(command: PluginCommand, global: &GlobalArgs, out: &mut impl Write) ->
         }
         PluginCommand::New(args) => new::run(&args, out),
     }
-}
-
-fn block_on<T>(call: impl Future<Output = Result<T>>) -> Result<T> {
-    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(call)
 }
 
 async fn client(global: &GlobalArgs) -> Result<PluginClient<Channel>> {
