@@ -8,6 +8,7 @@
 
 pub mod catch_up;
 pub mod clients;
+pub mod conclavectl;
 pub mod cluster;
 pub mod errors;
 pub mod etcdctl;
@@ -15,6 +16,7 @@ pub mod guests;
 pub mod node;
 pub mod normalize;
 pub mod plugins;
+pub mod recipes;
 pub mod session;
 pub mod table;
 pub mod watch;

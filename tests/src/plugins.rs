@@ -23,6 +23,16 @@ pub fn misbehave_manifest(limits: &str) -> String {
     format!(r#"{{"read":["allowed/"],"write":["allowed/"],"limits":{limits}}}"#)
 }
 
+/// The plugins every member serves from its start (`plugins/` of the workspace).
+pub const BUILTINS: [&str; 3] = ["config", "counter", "registry"];
+
+/// The names a member serving the built-ins and `deployed` lists, sorted.
+pub fn with_builtins(deployed: &[&str]) -> Vec<String> {
+    let mut names: Vec<String> = BUILTINS.iter().chain(deployed).map(|n| n.to_string()).collect();
+    names.sort();
+    names
+}
+
 /// A client of the plugin service on one member (`endpoint` as [`crate::Node::endpoint`] gives it).
 #[derive(Clone)]
 pub struct Plugins {

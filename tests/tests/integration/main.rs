@@ -17,6 +17,8 @@ mod plugin_cluster;
 mod plugin_deploy;
 mod plugin_limits;
 mod quota;
+mod recipe_config;
+mod recipe_registry;
 mod snapshot;
 mod snapshot_count;
 mod watch;
