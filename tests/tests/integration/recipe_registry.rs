@@ -11,7 +11,7 @@ use conclave_tests::{Kind, Node, connect, etcdctl};
 use serde_json::{Value, json};
 use tonic::Code;
 
-const INSTANCES: usize = 200;
+const INSTANCES: usize = 1000;
 const TTL: i64 = 2;
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -39,28 +39,25 @@ async fn instances_that_stop_heartbeating_leave_and_a_watcher_sees_each_change_o
     let from = registry.must("list", json!({"service": "svc"})).await["revision"].as_i64().unwrap() + 1;
     let mut watcher = registry.stream("watch", json!({"service": "svc", "from_revision": from})).await.expect("watch");
 
-    let registering = (0..INSTANCES).map(|i| {
-        let registry = registry.clone();
-        async move {
-            let payload = json!({"service": "svc", "instance": name(i), "addr": format!("10.0.0.{i}:80"), "ttl": TTL});
-            registry.must("register", payload).await["lease"].as_i64().expect("a lease")
-        }
-    });
-    let leases: Vec<i64> = spawn_all(registering).await;
-
-    // Even instances keep heartbeating; odd ones go silent.
-    let beating = leases.iter().step_by(2).copied().collect::<Vec<_>>();
-    let heart = {
-        let registry = registry.clone();
-        tokio::spawn(async move {
-            loop {
-                for &lease in &beating {
+    // Each even instance heartbeats from its registration on; odd ones go silent.
+    let (registered, mut receipts) = tokio::sync::mpsc::channel(INSTANCES);
+    let instances: Vec<_> = (0..INSTANCES)
+        .map(|i| {
+            let (registry, registered) = (registry.clone(), registered.clone());
+            tokio::spawn(async move {
+                let payload = json!({"service": "svc", "instance": name(i), "addr": format!("10.0.0.{i}:80"), "ttl": TTL});
+                let lease = registry.must("register", payload).await["lease"].as_i64().expect("a lease");
+                registered.send(()).await.expect("the test waits for registrations");
+                while i % 2 == 0 {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
                     registry.must("heartbeat", json!({"lease": lease})).await;
                 }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
+            })
         })
-    };
+        .collect();
+    for _ in 0..INSTANCES {
+        receipts.recv().await.expect("an instance registered");
+    }
     let alive: BTreeSet<String> = (0..INSTANCES).step_by(2).map(name).collect();
     let deadline = Instant::now() + Duration::from_secs(TTL as u64) + WAIT;
     let listed = loop {
@@ -91,16 +88,7 @@ async fn instances_that_stop_heartbeating_leave_and_a_watcher_sees_each_change_o
         let leaves = count.get(&("leave".into(), name(i))).copied().unwrap_or(0);
         assert_eq!(leaves, i % 2, "{} left {leaves} times", name(i));
     }
-    heart.abort();
-}
-
-async fn spawn_all<F: Future<Output = i64> + Send + 'static>(calls: impl Iterator<Item = F>) -> Vec<i64> {
-    let tasks: Vec<_> = calls.map(tokio::spawn).collect();
-    let mut out = Vec::with_capacity(tasks.len());
-    for task in tasks {
-        out.push(task.await.expect("a register task"));
-    }
-    out
+    instances.iter().for_each(|task| task.abort());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
