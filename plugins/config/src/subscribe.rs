@@ -20,10 +20,10 @@ pub fn subscribe(name: &str, from_version: Option<i64>) -> Result<()> {
         Some(version) => version,
         None => {
             let range = kv::range(&RangeRequest::key(key.as_str()))?;
-            if let Some(kv) = range.kvs.first() {
-                if !send(&document::decode(kv))? {
-                    return Ok(());
-                }
+            if let Some(kv) = range.kvs.first()
+                && !send(&document::decode(kv))?
+            {
+                return Ok(());
             }
             range.header.revision + 1
         }
