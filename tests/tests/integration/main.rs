@@ -17,6 +17,7 @@ mod plugin_cluster;
 mod plugin_deploy;
 mod plugin_limits;
 mod quota;
+mod recipe_lock;
 mod snapshot;
 mod snapshot_count;
 mod watch;
