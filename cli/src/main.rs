@@ -4,9 +4,11 @@
 mod connect;
 mod dump_log;
 mod global;
+mod lock;
 mod output;
 mod plugin;
 mod rpc;
+mod session;
 mod table;
 
 use std::io::Write;
@@ -41,6 +43,9 @@ enum Command {
     /// Deploy, list, inspect, remove, call and scaffold plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Take a named lock (etcd's v3lock), then run a command while holding it and exit with its
+    /// status, or print the key and hold it until Ctrl-C.
+    Lock(lock::LockArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,11 +56,12 @@ fn main() -> ExitCode {
     };
     let mut out = std::io::stdout().lock();
     let result = match cli.command {
-        Command::DumpLog { data_dir } => dump_log::run(&data_dir, &mut out),
-        Command::Plugin(command) => plugin::run(command, &cli.global, &mut out),
+        Command::DumpLog { data_dir } => dump_log::run(&data_dir, &mut out).map(|()| ExitCode::SUCCESS),
+        Command::Plugin(command) => plugin::run(command, &cli.global, &mut out).map(|()| ExitCode::SUCCESS),
+        Command::Lock(args) => lock::run(args, &cli.global, &mut out),
     };
-    match result.and_then(|()| Ok(out.flush()?)) {
-        Ok(()) => ExitCode::SUCCESS,
+    match result.and_then(|code| Ok(out.flush().map(|()| code)?)) {
+        Ok(code) => code,
         // A reader that went away (`| head`) has all it wanted.
         Err(e) if broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => fail(&e),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use conclave_tests::plugins::{Plugins, assert_status};
 use conclave_tests::clients::same_on_both;
-use conclave_tests::{Kind, Node, err, etcdctl, same_on_etcd_and_subject, status};
+use conclave_tests::{Kind, Node, conclavectl_bin, err, etcdctl, same_on_etcd_and_subject, status};
 use etcd_client::{Client, GetOptions, LockOptions};
 use tonic::Code;
 
@@ -178,7 +178,7 @@ async fn try_acquire_acquire_with_timeout_and_release_through_plugin_invoke() {
     assert_status(busy, Code::FailedPrecondition, &[&format!("locked by {key}")]);
     let timed_out = call("acquire", format!(r#"{{"name":"t","lease":{b},"timeout_ms":300}}"#)).await;
     assert_status(timed_out, Code::DeadlineExceeded, &["timed out"]);
-    assert_eq!(keys(&mut client, "t/").await, [key.clone()], "neither failure left its key");
+    assert_eq!(keys(&mut client, "t/").await, std::slice::from_ref(&key), "neither failure left its key");
 
     call("release", format!(r#"{{"key":"{key}"}}"#)).await.expect("release");
     let gone = call("release", format!(r#"{{"key":"{key}"}}"#)).await;
@@ -187,4 +187,58 @@ async fn try_acquire_acquire_with_timeout_and_release_through_plugin_invoke() {
         serde_json::from_str(&call("acquire", format!(r#"{{"name":"t","lease":{b},"timeout_ms":300}}"#)).await.expect("free again")).unwrap();
     assert_eq!(next["key"], format!("t/{b:x}").as_str());
     assert!(next["revision"].as_i64() > held["revision"].as_i64());
+}
+
+/// `conclavectl --endpoints ENDPOINT lock ARGS…`, started.
+fn conclavectl_lock(endpoint: &str, args: &[&str]) -> std::process::Child {
+    std::process::Command::new(conclavectl_bin().expect("conclavectl is built"))
+        .args(["--endpoints", endpoint.trim_start_matches("http://"), "lock"])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("conclavectl runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conclavectl_lock_runs_a_command_while_holding_and_exits_with_its_status() {
+    let node = Node::start(Kind::Conclave, &[]).unwrap_or_else(|e| panic!("{e:#}"));
+    let endpoint = node.endpoint();
+    let mut client = Client::connect([endpoint.clone()], None).await.expect("connect");
+
+    let failing = conclavectl_lock(&endpoint, &["job", "--", "sh", "-c", "exit 3"]);
+    let out = tokio::task::spawn_blocking(move || failing.wait_with_output()).await.unwrap().expect("wait");
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(keys(&mut client, "job/").await, Vec::<String>::new(), "its lease was revoked");
+
+    let a = lease(&mut client).await;
+    let (held, _) = lock(&mut client, "job", a).await;
+    let waiting = conclavectl_lock(&endpoint, &["job", "--ttl", "5", "sh", "-c", "echo \"$ETCD_LOCK_KEY\""]);
+    let waiting = tokio::task::spawn_blocking(move || waiting.wait_with_output());
+    tokio::time::sleep(BLOCKED).await;
+    assert!(!waiting.is_finished(), "conclavectl lock waits for the holder");
+    client.unlock(held).await.expect("unlock");
+    let out = tokio::time::timeout(WAKE, waiting).await.expect("it gets the lock").unwrap().expect("wait");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let key = String::from_utf8(out.stdout).unwrap();
+    assert!(key.starts_with("job/") && key.ends_with('\n') && key.len() > 5, "the command saw the key: {key:?}");
+    assert_eq!(keys(&mut client, "job/").await, Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conclavectl_lock_without_a_command_prints_the_key_and_holds_until_interrupted() {
+    use std::io::BufRead;
+    let node = Node::start(Kind::Conclave, &[]).unwrap_or_else(|e| panic!("{e:#}"));
+    let endpoint = node.endpoint();
+    let mut client = Client::connect([endpoint.clone()], None).await.expect("connect");
+    let mut holder = conclavectl_lock(&endpoint, &["job"]);
+    let stdout = holder.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || std::io::BufReader::new(stdout).lines().next()).await.unwrap();
+    let key = line.expect("a line").expect("readable");
+    assert_eq!(keys(&mut client, "job/").await, [key]);
+    let interrupted = std::process::Command::new("kill").args(["-INT", &holder.id().to_string()]).status().expect("kill");
+    assert!(interrupted.success());
+    let status = tokio::task::spawn_blocking(move || holder.wait()).await.unwrap().expect("wait");
+    assert!(status.success(), "{status}");
+    assert_eq!(keys(&mut client, "job/").await, Vec::<String>::new(), "released at Ctrl-C");
 }
