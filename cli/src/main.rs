@@ -6,11 +6,13 @@ mod config;
 mod connect;
 mod dump_log;
 mod global;
+mod lock;
 mod output;
 mod plugin;
 mod recipe;
 mod registry;
 mod rpc;
+mod session;
 mod table;
 
 use std::io::Write;
@@ -47,6 +49,9 @@ enum Command {
     /// Deploy, list, inspect, remove, call and scaffold plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Take a named lock (etcd's v3lock), then run a command while holding it and exit with its
+    /// status, or print the key and hold it until Ctrl-C.
+    Lock(lock::LockArgs),
     /// Register, discover and watch service instances (etcd's naming layout).
     #[command(subcommand)]
     Registry(RegistryCommand),
@@ -63,13 +68,14 @@ fn main() -> ExitCode {
     };
     let mut out = std::io::stdout().lock();
     let result = match cli.command {
-        Command::DumpLog { data_dir } => dump_log::run(&data_dir, &mut out),
-        Command::Plugin(command) => plugin::run(command, &cli.global, &mut out),
-        Command::Registry(command) => registry::run(command, &cli.global, &mut out),
-        Command::Config(command) => config::run(command, &cli.global, &mut out),
+        Command::DumpLog { data_dir } => dump_log::run(&data_dir, &mut out).map(|()| ExitCode::SUCCESS),
+        Command::Plugin(command) => plugin::run(command, &cli.global, &mut out).map(|()| ExitCode::SUCCESS),
+        Command::Registry(command) => registry::run(command, &cli.global, &mut out).map(|()| ExitCode::SUCCESS),
+        Command::Config(command) => config::run(command, &cli.global, &mut out).map(|()| ExitCode::SUCCESS),
+        Command::Lock(args) => lock::run(args, &cli.global, &mut out),
     };
-    match result.and_then(|()| Ok(out.flush()?)) {
-        Ok(()) => ExitCode::SUCCESS,
+    match result.and_then(|code| Ok(out.flush().map(|()| code)?)) {
+        Ok(code) => code,
         // A reader that went away (`| head`) has all it wanted.
         Err(e) if broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => fail(&e),

@@ -4,8 +4,10 @@
 mod cluster;
 mod kv;
 mod lease;
+mod lock;
 mod maintenance;
 mod plugin;
+mod recipe;
 mod watch;
 
 use conclave_proto::conclave::plugin::plugin_server::PluginServer;
@@ -14,6 +16,7 @@ use conclave_proto::etcdserverpb::kv_server::KvServer;
 use conclave_proto::etcdserverpb::lease_server::LeaseServer;
 use conclave_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use conclave_proto::etcdserverpb::watch_server::WatchServer;
+use conclave_proto::v3lockpb::lock_server::LockServer;
 use tokio::net::TcpListener;
 use tonic::transport::Server;
 use tokio_stream::{Stream, StreamExt};
@@ -51,6 +54,7 @@ pub async fn serve(service: Service, listener: TcpListener) -> Result<(), tonic:
         )
         .add_service(WatchServer::new(watch::WatchService::new(service.clone())).max_decoding_message_size(max_message))
         .add_service(ClusterServer::new(cluster::ClusterService::new(service.clone())).max_decoding_message_size(max_message))
+        .add_service(LockServer::new(lock::LockService::new(service.clone())).max_decoding_message_size(max_message))
         .add_service(PluginServer::new(plugin::PluginService::new(service)).max_decoding_message_size(max_plugin_message))
         .serve_with_incoming(client_connections(listener))
         .await
