@@ -13,7 +13,7 @@ use conclave_proto::v3lockpb::lock_client::LockClient;
 
 use crate::connect::connect;
 use crate::global::GlobalArgs;
-use crate::rpc::status_error;
+use crate::rpc::{block_on, status_error};
 use crate::session::Session;
 
 #[derive(Args, Debug)]
@@ -29,8 +29,7 @@ pub struct LockArgs {
 }
 
 pub fn run(args: LockArgs, global: &GlobalArgs, out: &mut impl Write) -> Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(async {
+    block_on(async {
         let channel = connect(&global.dial()).await?;
         let mut session = Session::grant(channel.clone(), args.ttl, global.command_timeout).await?;
         let held = tokio::select! {

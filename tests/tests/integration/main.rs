@@ -19,6 +19,7 @@ mod plugin_limits;
 mod quota;
 mod recipe_config;
 mod recipe_lock;
+mod recipe_lock_safety;
 mod recipe_registry;
 mod snapshot;
 mod snapshot_count;
