@@ -23,12 +23,24 @@ pub fn misbehave_manifest(limits: &str) -> String {
     format!(r#"{{"read":["allowed/"],"write":["allowed/"],"limits":{limits}}}"#)
 }
 
-/// The plugins every member serves from its start (`plugins/` of the workspace).
-pub const BUILTINS: [&str; 3] = ["config", "counter", "registry"];
+/// The plugins every member serves from its start: the crates of the workspace's `plugins/` with
+/// a manifest, as host/build.rs finds them.
+pub fn builtins() -> Vec<String> {
+    let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
+    let entries = std::fs::read_dir(&plugins).unwrap_or_else(|e| panic!("{}: {e}", plugins.display()));
+    let mut names: Vec<String> = entries
+        .map(|entry| entry.expect("a directory entry").path())
+        .filter(|dir| dir.join("manifest.json").is_file())
+        .map(|dir| dir.file_name().expect("a name").to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
 
 /// The names a member serving the built-ins and `deployed` lists, sorted.
 pub fn with_builtins(deployed: &[&str]) -> Vec<String> {
-    let mut names: Vec<String> = BUILTINS.iter().chain(deployed).map(|n| n.to_string()).collect();
+    let mut names = builtins();
+    names.extend(deployed.iter().map(|n| n.to_string()));
     names.sort();
     names
 }

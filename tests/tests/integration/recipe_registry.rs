@@ -12,7 +12,10 @@ use serde_json::{Value, json};
 use tonic::Code;
 
 const INSTANCES: usize = 1000;
-const TTL: i64 = 2;
+/// Long against the heartbeat period, so a heartbeating instance outlives a slow heartbeat on a
+/// loaded machine; short, so the silent ones leave soon.
+const TTL: i64 = 5;
+const HEARTBEAT: Duration = Duration::from_secs(1);
 const WAIT: Duration = Duration::from_secs(20);
 
 fn name(i: usize) -> String {
@@ -52,7 +55,7 @@ async fn instances_that_stop_heartbeating_leave_and_a_watcher_sees_each_change_o
                     return;
                 }
                 loop {
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    tokio::time::sleep(HEARTBEAT).await;
                     registry.must("heartbeat", json!({"lease": lease})).await;
                 }
             })
