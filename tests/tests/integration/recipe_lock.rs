@@ -242,3 +242,32 @@ async fn conclavectl_lock_without_a_command_prints_the_key_and_holds_until_inter
     assert!(status.success(), "{status}");
     assert_eq!(keys(&mut client, "job/").await, Vec::<String>::new(), "released at Ctrl-C");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conclavectl_lock_try_and_timeout_fail_in_one_line_and_leave_no_key() {
+    let node = Node::start(Kind::Conclave, &[]).unwrap_or_else(|e| panic!("{e:#}"));
+    let endpoint = node.endpoint();
+    let mut client = Client::connect([endpoint.clone()], None).await.expect("connect");
+    let a = lease(&mut client).await;
+    let (held, _) = lock(&mut client, "job", a).await;
+    let run = |args: &'static [&'static str]| {
+        let child = conclavectl_lock(&endpoint, args);
+        tokio::task::spawn_blocking(move || child.wait_with_output())
+    };
+
+    let tried = run(&["job", "--try", "--", "true"]).await.unwrap().expect("wait");
+    let stderr = String::from_utf8_lossy(&tried.stderr).into_owned();
+    assert!(!tried.status.success() && stderr.contains(&format!("locked by {held}")), "{stderr}");
+    let timed_out = run(&["job", "--timeout", "300ms", "--", "true"]).await.unwrap().expect("wait");
+    let stderr = String::from_utf8_lossy(&timed_out.stderr).into_owned();
+    assert!(!timed_out.status.success() && stderr.contains("timed out after 300ms waiting for lock job"), "{stderr}");
+    for stderr in [&tried.stderr, &timed_out.stderr] {
+        assert_eq!(String::from_utf8_lossy(stderr).lines().count(), 1, "one line");
+    }
+    assert_eq!(keys(&mut client, "job/").await, [held.clone()], "neither left a key");
+
+    client.unlock(held).await.expect("unlock");
+    let free = run(&["job", "--try", "--", "sh", "-c", "echo \"$ETCD_LOCK_KEY\""]).await.unwrap().expect("wait");
+    assert!(free.status.success(), "{}", String::from_utf8_lossy(&free.stderr));
+    assert!(String::from_utf8_lossy(&free.stdout).starts_with("job/"));
+}
