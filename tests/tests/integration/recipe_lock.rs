@@ -264,7 +264,7 @@ async fn conclavectl_lock_try_and_timeout_fail_in_one_line_and_leave_no_key() {
     for stderr in [&tried.stderr, &timed_out.stderr] {
         assert_eq!(String::from_utf8_lossy(stderr).lines().count(), 1, "one line");
     }
-    assert_eq!(keys(&mut client, "job/").await, [held.clone()], "neither left a key");
+    assert_eq!(keys(&mut client, "job/").await, std::slice::from_ref(&held), "neither left a key");
 
     client.unlock(held).await.expect("unlock");
     let free = run(&["job", "--try", "--", "sh", "-c", "echo \"$ETCD_LOCK_KEY\""]).await.unwrap().expect("wait");

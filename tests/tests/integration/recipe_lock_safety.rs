@@ -35,7 +35,7 @@ const ABANDONED: [(usize, usize); 3] = [(3, 10), (11, 27), (17, 41)];
 
 /// An acquisition with a short deadline, from a seeded schedule (every client's 7th, 19th…).
 fn impatient(client: usize, attempt: usize) -> bool {
-    (client * 31 + attempt * 17) % 12 == 0
+    (client * 31 + attempt * 17).is_multiple_of(12)
 }
 
 #[derive(Debug)]
@@ -51,6 +51,28 @@ enum Outcome {
     TimedOut,
     /// The lease expired while waiting.
     LeaseExpired,
+}
+
+/// A holder's time with the lock, as its client saw it.
+struct Holder {
+    token: i64,
+    acquired: Instant,
+    /// When it began releasing (or was abandoned).
+    released: Instant,
+    /// What a writer read, and whether its write is unconfirmed.
+    write: Option<(u64, bool)>,
+}
+
+impl Holder {
+    fn of(outcome: &Outcome) -> Option<Holder> {
+        match *outcome {
+            Outcome::Wrote { token, acquired, read, ambiguous, releasing } => {
+                Some(Holder { token, acquired, released: releasing, write: Some((read, ambiguous)) })
+            }
+            Outcome::Abandoned { token, acquired, abandoned } => Some(Holder { token, acquired, released: abandoned, write: None }),
+            _ => None,
+        }
+    }
 }
 
 /// One client's connections, one per member; calls go to `home` and move on when it is down.
@@ -199,29 +221,23 @@ fn check(history: &[(usize, usize, Outcome)], counter: u64) -> (usize, usize, us
             "client {client} acquisition {attempt}: {outcome:?}"
         );
     }
-    // Every holder, in fencing order: (token, acquired, released, read/landed for writers).
-    let mut holders: Vec<(i64, Instant, Instant, Option<(u64, bool)>)> = history
-        .iter()
-        .filter_map(|(_, _, outcome)| match *outcome {
-            Outcome::Wrote { token, acquired, read, ambiguous, releasing } => Some((token, acquired, releasing, Some((read, ambiguous)))),
-            Outcome::Abandoned { token, acquired, abandoned } => Some((token, acquired, abandoned, None)),
-            _ => None,
-        })
-        .collect();
-    holders.sort_by_key(|h| h.0);
+    // Every holder, in fencing order.
+    let mut holders: Vec<Holder> = history.iter().filter_map(|(_, _, outcome)| Holder::of(outcome)).collect();
+    holders.sort_by_key(|h| h.token);
     for pair in holders.windows(2) {
         let (before, after) = (&pair[0], &pair[1]);
-        assert!(before.0 < after.0, "two holders with fencing token {}", before.0);
+        assert!(before.token < after.token, "two holders with fencing token {}", before.token);
         assert!(
-            after.1 > before.2,
+            after.acquired > before.released,
             "holder {} acquired {:?} before holder {} released",
-            after.0,
-            before.2 - after.1,
-            before.0
+            after.token,
+            before.released - after.acquired,
+            before.token
         );
     }
     // Each writer read what the writers before it wrote: a lost update shows as a repeated read.
-    let writers: Vec<(i64, u64, bool)> = holders.iter().filter_map(|h| h.3.map(|(read, ambiguous)| (h.0, read, ambiguous))).collect();
+    let writers: Vec<(i64, u64, bool)> =
+        holders.iter().filter_map(|h| h.write.map(|(read, ambiguous)| (h.token, read, ambiguous))).collect();
     let (mut expected, mut maybe_not_landed) = (0, false);
     for &(token, read, ambiguous) in &writers {
         let landed_or_not = maybe_not_landed && read + 1 == expected;
