@@ -8,11 +8,11 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use conclave_tests::recipes::Recipe;
+use conclave_tests::recipes::{Recipe, keys, wait_for_keys};
 use conclave_tests::plugins::assert_status;
 use conclave_tests::clients::same_on_both;
 use conclave_tests::{Kind, Node, conclavectl_bin, err, same_on_etcd_and_subject, status};
-use etcd_client::{Client, GetOptions, LeaderKey, ObserveStream, ProclaimOptions, ResignOptions};
+use etcd_client::{Client, LeaderKey, ObserveStream, ProclaimOptions, ResignOptions};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tonic::Code;
@@ -59,11 +59,6 @@ async fn proclaim(client: &mut Client, value: &str, leader: Option<LeaderKey>) -
 /// Success, or the gRPC code and message of the failure.
 fn outcome<T>(result: Result<T, etcd_client::Error>) -> Result<(), (Code, String)> {
     result.map(drop).map_err(|e| status::<()>(Err(e)))
-}
-
-async fn keys(client: &mut Client, prefix: &str) -> Vec<String> {
-    let range = client.get(prefix, Some(GetOptions::new().with_prefix())).await.expect("get prefix");
-    range.kvs().iter().map(|kv| kv.key_str().expect("UTF-8").to_string()).collect()
 }
 
 async fn create_revision(client: &mut Client, key: &[u8]) -> Option<i64> {
@@ -167,11 +162,7 @@ async fn a_cancelled_campaign_removes_its_key() {
         let gave_up = tokio::time::timeout(BLOCKED, campaign(&mut waiter, "e", "b", b)).await;
         assert!(gave_up.is_err(), "still waiting when dropped");
         let held = String::from_utf8(held.key().to_vec()).unwrap();
-        let deadline = tokio::time::Instant::now() + WAKE;
-        while keys(&mut client, "e/").await != [held.clone()] {
-            assert!(tokio::time::Instant::now() < deadline, "the cancelled campaign's key is still there");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_for_keys(&mut client, "e/", &[held], WAKE, "the cancelled campaign's key is still there").await;
         keys(&mut client, "e/").await.len()
     })
     .await;
