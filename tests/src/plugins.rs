@@ -24,7 +24,7 @@ pub fn misbehave_manifest(limits: &str) -> String {
 }
 
 /// The plugins every member serves from its start (`plugins/` of the workspace).
-pub const BUILTINS: [&str; 3] = ["config", "counter", "registry"];
+pub const BUILTINS: [&str; 5] = ["config", "counter", "election", "lock", "registry"];
 
 /// The names a member serving the built-ins and `deployed` lists, sorted.
 pub fn with_builtins(deployed: &[&str]) -> Vec<String> {
