@@ -5,6 +5,7 @@
 mod config;
 mod connect;
 mod dump_log;
+mod elect;
 mod global;
 mod lock;
 mod output;
@@ -52,6 +53,10 @@ enum Command {
     /// Take a named lock (etcd's v3lock), then run a command while holding it and exit with its
     /// status, or print the key and hold it until Ctrl-C.
     Lock(lock::LockArgs),
+    /// Campaign in a named election (etcd's v3election) and hold the leadership until Ctrl-C,
+    /// printing the leader key and proposal once elected; or, with --listen, print each leader
+    /// proposal as it changes.
+    Elect(elect::ElectArgs),
     /// Register, discover and watch service instances (etcd's naming layout).
     #[command(subcommand)]
     Registry(RegistryCommand),
@@ -73,6 +78,7 @@ fn main() -> ExitCode {
         Command::Registry(command) => registry::run(command, &cli.global, &mut out).map(|()| ExitCode::SUCCESS),
         Command::Config(command) => config::run(command, &cli.global, &mut out).map(|()| ExitCode::SUCCESS),
         Command::Lock(args) => lock::run(args, &cli.global, &mut out),
+        Command::Elect(args) => elect::run(args, &cli.global, &mut out).map(|()| ExitCode::SUCCESS),
     };
     match result.and_then(|code| Ok(out.flush().map(|()| code)?)) {
         Ok(code) => code,

@@ -66,6 +66,11 @@ impl Watcher {
     /// The next events, or none when `timeout` passes first (the position still moves on, so
     /// nothing is missed or repeated). `timeout` is cut to whole milliseconds, at most `u32::MAX`.
     pub fn next(&mut self, timeout: Duration) -> Result<Vec<Event>> {
+        Ok(self.next_response(timeout)?.events)
+    }
+
+    /// [`next`](Self::next) with the whole answer: the events and the header of the wait.
+    pub fn next_response(&mut self, timeout: Duration) -> Result<WaitResponse> {
         let request = WaitRequest {
             key: self.key.clone(),
             range_end: self.range_end.clone(),
@@ -75,6 +80,6 @@ impl Watcher {
         };
         let response = wait(&request)?;
         self.next_revision = response.next_revision;
-        Ok(response.events)
+        Ok(response)
     }
 }

@@ -173,7 +173,8 @@ async fn clients(node: &Node, count: usize) -> anyhow::Result<Vec<(Client, i64)>
 }
 
 /// Each client cycles lock+unlock on its own lock (`contended`: all on one) until `duration` has
-/// passed; the histogram of cycle latencies and, per cycle, (acquired, released) instants.
+/// passed; the histogram of cycle latencies and, per cycle, the instants it acquired and began
+/// to release.
 async fn cycles(
     recipe: Recipe,
     clients: Vec<(Client, i64)>,
@@ -192,8 +193,8 @@ async fn cycles(
                     let started = Instant::now();
                     let key = recipe.lock(&mut client, &name, lease).await?;
                     let acquired = Instant::now();
-                    recipe.unlock(&mut client, key).await?;
                     held.push((acquired, Instant::now()));
+                    recipe.unlock(&mut client, key).await?;
                     latencies.record(started.elapsed().as_micros() as u64)?;
                 }
                 anyhow::Ok((latencies, held))

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use conclave_proto::conclave::plugin::InvokeResponse;
+use etcd_client::{Client, GetOptions};
 use serde_json::Value;
 use tonic::{Status, Streaming};
 
@@ -55,5 +56,21 @@ impl JsonStream {
             Ok(Err(status)) => status,
             other => panic!("expected the stream to fail, got {other:?}"),
         }
+    }
+}
+
+/// The keys under `prefix`, in key order.
+pub async fn keys(client: &mut Client, prefix: &str) -> Vec<String> {
+    let range = client.get(prefix, Some(GetOptions::new().with_prefix())).await.expect("get prefix");
+    range.kvs().iter().map(|kv| kv.key_str().expect("UTF-8").to_string()).collect()
+}
+
+/// Wait until the keys under `prefix` are `expected` (a recipe removes a key after its caller
+/// left, say); panics with `why` if they are not within `timeout`.
+pub async fn wait_for_keys(client: &mut Client, prefix: &str, expected: &[String], timeout: Duration, why: &str) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while keys(client, prefix).await != expected {
+        assert!(tokio::time::Instant::now() < deadline, "{why}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -2,6 +2,7 @@
 //! request, call the [`Service`] layer as a client, and map its error to a gRPC status.
 
 mod cluster;
+mod election;
 mod kv;
 mod lease;
 mod lock;
@@ -16,6 +17,7 @@ use conclave_proto::etcdserverpb::kv_server::KvServer;
 use conclave_proto::etcdserverpb::lease_server::LeaseServer;
 use conclave_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use conclave_proto::etcdserverpb::watch_server::WatchServer;
+use conclave_proto::v3electionpb::election_server::ElectionServer;
 use conclave_proto::v3lockpb::lock_server::LockServer;
 use tokio::net::TcpListener;
 use tonic::transport::Server;
@@ -55,6 +57,9 @@ pub async fn serve(service: Service, listener: TcpListener) -> Result<(), tonic:
         .add_service(WatchServer::new(watch::WatchService::new(service.clone())).max_decoding_message_size(max_message))
         .add_service(ClusterServer::new(cluster::ClusterService::new(service.clone())).max_decoding_message_size(max_message))
         .add_service(LockServer::new(lock::LockService::new(service.clone())).max_decoding_message_size(max_message))
+        .add_service(
+            ElectionServer::new(election::ElectionService::new(service.clone())).max_decoding_message_size(max_message),
+        )
         .add_service(PluginServer::new(plugin::PluginService::new(service)).max_decoding_message_size(max_plugin_message))
         .serve_with_incoming(client_connections(listener))
         .await

@@ -8,7 +8,6 @@ use conclave_proto::conclave::plugin::{
     ListResponse, RemoveRequest, RemoveResponse,
 };
 use futures::{Stream, StreamExt};
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::answer;
@@ -52,7 +51,7 @@ impl Plugin for PluginService {
 
     async fn invoke_stream(&self, request: Request<InvokeRequest>) -> Result<Response<InvokeStream>, Status> {
         let answers = self.service.plugin_invoke_stream(&Caller::client(), request.into_inner()).await?;
-        let answers = ReceiverStream::new(answers).map(|answer| answer.map_err(Status::from));
+        let answers = answers.map(|answer| answer.map_err(Status::from));
         Ok(Response::new(Box::pin(answers)))
     }
 }

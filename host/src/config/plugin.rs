@@ -29,6 +29,11 @@ pub struct PluginFlags {
     #[arg(long, env = "CONCLAVE_PLUGIN_MAX_CALL_TIMEOUT", default_value = "1h", value_parser = humantime::parse_duration)]
     pub plugin_max_call_timeout: Duration,
 
+    /// Longest wall-clock time a manifest may allow one streaming call (a watch that follows
+    /// changes lives as long as its caller).
+    #[arg(long, env = "CONCLAVE_PLUGIN_MAX_STREAM_TIMEOUT", default_value = "365days", value_parser = humantime::parse_duration)]
+    pub plugin_max_stream_timeout: Duration,
+
     /// Most concurrent calls a manifest may allow one plugin.
     #[arg(long, env = "CONCLAVE_PLUGIN_MAX_CONCURRENT_CALLS", default_value_t = 20_000)]
     pub plugin_max_concurrent_calls: u32,

@@ -95,6 +95,7 @@ async fn execute(
             format!("too many concurrent calls (limits.max_concurrent_calls {})", limits.max_concurrent_calls),
         )));
     };
+    let streaming = call.emit.is_some();
     let context = CallContext {
         service,
         caller: plugin.caller.clone(),
@@ -104,8 +105,9 @@ async fn execute(
         denied: None,
         caller_gone,
     };
+    let (timeout_name, timeout_ms) = if streaming { limits.stream_timeout() } else { ("timeout_ms", limits.timeout_ms) };
     let mut store = new_store(runtime, limits.memory_bytes, limits.fuel, Some(context));
-    let outcome = tokio::time::timeout(limits.timeout(), async {
+    let outcome = tokio::time::timeout(Duration::from_millis(timeout_ms), async {
         let instance = plugin.compiled.pre.instantiate_async(&mut store).await?;
         instance.conclave_plugin_plugin().call_handle(&mut store, &call.method, &call.payload).await
     })
@@ -115,7 +117,7 @@ async fn execute(
     let denied = state.call.as_ref().and_then(|c| c.denied.clone());
     let result = match (outcome, denied) {
         (_, Some(denied)) => Err(fail(Code::PermissionDenied, format!("{}: {denied}", EtcdError::PermissionDenied))),
-        (Err(_elapsed), None) => Err(fail(Code::DeadlineExceeded, format!("call timed out (limits.timeout_ms {})", limits.timeout_ms))),
+        (Err(_elapsed), None) => Err(fail(Code::DeadlineExceeded, format!("call timed out (limits.{timeout_name} {timeout_ms})"))),
         (Ok(Err(e)), None) => Err(fail_trap(e, state, limits, &fail)),
         (Ok(Ok(Err(guest))), None) => {
             let error = EtcdError::other(guest_error_code(guest.code), guest.message);

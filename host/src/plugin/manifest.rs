@@ -38,6 +38,10 @@ pub struct Limits {
     pub memory_bytes: u64,
     /// Wall-clock time per call, waits included, in milliseconds.
     pub timeout_ms: u64,
+    /// Wall-clock time of a streaming call, in milliseconds, when it should differ from
+    /// `timeout_ms`: a stream that follows changes (an election's Observe) lives as long as its
+    /// caller, so its ceiling (`--plugin-max-stream-timeout`) is far above a unary call's.
+    pub stream_timeout_ms: Option<u64>,
     /// Calls of this plugin running at once on one member.
     pub max_concurrent_calls: u32,
     /// Largest payload into a call, out of it, or in one streamed message, in bytes.
@@ -50,6 +54,7 @@ impl Default for Limits {
             fuel: 1_000_000_000,
             memory_bytes: 32 * 1024 * 1024,
             timeout_ms: 30_000,
+            stream_timeout_ms: None,
             max_concurrent_calls: 1_000,
             max_payload_bytes: 1024 * 1024,
         }
@@ -57,8 +62,12 @@ impl Default for Limits {
 }
 
 impl Limits {
-    pub fn timeout(&self) -> Duration {
-        Duration::from_millis(self.timeout_ms)
+    /// The wall-clock limit of a streaming call: its name in the manifest and its value.
+    pub fn stream_timeout(&self) -> (&'static str, u64) {
+        match self.stream_timeout_ms {
+            Some(ms) => ("stream_timeout_ms", ms),
+            None => ("timeout_ms", self.timeout_ms),
+        }
     }
 }
 
@@ -90,10 +99,12 @@ impl Manifest {
             }
         }
         let l = &self.limits;
-        let checks: [(&str, u64, u64); 5] = [
+        let millis = |d: Duration| d.as_millis().try_into().unwrap_or(u64::MAX);
+        let checks: [(&str, u64, u64); 6] = [
             ("fuel", l.fuel, ceilings.plugin_max_fuel),
             ("memory_bytes", l.memory_bytes, ceilings.plugin_max_memory_bytes),
-            ("timeout_ms", l.timeout_ms, ceilings.plugin_max_call_timeout.as_millis().try_into().unwrap_or(u64::MAX)),
+            ("timeout_ms", l.timeout_ms, millis(ceilings.plugin_max_call_timeout)),
+            ("stream_timeout_ms", l.stream_timeout().1, millis(ceilings.plugin_max_stream_timeout)),
             ("max_concurrent_calls", l.max_concurrent_calls.into(), ceilings.plugin_max_concurrent_calls.into()),
             ("max_payload_bytes", l.max_payload_bytes, ceilings.plugin_max_payload_bytes),
         ];
@@ -177,10 +188,24 @@ mod tests {
             (r#"{"limits":{"memory_bytes":1099511627776}}"#, "above this server's maximum"),
             (r#"{"limits":{"cpu":1}}"#, "unknown field `cpu`"),
             (r#"{"write":["a/","a/"]}"#, "given twice"),
+            (r#"{"limits":{"stream_timeout_ms":0}}"#, "limits.stream_timeout_ms must be above 0"),
+            (r#"{"limits":{"stream_timeout_ms":31536000001}}"#, "limits.stream_timeout_ms 31536000001 is above"),
         ] {
             let e = Manifest::parse(json, &c).unwrap_err();
             assert!(e.contains(says), "{json}: {e}");
         }
+    }
+
+    #[test]
+    fn a_stream_may_outlive_a_unary_call() {
+        let c = ceilings();
+        let unset = Manifest::parse(r#"{"limits":{"timeout_ms":5000}}"#, &c).unwrap();
+        assert_eq!(unset.limits.stream_timeout(), ("timeout_ms", 5000));
+        let year = Manifest::parse(r#"{"limits":{"stream_timeout_ms":31536000000}}"#, &c).unwrap();
+        assert_eq!(year.limits.stream_timeout(), ("stream_timeout_ms", 31_536_000_000));
+        assert_eq!(Manifest::parse(&year.to_json(), &c).unwrap(), year);
+        let long_unary = Manifest::parse(r#"{"limits":{"timeout_ms":31536000000}}"#, &c).unwrap_err();
+        assert!(long_unary.contains("limits.timeout_ms 31536000000 is above"), "{long_unary}");
     }
 
     #[test]

@@ -12,6 +12,8 @@ use conclave_proto::conclave::plugin::{
 use conclave_proto::conclave::raft::raft_request::Request as Req;
 use conclave_proto::conclave::raft::raft_response::Response as Resp;
 use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::Code;
 
 use super::{Caller, Service};
@@ -24,8 +26,8 @@ const MAX_NAME: usize = 64;
 /// Messages of a streaming call buffered towards a slow caller before the plugin waits.
 const STREAM_BUFFER: usize = 16;
 
-/// Where a streaming call's answers go.
-type Answers = mpsc::Sender<Result<InvokeResponse, EtcdError>>;
+/// Where a streaming call's messages go, then its outcome.
+type Messages = mpsc::Sender<Result<Vec<u8>, Failure>>;
 
 fn invalid(message: impl Into<String>) -> EtcdError {
     EtcdError::other(Code::InvalidArgument, message)
@@ -135,24 +137,53 @@ impl Service {
         Ok(InvokeResponse { header: self.current_header().await, payload })
     }
 
-    /// Call a streaming method: its messages arrive on the receiver, then the call's outcome
-    /// (what it returned, when not empty, or why it failed).
+    /// Call a streaming method: its messages, then the call's outcome (what it returned, when
+    /// not empty, or why it failed), each with the header of this member as it is sent.
     pub async fn plugin_invoke_stream(
         &self,
         _caller: &Caller,
         req: InvokeRequest,
-    ) -> Result<mpsc::Receiver<Result<InvokeResponse, EtcdError>>, EtcdError> {
+    ) -> Result<impl Stream<Item = Result<InvokeResponse, EtcdError>> + Send + 'static, EtcdError> {
         let plugin = self.method(&req, MethodKind::Streaming).await?;
-        let (out, answers) = mpsc::channel(STREAM_BUFFER);
-        tokio::spawn(self.clone().stream(plugin, req, out));
-        Ok(answers)
+        let messages = self.relay(plugin, req.method, req.payload);
+        let service = self.clone();
+        Ok(messages.then(move |message| {
+            let service = service.clone();
+            async move {
+                let payload = message.map_err(Failure::named)?;
+                Ok(InvokeResponse { header: service.current_header().await, payload })
+            }
+        }))
+    }
+
+    /// Call a streaming method of `plugin`, for an adapter serving another protocol's stream
+    /// through a plugin (etcd's election Observe through `election`, say): its messages as they
+    /// come, then its outcome, with the guest's own failure told apart from the host's.
+    pub async fn call_plugin_stream(
+        &self,
+        _caller: &Caller,
+        plugin: &str,
+        method: &str,
+        payload: Vec<u8>,
+    ) -> Result<ReceiverStream<Result<Vec<u8>, Failure>>, Failure> {
+        let request = InvokeRequest { plugin: plugin.into(), method: method.into(), payload };
+        let plugin = self.method(&request, MethodKind::Streaming).await.map_err(Failure::Host)?;
+        Ok(self.relay(plugin, request.method, request.payload))
+    }
+
+    /// Start a streaming call whose messages (then outcome) the stream yields as they come; the
+    /// call stops (its instance dropped) as soon as the stream is dropped.
+    fn relay(&self, plugin: Arc<Loaded>, method: String, payload: Vec<u8>) -> ReceiverStream<Result<Vec<u8>, Failure>> {
+        let (out, messages) = mpsc::channel(STREAM_BUFFER);
+        tokio::spawn(self.clone().stream(plugin, Call { method, payload, emit: None }, out));
+        ReceiverStream::new(messages)
     }
 
     /// Run a streaming call, passing each message it emits on to `out` as it comes, then its
-    /// outcome; stop it (dropping its instance) as soon as the caller has gone.
-    async fn stream(self, plugin: Arc<Loaded>, req: InvokeRequest, out: Answers) {
+    /// outcome; stop it as soon as the caller has gone.
+    async fn stream(self, plugin: Arc<Loaded>, call: Call, out: Messages) {
         let (emit, mut emitted) = mpsc::channel::<Vec<u8>>(1);
-        let call = Call { method: req.method, payload: req.payload, emit: Some(emit) };
+        let call = Call { emit: Some(emit), ..call };
         let running = self.plugins.call(&plugin, self.clone(), call);
         tokio::pin!(running);
         let outcome = loop {
@@ -160,30 +191,21 @@ impl Service {
                 outcome = &mut running => break outcome,
                 // The caller went away while the plugin waits (on a watch, say).
                 () = out.closed() => return,
-                Some(payload) = emitted.recv() => if !self.pass_on(&out, payload).await { return },
+                Some(payload) = emitted.recv() => if out.send(Ok(payload)).await.is_err() { return },
             }
         };
         // Messages emitted just before the call returned are still queued.
         while let Ok(payload) = emitted.try_recv() {
-            if !self.pass_on(&out, payload).await {
+            if out.send(Ok(payload)).await.is_err() {
                 return;
             }
         }
         match outcome {
             Ok(payload) if payload.is_empty() => {}
-            Ok(payload) => {
-                self.pass_on(&out, payload).await;
-            }
-            Err(e) => {
-                let _ = out.send(Err(e.named())).await;
+            outcome => {
+                let _ = out.send(outcome).await;
             }
         }
-    }
-
-    /// Send one message of a streaming call; false once the caller has gone.
-    async fn pass_on(&self, out: &Answers, payload: Vec<u8>) -> bool {
-        let header = self.current_header().await;
-        out.send(Ok(InvokeResponse { header, payload })).await.is_ok()
     }
 
     /// The plugin `req` names, if it has the method with that kind.

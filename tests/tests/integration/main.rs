@@ -18,6 +18,7 @@ mod plugin_deploy;
 mod plugin_limits;
 mod quota;
 mod recipe_config;
+mod recipe_election;
 mod recipe_lock;
 mod recipe_lock_safety;
 mod recipe_registry;

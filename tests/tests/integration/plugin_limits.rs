@@ -235,6 +235,33 @@ async fn streams_arrive_in_order_and_end_when_the_caller_goes_away() {
     assert_no_server_panic(&node.log());
 }
 
+/// `stream_timeout_ms` lets a streaming call outlive `timeout_ms` (an election's Observe follows
+/// for as long as its caller), and still ends it at its own limit; unary calls keep `timeout_ms`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stream_lives_until_its_stream_timeout_not_the_call_timeout() {
+    let wasm = misbehave();
+    let node = start();
+    let plugins = Plugins::connect(&node.endpoint()).await;
+    let limits = r#"{"timeout_ms": 500, "stream_timeout_ms": 2500}"#;
+    plugins.deploy_file("long", &wasm, &misbehave_manifest(limits)).await.expect("deploy");
+
+    let started = Instant::now();
+    let mut stream = plugins.invoke_stream("long", "emit-forever", "").await.expect("emit-forever");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let failure = loop {
+        match stream.message().await {
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the stream ended without its timeout"),
+            Err(status) => break status,
+        }
+    };
+    let lived = started.elapsed();
+    assert_status::<()>(Err(failure), Code::DeadlineExceeded, &["plugin long", "call timed out (limits.stream_timeout_ms 2500)"]);
+    assert!(lived >= Duration::from_millis(2500), "the stream ended after {lived:?}");
+    assert_status(plugins.invoke("long", "stuck-watch", "").await, Code::DeadlineExceeded, &["limits.timeout_ms 500"]);
+    assert_no_server_panic(&node.log());
+}
+
 /// When its caller goes away, a call is not cut off mid-way: its waits end with `cancelled` and it
 /// can still undo what it did (as a lock waiter removes its key) before it ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -6,9 +6,10 @@
 use std::time::Duration;
 
 use conclave_tests::plugins::{Plugins, assert_status};
+use conclave_tests::recipes::{keys, wait_for_keys};
 use conclave_tests::clients::same_on_both;
 use conclave_tests::{Kind, Node, conclavectl_bin, err, etcdctl, same_on_etcd_and_subject, status};
-use etcd_client::{Client, GetOptions, LockOptions};
+use etcd_client::{Client, LockOptions};
 use tonic::Code;
 
 /// Long enough for a waiter that should stay blocked to have been wrongly woken.
@@ -28,11 +29,6 @@ async fn lock(client: &mut Client, name: &str, lease: i64) -> (String, i64) {
 
 async fn create_revision(client: &mut Client, key: &str) -> Option<i64> {
     client.get(key, None).await.expect("get").kvs().first().map(|kv| kv.create_revision())
-}
-
-async fn keys(client: &mut Client, prefix: &str) -> Vec<String> {
-    let range = client.get(prefix, Some(GetOptions::new().with_prefix())).await.expect("get prefix");
-    range.kvs().iter().map(|kv| kv.key_str().expect("UTF-8").to_string()).collect()
 }
 
 /// A lock taken in the background on its own connection.
@@ -112,11 +108,7 @@ async fn a_cancelled_wait_removes_its_key() {
         let mut waiter = client.clone();
         let gave_up = tokio::time::timeout(BLOCKED, lock(&mut waiter, "l", b)).await;
         assert!(gave_up.is_err(), "still waiting when dropped");
-        let deadline = tokio::time::Instant::now() + WAKE;
-        while keys(&mut client, "l/").await != [held.clone()] {
-            assert!(tokio::time::Instant::now() < deadline, "the cancelled waiter's key is still there");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_for_keys(&mut client, "l/", &[held], WAKE, "the cancelled waiter's key is still there").await;
         keys(&mut client, "l/").await.len()
     })
     .await;
