@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tonic::Code;
-use wasmtime::{Store, Trap};
+use wasmtime::{CallHook, Store, Trap};
 
 use super::engine::Runtime;
 use super::imports::guest_error_code;
@@ -104,6 +104,7 @@ async fn execute(
         max_payload_bytes: limits.max_payload_bytes,
         denied: None,
         caller_gone,
+        emitted: false,
     };
     let (timeout_name, timeout_ms) = if streaming { limits.stream_timeout() } else { ("timeout_ms", limits.timeout_ms) };
     let mut store = new_store(runtime, limits.memory_bytes, limits.fuel, Some(context));
@@ -191,10 +192,22 @@ fn log_stderr(plugin: &str, method: &str, state: &CallState) {
 }
 
 fn new_store(runtime: &Runtime, memory_bytes: u64, fuel: u64, call: Option<CallContext>) -> Store<CallState> {
+    let streaming = call.as_ref().is_some_and(|c| c.emit.is_some());
     let mut store = Store::new(runtime.engine(), CallState::new(memory_bytes, call));
     store.limiter(|state| &mut state.limiter);
     store.set_fuel(fuel).expect("fuel is enabled on the engine");
     store.fuel_async_yield_interval(Some(YIELD_FUEL)).expect("fuel is enabled on the engine");
+    if streaming {
+        // A stream's CPU limit is per message: back from an emit, the guest has its fuel again.
+        store.call_hook(move |mut store, hook| {
+            let refill = matches!(hook, CallHook::ReturningFromHost)
+                && store.data_mut().call.as_mut().is_some_and(|c| std::mem::take(&mut c.emitted));
+            if refill {
+                store.set_fuel(fuel)?;
+            }
+            Ok(())
+        });
+    }
     store
 }
 

@@ -32,7 +32,8 @@ pub struct Manifest {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// CPU: fuel per call (about one unit per WebAssembly instruction; waiting costs none).
+    /// CPU: fuel per call, or per message of a streaming call (about one unit per WebAssembly
+    /// instruction; waiting costs none).
     pub fuel: u64,
     /// Linear memory per instance, in bytes.
     pub memory_bytes: u64,

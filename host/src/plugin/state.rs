@@ -28,6 +28,9 @@ pub struct CallContext {
     pub denied: Option<String>,
     /// Closed once the caller has gone away.
     pub caller_gone: watch::Receiver<()>,
+    /// A message was emitted since the guest's fuel was last refilled: a streaming call's CPU
+    /// limit is per message, so a long-lived stream does not run out.
+    pub emitted: bool,
 }
 
 impl CallContext {

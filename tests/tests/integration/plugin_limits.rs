@@ -262,6 +262,28 @@ async fn a_stream_lives_until_its_stream_timeout_not_the_call_timeout() {
     assert_no_server_panic(&node.log());
 }
 
+/// A stream's CPU limit is per message: a long-lived stream that does a little work per message
+/// never runs out, while one that spins between messages still fails on its limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_streams_fuel_is_per_message() {
+    let wasm = misbehave();
+    let node = start();
+    let plugins = Plugins::connect(&node.endpoint()).await;
+    let limits = r#"{"fuel": 2000000, "timeout_ms": 20000}"#;
+    plugins.deploy_file("frugal", &wasm, &misbehave_manifest(limits)).await.expect("deploy");
+
+    // Far more work in all than one message's fuel.
+    let messages = plugins.collect_stream("frugal", "emit", "20000").await.expect("every message");
+    assert_eq!(messages.len(), 20000);
+    assert_eq!(messages.last().map(String::as_str), Some("19999"));
+
+    let mut stream = plugins.invoke_stream("frugal", "emit-then-spin", "").await.expect("emit-then-spin");
+    assert_eq!(stream.message().await.expect("the first message").expect("a message").payload, b"spinning");
+    let failure = stream.message().await.expect_err("the spin runs out of fuel");
+    assert_status::<()>(Err(failure), Code::ResourceExhausted, &["plugin frugal", "emit-then-spin", "CPU limit exceeded (limits.fuel 2000000)"]);
+    assert_no_server_panic(&node.log());
+}
+
 /// When its caller goes away, a call is not cut off mid-way: its waits end with `cancelled` and it
 /// can still undo what it did (as a lock waiter removes its key) before it ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -52,9 +52,11 @@ impl call::Host for CallState {
         }
         let gone = call.gone();
         tokio::select! {
-            sent = sink.send(message) => sent.map_err(|_| caller_gone()),
-            () = gone => Err(caller_gone()),
+            sent = sink.send(message) => sent.map_err(|_| caller_gone())?,
+            () = gone => return Err(caller_gone()),
         }
+        call.emitted = true;
+        Ok(())
     }
 }
 

@@ -61,7 +61,7 @@ struct Misbehave;
 impl Plugin for Misbehave {
     fn metadata() -> Metadata {
         let metadata = UNARY.iter().fold(Metadata::new("misbehave", VERSION), |m, name| m.unary(*name));
-        metadata.streaming("emit").streaming("emit-forever")
+        metadata.streaming("emit").streaming("emit-forever").streaming("emit-then-spin")
     }
 
     fn handle(method: &str, payload: Vec<u8>) -> Result<Vec<u8>> {
@@ -149,6 +149,12 @@ impl Plugin for Misbehave {
                     conclave_guest::emit(i.to_string().as_bytes())?;
                 }
                 Ok(Vec::new())
+            }
+            "emit-then-spin" => {
+                conclave_guest::emit(b"spinning")?;
+                loop {
+                    std::hint::black_box(());
+                }
             }
             "emit-forever" => {
                 let mut i = 0u64;
