@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use conclave_host::config::Config;
 use conclave_host::node::Node;
+use conclave_host::plugin::registry::Registry;
 use conclave_host::service::{Caller, Service};
 use conclave_proto::conclave::plugin::{DeployRequest, InvokeRequest};
 
@@ -35,7 +36,8 @@ async fn main() -> anyhow::Result<()> {
         "--initial-advertise-peer-urls",
         "http://127.0.0.1:1",
     ]);
-    let service = Service::start(Node::start(config).await?).await?;
+    let plugins = Registry::with_builtins(&config.plugin).await?;
+    let service = Service::start(Node::start(config).await?, plugins).await;
     let client = Caller::client();
     let started = Instant::now();
     let deploy = DeployRequest { name: "bench".into(), wasm: wasm.clone(), manifest: String::new() };

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use clap::Parser;
 use conclave_host::config::Config;
 use conclave_host::node::Node;
+use conclave_host::plugin::registry::Registry;
 use conclave_host::service::Service;
 use conclave_host::transport::bind_all;
 use conclave_host::{api, membership, raft};
@@ -13,8 +14,9 @@ use conclave_host::{api, membership, raft};
 async fn run(config: Config) -> anyhow::Result<()> {
     let listeners = bind_all(&config.listen_client_urls).await?;
     let peer_listeners = bind_all(&config.listen_peer_urls).await?;
+    let plugins = Registry::with_builtins(&config.plugin).await?;
     let node = Node::start(config).await?;
-    let service = Service::start(node.clone()).await?;
+    let service = Service::start(node.clone(), plugins).await;
     let mut servers = tokio::task::JoinSet::new();
     for listener in peer_listeners {
         tracing::info!("listening for peers on http://{}", listener.local_addr()?);

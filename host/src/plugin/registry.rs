@@ -53,14 +53,14 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Compile the built-in plugins and the deployed ones in `node`'s store, and follow the store
-    /// from then on.
-    pub async fn start(node: &Arc<Node>) -> anyhow::Result<Arc<Registry>> {
-        let flags = node.config.plugin.clone();
-        let runtime = Runtime::new(&flags)?;
+    /// Compile the built-in plugins. This needs no member, so a starting member does it before
+    /// its raft node runs: the lease clocks start then, and clients cannot keep leases alive
+    /// until it serves.
+    pub async fn with_builtins(flags: &PluginFlags) -> anyhow::Result<Registry> {
+        let runtime = Runtime::new(flags)?;
         let mut registry = Registry {
             runtime,
-            flags,
+            flags: flags.clone(),
             builtins: BTreeMap::new(),
             serving: RwLock::new(Arc::default()),
             compiled: Mutex::new(HashMap::new()),
@@ -72,12 +72,17 @@ impl Registry {
             let compiled = registry.prepare(wasm).await.map_err(|e| anyhow::anyhow!("built-in plugin {name}: {e}"))?;
             registry.builtins.insert(name.to_string(), Loaded::new(name, compiled, manifest, true));
         }
-        let registry = Arc::new(registry);
+        Ok(registry)
+    }
+
+    /// Compile the plugins deployed in `node`'s store, and follow the store from then on.
+    pub async fn follow(self, node: &Arc<Node>) -> Arc<Registry> {
+        let registry = Arc::new(self);
         let mut changes = node.plugin_changes.subscribe();
         let generation = *changes.borrow_and_update();
         registry.reconcile(&node.store, generation).await;
         tokio::spawn(follow(Arc::downgrade(&registry), node.store.clone(), changes));
-        Ok(registry)
+        registry
     }
 
     pub fn runtime(&self) -> &Runtime {

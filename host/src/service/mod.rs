@@ -45,10 +45,11 @@ pub struct Service {
 }
 
 impl Service {
-    /// The service layer of `node`, with its plugins loaded (built-in and deployed).
-    pub async fn start(node: Arc<Node>) -> anyhow::Result<Self> {
-        let plugins = Registry::start(&node).await?;
-        Ok(Service { node, plugins })
+    /// The service layer of `node`, serving the built-in plugins of `plugins` and the ones
+    /// deployed in `node`'s store.
+    pub async fn start(node: Arc<Node>, plugins: Registry) -> Self {
+        let plugins = plugins.follow(&node).await;
+        Service { node, plugins }
     }
 
     pub fn node(&self) -> &Arc<Node> {

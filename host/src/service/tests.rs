@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::error::EtcdError;
 use crate::mvcc::KeySpan;
 use crate::node::Node;
+use crate::plugin::registry::Registry;
 
 /// A one-member node in `dir` (its peer URL is never dialled: a single member needs no peers).
 async fn service(dir: &tempfile::TempDir) -> Service {
@@ -28,7 +29,8 @@ async fn service(dir: &tempfile::TempDir) -> Service {
         "--initial-advertise-peer-urls",
         "http://127.0.0.1:1",
     ]);
-    Service::start(Node::start(config).await.expect("the node starts")).await.expect("the plugins load")
+    let plugins = Registry::with_builtins(&config.plugin).await.expect("the built-in plugins load");
+    Service::start(Node::start(config).await.expect("the node starts"), plugins).await
 }
 
 fn put(key: &str, value: &str) -> PutRequest {

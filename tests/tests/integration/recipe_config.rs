@@ -10,7 +10,7 @@ use conclave_tests::{Kind, Node, connect};
 use serde_json::{Value, json};
 use tonic::Code;
 
-const PUBLISHERS: usize = 20;
+const PUBLISHERS: usize = 100;
 const WINS: usize = 40;
 const WAIT: Duration = Duration::from_secs(20);
 
