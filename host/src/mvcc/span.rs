@@ -2,6 +2,9 @@
 
 use std::ops::Bound;
 
+/// The bounds of a range over byte-string keys, as `BTreeMap::range` takes them.
+pub type KeyBounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
+
 /// etcd's reading of `(key, range_end)`: an empty `range_end` means the single key, `"\0"`
 /// means every key from `key` on, anything else the half-open interval `[key, range_end)`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,7 +57,7 @@ impl KeySpan {
 
     /// Bounds for a `BTreeMap::range` over the keys of this span; `None` when the span is empty
     /// (an end at or before the start), which `BTreeMap::range` would reject with a panic.
-    pub fn bounds(&self) -> Option<(Bound<&[u8]>, Bound<&[u8]>)> {
+    pub fn bounds(&self) -> Option<KeyBounds<'_>> {
         let start = Bound::Included(self.start.as_slice());
         match &self.end {
             None => Some((start, Bound::Included(self.start.as_slice()))),
