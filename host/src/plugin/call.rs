@@ -54,14 +54,6 @@ impl Failure {
             Failure::Host(error) => error,
         }
     }
-
-    /// The error as the guest gave it, for an adapter that serves another protocol's errors
-    /// through a plugin (etcd's v3lock through the lock plugin, say).
-    pub fn plain(self) -> EtcdError {
-        match self {
-            Failure::Guest { error, .. } | Failure::Host(error) => error,
-        }
-    }
 }
 
 /// Run `call` on `plugin` as the plugin's caller of `service`, in a task of its own that learns

@@ -123,17 +123,14 @@ impl Service {
     /// through a plugin (etcd's v3lock through `lock`, say): the failure tells the guest's own
     /// error apart from the host's.
     pub async fn call_plugin(&self, _caller: &Caller, plugin: &str, method: &str, payload: Vec<u8>) -> Result<Vec<u8>, Failure> {
-        let request = InvokeRequest { plugin: plugin.into(), method: method.into(), payload };
-        let plugin = self.method(&request, MethodKind::Unary).await.map_err(Failure::Host)?;
-        let call = Call { method: request.method, payload: request.payload, emit: None };
-        self.plugins.call(&plugin, self.clone(), call).await
+        let loaded = self.method(plugin, method, MethodKind::Unary).await.map_err(Failure::Host)?;
+        let call = Call { method: method.into(), payload, emit: None };
+        self.plugins.call(&loaded, self.clone(), call).await
     }
 
     /// Call a unary method.
-    pub async fn plugin_invoke(&self, _caller: &Caller, req: InvokeRequest) -> Result<InvokeResponse, EtcdError> {
-        let plugin = self.method(&req, MethodKind::Unary).await?;
-        let call = Call { method: req.method, payload: req.payload, emit: None };
-        let payload = self.plugins.call(&plugin, self.clone(), call).await.map_err(Failure::named)?;
+    pub async fn plugin_invoke(&self, caller: &Caller, req: InvokeRequest) -> Result<InvokeResponse, EtcdError> {
+        let payload = self.call_plugin(caller, &req.plugin, &req.method, req.payload).await.map_err(Failure::named)?;
         Ok(InvokeResponse { header: self.current_header().await, payload })
     }
 
@@ -141,11 +138,10 @@ impl Service {
     /// not empty, or why it failed), each with the header of this member as it is sent.
     pub async fn plugin_invoke_stream(
         &self,
-        _caller: &Caller,
+        caller: &Caller,
         req: InvokeRequest,
     ) -> Result<impl Stream<Item = Result<InvokeResponse, EtcdError>> + Send + 'static, EtcdError> {
-        let plugin = self.method(&req, MethodKind::Streaming).await?;
-        let messages = self.relay(plugin, req.method, req.payload);
+        let messages = self.call_plugin_stream(caller, &req.plugin, &req.method, req.payload).await.map_err(Failure::named)?;
         let service = self.clone();
         Ok(messages.then(move |message| {
             let service = service.clone();
@@ -166,9 +162,8 @@ impl Service {
         method: &str,
         payload: Vec<u8>,
     ) -> Result<ReceiverStream<Result<Vec<u8>, Failure>>, Failure> {
-        let request = InvokeRequest { plugin: plugin.into(), method: method.into(), payload };
-        let plugin = self.method(&request, MethodKind::Streaming).await.map_err(Failure::Host)?;
-        Ok(self.relay(plugin, request.method, request.payload))
+        let loaded = self.method(plugin, method, MethodKind::Streaming).await.map_err(Failure::Host)?;
+        Ok(self.relay(loaded, method.into(), payload))
     }
 
     /// Start a streaming call whose messages (then outcome) the stream yields as they come; the
@@ -208,15 +203,15 @@ impl Service {
         }
     }
 
-    /// The plugin `req` names, if it has the method with that kind.
-    async fn method(&self, req: &InvokeRequest, kind: MethodKind) -> Result<Arc<Loaded>, EtcdError> {
+    /// The plugin `name`, if it has `method` with that kind.
+    async fn method(&self, name: &str, method: &str, kind: MethodKind) -> Result<Arc<Loaded>, EtcdError> {
         self.plugins_applied().await;
-        let plugin = self.plugins.get(&req.plugin).ok_or_else(|| not_found(&req.plugin))?;
-        match plugin.compiled.method(&req.method) {
-            None => Err(EtcdError::other(Code::Unimplemented, format!("plugin {}: no method {:?}", req.plugin, req.method))),
+        let plugin = self.plugins.get(name).ok_or_else(|| not_found(name))?;
+        match plugin.compiled.method(method) {
+            None => Err(EtcdError::other(Code::Unimplemented, format!("plugin {name}: no method {method:?}"))),
             Some(found) if found != kind => Err(EtcdError::other(
                 Code::FailedPrecondition,
-                format!("plugin {}: method {} is {}; use {}", req.plugin, req.method, kind_name(found), invoke_name(found)),
+                format!("plugin {name}: method {method} is {}; use {}", kind_name(found), invoke_name(found)),
             )),
             Some(_) => Ok(plugin),
         }
