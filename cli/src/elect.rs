@@ -13,7 +13,7 @@ use tonic::transport::Channel;
 
 use crate::connect::connect;
 use crate::global::GlobalArgs;
-use crate::rpc::{status_error, unary};
+use crate::rpc::{block_on, status_error, unary};
 use crate::session::Session;
 
 #[derive(Args, Debug)]
@@ -36,8 +36,7 @@ pub fn run(args: ElectArgs, global: &GlobalArgs, out: &mut impl Write) -> Result
         (None, false) => bail!("no proposal argument but --listen is not set"),
         (proposal, _) => proposal.clone(),
     };
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(async {
+    block_on(async {
         let channel = connect(&global.dial()).await?;
         match proposal {
             None => listen(ElectionClient::new(channel), &args.name, out).await,

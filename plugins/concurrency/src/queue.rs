@@ -22,6 +22,11 @@ impl Deadline {
         Deadline(Some(node::monotonic_ns().saturating_add(ns)))
     }
 
+    /// `timeout_ms` from now, or never without one: a JSON method's optional `timeout_ms`.
+    pub fn within_ms(timeout_ms: Option<u64>) -> Self {
+        timeout_ms.map_or(Deadline::NEVER, |ms| Deadline::after(Duration::from_millis(ms)))
+    }
+
     /// How long the next wait may take; None once passed.
     fn next_wait(self) -> Option<Duration> {
         match self.0 {

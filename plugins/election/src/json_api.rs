@@ -1,7 +1,5 @@
 //! The JSON methods for `conclavectl` and `plugin invoke`. Values are text.
 
-use std::time::Duration;
-
 use concurrency::Deadline;
 use conclave_guest::{Error, KeyValue, Result, json};
 use serde::{Deserialize, Serialize};
@@ -94,7 +92,7 @@ fn check_name(name: &str) -> Result<()> {
 pub fn campaign(payload: &[u8]) -> Result<Vec<u8>> {
     let Campaign { name, lease, value, timeout_ms } = json::parse(payload)?;
     check_name(&name)?;
-    let deadline = timeout_ms.map_or(Deadline::NEVER, |ms| Deadline::after(Duration::from_millis(ms)));
+    let deadline = Deadline::within_ms(timeout_ms);
     let (leader, _) = election::campaign(name.as_bytes(), lease, value.as_bytes(), deadline)?;
     json::to_vec(&LeaderKey { name, key: text(leader.key), rev: leader.rev, lease: leader.lease })
 }

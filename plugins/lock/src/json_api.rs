@@ -1,7 +1,5 @@
 //! The JSON methods for `conclavectl` and `plugin invoke`.
 
-use std::time::Duration;
-
 use concurrency::Deadline;
 use conclave_guest::{Error, Result, json, kv};
 use serde::{Deserialize, Serialize};
@@ -49,7 +47,7 @@ fn check_name(name: &str) -> Result<()> {
 pub fn acquire(payload: &[u8]) -> Result<Vec<u8>> {
     let Acquire { name, lease, timeout_ms } = json::parse(payload)?;
     check_name(&name)?;
-    let deadline = timeout_ms.map_or(Deadline::NEVER, |ms| Deadline::after(Duration::from_millis(ms)));
+    let deadline = Deadline::within_ms(timeout_ms);
     answer(lock(name.as_bytes(), lease, Wait::Until(deadline))?)
 }
 
