@@ -35,6 +35,7 @@ use conclave_proto::conclave::plugin::plugin_client::PluginClient;
 use conclave_proto::etcdserverpb::kv_client::KvClient;
 use conclave_proto::etcdserverpb::{PutRequest, RangeRequest};
 use conclave_tests::guests::guest_wasm;
+use conclave_tests::latency::percentiles;
 use conclave_tests::plugins::{Plugins, misbehave_manifest};
 use conclave_tests::{Cluster, Kind, Node};
 use hdrhistogram::Histogram;
@@ -126,18 +127,6 @@ fn spread(values: &[Duration]) -> String {
     let min = values.iter().min().copied().unwrap_or_default();
     let max = values.iter().max().copied().unwrap_or_default();
     format!("min {:.1} ms, median {:.1} ms, max {:.1} ms", ms(min), ms(median(values)), ms(max))
-}
-
-/// "p50 … p90 … p99 … max …" of a histogram of microseconds.
-fn percentiles(latencies: &Histogram<u64>) -> String {
-    let at = |q: f64| latencies.value_at_quantile(q) as f64 / 1000.0;
-    format!(
-        "p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        at(0.5),
-        at(0.9),
-        at(0.99),
-        latencies.max() as f64 / 1000.0
-    )
 }
 
 /// A server process as /proc shows it.

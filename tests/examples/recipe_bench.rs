@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use conclave_tests::latency::percentiles;
 use conclave_tests::{Kind, Node};
 use etcd_client::{
     Client, Compare, CompareOp, EventType, GetOptions, LockOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
@@ -146,21 +147,6 @@ fn targets() -> Vec<(Server, Recipe)> {
     once.iter().chain(once.iter().rev()).copied().collect()
 }
 
-fn percentiles(h: &Histogram<u64>) -> String {
-    let ms = |us: u64| us as f64 / 1000.0;
-    format!(
-        "p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        ms(h.value_at_quantile(0.5)),
-        ms(h.value_at_quantile(0.9)),
-        ms(h.value_at_quantile(0.99)),
-        ms(h.max())
-    )
-}
-
-fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
-}
-
 /// Clients, each with a connection and a lease of its own.
 async fn clients(node: &Node, count: usize) -> anyhow::Result<Vec<(Client, i64)>> {
     let mut clients = Vec::new();
@@ -188,7 +174,7 @@ async fn cycles(
         .map(|(i, (mut client, lease))| {
             let name = if contended { "bench-lock".to_string() } else { format!("bench-lock-{i}") };
             tokio::spawn(async move {
-                let (mut latencies, mut held) = (histogram(), Vec::new());
+                let (mut latencies, mut held) = (Histogram::<u64>::new(3)?, Vec::new());
                 while Instant::now() < end {
                     let started = Instant::now();
                     let key = recipe.lock(&mut client, &name, lease).await?;
@@ -201,7 +187,7 @@ async fn cycles(
             })
         })
         .collect();
-    let (mut latencies, mut held) = (histogram(), Vec::new());
+    let (mut latencies, mut held) = (Histogram::<u64>::new(3)?, Vec::new());
     for task in tasks {
         let (l, h) = task.await??;
         latencies.add(l)?;
@@ -228,7 +214,7 @@ async fn handoff(clients_count: usize, duration: Duration) -> anyhow::Result<()>
         let node = server.start()?;
         let (_, mut held) = cycles(recipe, clients(&node, clients_count).await?, true, duration).await?;
         held.sort();
-        let mut gaps = histogram();
+        let mut gaps = Histogram::<u64>::new(3)?;
         for pair in held.windows(2) {
             gaps.record(pair[1].0.saturating_duration_since(pair[0].1).as_micros().max(1) as u64)?;
         }

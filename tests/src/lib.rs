@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod errors;
 pub mod etcdctl;
 pub mod guests;
+pub mod latency;
 pub mod node;
 pub mod normalize;
 pub mod plugins;

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use conclave_tests::{Cluster, Kind};
-use etcd_client::{Client, Compare, CompareOp, GetOptions, LockOptions, Txn, TxnOp};
+use conclave_tests::recipes::keys;
+use etcd_client::{Client, Compare, CompareOp, LockOptions, Txn, TxnOp};
 use tokio::sync::watch;
 
 const CLIENTS: usize = 20;
@@ -304,6 +305,5 @@ async fn twenty_clients_never_overlap_through_abandoned_holders_and_a_leader_res
     );
     assert!(timed_out > 0 && writes > CLIENTS * ACQUISITIONS / 2, "the schedule exercised both outcomes");
     // The abandoned holders' leases have expired by now (each had to, to pass the lock on).
-    let left = client.get(format!("{NAME}/"), Some(GetOptions::new().with_prefix())).await.expect("get");
-    assert_eq!(left.kvs().len(), 0, "keys left behind: {:?}", left.kvs());
+    assert_eq!(keys(&mut client, &format!("{NAME}/")).await, Vec::<String>::new(), "keys left behind");
 }
