@@ -14,6 +14,9 @@ const ETCD_PROTOS: &[&str] = &[
     "etcd/v3electionpb/v3election.proto",
 ];
 const CONCLAVE_PROTOS: &[&str] = &["conclave/plugin.proto", "conclave/raft.proto"];
+/// Packages the HTTP/JSON gateway speaks (every client-facing one; not the peer protocol).
+const JSON_PACKAGES: &[&str] =
+    &[".mvccpb", ".authpb", ".etcdserverpb", ".v3lockpb", ".v3electionpb", ".conclave.plugin"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=etcd");
@@ -30,6 +33,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out_dir.join("file_descriptor_set.bin"),
         fds.encode_to_vec(),
     )?;
+
+    // serde impls in the proto3 JSON mapping, with the .proto field names as etcd's gateway
+    // (grpc-gateway with `OrigName`) writes them: int64 as strings, bytes as base64.
+    pbjson_build::Builder::new()
+        .register_descriptors(&fds.encode_to_vec())?
+        .preserve_proto_field_names()
+        .build(JSON_PACKAGES)?;
 
     tonic_prost_build::configure()
         .build_server(true)

@@ -16,6 +16,7 @@ pub mod identity;
 pub mod lease;
 pub mod logging;
 pub mod membership;
+pub mod metrics;
 pub mod mvcc;
 pub mod node;
 pub mod plugin;

@@ -28,7 +28,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         membership::publish(Arc::downgrade(&node)).await;
         for listener in listeners {
             tracing::info!("ready to serve client requests on http://{}", listener.local_addr()?);
-            servers.spawn(api::serve(service.clone(), listener));
+            servers.spawn(api::serve(api::client_routes(service.clone()), listener));
         }
         tokio::select! {
             Some(finished) = servers.join_next() => finished?.map(|()| false).map_err(anyhow::Error::from),

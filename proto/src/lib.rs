@@ -6,26 +6,31 @@
 /// etcd MVCC key-value types (`mvccpb`): `KeyValue` and watch `Event`.
 pub mod mvccpb {
     tonic::include_proto!("mvccpb");
+    include!(concat!(env!("OUT_DIR"), "/mvccpb.serde.rs"));
 }
 
 /// etcd auth types (`authpb`): users, roles and permissions.
 pub mod authpb {
     tonic::include_proto!("authpb");
+    include!(concat!(env!("OUT_DIR"), "/authpb.serde.rs"));
 }
 
 /// etcd v3 gRPC services and messages (`etcdserverpb`): KV, Watch, Lease, Cluster, Maintenance, Auth.
 pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
+    include!(concat!(env!("OUT_DIR"), "/etcdserverpb.serde.rs"));
 }
 
 /// etcd's v3lock service (`v3lockpb.Lock`): server-side locks.
 pub mod v3lockpb {
     tonic::include_proto!("v3lockpb");
+    include!(concat!(env!("OUT_DIR"), "/v3lockpb.serde.rs"));
 }
 
 /// etcd's v3election service (`v3electionpb.Election`): server-side leader election.
 pub mod v3electionpb {
     tonic::include_proto!("v3electionpb");
+    include!(concat!(env!("OUT_DIR"), "/v3electionpb.serde.rs"));
 }
 
 /// Conclave's own protobuf packages (`conclave.*`).
@@ -39,6 +44,7 @@ pub mod conclave {
     /// The plugin service (`conclave.plugin`): deploy, list, get, remove and invoke plugins.
     pub mod plugin {
         tonic::include_proto!("conclave.plugin");
+        include!(concat!(env!("OUT_DIR"), "/conclave.plugin.serde.rs"));
     }
 }
 

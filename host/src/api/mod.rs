@@ -3,11 +3,14 @@
 
 mod cluster;
 mod election;
+mod gateway;
 mod kv;
 mod lease;
 mod lock;
 mod maintenance;
+mod metrics;
 mod plugin;
+mod probes;
 mod recipe;
 mod watch;
 
@@ -20,6 +23,9 @@ use conclave_proto::etcdserverpb::watch_server::WatchServer;
 use conclave_proto::v3electionpb::election_server::ElectionServer;
 use conclave_proto::v3lockpb::lock_server::LockServer;
 use tokio::net::TcpListener;
+use axum::Router;
+use tonic::server::NamedService;
+use tonic::service::Routes;
 use tonic::transport::Server;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Response, Status, Streaming};
@@ -41,26 +47,87 @@ fn answer<T>(outcome: Result<T, EtcdError>) -> Result<Response<T>, Status> {
     outcome.map(Response::new).map_err(Status::from)
 }
 
-/// Serve all client services on `listener` until the server fails.
-pub async fn serve(service: Service, listener: TcpListener) -> Result<(), tonic::transport::Error> {
-    let max_message = service.node().config.max_request_bytes + GRPC_OVERHEAD_BYTES;
-    // A deploy carries a whole plugin: up to --plugin-max-wasm-bytes, refused past it with a reason.
-    let max_plugin_message = max_message.max(service.node().config.plugin.plugin_max_wasm_bytes) + GRPC_OVERHEAD_BYTES;
-    Server::builder()
+/// Every client-facing route: the gRPC services, etcd's JSON gateway onto them, and the probes.
+pub fn client_routes(service: Service) -> Router {
+    let grpc = grpc_routes(&service);
+    let limits = gateway::Limits { message: max_message(&service), plugin: max_plugin_message(&service) };
+    grpc.clone()
+        .merge(gateway::routes(grpc, limits))
+        .merge(probes::routes(service.clone()))
+        .merge(metrics::routes(service))
+        .fallback(not_found)
+}
+
+/// What a separate metrics listener (`--listen-metrics-urls`) serves, as etcd: `/metrics` and
+/// `/health`.
+pub fn metrics_routes(service: Service) -> Router {
+    metrics::routes(service.clone()).merge(probes::health(service)).fallback(not_found)
+}
+
+fn max_message(service: &Service) -> usize {
+    service.node().config.max_request_bytes + GRPC_OVERHEAD_BYTES
+}
+
+/// A deploy carries a whole plugin: up to --plugin-max-wasm-bytes, refused past it with a reason.
+fn max_plugin_message(service: &Service) -> usize {
+    max_message(service).max(service.node().config.plugin.plugin_max_wasm_bytes) + GRPC_OVERHEAD_BYTES
+}
+
+/// The gRPC services, each under its `/package.Service/` prefix as tonic routes them.
+fn grpc_routes(service: &Service) -> Router {
+    let max_message = max_message(service);
+    let max_plugin_message = max_plugin_message(service);
+    let s = || service.clone();
+    Router::new()
+        .grpc(KvServer::new(kv::KvService::new(s())).max_decoding_message_size(max_message))
+        .grpc(LeaseServer::new(lease::LeaseService::new(s())).max_decoding_message_size(max_message))
+        .grpc(MaintenanceServer::new(maintenance::MaintenanceService::new(s())).max_decoding_message_size(max_message))
+        .grpc(WatchServer::new(watch::WatchService::new(s())).max_decoding_message_size(max_message))
+        .grpc(ClusterServer::new(cluster::ClusterService::new(s())).max_decoding_message_size(max_message))
+        .grpc(LockServer::new(lock::LockService::new(s())).max_decoding_message_size(max_message))
+        .grpc(ElectionServer::new(election::ElectionService::new(s())).max_decoding_message_size(max_message))
+        .grpc(PluginServer::new(plugin::PluginService::new(s())).max_decoding_message_size(max_plugin_message))
         .layer(tower::util::MapResponseLayer::new(message_size::as_grpc_go))
-        .add_service(KvServer::new(kv::KvService::new(service.clone())).max_decoding_message_size(max_message))
-        .add_service(LeaseServer::new(lease::LeaseService::new(service.clone())).max_decoding_message_size(max_message))
-        .add_service(
-            MaintenanceServer::new(maintenance::MaintenanceService::new(service.clone()))
-                .max_decoding_message_size(max_message),
-        )
-        .add_service(WatchServer::new(watch::WatchService::new(service.clone())).max_decoding_message_size(max_message))
-        .add_service(ClusterServer::new(cluster::ClusterService::new(service.clone())).max_decoding_message_size(max_message))
-        .add_service(LockServer::new(lock::LockService::new(service.clone())).max_decoding_message_size(max_message))
-        .add_service(
-            ElectionServer::new(election::ElectionService::new(service.clone())).max_decoding_message_size(max_message),
-        )
-        .add_service(PluginServer::new(plugin::PluginService::new(service)).max_decoding_message_size(max_plugin_message))
+}
+
+/// Routing a gRPC service by its name.
+trait GrpcRoute {
+    fn grpc<S>(self, service: S) -> Self
+    where
+        S: tower::Service<http::Request<axum::body::Body>, Error = std::convert::Infallible> + NamedService + Clone + Send + Sync + 'static,
+        S::Response: axum::response::IntoResponse,
+        S::Future: Send + 'static;
+}
+
+impl GrpcRoute for Router {
+    fn grpc<S>(self, service: S) -> Self
+    where
+        S: tower::Service<http::Request<axum::body::Body>, Error = std::convert::Infallible> + NamedService + Clone + Send + Sync + 'static,
+        S::Response: axum::response::IntoResponse,
+        S::Future: Send + 'static,
+    {
+        self.route_service(&format!("/{}/{{*method}}", S::NAME), service)
+    }
+}
+
+/// An unknown path: gRPC's Unimplemented for a gRPC client, etcd's 404 for anyone else.
+async fn not_found(request: http::Request<axum::body::Body>) -> http::Response<axum::body::Body> {
+    let grpc = request.headers().get(http::header::CONTENT_TYPE).is_some_and(|t| t.as_bytes().starts_with(b"application/grpc"));
+    if grpc {
+        return Status::unimplemented("").into_http();
+    }
+    let mut response = http::Response::new(axum::body::Body::from("404 page not found\n"));
+    *response.status_mut() = http::StatusCode::NOT_FOUND;
+    response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
+
+/// Serve `routes` on `listener` (gRPC over HTTP/2, and HTTP/1.1 for the gateway and probes)
+/// until the server fails.
+pub async fn serve(routes: Router, listener: TcpListener) -> Result<(), tonic::transport::Error> {
+    Server::builder()
+        .accept_http1(true)
+        .add_routes(Routes::from(routes))
         .serve_with_incoming(client_connections(listener))
         .await
 }

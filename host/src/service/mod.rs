@@ -9,6 +9,7 @@ mod caller;
 mod cluster;
 mod kv;
 mod lease;
+mod health;
 mod maintenance;
 mod plugin;
 mod validate;
@@ -25,6 +26,7 @@ use conclave_proto::etcdserverpb::{
 };
 
 pub use caller::{Access, Caller};
+pub use health::Check;
 pub use maintenance::VERSION;
 
 use crate::error::EtcdError;
