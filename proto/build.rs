@@ -39,6 +39,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     pbjson_build::Builder::new()
         .register_descriptors(&fds.encode_to_vec())?
         .preserve_proto_field_names()
+        // etcd's gateway ignores fields it does not know.
+        .ignore_unknown_fields()
         .build(JSON_PACKAGES)?;
 
     tonic_prost_build::configure()

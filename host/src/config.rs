@@ -33,6 +33,11 @@ pub struct Config {
     #[arg(long, env = "ETCD_LISTEN_PEER_URLS", default_value = "http://localhost:2380", value_delimiter = ',')]
     pub listen_peer_urls: Vec<String>,
 
+    /// URLs to listen on for the metrics and health endpoints, comma-separated (besides the
+    /// client URLs, which serve them too).
+    #[arg(long, env = "ETCD_LISTEN_METRICS_URLS", value_delimiter = ',')]
+    pub listen_metrics_urls: Vec<String>,
+
     /// Peer URLs of this member advertised to the cluster, comma-separated.
     #[arg(long, env = "ETCD_INITIAL_ADVERTISE_PEER_URLS", default_value = "http://localhost:2380", value_delimiter = ',')]
     pub initial_advertise_peer_urls: Vec<String>,

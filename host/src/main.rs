@@ -14,6 +14,7 @@ use conclave_host::{api, membership, raft};
 async fn run(config: Config) -> anyhow::Result<()> {
     let listeners = bind_all(&config.listen_client_urls).await?;
     let peer_listeners = bind_all(&config.listen_peer_urls).await?;
+    let metrics_listeners = bind_all(&config.listen_metrics_urls).await?;
     let plugins = Registry::with_builtins(&config.plugin).await?;
     let node = Node::start(config).await?;
     let service = Service::start(node.clone(), plugins).await;
@@ -21,6 +22,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     for listener in peer_listeners {
         tracing::info!("listening for peers on http://{}", listener.local_addr()?);
         servers.spawn(raft::serve_peers(node.peer_service(Arc::new(service.clone())), listener));
+    }
+    for listener in metrics_listeners {
+        tracing::info!("serving /metrics and /health on http://{}", listener.local_addr()?);
+        servers.spawn(api::serve(api::metrics_routes(service.clone()), listener));
     }
     let serving = async {
         // Like etcd, serve clients only once this member is part of the cluster with its

@@ -4,6 +4,7 @@
 mod cluster;
 mod election;
 mod gateway;
+mod grpc_metrics;
 mod kv;
 mod lease;
 mod lock;
@@ -24,6 +25,7 @@ use conclave_proto::v3electionpb::election_server::ElectionServer;
 use conclave_proto::v3lockpb::lock_server::LockServer;
 use tokio::net::TcpListener;
 use axum::Router;
+use axum::middleware::Next;
 use tonic::server::NamedService;
 use tonic::service::Routes;
 use tonic::transport::Server;
@@ -51,11 +53,12 @@ fn answer<T>(outcome: Result<T, EtcdError>) -> Result<Response<T>, Status> {
 pub fn client_routes(service: Service) -> Router {
     let grpc = grpc_routes(&service);
     let limits = gateway::Limits { message: max_message(&service), plugin: max_plugin_message(&service) };
-    grpc.clone()
-        .merge(gateway::routes(grpc, limits))
+    let http = gateway::routes(grpc.clone(), limits)
         .merge(probes::routes(service.clone()))
         .merge(metrics::routes(service))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(cors));
+    grpc.merge(http)
 }
 
 /// What a separate metrics listener (`--listen-metrics-urls`) serves, as etcd: `/metrics` and
@@ -88,6 +91,7 @@ fn grpc_routes(service: &Service) -> Router {
         .grpc(ElectionServer::new(election::ElectionService::new(s())).max_decoding_message_size(max_message))
         .grpc(PluginServer::new(plugin::PluginService::new(s())).max_decoding_message_size(max_plugin_message))
         .layer(tower::util::MapResponseLayer::new(message_size::as_grpc_go))
+        .layer(grpc_metrics::CountCalls)
 }
 
 /// Routing a gRPC service by its name.
@@ -116,9 +120,20 @@ async fn not_found(request: http::Request<axum::body::Body>) -> http::Response<a
     if grpc {
         return Status::unimplemented("").into_http();
     }
-    let mut response = http::Response::new(axum::body::Body::from("404 page not found\n"));
-    *response.status_mut() = http::StatusCode::NOT_FOUND;
-    response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
+    gateway::text_response(http::StatusCode::NOT_FOUND, "404 page not found\n")
+}
+
+/// etcd's client port allows any origin (its CORS headers are on every answer); a preflight
+/// `OPTIONS` is answered with them alone.
+async fn cors(request: http::Request<axum::body::Body>, next: Next) -> http::Response<axum::body::Body> {
+    let mut response = match request.method() {
+        &http::Method::OPTIONS => http::Response::new(axum::body::Body::empty()),
+        _ => next.run(request).await,
+    };
+    let headers = response.headers_mut();
+    headers.insert("access-control-allow-origin", http::HeaderValue::from_static("*"));
+    headers.insert("access-control-allow-methods", http::HeaderValue::from_static("POST, GET, OPTIONS, PUT, DELETE"));
+    headers.insert("access-control-allow-headers", http::HeaderValue::from_static("accept, content-type, authorization"));
     response
 }
 

@@ -6,8 +6,7 @@ use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::routing::get;
 use http::{Response, StatusCode, header};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use super::gateway::json_response;
 use crate::service::{Check, Service, VERSION};
@@ -32,9 +31,24 @@ pub fn routes(service: Service) -> Router {
         .merge(health(service))
 }
 
+/// `/version`'s body, its fields in etcd's order.
+#[derive(Serialize)]
+struct Versions {
+    etcdserver: &'static str,
+    etcdcluster: String,
+}
+
 async fn version() -> Response<Body> {
-    let body = json!({ "etcdserver": VERSION, "etcdcluster": format!("{}.0", cluster_version()) });
-    json_response(StatusCode::OK, body.to_string())
+    let body = Versions { etcdserver: VERSION, etcdcluster: format!("{}.0", cluster_version()) };
+    json_response(StatusCode::OK, serde_json::to_vec(&body).expect("JSON of strings"))
+}
+
+/// `/health`'s body: etcd 3.4's, with 3.5's reason when unhealthy.
+#[derive(Serialize)]
+struct Health {
+    health: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -45,13 +59,21 @@ struct HealthQuery {
 
 async fn health_answer(State(service): State<Service>, Query(query): Query<HealthQuery>) -> Response<Body> {
     let serializable = query.serializable.as_deref() == Some("true");
-    match service.health(serializable).await {
-        Ok(()) => json_response(StatusCode::OK, json!({ "health": "true" }).to_string()),
+    let (status, mut body) = match service.health(serializable).await {
+        Ok(()) => (StatusCode::OK, Health { health: "true", reason: None }),
         Err(reason) => {
             tracing::warn!(%reason, "serving /health false");
-            json_response(StatusCode::SERVICE_UNAVAILABLE, json!({ "health": "false", "reason": reason }).to_string())
+            (StatusCode::SERVICE_UNAVAILABLE, Health { health: "false", reason: Some(reason) })
         }
+    };
+    let mut text = serde_json::to_vec(&body).expect("JSON of strings");
+    if body.reason.take().is_some() {
+        text.push(b'\n');
     }
+    let mut response = Response::new(Body::from(text));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, "text/plain; charset=utf-8".parse().expect("a header value"));
+    response
 }
 
 #[derive(Deserialize, Default)]

@@ -17,6 +17,8 @@ struct Change {
 #[derive(Default)]
 pub struct KeyIndex {
     keys: BTreeMap<Vec<u8>, Vec<Change>>,
+    /// Keys live at the newest revision (etcd's keys gauge).
+    live: usize,
 }
 
 impl KeyIndex {
@@ -31,12 +33,27 @@ impl KeyIndex {
     }
 
     fn push(&mut self, key: &[u8], change: Change) {
-        match self.keys.get_mut(key) {
-            Some(changes) => changes.push(change),
+        let was_live = match self.keys.get_mut(key) {
+            Some(changes) => {
+                let was_live = changes.last().is_some_and(|c| !c.tombstone);
+                changes.push(change);
+                was_live
+            }
             None => {
                 self.keys.insert(key.to_vec(), vec![change]);
+                false
             }
+        };
+        match (was_live, change.tombstone) {
+            (false, false) => self.live += 1,
+            (true, true) => self.live -= 1,
+            _ => {}
         }
+    }
+
+    /// How many keys are live at the newest revision.
+    pub fn live_keys(&self) -> usize {
+        self.live
     }
 
     /// The revision of `key` visible at store revision `at`, if the key is live then.
@@ -98,6 +115,10 @@ mod tests {
         assert_eq!(index.get(b"a", 3), Some(rev(3)));
         assert_eq!(index.get(b"a", 4), None);
         assert_eq!(index.get(b"a", 9), Some(rev(5)));
+        index.tombstone(b"b", rev(6));
+        assert_eq!(index.live_keys(), 1);
+        index.tombstone(b"a", rev(7));
+        assert_eq!(index.live_keys(), 0);
     }
 
     #[test]
@@ -128,5 +149,6 @@ mod tests {
         assert_eq!(index.get(b"a", 6), Some(rev(3)));
         assert_eq!(index.get(b"b", 6), None);
         assert_eq!(index.get(b"c", 7), Some(rev(7)));
+        assert_eq!(index.live_keys(), 2, "compaction changes no live key");
     }
 }

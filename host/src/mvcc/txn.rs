@@ -133,6 +133,7 @@ pub trait TxnTarget: View {
 
 /// Run `txn` against `target`; the response header holds the store revision afterwards.
 pub fn txn(target: &mut impl TxnTarget, txn: &TxnRequest) -> Result<TxnResponse, StoreError> {
+    crate::metrics::get().txns.inc();
     let path = choose_path(target, txn)?;
     check(target, txn, &path)?;
     let mut response = run(target, txn, &path)?;

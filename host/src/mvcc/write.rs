@@ -60,6 +60,7 @@ impl<'b, 'a> Writer<'b, 'a> {
 
     pub fn put(&mut self, req: &PutRequest) -> Result<PutResponse, StoreError> {
         Self::check_put(self.batch, req)?;
+        crate::metrics::get().puts.inc();
         let prev = self.batch.get(&req.key)?;
         let rev = self.next_rev();
         let (create_revision, version) = match &prev {
@@ -90,6 +91,7 @@ impl<'b, 'a> Writer<'b, 'a> {
     }
 
     pub fn delete_range(&mut self, req: &DeleteRangeRequest) -> Result<DeleteRangeResponse, StoreError> {
+        crate::metrics::get().deletes.inc();
         let span = KeySpan::new(&req.key, &req.range_end);
         let at = self.batch.current_rev();
         let live: Vec<_> = self.batch.index().range(&span, at).map(|(_, rev)| rev).collect();
@@ -111,12 +113,20 @@ impl<'b, 'a> Writer<'b, 'a> {
 
     /// Add a lease record (the lease module checks the request); false if the id is taken.
     pub fn grant_lease(&mut self, id: i64, ttl: i64) -> bool {
-        self.batch.grant_lease(id, ttl)
+        let granted = self.batch.grant_lease(id, ttl);
+        if granted {
+            crate::metrics::get().leases_granted.inc();
+        }
+        granted
     }
 
     /// Remove a lease record, returning the lease with the keys still attached to it.
     pub fn revoke_lease(&mut self, id: i64) -> Option<Lease> {
-        self.batch.revoke_lease(id)
+        let revoked = self.batch.revoke_lease(id);
+        if revoked.is_some() {
+            crate::metrics::get().leases_revoked.inc();
+        }
+        revoked
     }
 
     /// Drop history before `req.revision`; the store revision does not move.

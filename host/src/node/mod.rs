@@ -110,7 +110,13 @@ impl Node {
         if prost::Message::encoded_len(&request) > self.config.max_request_bytes {
             return Err(EtcdError::RequestTooLarge);
         }
-        let response = self.proposer.propose(request).await?;
+        let metrics = crate::metrics::get();
+        metrics.proposals_pending.inc();
+        let response = self.proposer.propose(request).await;
+        metrics.proposals_pending.dec();
+        let response = response.inspect_err(|_| {
+            metrics.proposals_failed.inc();
+        })?;
         if response.error_code != 0 {
             let refused = EtcdError::from_wire_code(response.error_code)
                 .unwrap_or_else(|| EtcdError::internal(format!("unknown apply error code {}", response.error_code)));

@@ -110,6 +110,7 @@ impl Node {
         tokio::spawn(crate::lease::run_expiry(Arc::downgrade(&node)));
         tokio::spawn(crate::compactor::run(Arc::downgrade(&node), node.config.auto_compaction()?));
         tokio::spawn(membership::watch_removal(Arc::downgrade(&node)));
+        tokio::spawn(crate::metrics::follow_leader(node.raft.clone()));
         Ok(node)
     }
 }

@@ -60,10 +60,30 @@ impl Failure {
 /// (through its waits) when this future is dropped.
 pub async fn run(runtime: Arc<Runtime>, plugin: Arc<Loaded>, service: Service, call: Call) -> Result<Vec<u8>, Failure> {
     let (caller_here, caller_gone) = watch::channel(());
+    let started = std::time::Instant::now();
+    let (name, method) = (plugin.name.clone(), call.method.clone());
     let running = tokio::spawn(async move { execute(&runtime, &plugin, service, call, caller_gone).await });
     let outcome = running.await.unwrap_or_else(|e| Err(Failure::Host(EtcdError::internal(format!("plugin call failed: {e}")))));
     drop(caller_here);
+    let label = match &outcome {
+        Ok(_) => "ok".to_string(),
+        Err(Failure::Guest { .. }) => "guest_error".to_string(),
+        Err(Failure::Host(e)) => snake_case(&format!("{:?}", e.code())),
+    };
+    crate::metrics::get().plugin_call(&name, &method, &label, started.elapsed());
     outcome
+}
+
+/// `DeadlineExceeded` → `deadline_exceeded`, as metric labels are written.
+fn snake_case(name: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
 }
 
 async fn execute(
@@ -100,11 +120,17 @@ async fn execute(
     };
     let (timeout_name, timeout_ms) = if streaming { limits.stream_timeout() } else { ("timeout_ms", limits.timeout_ms) };
     let mut store = new_store(runtime, limits.memory_bytes, limits.fuel, Some(context));
+    let metrics = crate::metrics::get();
+    metrics.plugin_instances.inc();
     let outcome = tokio::time::timeout(Duration::from_millis(timeout_ms), async {
         let instance = plugin.compiled.pre.instantiate_async(&mut store).await?;
         instance.conclave_plugin_plugin().call_handle(&mut store, &call.method, &call.payload).await
     })
     .await;
+    metrics.plugin_instances.dec();
+    // A stream's fuel is refilled after each message: this counts what its last message used.
+    let fuel = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(limits.fuel));
+    metrics.plugin_fuel(&plugin.name, &call.method, fuel);
     let state = store.data();
     log_stderr(&plugin.name, &call.method, state);
     let denied = state.call.as_ref().and_then(|c| c.denied.clone());

@@ -133,6 +133,7 @@ fn flush_loop(db: sled::Db, pending: mpsc::Receiver<LogFlushed<TypeConfig>>) {
         let batch: Vec<_> = std::iter::once(first).chain(pending.try_iter()).collect();
         let started = std::time::Instant::now();
         let result = db.flush();
+        crate::metrics::get().wal_fsync.observe(started.elapsed().as_secs_f64());
         if started.elapsed() > SLOW_FLUSH {
             tracing::warn!(took = ?started.elapsed(), appends = batch.len(), "log flush took too long");
         }

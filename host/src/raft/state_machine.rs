@@ -135,7 +135,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let effects = Effects { hub: &self.hub, alarms: &self.alarms, lessor: &self.lessor, plugins: &self.plugins };
         applier.commit(meta, effects).map_err(write_err)?;
         let took = started.elapsed();
+        crate::metrics::get().backend_commit.observe((took - executed).as_secs_f64());
         if took > SLOW_APPLY {
+            crate::metrics::get().slow_applies.inc();
             // Like etcd's "apply request took too long": where the time went, for whoever looks.
             tracing::warn!(?took, ?locked, ?executed, entries = responses.len(), "apply took too long");
         }

@@ -24,6 +24,7 @@ fn txn_is_serializable(txn: &TxnRequest) -> bool {
 
 impl Service {
     pub async fn range(&self, caller: &Caller, req: RangeRequest) -> Result<RangeResponse, EtcdError> {
+        crate::metrics::get().ranges.inc();
         if !req.serializable {
             self.refuse_if_learner()?;
         }

@@ -100,6 +100,7 @@ impl Service {
     /// Renew a lease if this member leads (the peer service's answer to a follower).
     pub async fn keep_alive_as_leader(&self, id: i64) -> Option<LeaseKeepAliveResponse> {
         self.node.leader_term()?;
+        crate::metrics::get().leases_renewed.inc();
         Some(self.keep_alive_here(id).await)
     }
 

@@ -61,6 +61,32 @@ impl Watcher {
 /// The client went away; the stream ends quietly.
 struct Gone;
 
+/// This stream and its watchers in the process's watch gauges, for as long as it runs.
+struct Counted {
+    watchers: i64,
+}
+
+impl Counted {
+    fn stream() -> Self {
+        crate::metrics::get().watch_streams.inc();
+        Counted { watchers: 0 }
+    }
+
+    fn watchers(&mut self, now: usize) {
+        let now = now as i64;
+        crate::metrics::get().watchers.inc_by(now - self.watchers);
+        self.watchers = now;
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let metrics = crate::metrics::get();
+        metrics.watchers.dec_by(self.watchers);
+        metrics.watch_streams.dec();
+    }
+}
+
 struct Worker<O> {
     ctx: WatchContext,
     settings: StreamSettings,
@@ -82,6 +108,7 @@ where
     let mut live = ctx.hub.subscribe(&ctx.store).await;
     let mut worker = Worker { seen: live.from, ctx, settings, out, watchers: BTreeMap::new(), next_id: 0 };
     let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + settings.progress_interval, settings.progress_interval);
+    let mut counted = Counted::stream();
     // Ends with Err(Gone) when the client stops reading: nothing more to do either way.
     let _ended: Result<(), Gone> = async {
         loop {
@@ -106,6 +133,7 @@ where
                 },
                 _ = progress.tick() => worker.notify_progress().await?,
             }
+            counted.watchers(worker.watchers.len());
         }
     }
     .await;

@@ -11,7 +11,9 @@ mod methods;
 
 use axum::Router;
 use axum::body::Body;
-use axum::routing::post;
+use std::time::Duration;
+
+use axum::routing::{any, post};
 use bytes::Bytes;
 use futures::channel::oneshot;
 use futures::stream::BoxStream;
@@ -20,7 +22,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use tonic::Status;
 
-pub use error::json_response;
+pub use error::{json_response, text_response};
 use methods::{METHODS, Method, Shape};
 
 /// The version prefixes the gateway answers under.
@@ -42,6 +44,9 @@ impl Limits {
     }
 }
 
+/// How long a client may take to send a request body (a stream's body may take forever).
+const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The gateway's routes, calling the gRPC services of `grpc`.
 pub fn routes(grpc: Router, limits: Limits) -> Router {
     let mut router = Router::new();
@@ -49,19 +54,34 @@ pub fn routes(grpc: Router, limits: Limits) -> Router {
         for (path, method) in METHODS {
             let grpc = grpc.clone();
             let limit = limits.body(method);
-            router = router.route(&format!("{prefix}{path}"), post(move |request| answer(grpc, method, limit, request)));
+            let route = post(move |request| answer(grpc, method, limit, request)).fallback(method_not_allowed);
+            router = router.route(&format!("{prefix}{path}"), route);
         }
+        // Anything else under a version prefix is the gateway's "Not Found", as etcd's.
+        router = router.route(&format!("{prefix}{{*path}}"), any(unknown_path));
     }
     router
+}
+
+async fn method_not_allowed() -> Response<Body> {
+    text_response(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n")
+}
+
+async fn unknown_path() -> Response<Body> {
+    text_response(StatusCode::NOT_FOUND, "Not Found\n")
 }
 
 async fn answer(grpc: Router, method: &'static Method, limit: usize, request: Request<Body>) -> Response<Body> {
     let body = request.into_body();
     let (requests, broken) = match method.shape {
         Shape::Unary | Shape::ServerStream => {
-            let bytes = match Limited::new(body, limit).collect().await {
-                Ok(collected) => collected.to_bytes(),
-                Err(e) => return body_error(&e.to_string(), limit),
+            let bytes = match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, limit).collect()).await {
+                Ok(Ok(collected)) => collected.to_bytes(),
+                Ok(Err(e)) => return body_error(&e.to_string(), limit),
+                Err(_) => {
+                    let status = Status::cancelled(format!("the request body did not arrive within {BODY_TIMEOUT:?}"));
+                    return error::response(&status);
+                }
             };
             match (method.decode)(&bytes) {
                 Ok(message) => (futures::stream::once(async { message }).boxed(), None),
@@ -80,8 +100,12 @@ async fn answer(grpc: Router, method: &'static Method, limit: usize, request: Re
         Some(Ok(first)) => first,
     };
     if method.shape == Shape::Unary {
+        // Read the call to its end (its status), as a remote client would.
+        if let Some(Err(status)) = responses.next().await {
+            return error::response(&status);
+        }
         return match (method.encode)(&first) {
-            Ok(json) => json_response(StatusCode::OK, json),
+            Ok(json) => error::call_response(StatusCode::OK, json),
             Err(e) => error::response(&Status::internal(e)),
         };
     }
@@ -101,7 +125,7 @@ async fn answer(grpc: Router, method: &'static Method, limit: usize, request: Re
         });
         Ok::<_, std::convert::Infallible>(line.unwrap_or_else(|status| Bytes::from(error::stream_line(&status))))
     });
-    json_response(StatusCode::OK, Body::from_stream(lines))
+    error::call_response(StatusCode::OK, Body::from_stream(lines))
 }
 
 /// A request body's JSON values as messages, read as they arrive; a malformed or oversized value
