@@ -1,27 +1,34 @@
-//! Dialing the cluster: the first of `--endpoints` to answer within `--dial-timeout`.
-//! TLS options will join `Dial` and apply where `endpoint` builds each one.
+//! Dialing the cluster: the first of `--endpoints` to answer within `--dial-timeout`, over TLS
+//! when the endpoints are `https://` or a certificate is given, as etcdctl decides.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use conclave_host::transport;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::rpc::DEADLINE_EXCEEDED;
 
 pub struct Dial {
     pub endpoints: Vec<String>,
     pub timeout: Duration,
+    /// How to dial over TLS; `None` dials in the clear.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 pub async fn connect(dial: &Dial) -> Result<Channel> {
-    let endpoints = urls(&dial.endpoints)?
-        .into_iter()
-        .map(|url| endpoint(url, dial.timeout))
+    let scheme = if dial.tls.is_some() { "https" } else { "http" };
+    let urls = urls(&dial.endpoints)?.into_iter().map(|url| url.replacen("http", scheme, 1)).collect::<Vec<_>>();
+    let endpoints = urls
+        .iter()
+        .map(|url| Ok((transport::dial(url, dial.tls.as_ref()).with_context(|| format!("invalid endpoint {url}"))?.connect_timeout(dial.timeout), url)))
         .collect::<Result<Vec<_>>>()?;
     // All at once, so one blackholed endpoint does not use up the others' time.
-    let mut attempts: FuturesUnordered<_> = endpoints.iter().map(Endpoint::connect).collect();
+    let mut attempts: FuturesUnordered<_> =
+        endpoints.into_iter().map(|(endpoint, url)| transport::connect(endpoint, url, dial.tls.clone())).collect();
     let first = async {
         while let Some(attempt) = attempts.next().await {
             if let Ok(channel) = attempt {
@@ -37,12 +44,8 @@ pub async fn connect(dial: &Dial) -> Result<Channel> {
     }
 }
 
-fn endpoint(url: String, timeout: Duration) -> Result<Endpoint> {
-    let what = url.clone();
-    Ok(Endpoint::from_shared(url).with_context(|| format!("invalid endpoint {what}"))?.connect_timeout(timeout))
-}
-
-/// `--endpoints` entries as URLs; empty entries (a trailing comma) are skipped.
+/// `--endpoints` entries as `http://host:port` URLs (made `https://` when dialing TLS); empty
+/// entries (a trailing comma) are skipped.
 pub fn urls(endpoints: &[String]) -> Result<Vec<String>> {
     let urls: Vec<String> = endpoints
         .iter()
@@ -56,12 +59,15 @@ pub fn urls(endpoints: &[String]) -> Result<Vec<String>> {
     Ok(urls)
 }
 
-/// `host:port` or `http://host:port[/]` to `http://host:port`.
+/// Whether any endpoint asks for TLS by its scheme.
+pub fn any_https(endpoints: &[String]) -> bool {
+    endpoints.iter().any(|e| e.trim().starts_with("https://"))
+}
+
+/// `host:port` or `http(s)://host:port[/]` to `http://host:port`.
 fn normalise(endpoint: &str) -> Result<String> {
-    if endpoint.starts_with("https://") {
-        bail!("endpoint {endpoint}: TLS is not supported yet");
-    }
-    let address = endpoint.strip_prefix("http://").unwrap_or(endpoint).trim_end_matches('/');
+    let address = endpoint.strip_prefix("https://").or_else(|| endpoint.strip_prefix("http://")).unwrap_or(endpoint);
+    let address = address.trim_end_matches('/');
     if address.contains("://") {
         bail!("endpoint {endpoint}: unsupported scheme");
     }
@@ -82,8 +88,9 @@ mod tests {
 
     #[test]
     fn endpoints_with_or_without_http() {
-        let got = urls(&strings(&["127.0.0.1:2379", "http://localhost:22379/", " [::1]:2379 "])).unwrap();
-        assert_eq!(got, ["http://127.0.0.1:2379", "http://localhost:22379", "http://[::1]:2379"]);
+        let got = urls(&strings(&["127.0.0.1:2379", "http://localhost:22379/", " [::1]:2379 ", "https://a:1"])).unwrap();
+        assert_eq!(got, ["http://127.0.0.1:2379", "http://localhost:22379", "http://[::1]:2379", "http://a:1"]);
+        assert!(any_https(&strings(&["a:1", "https://a:1"])) && !any_https(&strings(&["a:1"])));
     }
 
     #[test]
@@ -94,14 +101,14 @@ mod tests {
 
     #[test]
     fn bad_endpoints_are_refused() {
-        for bad in ["localhost", "host:port", ":2379", "https://a:1", "unix://a:1", "host:99999"] {
+        for bad in ["localhost", "host:port", ":2379", "unix://a:1", "host:99999"] {
             assert!(urls(&strings(&[bad])).is_err(), "{bad} accepted");
         }
     }
 
     #[tokio::test]
     async fn nothing_listening_is_a_deadline() {
-        let dial = Dial { endpoints: strings(&["127.0.0.1:1"]), timeout: Duration::from_millis(200) };
+        let dial = Dial { endpoints: strings(&["127.0.0.1:1"]), timeout: Duration::from_millis(200), tls: None };
         assert_eq!(connect(&dial).await.unwrap_err().to_string(), DEADLINE_EXCEEDED);
     }
 }

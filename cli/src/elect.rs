@@ -37,7 +37,7 @@ pub fn run(args: ElectArgs, global: &GlobalArgs, out: &mut impl Write) -> Result
         (proposal, _) => proposal.clone(),
     };
     block_on(async {
-        let channel = connect(&global.dial()).await?;
+        let channel = connect(&global.dial()?).await?;
         match proposal {
             None => listen(ElectionClient::new(channel), &args.name, out).await,
             Some(proposal) => campaign(channel, &args, &proposal, global, out).await,

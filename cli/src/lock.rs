@@ -40,7 +40,7 @@ pub struct LockArgs {
 
 pub fn run(args: LockArgs, global: &GlobalArgs, out: &mut impl Write) -> Result<ExitCode> {
     block_on(async {
-        let channel = connect(&global.dial()).await?;
+        let channel = connect(&global.dial()?).await?;
         let mut session = Session::grant(channel.clone(), args.ttl, global.command_timeout).await?;
         let held = tokio::select! {
             held = hold(LockClient::new(channel), &args, global, &mut session, out) => held,

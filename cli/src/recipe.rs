@@ -26,7 +26,7 @@ pub struct Messages(Streaming<conclave_proto::conclave::plugin::InvokeResponse>)
 
 impl Recipe {
     pub async fn connect(global: &GlobalArgs, plugin: &'static str) -> Result<Recipe> {
-        let client = PluginClient::new(connect(&global.dial()).await?);
+        let client = PluginClient::new(connect(&global.dial()?).await?);
         Ok(Recipe { client, plugin, timeout: global.command_timeout })
     }
 

@@ -22,9 +22,19 @@ pub fn block_on<T>(call: impl Future<Output = Result<T>>) -> Result<T> {
     tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(call)
 }
 
-/// The status message alone, as etcdctl prints it; the code only when there is no message.
+/// The status message alone, as etcdctl prints it; the code only when there is no message. A
+/// connection that broke (a refused TLS handshake, say) adds why.
 pub fn status_error(status: Status) -> anyhow::Error {
-    if status.message().is_empty() { anyhow!("{}", status.code()) } else { anyhow!("{}", status.message()) }
+    let mut text = if status.message().is_empty() { status.code().to_string() } else { status.message().to_string() };
+    let mut cause = std::error::Error::source(&status);
+    while let Some(error) = cause {
+        let line = error.to_string();
+        if !text.contains(&line) {
+            text = format!("{text}: {line}");
+        }
+        cause = error.source();
+    }
+    anyhow!(text)
 }
 
 #[cfg(test)]

@@ -164,7 +164,14 @@ impl Config {
 
     /// Refuse flag combinations etcd refuses, with etcd's words.
     pub fn validate(&self) -> anyhow::Result<()> {
-        self.tls.refuse_if_asked()?;
+        self.tls.refuse_unsupported()?;
+        let https = |urls: &[String]| urls.iter().find(|url| url.starts_with("https://")).cloned();
+        if let Some(url) = https(&self.listen_client_urls).filter(|_| !self.tls.client().enabled()) {
+            anyhow::bail!("TLS key/cert (--cert-file, --key-file) or --auto-tls must be provided for client url {url} with HTTPS scheme");
+        }
+        if let Some(url) = https(&self.listen_peer_urls).filter(|_| !self.tls.peer().enabled()) {
+            anyhow::bail!("TLS key/cert (--peer-cert-file, --peer-key-file) or --peer-auto-tls must be provided for peer url {url} with HTTPS scheme");
+        }
         self.auto_compaction()?;
         if self.enable_v2 {
             anyhow::bail!("--enable-v2: Conclave serves only etcd's v3 API");

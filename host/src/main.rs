@@ -9,9 +9,12 @@ use conclave_host::node::Node;
 use conclave_host::plugin::registry::Registry;
 use conclave_host::service::Service;
 use conclave_host::transport::bind_all;
+use conclave_host::transport::tls::MemberTls;
 use conclave_host::{api, membership, raft};
 
 async fn run(config: Config) -> anyhow::Result<()> {
+    config.validate()?;
+    let tls = MemberTls::new(&config)?;
     let listeners = bind_all(&config.listen_client_urls).await?;
     let peer_listeners = bind_all(&config.listen_peer_urls).await?;
     let metrics_listeners = bind_all(&config.listen_metrics_urls).await?;
@@ -20,20 +23,21 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let service = Service::start(node.clone(), plugins).await;
     let mut servers = tokio::task::JoinSet::new();
     for listener in peer_listeners {
-        tracing::info!("listening for peers on http://{}", listener.local_addr()?);
-        servers.spawn(raft::serve_peers(node.peer_service(Arc::new(service.clone())), listener));
+        tracing::info!("listening for peers on {}", listener.url());
+        servers.spawn(raft::serve_peers(node.peer_service(Arc::new(service.clone())), listener, tls.peer.clone()));
     }
+    // An https:// metrics URL uses the client certificate, as etcd's does.
     for listener in metrics_listeners {
-        tracing::info!("serving /metrics and /health on http://{}", listener.local_addr()?);
-        servers.spawn(api::serve(api::metrics_routes(service.clone()), listener));
+        tracing::info!("serving /metrics and /health on {}", listener.url());
+        servers.spawn(api::serve(api::metrics_routes(service.clone()), listener, tls.client.clone()));
     }
     let serving = async {
         // Like etcd, serve clients only once this member is part of the cluster with its
         // attributes published (a joining member has caught up with the membership by then).
         membership::publish(Arc::downgrade(&node)).await;
         for listener in listeners {
-            tracing::info!("ready to serve client requests on http://{}", listener.local_addr()?);
-            servers.spawn(api::serve(api::client_routes(service.clone()), listener));
+            tracing::info!("ready to serve client requests on {}", listener.url());
+            servers.spawn(api::serve(api::client_routes(service.clone()), listener, tls.client.clone()));
         }
         tokio::select! {
             Some(finished) = servers.join_next() => finished?.map(|()| false).map_err(anyhow::Error::from),

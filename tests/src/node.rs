@@ -114,6 +114,19 @@ pub struct Node {
     initial_cluster: Option<String>,
     child: Option<Child>,
     log: Arc<Mutex<String>>,
+    /// `http` or `https`, for the client and the peer URLs.
+    schemes: Schemes,
+}
+
+/// The URL schemes of a node's client and peer ports.
+#[derive(Clone, Copy, Debug)]
+pub struct Schemes {
+    pub client: &'static str,
+    pub peer: &'static str,
+}
+
+impl Schemes {
+    pub const PLAIN: Schemes = Schemes { client: "http", peer: "http" };
 }
 
 /// A spawned process that has not said it is ready yet.
@@ -125,6 +138,11 @@ impl Node {
     /// Starts a one-member cluster of `kind` with extra server flags (e.g. `--max-txn-ops 3`)
     /// and waits until it serves clients.
     pub fn start(kind: Kind, extra_args: &[&str]) -> Result<Node> {
+        Node::start_with(kind, extra_args, Schemes::PLAIN)
+    }
+
+    /// [`Node::start`] with `https` URLs where `schemes` asks (the TLS flags in `extra_args`).
+    pub fn start_with(kind: Kind, extra_args: &[&str], schemes: Schemes) -> Result<Node> {
         let mut attempts = 0;
         loop {
             let mut node = Node {
@@ -139,6 +157,7 @@ impl Node {
                 initial_cluster: None,
                 child: None,
                 log: Arc::default(),
+                schemes,
             };
             attempts += 1;
             match node.spawn() {
@@ -162,7 +181,13 @@ impl Node {
             initial_cluster: Some(initial_cluster.to_string()),
             child: None,
             log: Arc::default(),
+            schemes: Schemes::PLAIN,
         })
+    }
+
+    /// Serve and dial with `https` where `schemes` asks, from the next launch on.
+    pub fn set_schemes(&mut self, schemes: Schemes) {
+        self.schemes = schemes;
     }
 
     /// Listen on (and advertise) `port` for peers from the next start on, as after
@@ -173,7 +198,7 @@ impl Node {
 
     /// The peer URL, e.g. `http://127.0.0.1:41235`.
     pub fn peer_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.peer_port)
+        format!("{}://127.0.0.1:{}", self.schemes.peer, self.peer_port)
     }
 
     pub fn name(&self) -> &str {
@@ -191,7 +216,7 @@ impl Node {
 
     /// The client URL, e.g. `http://127.0.0.1:41234`.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        format!("{}://127.0.0.1:{}", self.schemes.client, self.client_port)
     }
 
     pub fn data_dir(&self) -> &Path {

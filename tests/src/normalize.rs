@@ -127,7 +127,9 @@ impl Normalizer {
 
     /// The normalised form of `raw` (a number, or a string in double quotes) under `key`.
     fn keyed(&mut self, key: &str, raw: &str) -> String {
-        let number = raw.parse::<u64>().ok().filter(|&n| n != 0);
+        // The JSON gateway writes 64-bit numbers as strings.
+        let digits = raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')).unwrap_or(raw);
+        let number = digits.parse::<u64>().ok().filter(|&n| n != 0);
         match number {
             Some(id) if ID_KEYS.contains(&key) => self.id(id),
             Some(_) if VOLATILE_KEYS.contains(&key) => format!("<{key}>"),

@@ -95,5 +95,5 @@ pub fn run(command: PluginCommand, global: &GlobalArgs, out: &mut impl Write) ->
 }
 
 async fn client(global: &GlobalArgs) -> Result<PluginClient<Channel>> {
-    Ok(PluginClient::new(connect(&global.dial()).await?))
+    Ok(PluginClient::new(connect(&global.dial()?).await?))
 }

@@ -23,7 +23,8 @@ use conclave_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use conclave_proto::etcdserverpb::watch_server::WatchServer;
 use conclave_proto::v3electionpb::election_server::ElectionServer;
 use conclave_proto::v3lockpb::lock_server::LockServer;
-use tokio::net::TcpListener;
+use std::sync::Arc;
+
 use axum::Router;
 use axum::middleware::Next;
 use tonic::server::NamedService;
@@ -34,7 +35,7 @@ use tonic::{Response, Status, Streaming};
 
 use crate::error::EtcdError;
 use crate::service::{Service, GRPC_OVERHEAD_BYTES};
-use crate::transport::{client_connections, message_size};
+use crate::transport::{Listener, client_connections, message_size};
 
 /// A client's request stream up to its end or its first broken message (which ends it too).
 fn until_broken<T>(requests: Streaming<T>) -> impl Stream<Item = T> + Unpin + Send + 'static
@@ -139,10 +140,10 @@ async fn cors(request: http::Request<axum::body::Body>, next: Next) -> http::Res
 
 /// Serve `routes` on `listener` (gRPC over HTTP/2, and HTTP/1.1 for the gateway and probes)
 /// until the server fails.
-pub async fn serve(routes: Router, listener: TcpListener) -> Result<(), tonic::transport::Error> {
+pub async fn serve(routes: Router, listener: Listener, tls: Option<Arc<rustls::ServerConfig>>) -> Result<(), tonic::transport::Error> {
     Server::builder()
         .accept_http1(true)
         .add_routes(Routes::from(routes))
-        .serve_with_incoming(client_connections(listener))
+        .serve_with_incoming(client_connections(listener, tls))
         .await
 }

@@ -1,12 +1,16 @@
-//! etcd 3.4's TLS flags and their `ETCD_*` variables. Conclave has no TLS yet, so asking for any
-//! of it refuses to start: serving in the clear what was asked to be secure would be worse than
-//! not serving at all. Each flag is known to clap so that its variable is read too (an unknown
-//! flag is refused by clap, but an unknown variable would be silently ignored).
+//! etcd 3.4's TLS flags and their `ETCD_*` variables, as the settings of each side (client port,
+//! peer port). The few Conclave does not implement yet refuse to start rather than be ignored.
+//! Each flag is known to clap so that its variable is read too (an unknown flag is refused by
+//! clap, but an unknown variable would be silently ignored).
+
+use std::path::PathBuf;
 
 use clap::{ArgAction, Args};
 
+use crate::transport::tls::TlsFiles;
+
 #[derive(Args, Debug, Clone)]
-#[command(next_help_heading = "Security (refused until TLS is supported)")]
+#[command(next_help_heading = "Security")]
 pub struct TlsFlags {
     /// Path to the client server TLS cert file.
     #[arg(long, env = "ETCD_CERT_FILE")]
@@ -83,11 +87,35 @@ pub struct TlsFlags {
 }
 
 impl TlsFlags {
-    /// Refuse to start if any TLS setting is asked for, naming each flag and variable. An empty
-    /// path or a false switch asks for nothing (etcd's defaults), so it is accepted.
-    pub fn refuse_if_asked(&self) -> anyhow::Result<()> {
+    /// The client port's certificate and client checks.
+    pub fn client(&self) -> TlsFiles {
+        TlsFiles {
+            cert_file: path(&self.cert_file),
+            key_file: path(&self.key_file),
+            trusted_ca_file: path(&self.trusted_ca_file),
+            client_cert_auth: self.client_cert_auth,
+            auto_tls: self.auto_tls && path(&self.cert_file).is_none(),
+        }
+    }
+
+    /// The peer port's certificate and member checks (a member presents the same certificate
+    /// when it dials the others).
+    pub fn peer(&self) -> TlsFiles {
+        TlsFiles {
+            cert_file: path(&self.peer_cert_file),
+            key_file: path(&self.peer_key_file),
+            trusted_ca_file: path(&self.peer_trusted_ca_file),
+            client_cert_auth: self.peer_client_cert_auth,
+            auto_tls: self.peer_auto_tls && path(&self.peer_cert_file).is_none(),
+        }
+    }
+
+    /// Refuse to start if a TLS setting Conclave does not implement yet is asked for, naming
+    /// each flag and variable: ignoring a security setting would be worse than not starting.
+    /// An empty path or a false switch asks for nothing (etcd's defaults), so it is accepted.
+    pub fn refuse_unsupported(&self) -> anyhow::Result<()> {
         let asked: Vec<String> = self
-            .settings()
+            .unsupported()
             .into_iter()
             .filter_map(|(flag, value)| {
                 let value = value.filter(|v| !v.is_empty())?;
@@ -98,37 +126,29 @@ impl TlsFlags {
         if asked.is_empty() {
             return Ok(());
         }
-        anyhow::bail!(
-            "TLS is not supported yet: refusing to serve in the clear what was asked to be secure ({})",
-            asked.join("; ")
-        )
+        anyhow::bail!("not supported yet, refusing to start without it: {}", asked.join("; "))
     }
 
-    /// Every flag (etcd's name; its variable is `ETCD_` + the name in capitals) with what it asks
-    /// for, if anything.
-    fn settings(&self) -> [(&'static str, Option<String>); 17] {
+    /// The flags Conclave does not implement yet (etcd's name; its variable is `ETCD_` + the
+    /// name in capitals) with what each asks for, if anything.
+    fn unsupported(&self) -> [(&'static str, Option<String>); 7] {
         let path = |value: &Option<String>| value.clone();
         let switch = |on: bool| on.then(|| "true".to_string());
         [
-            ("cert-file", path(&self.cert_file)),
-            ("key-file", path(&self.key_file)),
-            ("client-cert-auth", switch(self.client_cert_auth)),
             ("client-crl-file", path(&self.client_crl_file)),
             ("client-cert-allowed-hostname", path(&self.client_cert_allowed_hostname)),
-            ("trusted-ca-file", path(&self.trusted_ca_file)),
-            ("auto-tls", switch(self.auto_tls)),
-            ("peer-cert-file", path(&self.peer_cert_file)),
-            ("peer-key-file", path(&self.peer_key_file)),
-            ("peer-client-cert-auth", switch(self.peer_client_cert_auth)),
-            ("peer-trusted-ca-file", path(&self.peer_trusted_ca_file)),
             ("peer-cert-allowed-cn", path(&self.peer_cert_allowed_cn)),
             ("peer-cert-allowed-hostname", path(&self.peer_cert_allowed_hostname)),
-            ("peer-auto-tls", switch(self.peer_auto_tls)),
             ("peer-crl-file", path(&self.peer_crl_file)),
             ("cipher-suites", path(&self.cipher_suites)),
             ("experimental-peer-skip-client-san-verification", switch(self.experimental_peer_skip_client_san_verification)),
         ]
     }
+}
+
+/// A path flag; empty means unset, as etcd reads it.
+fn path(value: &Option<String>) -> Option<PathBuf> {
+    value.as_deref().filter(|v| !v.is_empty()).map(PathBuf::from)
 }
 
 /// A boolean as etcd (Go's `strconv.ParseBool`) reads it, so `ETCD_AUTO_TLS=0` or `=F` means
@@ -153,28 +173,30 @@ mod tests {
     }
 
     #[test]
-    fn every_flag_is_checked_under_its_etcd_variable() {
+    fn every_flag_is_read_from_its_etcd_variable() {
         let command = Flags::command();
-        let args: Vec<_> = command.get_arguments().filter(|arg| arg.get_long().is_some()).collect();
-        let flags = Flags::parse_from(["conclave"]).tls;
-        assert_eq!(args.len(), flags.settings().len());
-        for ((flag, _), arg) in flags.settings().iter().zip(&args) {
-            assert_eq!(arg.get_long(), Some(*flag));
+        for arg in command.get_arguments().filter(|arg| arg.get_long().is_some()) {
+            let flag = arg.get_long().unwrap();
             let var = format!("ETCD_{}", flag.to_uppercase().replace('-', "_"));
-            assert_eq!(arg.get_env().and_then(|v| v.to_str()), Some(var.as_str()));
+            assert_eq!(arg.get_env().and_then(|v| v.to_str()), Some(var.as_str()), "--{flag}");
         }
     }
 
     #[test]
-    fn asking_for_nothing_secure_is_accepted() {
+    fn files_for_each_side_and_refusals_of_what_is_not_implemented() {
         let flags = |args: &[&str]| Flags::parse_from(std::iter::once("conclave").chain(args.iter().copied())).tls;
-        assert!(flags(&[]).refuse_if_asked().is_ok());
-        assert!(flags(&["--cert-file", "", "--auto-tls=false", "--client-cert-auth=0"]).refuse_if_asked().is_ok());
-        let refused = flags(&["--peer-auto-tls", "--key-file", "k.pem"]).refuse_if_asked().unwrap_err().to_string();
-        assert!(refused.starts_with("TLS is not supported yet: refusing to serve in the clear"), "{refused}");
-        assert!(refused.contains("--key-file / ETCD_KEY_FILE is \"k.pem\""), "{refused}");
-        assert!(refused.contains("--peer-auto-tls / ETCD_PEER_AUTO_TLS is \"true\""), "{refused}");
-        assert!(flags(&["--auto-tls=T"]).refuse_if_asked().is_err());
+        assert!(!flags(&[]).client().enabled() && !flags(&[]).peer().enabled());
+        assert!(!flags(&["--cert-file", "", "--auto-tls=false", "--client-cert-auth=0"]).client().enabled());
+        let tls = flags(&["--cert-file", "c.pem", "--key-file", "k.pem", "--auto-tls", "--peer-auto-tls"]);
+        let client = tls.client();
+        assert_eq!(client.cert_file.as_deref(), Some(std::path::Path::new("c.pem")));
+        assert!(!client.auto_tls, "a given certificate wins over --auto-tls, as in etcd");
+        assert!(tls.peer().auto_tls && tls.peer().enabled());
+        assert!(flags(&["--auto-tls=T"]).client().auto_tls);
         assert!(Flags::try_parse_from(["conclave", "--auto-tls=yes"]).is_err());
+        let refused = flags(&["--cipher-suites", "x", "--peer-crl-file", "r.pem"]).refuse_unsupported().unwrap_err().to_string();
+        assert!(refused.contains("--cipher-suites / ETCD_CIPHER_SUITES is \"x\""), "{refused}");
+        assert!(refused.contains("--peer-crl-file / ETCD_PEER_CRL_FILE is \"r.pem\""), "{refused}");
+        assert!(flags(&["--client-crl-file", ""]).refuse_unsupported().is_ok());
     }
 }

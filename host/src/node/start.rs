@@ -35,7 +35,7 @@ impl Node {
         if config.restore_snapshot.is_some() && !fresh {
             bail!("--restore-snapshot needs a new data dir, and {} already has data", dir.display());
         }
-        let peers = Peers::default();
+        let peers = Peers::new(crate::transport::tls::peer_client(&config)?);
         let identity = load_identity(&config, &dir, &peers).await?;
         peers.set_cluster_id(identity.cluster_id);
         let db = sled::Config::new()

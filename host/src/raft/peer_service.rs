@@ -20,14 +20,13 @@ use conclave_proto::etcdserverpb::{
 use openraft::error::{ClientWriteError, RaftError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
 use super::peers::{CLUSTER_ID_METADATA, MAX_PEER_MESSAGE};
 use super::transfer::Handover;
 use super::{decode, encode, etcd_members, Proto, Raft};
 use crate::error::EtcdError;
-use crate::transport::accepted;
+use crate::transport::{Listener, accepted};
 
 /// Answer of a member that does not lead (any more): ask the leader instead.
 pub const NOT_LEADER: &str = "conclave: not the raft leader";
@@ -154,10 +153,14 @@ impl Peer for PeerService {
 }
 
 /// Serve `service` on `listener` until the server fails.
-pub async fn serve_peers(service: PeerService, listener: TcpListener) -> Result<(), tonic::transport::Error> {
+pub async fn serve_peers(
+    service: PeerService,
+    listener: Listener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> Result<(), tonic::transport::Error> {
     let service = PeerServer::new(service)
         .max_decoding_message_size(MAX_PEER_MESSAGE)
         .max_encoding_message_size(MAX_PEER_MESSAGE);
     // Without TCP_NODELAY, Nagle held replies back until the follower's delayed ACK (~40 ms).
-    tonic::transport::Server::builder().add_service(service).serve_with_incoming(accepted(listener)).await
+    tonic::transport::Server::builder().add_service(service).serve_with_incoming(accepted(listener, tls, "peer")).await
 }

@@ -16,7 +16,7 @@ use conclave_proto::conclave::raft::{
 use conclave_proto::etcdserverpb::{
     LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use super::peer_service::NOT_LEADER;
@@ -45,6 +45,8 @@ pub struct Peers {
     cluster_id: Arc<AtomicU64>,
     /// How each peer answers raft messages (only the leader talks to every peer).
     health: Arc<Mutex<HashMap<NodeId, PeerHealth>>>,
+    /// How to dial `https://` peers.
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// How one peer has been answering raft messages.
@@ -60,6 +62,11 @@ struct PeerHealth {
 const UNREACHABLE_LOG_INTERVAL: Duration = Duration::from_secs(30);
 
 impl Peers {
+    /// Peers dialed over TLS with `tls` where their URL is `https://`.
+    pub fn new(tls: Option<Arc<rustls::ClientConfig>>) -> Self {
+        Peers { tls, ..Peers::default() }
+    }
+
     /// Send `cluster_id` with every call from now on.
     pub fn set_cluster_id(&self, cluster_id: u64) {
         self.cluster_id.store(cluster_id, Ordering::Relaxed);
@@ -79,11 +86,11 @@ impl Peers {
         let channel = match channels.get(url) {
             Some(channel) => channel.clone(),
             None => {
-                let channel = Endpoint::from_shared(url.to_string())
+                let channel = crate::transport::dial(url, self.tls.as_ref())
                     .map_err(|e| Status::invalid_argument(format!("bad peer URL {url:?}: {e}")))?
                     .connect_timeout(CONNECT_TIMEOUT)
-                    .tcp_nodelay(true)
-                    .connect_lazy();
+                    .tcp_nodelay(true);
+                let channel = crate::transport::connect_lazy(channel, url, self.tls.clone());
                 channels.insert(url.to_string(), channel.clone());
                 channel
             }

@@ -44,7 +44,8 @@ impl Service {
             caller.check_admin()?;
             self.write(Req::Alarm(req), |r| if let Resp::Alarm(r) = r { Some(r) } else { None }).await?.alarms
         };
-        Ok(AlarmResponse { header: self.node.header(self.node.store.current_rev_async().await), alarms })
+        // etcd answers alarm requests with no header (its applier builds the response bare).
+        Ok(AlarmResponse { header: None, alarms })
     }
 
     /// Served by learners too, as etcd does.

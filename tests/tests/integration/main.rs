@@ -5,6 +5,7 @@ mod cluster;
 mod crash;
 mod dump_log;
 mod follower_writes;
+mod gateway;
 mod kv_client;
 mod kv_compat;
 mod lease;
