@@ -11,7 +11,7 @@ use etcd_client::Client;
 
 use crate::clients::same_on_both;
 use crate::etcdctl::etcdctl;
-use crate::node::{Kind, Node, free_port};
+use crate::node::{Kind, Node, Schemes, free_port};
 
 /// How long a cluster may take to agree on a leader (several election timeouts).
 const LEADER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -31,17 +31,26 @@ impl Cluster {
     /// Starts `size` members named `m0`, `m1`… with extra server flags, and waits until each
     /// serves clients.
     pub fn start(kind: Kind, size: usize, extra_args: &[&str]) -> Result<Cluster> {
+        Cluster::start_with(kind, size, extra_args, Schemes::PLAIN)
+    }
+
+    /// [`Cluster::start`] with `https` URLs where `schemes` asks (the TLS flags in `extra_args`).
+    pub fn start_with(kind: Kind, size: usize, extra_args: &[&str], schemes: Schemes) -> Result<Cluster> {
         let ports: Vec<(u16, u16)> = (0..size).map(|_| (free_port(), free_port())).collect();
         let initial_cluster = ports
             .iter()
             .enumerate()
-            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+            .map(|(i, (_, peer))| format!("m{i}={}://127.0.0.1:{peer}", schemes.peer))
             .collect::<Vec<_>>()
             .join(",");
         let members = ports
             .iter()
             .enumerate()
-            .map(|(i, &(client, peer))| Node::member(kind, &format!("m{i}"), client, peer, &initial_cluster, extra_args))
+            .map(|(i, &(client, peer))| {
+                let mut member = Node::member(kind, &format!("m{i}"), client, peer, &initial_cluster, extra_args)?;
+                member.set_schemes(schemes);
+                Ok(member)
+            })
             .collect::<Result<Vec<_>>>()?;
         let mut cluster = Cluster { members };
         cluster.launch_all()?;

@@ -7,6 +7,7 @@
 //! runs the comparison suites etcd-vs-etcd, a self-check of the harness and the sessions.
 
 pub mod catch_up;
+pub mod certs;
 pub mod clients;
 pub mod conclavectl;
 pub mod cluster;

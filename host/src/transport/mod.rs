@@ -127,7 +127,7 @@ async fn handshake(acceptor: TlsAcceptor, mut tcp: TcpStream, port: &str, reject
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => Some(Connection::Tls(Box::new(tls))),
         Ok(Err(e)) => {
-            rejections.record(port, remote, &format!("TLS handshake failed: {e}"));
+            rejections.record(port, remote, &format!("TLS handshake failed: {}", tls::reason(&e)));
             None
         }
         Err(_) => {

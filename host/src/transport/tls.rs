@@ -159,6 +159,17 @@ impl ServerCertVerifier for AnyServer {
     }
 }
 
+/// Why a handshake failed, in words that stay the same on every retry (rustls's own message for
+/// an expired certificate names the current time).
+pub fn reason(error: &io::Error) -> String {
+    use rustls::CertificateError::{Expired, ExpiredContext, NotValidYet, NotValidYetContext};
+    match error.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::InvalidCertificate(Expired | ExpiredContext { .. })) => "the certificate has expired".to_string(),
+        Some(rustls::Error::InvalidCertificate(NotValidYet | NotValidYetContext { .. })) => "the certificate is not valid yet".to_string(),
+        _ => error.to_string(),
+    }
+}
+
 /// Refused handshakes, logged once per remote address and reason rather than once per retry
 /// (a client without a certificate retries every second).
 #[derive(Default)]

@@ -25,6 +25,7 @@ mod recipe_lock_safety;
 mod recipe_registry;
 mod snapshot;
 mod snapshot_count;
+mod tls;
 mod watch;
 mod watch_model;
 mod watch_snapshot;
