@@ -12,6 +12,7 @@ mod lease;
 mod maintenance;
 mod malformed;
 mod membership;
+mod metrics;
 mod peer_cluster_id;
 mod plugin_cli;
 mod plugin_cluster;
