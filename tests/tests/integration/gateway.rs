@@ -142,3 +142,54 @@ async fn curl_session_matches_etcd() {
     }
     assert_eq!(etcd.len(), subject.len());
 }
+
+/// A body of `size` bytes of JSON: a put of a value of `value_bytes` zero bytes.
+fn big_put(value_bytes: usize) -> String {
+    // Base64 of zero bytes is "A" repeated, "=" padded.
+    let mut value = "A".repeat(value_bytes / 3 * 4);
+    match value_bytes % 3 {
+        1 => value.push_str("AA=="),
+        2 => value.push_str("AAA="),
+        _ => {}
+    }
+    format!(r#"{{"key":"Zm9v","value":"{value}"}}"#)
+}
+
+/// Oversized and malformed requests get etcd's statuses, and the server keeps serving: many
+/// stalled connections (headers never finished) hold up nobody.
+#[tokio::test]
+async fn oversized_and_stalled_requests_cannot_exhaust_the_server() {
+    let mut transcripts = Vec::new();
+    for kind in [Kind::Etcd, Kind::subject()] {
+        let node = Node::start(kind, &[]).unwrap_or_else(|e| panic!("{e:#}"));
+        let transcript = tokio::task::spawn_blocking(move || {
+            let base = node.endpoint();
+            let dir = tempfile::tempdir().unwrap();
+            let mut statuses = Vec::new();
+            for value_bytes in [1_600_000, 4_000_000] {
+                let file = dir.path().join("body.json");
+                std::fs::write(&file, big_put(value_bytes)).unwrap();
+                let answer = post(&base, "/v3/kv/put", &format!("@{}", file.display()), &[]);
+                let code = serde_json::from_str::<serde_json::Value>(&answer.body).ok().and_then(|v| v["code"].as_i64());
+                statuses.push((value_bytes, answer.status, code));
+            }
+            // Connections that never finish their headers.
+            let address = base.trim_start_matches("http://").to_string();
+            let stalled: Vec<_> = (0..200)
+                .map(|_| {
+                    let mut tcp = std::net::TcpStream::connect(&address).unwrap();
+                    std::io::Write::write_all(&mut tcp, b"POST /v3/kv/range HTTP/1.1\r\nHost: x\r\n").unwrap();
+                    tcp
+                })
+                .collect();
+            let answer = post(&base, "/v3/kv/put", r#"{"key":"Zm9v","value":"YmFy"}"#, &[]);
+            statuses.push((0, answer.status, None));
+            drop(stalled);
+            statuses
+        })
+        .await
+        .unwrap();
+        transcripts.push(transcript);
+    }
+    assert_eq!(transcripts[0], transcripts[1], "left: etcd, right: {:?}", Kind::subject());
+}
