@@ -40,9 +40,13 @@ fn a_flag_shadowing_its_variable_is_refused() {
 
 #[test]
 fn variables_are_read_and_split() {
+    // The https:// endpoint was read: it turned TLS on, which needs a CA to verify with.
     let (ok, _, stderr) = conclavectl(&["plugin", "list"], &[("ETCDCTL_ENDPOINTS", "127.0.0.1:1,https://127.0.0.1:2")]);
     assert!(!ok);
-    assert_eq!(stderr, "Error: endpoint https://127.0.0.1:2: TLS is not supported yet\n");
+    assert_eq!(stderr, "Error: TLS settings: verifying a TLS server needs a trusted CA file (system roots are not read)\n");
+    let (ok, _, stderr) = conclavectl(&["plugin", "list", "--dial-timeout", "300ms"], &[("ETCDCTL_ENDPOINTS", "127.0.0.1:1,127.0.0.1:2"), ("ETCDCTL_INSECURE_TRANSPORT", "false"), ("ETCDCTL_INSECURE_SKIP_TLS_VERIFY", "true")]);
+    assert!(!ok);
+    assert_eq!(stderr, "Error: context deadline exceeded\n");
 }
 
 #[test]
