@@ -73,6 +73,16 @@ pub enum EtcdError {
     PermissionDenied,
     #[error("etcdserver: cluster ID mismatch")]
     ClusterIdMismatch,
+    #[error("etcdserver: authentication is not enabled")]
+    AuthNotEnabled,
+    #[error("etcdserver: root user does not exist")]
+    RootUserNotExist,
+    #[error("etcdserver: user name not found")]
+    UserNotFound,
+    #[error("etcdserver: role name not found")]
+    RoleNotFound,
+    #[error("etcdserver: user name is empty")]
+    UserEmpty,
     /// Anything etcd has no fixed error for (raft or storage failures, a peer's answer passed on
     /// as it came): a gRPC code and a message.
     #[error("{message}")]
@@ -80,7 +90,7 @@ pub enum EtcdError {
 }
 
 /// Every fixed error with its code on the raft log and the peer network. Codes are never reused.
-const WIRE_CODES: [(u32, EtcdError); 32] = {
+const WIRE_CODES: [(u32, EtcdError); 37] = {
     use EtcdError::*;
     [
         (1, EmptyKey), (2, KeyNotFound), (3, ValueProvided), (4, LeaseProvided), (5, TooManyOps),
@@ -90,6 +100,7 @@ const WIRE_CODES: [(u32, EtcdError); 32] = {
         (21, MemberBadUrls), (22, NotEnoughStarted), (23, MemberNotLearner), (24, LearnerNotReady),
         (25, TooManyLearners), (26, Unhealthy), (27, NotSupportedForLearner), (28, NotCapable),
         (29, PermissionDenied), (30, ClusterIdMismatch), (31, BadLeaderTransferee), (32, LeaderTransferTimeout),
+        (33, AuthNotEnabled), (34, RootUserNotExist), (35, UserNotFound), (36, RoleNotFound), (37, UserEmpty),
     ]
 };
 
@@ -101,13 +112,14 @@ impl EtcdError {
         use EtcdError::*;
         match self {
             EmptyKey | KeyNotFound | ValueProvided | LeaseProvided | TooManyOps | DuplicateKey
-            | RequestTooLarge | MemberBadUrls => Code::InvalidArgument,
+            | RequestTooLarge | MemberBadUrls | UserEmpty => Code::InvalidArgument,
             Compacted | FutureRev | LeaseTtlTooLarge => Code::OutOfRange,
             NoSpace => Code::ResourceExhausted,
             LeaseNotFound | MemberNotFound => Code::NotFound,
             NoLeader | Timeout | Stopped | Unhealthy | NotSupportedForLearner | LeaderTransferTimeout => Code::Unavailable,
             NotCapable | NotLeader | BadLeaderTransferee | LeaseExists | MemberExists | PeerUrlExists | NotEnoughStarted
-            | MemberNotLearner | LearnerNotReady | TooManyLearners | ClusterIdMismatch => Code::FailedPrecondition,
+            | MemberNotLearner | LearnerNotReady | TooManyLearners | ClusterIdMismatch | AuthNotEnabled | RootUserNotExist
+            | UserNotFound | RoleNotFound => Code::FailedPrecondition,
             PermissionDenied => Code::PermissionDenied,
             Other { code, .. } => *code,
         }

@@ -183,52 +183,48 @@ fn refused(mut cmd: Command) -> String {
     printed
 }
 
-/// etcd 3.4's TLS flags, each with a value that asks for something secure.
-const TLS_FLAGS: [(&str, &str); 17] = [
-    ("cert-file", "server.pem"),
-    ("key-file", "server-key.pem"),
-    ("client-cert-auth", "true"),
-    ("client-crl-file", "client.crl"),
-    ("client-cert-allowed-hostname", "client.example"),
-    ("trusted-ca-file", "ca.pem"),
-    ("auto-tls", "true"),
-    ("peer-cert-file", "peer.pem"),
-    ("peer-key-file", "peer-key.pem"),
-    ("peer-client-cert-auth", "true"),
-    ("peer-trusted-ca-file", "peer-ca.pem"),
-    ("peer-cert-allowed-cn", "peer.example"),
-    ("peer-cert-allowed-hostname", "peer.example"),
-    ("peer-auto-tls", "true"),
-    ("peer-crl-file", "peer.crl"),
-    ("cipher-suites", "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"),
-    ("experimental-peer-skip-client-san-verification", "true"),
+/// TLS flags that cannot be honoured as given, each with a value and the words of its refusal:
+/// a certificate without its key, and the settings Conclave does not implement yet.
+const TLS_REFUSALS: [(&str, &str, &str); 11] = [
+    ("cert-file", "server.pem", "a TLS certificate needs both its cert file and its key file"),
+    ("key-file", "server-key.pem", "a TLS certificate needs both its cert file and its key file"),
+    ("peer-cert-file", "peer.pem", "a TLS certificate needs both its cert file and its key file"),
+    ("peer-key-file", "peer-key.pem", "a TLS certificate needs both its cert file and its key file"),
+    ("client-crl-file", "client.crl", "not supported yet"),
+    ("client-cert-allowed-hostname", "client.example", "not supported yet"),
+    ("peer-cert-allowed-cn", "peer.example", "not supported yet"),
+    ("peer-cert-allowed-hostname", "peer.example", "not supported yet"),
+    ("peer-crl-file", "peer.crl", "not supported yet"),
+    ("cipher-suites", "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", "not supported yet"),
+    ("experimental-peer-skip-client-san-verification", "true", "not supported yet"),
 ];
 
-const TLS_REFUSAL: &str = "TLS is not supported yet: refusing to serve in the clear what was asked to be secure";
-
 #[test]
-fn tls_environment_variables_are_refused_not_ignored() {
-    for (flag, value) in TLS_FLAGS {
+fn tls_environment_variables_are_read_not_ignored() {
+    for (flag, value, refusal) in TLS_REFUSALS {
         let dir = tempfile::tempdir().unwrap();
         let var = format!("ETCD_{}", flag.to_uppercase().replace('-', "_"));
         let mut cmd = conclave(&dir.path().join("d"), "a", &[]);
         cmd.env(&var, value);
         let printed = refused(cmd);
-        assert!(printed.contains(TLS_REFUSAL) && printed.contains(&var), "{var}={value}:\n{printed}");
+        assert!(printed.contains(refusal), "{var}={value}:\n{printed}");
     }
 }
 
 #[test]
-fn tls_flags_are_refused() {
-    for (flag, value) in TLS_FLAGS {
+fn tls_flags_that_cannot_be_honoured_are_refused() {
+    for (flag, value, refusal) in TLS_REFUSALS {
         let dir = tempfile::tempdir().unwrap();
         let printed = refused(conclave(&dir.path().join("d"), "a", &[&format!("--{flag}={value}")]));
-        assert!(printed.contains(TLS_REFUSAL) && printed.contains(&format!("--{flag}")), "--{flag}:\n{printed}");
+        assert!(printed.contains(refusal), "--{flag}:\n{printed}");
+        if refusal == "not supported yet" {
+            assert!(printed.contains(&format!("--{flag}")), "--{flag}:\n{printed}");
+        }
     }
 }
 
 #[test]
-fn https_listen_urls_are_refused() {
+fn https_listen_urls_need_a_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_conclave"));
     cmd.args(["--data-dir"]).arg(dir.path().join("d")).args([
@@ -237,7 +233,7 @@ fn https_listen_urls_are_refused() {
         "--listen-peer-urls",
         "http://127.0.0.1:0",
     ]);
-    assert!(refused(cmd).contains("only http:// is supported yet"));
+    assert!(refused(cmd).contains("must be provided for client url https://127.0.0.1:0 with HTTPS scheme"));
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Client-facing gRPC services, wire-compatible with etcd v3: thin adapters that decode a
 //! request, call the [`Service`] layer as a client, and map its error to a gRPC status.
 
+mod auth;
 mod cluster;
 mod election;
 mod gateway;
@@ -16,6 +17,7 @@ mod recipe;
 mod watch;
 
 use conclave_proto::conclave::plugin::plugin_server::PluginServer;
+use conclave_proto::etcdserverpb::auth_server::AuthServer;
 use conclave_proto::etcdserverpb::cluster_server::ClusterServer;
 use conclave_proto::etcdserverpb::kv_server::KvServer;
 use conclave_proto::etcdserverpb::lease_server::LeaseServer;
@@ -84,6 +86,7 @@ fn grpc_routes(service: &Service) -> Router {
     let s = || service.clone();
     Router::new()
         .grpc(KvServer::new(kv::KvService::new(s())).max_decoding_message_size(max_message))
+        .grpc(AuthServer::new(auth::AuthService::new(s())).max_decoding_message_size(max_message))
         .grpc(LeaseServer::new(lease::LeaseService::new(s())).max_decoding_message_size(max_message))
         .grpc(MaintenanceServer::new(maintenance::MaintenanceService::new(s())).max_decoding_message_size(max_message))
         .grpc(WatchServer::new(watch::WatchService::new(s())).max_decoding_message_size(max_message))

@@ -5,6 +5,7 @@
 //! caller's key-range permissions, the space quota, lease TTL floors and ids, forwarding to the
 //! leader, and the response header.
 
+mod auth;
 mod caller;
 mod cluster;
 mod kv;

@@ -26,9 +26,9 @@ pub struct TlsFiles {
 }
 
 impl TlsFiles {
-    /// Whether these settings give this side a certificate.
+    /// Whether these settings ask for TLS on this side (a certificate, or half of one: refused).
     pub fn enabled(&self) -> bool {
-        self.cert_file.is_some() || self.auto_tls
+        self.cert_file.is_some() || self.key_file.is_some() || self.auto_tls
     }
 }
 

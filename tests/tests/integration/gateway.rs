@@ -119,6 +119,16 @@ fn session(node: &Node) -> Vec<String> {
     s.post("/v3/maintenance/alarm", r#"{"action":"GET"}"#);
     s.post("/v3/maintenance/defragment", "{}");
 
+    // Authentication disabled, no users or roles.
+    s.post("/v3/auth/authenticate", r#"{"name":"root","password":"x"}"#);
+    s.post("/v3/auth/user/list", "{}");
+    s.post("/v3/auth/role/list", "{}");
+    s.post("/v3/auth/user/get", r#"{"name":"nobody"}"#);
+    s.post("/v3/auth/role/get", r#"{"role":"nobody"}"#);
+    s.post("/v3/auth/user/delete", r#"{"name":"nobody"}"#);
+    s.post("/v3/auth/disable", "{}");
+    s.post("/v3/auth/enable", "{}");
+
     s.post_status_only("/v3/kv/range", r#"{"key":5}"#);
     s.post_status_only("/v3/kv/range", r#"{"key":"#);
     s.post_status_only("/v3/kv/range", r#"{"key":"Zm9v","limit":"abc"}"#);
@@ -192,4 +202,19 @@ async fn oversized_and_stalled_requests_cannot_exhaust_the_server() {
         transcripts.push(transcript);
     }
     assert_eq!(transcripts[0], transcripts[1], "left: etcd, right: {:?}", Kind::subject());
+}
+
+/// HTTP/2 with prior knowledge (h2c) reaches the gateway too, and HTTP/1.1 connections are kept
+/// alive across requests.
+#[test]
+fn the_gateway_answers_h2c_and_keeps_http1_connections_alive() {
+    let node = Node::start(Kind::Conclave, &[]).unwrap();
+    let base = node.endpoint();
+    let h2 = post(&base, "/v3/kv/put", r#"{"key":"Zm9v","value":"YmFy"}"#, &["--http2-prior-knowledge"]);
+    assert_eq!(h2.status, 200, "{h2:?}");
+    let range = format!("{base}/v3/kv/range");
+    // curl sends both requests on one connection.
+    let both = curl(&range, &["-X", "POST", "-d", r#"{"key":"Zm9v"}"#, &range]);
+    assert_eq!(both.status, 200, "{both:?}");
+    assert_eq!(both.body.matches(r#""value":"YmFy""#).count(), 2, "{both:?}");
 }
