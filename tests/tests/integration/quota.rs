@@ -2,8 +2,10 @@
 //! fails with "database space exceeded" and raises the NOSPACE alarm; while it is active writes
 //! that add data are refused (even small ones), reads and deletes are not; `etcdctl alarm list`,
 //! `endpoint status` and `alarm disarm` show and clear it, and the next write over the quota
-//! raises it again. The transcript after the first refused write must match etcd's.
+//! raises it again; `/health` is false while the alarm is active. The transcript after the first
+//! refused write must match etcd's.
 
+use conclave_tests::curl::curl;
 use conclave_tests::{Cluster, Kind, Node, etcdctl};
 use etcd_client::Client;
 
@@ -29,6 +31,7 @@ async fn fill(client: &mut Client) -> String {
 async fn session(node: &Node) -> Vec<String> {
     let mut client = Client::connect([node.endpoint()], None).await.expect("connect");
     let mut transcript = vec![format!("first refusal: {}", fill(&mut client).await)];
+    transcript.push(health(node));
     let id = format!("{}", client.status().await.expect("status").header().expect("header").member_id());
     let steps: &[(&str, &str)] = &[
         ("alarm list", ""),
@@ -44,7 +47,11 @@ async fn session(node: &Node) -> Vec<String> {
         ("put small v", ""),
         ("alarm list", ""),
     ];
-    for (command, stdin) in steps {
+    for (index, (command, stdin)) in steps.iter().enumerate() {
+        if index == steps.len() - 2 {
+            // Disarmed, before the next write over the quota raises the alarm again.
+            transcript.push(health(node));
+        }
         let args: Vec<&str> = command.split_whitespace().collect();
         let out = etcdctl(&node.endpoint(), &args, (!stdin.is_empty()).then_some(*stdin)).expect("etcdctl runs");
         let stdout = if command.starts_with("endpoint status") { errors_of(&out.stdout) } else { out.stdout };
@@ -52,6 +59,16 @@ async fn session(node: &Node) -> Vec<String> {
         transcript.push(format!("$ {command}\n{} {stdout}{last}", out.code).replace(&id, "<member>"));
     }
     transcript
+}
+
+/// `/health`'s status and verdict (Conclave adds the reason etcd 3.5 gives).
+fn health(node: &Node) -> String {
+    let answer = curl(&format!("{}/health", node.endpoint()), &[]);
+    let body: serde_json::Value = serde_json::from_str(&answer.body).unwrap_or_else(|e| panic!("{e}: {answer:?}"));
+    if node.kind() == Kind::Conclave && answer.status != 200 {
+        assert_eq!(body["reason"], "ALARM NOSPACE", "{answer:?}");
+    }
+    format!("/health {} {}", answer.status, body["health"])
 }
 
 /// The `errors` of the one endpoint in `endpoint status -w json` output.
