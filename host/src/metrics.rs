@@ -18,19 +18,19 @@ use crate::raft::{check_quorum, recognised_leader};
 use crate::service::VERSION;
 
 /// A gRPC method, as go-grpc-prometheus labels it.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GrpcMethod {
     pub grpc_type: &'static str,
-    pub grpc_service: String,
-    pub grpc_method: String,
+    pub grpc_service: &'static str,
+    pub grpc_method: &'static str,
 }
 
 /// A finished gRPC call.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GrpcHandled {
     pub grpc_type: &'static str,
-    pub grpc_service: String,
-    pub grpc_method: String,
+    pub grpc_service: &'static str,
+    pub grpc_method: &'static str,
     pub grpc_code: &'static str,
 }
 

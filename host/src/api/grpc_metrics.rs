@@ -2,7 +2,9 @@
 //! for etcd: one start per call, one finish with the status code it ended with (from the
 //! trailers, or the headers of a trailers-only answer; `Canceled` if the client left first).
 
+use std::collections::HashMap;
 use std::convert::Infallible;
+use std::sync::{LazyLock, RwLock};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
@@ -23,6 +25,30 @@ fn grpc_type(service: &str, method: &str) -> &'static str {
         }
         _ => "unary",
     }
+}
+
+/// Method names seen, each kept once for the process (labels are `&'static str`, so counting a
+/// call allocates nothing). Paths are routed here only under a known service, but the method
+/// part is the client's: past this many names, further ones count as `unknown`, so no client
+/// can grow the metrics without bound.
+const MAX_METHODS: usize = 256;
+
+static METHODS: LazyLock<RwLock<HashMap<String, GrpcMethod>>> = LazyLock::new(RwLock::default);
+
+fn method_labels(path: &str) -> GrpcMethod {
+    if let Some(known) = METHODS.read().unwrap_or_else(|e| e.into_inner()).get(path) {
+        return *known;
+    }
+    let mut methods = METHODS.write().unwrap_or_else(|e| e.into_inner());
+    if methods.len() >= MAX_METHODS {
+        return GrpcMethod { grpc_type: "unary", grpc_service: "unknown", grpc_method: "unknown" };
+    }
+    let mut parts = path.trim_start_matches('/').splitn(2, '/');
+    let service: &'static str = Box::leak(parts.next().unwrap_or_default().to_string().into_boxed_str());
+    let method: &'static str = Box::leak(parts.next().unwrap_or_default().to_string().into_boxed_str());
+    let labels = GrpcMethod { grpc_type: grpc_type(service, method), grpc_service: service, grpc_method: method };
+    methods.insert(path.to_string(), labels);
+    labels
 }
 
 /// The layer counting every call of the services below it.
@@ -56,9 +82,7 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let mut parts = request.uri().path().trim_start_matches('/').splitn(2, '/');
-        let (service, method) = (parts.next().unwrap_or_default().to_string(), parts.next().unwrap_or_default().to_string());
-        let method = GrpcMethod { grpc_type: grpc_type(&service, &method), grpc_service: service, grpc_method: method };
+        let method = method_labels(request.uri().path());
         metrics::get().grpc_started.get_or_create(&method).inc();
         let answer = self.inner.call(request);
         Box::pin(async move {
