@@ -29,19 +29,38 @@ pub async fn connect(dial: &Dial) -> Result<Channel> {
     // All at once, so one blackholed endpoint does not use up the others' time.
     let mut attempts: FuturesUnordered<_> =
         endpoints.into_iter().map(|(endpoint, url)| transport::connect(endpoint, url, dial.tls.clone())).collect();
+    let mut refused_tls = None;
     let first = async {
         while let Some(attempt) = attempts.next().await {
-            if let Ok(channel) = attempt {
-                return Some(channel);
+            match attempt {
+                Ok(channel) => return Some(channel),
+                Err(e) => refused_tls = tls_failure(&e).or(refused_tls.take()),
             }
         }
         None
     };
     match tokio::time::timeout(dial.timeout, first).await {
         Ok(Some(channel)) => Ok(channel),
-        // etcdctl's words whether endpoints refused or never answered.
-        _ => bail!(DEADLINE_EXCEEDED),
+        // etcdctl's words whether endpoints refused or never answered; with why TLS failed, if it did.
+        _ => match refused_tls {
+            Some(why) => bail!("{DEADLINE_EXCEEDED} (TLS: {why})"),
+            None => bail!(DEADLINE_EXCEEDED),
+        },
     }
+}
+
+/// Why a connection attempt's TLS handshake failed, if that is what failed.
+fn tls_failure(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if let Some(io) = error.downcast_ref::<std::io::Error>()
+            && io.get_ref().is_some_and(|inner| inner.is::<rustls::Error>())
+        {
+            return Some(transport::tls::reason(io));
+        }
+        cause = error.source();
+    }
+    None
 }
 
 /// `--endpoints` entries as `http://host:port` URLs (made `https://` when dialing TLS); empty

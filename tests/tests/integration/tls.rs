@@ -67,6 +67,9 @@ async fn client_certificates_are_required_and_checked() {
     assert!(conclavectl::ok(ctl(&with_cert)).contains("lock"));
     let without = conclavectl::failed(ctl(&["--cacert", &pki.path("ca.pem"), "plugin", "list"]));
     assert!(!without.is_empty());
+    let (cert, key) = (pki.path("client.pem"), pki.path("client.key"));
+    let wrong_ca = conclavectl::failed(ctl(&["--cacert", &pki.path("other-ca.pem"), "--cert", &cert, "--key", &key, "plugin", "list"]));
+    assert!(wrong_ca.contains("context deadline exceeded (TLS: invalid peer certificate: UnknownIssuer)"), "{wrong_ca}");
 }
 
 #[tokio::test]
