@@ -2,6 +2,7 @@
 //! and call plugins, `registry` and `config` for those recipes, and `dump-log` (like etcd's
 //! etcd-dump-logs).
 
+mod bench;
 mod config;
 mod connect;
 mod dump_log;
@@ -63,6 +64,9 @@ enum Command {
     /// Publish, read and follow versioned config documents.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Load the cluster with etcd API requests (so it measures etcd too) and report requests/s
+    /// and latency percentiles.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -77,6 +81,7 @@ fn main() -> ExitCode {
         Command::Plugin(command) => plugin::run(command, &cli.global, &mut out).map(|()| ExitCode::SUCCESS),
         Command::Registry(command) => registry::run(command, &cli.global, &mut out).map(|()| ExitCode::SUCCESS),
         Command::Config(command) => config::run(command, &cli.global, &mut out).map(|()| ExitCode::SUCCESS),
+        Command::Bench(args) => bench::run(args, &cli.global, &mut out).map(|()| ExitCode::SUCCESS),
         Command::Lock(args) => lock::run(args, &cli.global, &mut out),
         Command::Elect(args) => elect::run(args, &cli.global, &mut out).map(|()| ExitCode::SUCCESS),
     };

@@ -1,6 +1,7 @@
 //! The integration suite: one test binary, one module per area.
 
 mod auto_compaction;
+mod bench;
 mod cluster;
 mod crash;
 mod dump_log;

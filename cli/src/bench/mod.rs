@@ -1,0 +1,148 @@
+//! `conclavectl bench`: a load generator speaking the etcd v3 API, so the same code measures etcd
+//! and Conclave. Flags follow etcd's `benchmark` tool. Each client sends one request at a time
+//! over one of `--conns` connections; latencies go into an HDR histogram, failures are counted
+//! by kind.
+
+mod report;
+mod workload;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use clap::{Args, ValueEnum};
+use hdrhistogram::Histogram;
+use tonic::transport::Channel;
+
+use crate::connect::connect;
+use crate::global::GlobalArgs;
+use crate::output::OutputFormat;
+use report::Report;
+use workload::Keys;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Workload {
+    /// Put one key per request.
+    Put,
+    /// Range one key per request.
+    Range,
+    /// A txn putting one key per request.
+    TxnPut,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// What each request does.
+    #[arg(value_enum)]
+    pub workload: Workload,
+    /// Connections the clients share.
+    #[arg(long, default_value_t = 1)]
+    pub conns: usize,
+    /// Concurrent clients, each with one request in flight.
+    #[arg(long, default_value_t = 1)]
+    pub clients: usize,
+    /// Requests in all (ignored with --duration).
+    #[arg(long, default_value_t = 10_000)]
+    pub total: u64,
+    /// Run for this long instead of a number of requests, e.g. 10s.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Bytes per key.
+    #[arg(long, default_value_t = 8)]
+    pub key_size: usize,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 8)]
+    pub val_size: usize,
+    /// Distinct keys written or read.
+    #[arg(long, default_value_t = 1)]
+    pub key_space_size: u64,
+    /// Keys in order instead of at random.
+    #[arg(long)]
+    pub sequential_keys: bool,
+    /// Reads: `l` (linearizable) or `s` (serializable).
+    #[arg(long, default_value = "l", value_parser = ["l", "s"])]
+    pub consistency: String,
+    /// Requests per second across all clients (0: as fast as they go).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+}
+
+/// Run the benchmark and print its report.
+pub fn run(args: BenchArgs, global: &GlobalArgs, out: &mut impl std::io::Write) -> Result<()> {
+    if args.clients == 0 || args.conns == 0 || args.key_space_size == 0 {
+        bail!("--clients, --conns and --key-space-size must be at least 1");
+    }
+    let report = crate::rpc::block_on(measure(&args, global))?;
+    match global.write_out {
+        OutputFormat::Json => writeln!(out, "{}", serde_json::to_string(&report.json())?)?,
+        _ => write!(out, "{}", report.text())?,
+    }
+    Ok(())
+}
+
+async fn measure(args: &BenchArgs, global: &GlobalArgs) -> Result<Report> {
+    let dial = global.dial()?;
+    let mut channels = Vec::with_capacity(args.conns);
+    for _ in 0..args.conns {
+        channels.push(connect(&dial).await?);
+    }
+    let shared = Arc::new(Shared {
+        issued: AtomicU64::new(0),
+        total: if args.duration.is_some() { u64::MAX } else { args.total },
+        deadline: args.duration.map(|d| Instant::now() + d),
+        interval: (args.rate > 0).then(|| Duration::from_secs_f64(args.clients as f64 / args.rate as f64)),
+    });
+    let started = Instant::now();
+    let mut clients = tokio::task::JoinSet::new();
+    for index in 0..args.clients {
+        let channel: Channel = channels[index % channels.len()].clone();
+        let keys = Keys::new(args.key_size, args.key_space_size, args.sequential_keys, index as u64);
+        let request = workload::Request::new(args.workload, args.val_size, args.consistency == "s");
+        clients.spawn(client(channel, keys, request, shared.clone()));
+    }
+    let mut report = Report::default();
+    while let Some(done) = clients.join_next().await {
+        report.add(done?);
+    }
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+/// What all clients share: how many requests were taken, and when to stop.
+struct Shared {
+    issued: AtomicU64,
+    total: u64,
+    deadline: Option<Instant>,
+    /// Each client's pause between requests under `--rate`.
+    interval: Option<Duration>,
+}
+
+impl Shared {
+    fn take(&self) -> bool {
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            return false;
+        }
+        self.issued.fetch_add(1, Ordering::Relaxed) < self.total
+    }
+}
+
+/// One client's requests until the total or the deadline; its latencies and failures.
+async fn client(channel: Channel, mut keys: Keys, request: workload::Request, shared: Arc<Shared>) -> report::Part {
+    let mut part = report::Part::new();
+    let mut ticks = shared.interval.map(tokio::time::interval);
+    while shared.take() {
+        if let Some(ticks) = &mut ticks {
+            ticks.tick().await;
+        }
+        let started = Instant::now();
+        let outcome = request.send(&channel, keys.next()).await;
+        part.record(started.elapsed(), outcome.err());
+    }
+    part
+}
+
+/// A fresh histogram of microseconds, up to an hour.
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
+}

@@ -1,0 +1,36 @@
+//! `conclavectl bench` on small totals against etcd and Conclave: it counts right, classifies
+//! failures by kind, and fails clearly on a dead endpoint. Never a timing assertion.
+
+use conclave_tests::conclavectl::{failed, ok, run};
+use conclave_tests::{Kind, Node};
+
+fn bench_json(node: &Node, args: &[&str]) -> serde_json::Value {
+    let out = ok(run(&node.endpoint(), &[&["-w", "json", "bench"], args].concat()));
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+#[test]
+fn counts_requests_and_failures_on_both_servers() {
+    for kind in [Kind::Etcd, Kind::subject()] {
+        let node = Node::start(kind, &[]).unwrap();
+        for workload in ["put", "range", "txn-put"] {
+            let report = bench_json(&node, &[workload, "--total", "120", "--clients", "3", "--conns", "2", "--key-space-size", "50"]);
+            assert_eq!((report["requests"].as_u64(), report["failed"].as_u64()), (Some(120), Some(0)), "{kind:?} {workload}: {report}");
+            let latency = &report["latency_ms"];
+            assert!(latency["min"].as_f64() <= latency["p50"].as_f64() && latency["p99"].as_f64() <= latency["max"].as_f64(), "{report}");
+        }
+        let serializable = bench_json(&node, &["range", "--total", "50", "--consistency", "s"]);
+        assert_eq!(serializable["requests"], 50, "{kind:?}: {serializable}");
+        let too_large = bench_json(&node, &["put", "--total", "7", "--val-size", "2000000"]);
+        assert_eq!(too_large["requests"], 0, "{kind:?}: {too_large}");
+        assert_eq!(too_large["failures"]["InvalidArgument: etcdserver: request is too large"], 7, "{kind:?}: {too_large}");
+    }
+}
+
+#[test]
+fn a_dead_endpoint_fails_clearly() {
+    let error = failed(run("127.0.0.1:1", &["bench", "put", "--total", "5", "--dial-timeout", "300ms"]));
+    assert_eq!(error, "Error: context deadline exceeded");
+    let error = failed(run("127.0.0.1:1", &["bench", "put", "--clients", "0"]));
+    assert_eq!(error, "Error: --clients, --conns and --key-space-size must be at least 1");
+}
