@@ -29,6 +29,12 @@ pub enum Workload {
     Range,
     /// A txn putting one key per request.
     TxnPut,
+    /// Renew the client's lease once per request, on its keep-alive stream.
+    LeaseKeepalive,
+    /// Take and release a v3lock lock (the client's own; with --contended, one for all).
+    Lock,
+    /// Call a plugin method that only reads (the built-in counter's `get`).
+    Plugin,
 }
 
 #[derive(Args, Debug)]
@@ -66,6 +72,9 @@ pub struct BenchArgs {
     /// Requests per second across all clients (0: as fast as they go).
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
+    /// `lock`: every client takes the same lock.
+    #[arg(long)]
+    pub contended: bool,
 }
 
 /// Run the benchmark and print its report.
@@ -98,12 +107,12 @@ async fn measure(args: &BenchArgs, global: &GlobalArgs) -> Result<Report> {
     for index in 0..args.clients {
         let channel: Channel = channels[index % channels.len()].clone();
         let keys = Keys::new(args.key_size, args.key_space_size, args.sequential_keys, index as u64);
-        let request = workload::Request::new(args.workload, args.val_size, args.consistency == "s");
-        clients.spawn(client(channel, keys, request, shared.clone()));
+        let request = workload::Request::new(args.workload, args.val_size, args.consistency == "s", args.contended);
+        clients.spawn(client(channel, index, keys, request, shared.clone()));
     }
     let mut report = Report::default();
     while let Some(done) = clients.join_next().await {
-        report.add(done?);
+        report.add(done??);
     }
     report.elapsed = started.elapsed();
     Ok(report)
@@ -127,8 +136,16 @@ impl Shared {
     }
 }
 
-/// One client's requests until the total or the deadline; its latencies and failures.
-async fn client(channel: Channel, mut keys: Keys, request: workload::Request, shared: Arc<Shared>) -> report::Part {
+/// One client's requests until the total or the deadline; its latencies and failures. It fails
+/// if it cannot set up what its requests need (its lease, say).
+async fn client(
+    channel: Channel,
+    index: usize,
+    mut keys: Keys,
+    request: workload::Request,
+    shared: Arc<Shared>,
+) -> Result<report::Part> {
+    let mut session = request.open(&channel, index).await.map_err(crate::rpc::status_error)?;
     let mut part = report::Part::new();
     let mut ticks = shared.interval.map(tokio::time::interval);
     while shared.take() {
@@ -136,10 +153,10 @@ async fn client(channel: Channel, mut keys: Keys, request: workload::Request, sh
             ticks.tick().await;
         }
         let started = Instant::now();
-        let outcome = request.send(&channel, keys.next()).await;
+        let outcome = request.send(&channel, &mut session, keys.next()).await;
         part.record(started.elapsed(), outcome.err());
     }
-    part
+    Ok(part)
 }
 
 /// A fresh histogram of microseconds, up to an hour.

@@ -1,10 +1,19 @@
 //! The keys a client uses and the request it sends with each.
 
+use conclave_proto::conclave::plugin::InvokeRequest;
+use conclave_proto::conclave::plugin::plugin_client::PluginClient;
 use conclave_proto::etcdserverpb::kv_client::KvClient;
+use conclave_proto::etcdserverpb::lease_client::LeaseClient;
 use conclave_proto::etcdserverpb::request_op::Request as Op;
-use conclave_proto::etcdserverpb::{PutRequest, RangeRequest, RequestOp, TxnRequest};
-use tonic::Status;
+use conclave_proto::etcdserverpb::{
+    LeaseGrantRequest, LeaseKeepAliveRequest, LeaseKeepAliveResponse, PutRequest, RangeRequest, RequestOp, TxnRequest,
+};
+use conclave_proto::v3lockpb::lock_client::LockClient;
+use conclave_proto::v3lockpb::{LockRequest, UnlockRequest};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
+use tonic::{Status, Streaming};
 
 use super::Workload;
 
@@ -43,14 +52,50 @@ pub struct Request {
     workload: Workload,
     value: Vec<u8>,
     serializable: bool,
+    /// The lock every client takes with `lock --contended` (else each its own).
+    shared_lock: bool,
 }
 
+/// A client's own state: its lease (for `lease-keepalive` and `lock`) and keep-alive stream.
+pub struct Session {
+    lease: i64,
+    keepalive: Option<(mpsc::Sender<LeaseKeepAliveRequest>, Streaming<LeaseKeepAliveResponse>)>,
+    lock_name: Vec<u8>,
+}
+
+/// How long a client's lease lives if it stops renewing it (the run ends first).
+const LEASE_TTL: i64 = 600;
+
 impl Request {
-    pub fn new(workload: Workload, value_size: usize, serializable: bool) -> Self {
-        Request { workload, value: vec![b'x'; value_size], serializable }
+    pub fn new(workload: Workload, value_size: usize, serializable: bool, shared_lock: bool) -> Self {
+        Request { workload, value: vec![b'x'; value_size], serializable, shared_lock }
     }
 
-    pub async fn send(&self, channel: &Channel, key: Vec<u8>) -> Result<(), Status> {
+    /// What client `index` needs before its first request.
+    pub async fn open(&self, channel: &Channel, index: usize) -> Result<Session, Status> {
+        let mut session = Session { lease: 0, keepalive: None, lock_name: format!("bench-lock-{index}").into_bytes() };
+        if self.shared_lock {
+            session.lock_name = b"bench-lock".to_vec();
+        }
+        if matches!(self.workload, Workload::LeaseKeepalive | Workload::Lock) {
+            let grant = LeaseGrantRequest { ttl: LEASE_TTL, id: 0 };
+            session.lease = LeaseClient::new(channel.clone()).lease_grant(grant).await?.into_inner().id;
+        }
+        if self.workload == Workload::LeaseKeepalive {
+            // etcd answers the call (its headers) only with its first renewal, so the first
+            // request goes before the call is awaited, and its answer is not counted.
+            let (send, requests) = mpsc::channel(1);
+            let first = LeaseKeepAliveRequest { id: session.lease };
+            send.send(first).await.map_err(|_| Status::internal("keep-alive queue closed"))?;
+            let mut leases = LeaseClient::new(channel.clone());
+            let mut responses = leases.lease_keep_alive(ReceiverStream::new(requests)).await?.into_inner();
+            responses.message().await?;
+            session.keepalive = Some((send, responses));
+        }
+        Ok(session)
+    }
+
+    pub async fn send(&self, channel: &Channel, session: &mut Session, key: Vec<u8>) -> Result<(), Status> {
         let mut kv = KvClient::new(channel.clone()).max_decoding_message_size(usize::MAX);
         match self.workload {
             Workload::Put => kv.put(PutRequest { key, value: self.value.clone(), ..Default::default() }).await.map(drop),
@@ -61,6 +106,24 @@ impl Request {
                 let put = Op::RequestPut(PutRequest { key, value: self.value.clone(), ..Default::default() });
                 let txn = TxnRequest { success: vec![RequestOp { request: Some(put) }], ..Default::default() };
                 kv.txn(txn).await.map(drop)
+            }
+            Workload::LeaseKeepalive => {
+                let (send, responses) = session.keepalive.as_mut().expect("opened with a keep-alive stream");
+                send.send(LeaseKeepAliveRequest { id: session.lease }).await.map_err(|_| Status::unavailable("keep-alive stream closed"))?;
+                match responses.message().await? {
+                    Some(renewed) if renewed.ttl > 0 => Ok(()),
+                    Some(_) => Err(Status::not_found("etcdserver: requested lease not found")),
+                    None => Err(Status::unavailable("keep-alive stream ended")),
+                }
+            }
+            Workload::Lock => {
+                let mut lock = LockClient::new(channel.clone());
+                let held = lock.lock(LockRequest { name: session.lock_name.clone(), lease: session.lease }).await?.into_inner();
+                lock.unlock(UnlockRequest { key: held.key }).await.map(drop)
+            }
+            Workload::Plugin => {
+                let call = InvokeRequest { plugin: "counter".into(), method: "get".into(), payload: br#"{"name":"bench"}"#.to_vec() };
+                PluginClient::new(channel.clone()).invoke(call).await.map(drop)
             }
         }
     }

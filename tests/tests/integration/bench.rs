@@ -19,6 +19,15 @@ fn counts_requests_and_failures_on_both_servers() {
             let latency = &report["latency_ms"];
             assert!(latency["min"].as_f64() <= latency["p50"].as_f64() && latency["p99"].as_f64() <= latency["max"].as_f64(), "{report}");
         }
+        for workload in [&["lease-keepalive"][..], &["lock"], &["lock", "--contended"]] {
+            let report = bench_json(&node, &[workload, &["--total", "40", "--clients", "3"]].concat());
+            assert_eq!((report["requests"].as_u64(), report["failed"].as_u64()), (Some(40), Some(0)), "{kind:?} {workload:?}: {report}");
+        }
+        let plugin = bench_json(&node, &["plugin", "--total", "20", "--clients", "2"]);
+        match kind {
+            Kind::Conclave => assert_eq!(plugin["requests"], 20, "{plugin}"),
+            Kind::Etcd => assert_eq!(plugin["failures"]["Unimplemented: unknown service conclave.plugin.Plugin"], 20, "{plugin}"),
+        }
         let serializable = bench_json(&node, &["range", "--total", "50", "--consistency", "s"]);
         assert_eq!(serializable["requests"], 50, "{kind:?}: {serializable}");
         let too_large = bench_json(&node, &["put", "--total", "7", "--val-size", "2000000"]);
