@@ -15,7 +15,9 @@ use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
 use tonic::transport::Channel;
 
-use crate::connect::connect;
+use crate::connect::{Dial, connect};
+use conclave_proto::etcdserverpb::StatusRequest;
+use conclave_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use crate::global::GlobalArgs;
 use crate::output::OutputFormat;
 use report::Report;
@@ -31,8 +33,12 @@ pub enum Workload {
     TxnPut,
     /// Renew the client's lease once per request, on its keep-alive stream.
     LeaseKeepalive,
+    /// Txns putting a key, and ranges of one, `--rw-ratio` reads per write.
+    TxnMixed,
     /// Take and release a v3lock lock (the client's own; with --contended, one for all).
     Lock,
+    /// Campaign and resign in a v3election election (the client's own; with --contended, one for all).
+    Election,
     /// Call a plugin method that only reads (the built-in counter's `get`).
     Plugin,
 }
@@ -72,9 +78,15 @@ pub struct BenchArgs {
     /// Requests per second across all clients (0: as fast as they go).
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
-    /// `lock`: every client takes the same lock.
+    /// `lock`, `election`: every client takes the same lock or runs in the same election.
     #[arg(long)]
     pub contended: bool,
+    /// `txn-mixed`: ranges per txn put.
+    #[arg(long, default_value_t = 1)]
+    pub rw_ratio: u32,
+    /// Send everything to the leader among --endpoints.
+    #[arg(long)]
+    pub target_leader: bool,
 }
 
 /// Run the benchmark and print its report.
@@ -91,7 +103,10 @@ pub fn run(args: BenchArgs, global: &GlobalArgs, out: &mut impl std::io::Write) 
 }
 
 async fn measure(args: &BenchArgs, global: &GlobalArgs) -> Result<Report> {
-    let dial = global.dial()?;
+    let mut dial = global.dial()?;
+    if args.target_leader {
+        dial.endpoints = vec![leader(&dial).await?];
+    }
     let mut channels = Vec::with_capacity(args.conns);
     for _ in 0..args.conns {
         channels.push(connect(&dial).await?);
@@ -107,7 +122,7 @@ async fn measure(args: &BenchArgs, global: &GlobalArgs) -> Result<Report> {
     for index in 0..args.clients {
         let channel: Channel = channels[index % channels.len()].clone();
         let keys = Keys::new(args.key_size, args.key_space_size, args.sequential_keys, index as u64);
-        let request = workload::Request::new(args.workload, args.val_size, args.consistency == "s", args.contended);
+        let request = workload::Request::new(args.workload, args.val_size, args.consistency == "s", args.contended, args.rw_ratio);
         clients.spawn(client(channel, index, keys, request, shared.clone()));
     }
     let mut report = Report::default();
@@ -116,6 +131,20 @@ async fn measure(args: &BenchArgs, global: &GlobalArgs) -> Result<Report> {
     }
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// The endpoint of `dial` that is the leader, as its own status says.
+async fn leader(dial: &Dial) -> Result<String> {
+    for endpoint in crate::connect::urls(&dial.endpoints)? {
+        let one = Dial { endpoints: vec![endpoint.clone()], timeout: dial.timeout, tls: dial.tls.clone() };
+        let Ok(channel) = connect(&one).await else { continue };
+        let Ok(status) = MaintenanceClient::new(channel).status(StatusRequest {}).await else { continue };
+        let status = status.into_inner();
+        if status.header.is_some_and(|h| h.member_id == status.leader) {
+            return Ok(endpoint);
+        }
+    }
+    bail!("no endpoint of --endpoints is the leader")
 }
 
 /// What all clients share: how many requests were taken, and when to stop.

@@ -8,6 +8,8 @@ use conclave_proto::etcdserverpb::request_op::Request as Op;
 use conclave_proto::etcdserverpb::{
     LeaseGrantRequest, LeaseKeepAliveRequest, LeaseKeepAliveResponse, PutRequest, RangeRequest, RequestOp, TxnRequest,
 };
+use conclave_proto::v3electionpb::election_client::ElectionClient;
+use conclave_proto::v3electionpb::{CampaignRequest, ResignRequest};
 use conclave_proto::v3lockpb::lock_client::LockClient;
 use conclave_proto::v3lockpb::{LockRequest, UnlockRequest};
 use tokio::sync::mpsc;
@@ -52,32 +54,36 @@ pub struct Request {
     workload: Workload,
     value: Vec<u8>,
     serializable: bool,
-    /// The lock every client takes with `lock --contended` (else each its own).
+    /// The lock or election every client uses with `--contended` (else each its own).
     shared_lock: bool,
+    /// `txn-mixed`: ranges per put.
+    reads_per_write: u32,
 }
 
 /// A client's own state: its lease (for `lease-keepalive` and `lock`) and keep-alive stream.
 pub struct Session {
     lease: i64,
     keepalive: Option<(mpsc::Sender<LeaseKeepAliveRequest>, Streaming<LeaseKeepAliveResponse>)>,
-    lock_name: Vec<u8>,
+    name: Vec<u8>,
+    /// Requests sent so far (`txn-mixed` picks reads and writes by it).
+    sent: u64,
 }
 
 /// How long a client's lease lives if it stops renewing it (the run ends first).
 const LEASE_TTL: i64 = 600;
 
 impl Request {
-    pub fn new(workload: Workload, value_size: usize, serializable: bool, shared_lock: bool) -> Self {
-        Request { workload, value: vec![b'x'; value_size], serializable, shared_lock }
+    pub fn new(workload: Workload, value_size: usize, serializable: bool, shared_lock: bool, reads_per_write: u32) -> Self {
+        Request { workload, value: vec![b'x'; value_size], serializable, shared_lock, reads_per_write }
     }
 
     /// What client `index` needs before its first request.
     pub async fn open(&self, channel: &Channel, index: usize) -> Result<Session, Status> {
-        let mut session = Session { lease: 0, keepalive: None, lock_name: format!("bench-lock-{index}").into_bytes() };
+        let mut session = Session { lease: 0, keepalive: None, name: format!("bench-{index}").into_bytes(), sent: 0 };
         if self.shared_lock {
-            session.lock_name = b"bench-lock".to_vec();
+            session.name = b"bench".to_vec();
         }
-        if matches!(self.workload, Workload::LeaseKeepalive | Workload::Lock) {
+        if matches!(self.workload, Workload::LeaseKeepalive | Workload::Lock | Workload::Election) {
             let grant = LeaseGrantRequest { ttl: LEASE_TTL, id: 0 };
             session.lease = LeaseClient::new(channel.clone()).lease_grant(grant).await?.into_inner().id;
         }
@@ -97,7 +103,13 @@ impl Request {
 
     pub async fn send(&self, channel: &Channel, session: &mut Session, key: Vec<u8>) -> Result<(), Status> {
         let mut kv = KvClient::new(channel.clone()).max_decoding_message_size(usize::MAX);
-        match self.workload {
+        session.sent += 1;
+        let workload = match self.workload {
+            Workload::TxnMixed if session.sent % (u64::from(self.reads_per_write) + 1) == 0 => Workload::TxnPut,
+            Workload::TxnMixed => Workload::Range,
+            other => other,
+        };
+        match workload {
             Workload::Put => kv.put(PutRequest { key, value: self.value.clone(), ..Default::default() }).await.map(drop),
             Workload::Range => {
                 kv.range(RangeRequest { key, serializable: self.serializable, ..Default::default() }).await.map(drop)
@@ -118,9 +130,16 @@ impl Request {
             }
             Workload::Lock => {
                 let mut lock = LockClient::new(channel.clone());
-                let held = lock.lock(LockRequest { name: session.lock_name.clone(), lease: session.lease }).await?.into_inner();
+                let held = lock.lock(LockRequest { name: session.name.clone(), lease: session.lease }).await?.into_inner();
                 lock.unlock(UnlockRequest { key: held.key }).await.map(drop)
             }
+            Workload::Election => {
+                let mut election = ElectionClient::new(channel.clone());
+                let campaign = CampaignRequest { name: session.name.clone(), lease: session.lease, value: b"bench".to_vec() };
+                let leader = election.campaign(campaign).await?.into_inner().leader;
+                election.resign(ResignRequest { leader }).await.map(drop)
+            }
+            Workload::TxnMixed => unreachable!("txn-mixed sends a txn put or a range"),
             Workload::Plugin => {
                 let call = InvokeRequest { plugin: "counter".into(), method: "get".into(), payload: br#"{"name":"bench"}"#.to_vec() };
                 PluginClient::new(channel.clone()).invoke(call).await.map(drop)

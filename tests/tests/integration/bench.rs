@@ -2,7 +2,7 @@
 //! failures by kind, and fails clearly on a dead endpoint. Never a timing assertion.
 
 use conclave_tests::conclavectl::{failed, ok, run};
-use conclave_tests::{Kind, Node};
+use conclave_tests::{Cluster, Kind, Node};
 
 fn bench_json(node: &Node, args: &[&str]) -> serde_json::Value {
     let out = ok(run(&node.endpoint(), &[&["-w", "json", "bench"], args].concat()));
@@ -19,7 +19,15 @@ fn counts_requests_and_failures_on_both_servers() {
             let latency = &report["latency_ms"];
             assert!(latency["min"].as_f64() <= latency["p50"].as_f64() && latency["p99"].as_f64() <= latency["max"].as_f64(), "{report}");
         }
-        for workload in [&["lease-keepalive"][..], &["lock"], &["lock", "--contended"]] {
+        let workloads = [
+            &["lease-keepalive"][..],
+            &["lock"],
+            &["lock", "--contended"],
+            &["election"],
+            &["election", "--contended"],
+            &["txn-mixed", "--rw-ratio", "3"],
+        ];
+        for workload in workloads {
             let report = bench_json(&node, &[workload, &["--total", "40", "--clients", "3"]].concat());
             assert_eq!((report["requests"].as_u64(), report["failed"].as_u64()), (Some(40), Some(0)), "{kind:?} {workload:?}: {report}");
         }
@@ -34,6 +42,17 @@ fn counts_requests_and_failures_on_both_servers() {
         assert_eq!(too_large["requests"], 0, "{kind:?}: {too_large}");
         assert_eq!(too_large["failures"]["InvalidArgument: etcdserver: request is too large"], 7, "{kind:?}: {too_large}");
     }
+}
+
+#[tokio::test]
+async fn target_leader_finds_the_leader_among_the_endpoints() {
+    let cluster = Cluster::start(Kind::subject(), 3, &[]).unwrap();
+    cluster.leader().await.expect("the members agree on a leader");
+    let endpoints = cluster.endpoints().join(",");
+    let args = ["-w", "json", "bench", "put", "--target-leader", "--total", "30", "--clients", "2"];
+    let out = tokio::task::spawn_blocking(move || ok(run(&endpoints, &args))).await.unwrap();
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((report["requests"].as_u64(), report["failed"].as_u64()), (Some(30), Some(0)), "{report}");
 }
 
 #[test]
