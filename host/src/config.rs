@@ -165,9 +165,14 @@ impl Config {
     /// Refuse flag combinations etcd refuses, with etcd's words.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.tls.refuse_unsupported()?;
+        // An https:// listener never falls back to the clear: each needs its side's certificate
+        // (a metrics URL uses the client port's, as in etcd).
         let https = |urls: &[String]| urls.iter().find(|url| url.starts_with("https://")).cloned();
-        if let Some(url) = https(&self.listen_client_urls).filter(|_| !self.tls.client().enabled()) {
-            anyhow::bail!("TLS key/cert (--cert-file, --key-file) or --auto-tls must be provided for client url {url} with HTTPS scheme");
+        let client_tls = self.tls.client().enabled();
+        for (urls, kind, has_tls) in [(&self.listen_client_urls, "client", client_tls), (&self.listen_metrics_urls, "metrics", client_tls)] {
+            if let Some(url) = https(urls).filter(|_| !has_tls) {
+                anyhow::bail!("TLS key/cert (--cert-file, --key-file) or --auto-tls must be provided for {kind} url {url} with HTTPS scheme");
+            }
         }
         if let Some(url) = https(&self.listen_peer_urls).filter(|_| !self.tls.peer().enabled()) {
             anyhow::bail!("TLS key/cert (--peer-cert-file, --peer-key-file) or --peer-auto-tls must be provided for peer url {url} with HTTPS scheme");

@@ -234,6 +234,9 @@ fn https_listen_urls_need_a_certificate() {
         "http://127.0.0.1:0",
     ]);
     assert!(refused(cmd).contains("must be provided for client url https://127.0.0.1:0 with HTTPS scheme"));
+    let dir = tempfile::tempdir().unwrap();
+    let cmd = conclave(&dir.path().join("d"), "a", &["--listen-metrics-urls", "https://127.0.0.1:0"]);
+    assert!(refused(cmd).contains("must be provided for metrics url https://127.0.0.1:0 with HTTPS scheme"));
 }
 
 #[test]
