@@ -3,7 +3,7 @@
 //! levels (leader, sizes, raft indexes) are read when `/metrics` is scraped. One set per process,
 //! as etcd's, since a process runs one member.
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -13,9 +13,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::mvcc::View;
 use crate::node::Node;
-use crate::raft::{check_quorum, recognised_leader};
-use crate::service::VERSION;
+use crate::service::{VERSION, cluster_version};
 
 /// A gRPC method, as go-grpc-prometheus labels it.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -233,29 +233,24 @@ pub fn get() -> &'static Metrics {
 }
 
 /// The text exposition of every metric, with the levels read from `node` now.
-pub fn scrape(node: &Node) -> String {
+pub async fn scrape(node: &Arc<Node>) -> String {
     let metrics = get();
-    let raft = node.raft.metrics().borrow().clone();
-    let leader = recognised_leader(&raft, check_quorum(&node.raft));
+    let leader = node.recognised_leader();
     metrics.has_leader.set(leader.is_some() as i64);
-    metrics.is_leader.set((leader == Some(raft.id)) as i64);
+    metrics.is_leader.set((leader == Some(node.identity.member_id)) as i64);
     metrics.is_learner.set(node.is_learner() as i64);
     metrics.proposals_committed.set(node.committed.get() as i64);
-    metrics.proposals_applied.set(raft.last_applied.map_or(0, |id| id.index) as i64);
+    metrics.proposals_applied.set(node.raft.metrics().borrow().last_applied.map_or(0, |id| id.index) as i64);
     metrics.db_total_size.set(node.db_size() as i64);
     metrics.quota_backend_bytes.set(node.config.quota_bytes() as i64);
-    let (keys, current, compacted) = {
-        let view = node.store.read();
-        use crate::mvcc::View;
-        (view.index().live_keys(), view.current_rev(), view.compact_rev())
-    };
+    let (keys, current, compacted) =
+        node.store.read_async(|view| (view.index().live_keys(), view.current_rev(), view.compact_rev())).await;
     metrics.keys.set(keys as i64);
     metrics.current_revision.set(current);
     metrics.compact_revision.set(compacted.max(0));
     metrics.server_id.get_or_create(&ServerId { server_id: format!("{:x}", node.identity.member_id) }).set(1);
     metrics.server_version.get_or_create(&ServerVersion { server_version: VERSION }).set(1);
-    let cluster = VERSION.rsplit_once('.').map_or(VERSION, |(minor, _)| minor);
-    metrics.cluster_version.get_or_create(&ClusterVersion { cluster_version: cluster }).set(1);
+    metrics.cluster_version.get_or_create(&ClusterVersion { cluster_version: cluster_version() }).set(1);
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &metrics.registry).expect("writing to a String");
     text

@@ -13,7 +13,7 @@ pub fn routes(service: Service) -> Router {
 }
 
 async fn scrape(State(service): State<Service>) -> Response<Body> {
-    let text = crate::metrics::scrape(service.node());
+    let text = crate::metrics::scrape(service.node()).await;
     let mut response = Response::new(Body::from(text));
     response.headers_mut().insert(
         header::CONTENT_TYPE,

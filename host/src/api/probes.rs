@@ -9,12 +9,7 @@ use http::{Response, StatusCode, header};
 use serde::{Deserialize, Serialize};
 
 use super::gateway::json_response;
-use crate::service::{Check, Service, VERSION};
-
-/// The cluster version etcd reports beside its own: the major.minor of the API.
-fn cluster_version() -> &'static str {
-    VERSION.rsplit_once('.').map_or(VERSION, |(minor, _)| minor)
-}
+use crate::service::{Check, Service, VERSION, cluster_version};
 
 /// `/health` alone: what a separate metrics listener serves beside `/metrics`.
 pub fn health(service: Service) -> Router {

@@ -89,25 +89,14 @@ pub struct TlsFlags {
 impl TlsFlags {
     /// The client port's certificate and client checks.
     pub fn client(&self) -> TlsFiles {
-        TlsFiles {
-            cert_file: path(&self.cert_file),
-            key_file: path(&self.key_file),
-            trusted_ca_file: path(&self.trusted_ca_file),
-            client_cert_auth: self.client_cert_auth,
-            auto_tls: self.auto_tls && path(&self.cert_file).is_none(),
-        }
+        files(&self.cert_file, &self.key_file, &self.trusted_ca_file, self.client_cert_auth, self.auto_tls)
     }
 
     /// The peer port's certificate and member checks (a member presents the same certificate
     /// when it dials the others).
     pub fn peer(&self) -> TlsFiles {
-        TlsFiles {
-            cert_file: path(&self.peer_cert_file),
-            key_file: path(&self.peer_key_file),
-            trusted_ca_file: path(&self.peer_trusted_ca_file),
-            client_cert_auth: self.peer_client_cert_auth,
-            auto_tls: self.peer_auto_tls && path(&self.peer_cert_file).is_none(),
-        }
+        let (cert, key, ca) = (&self.peer_cert_file, &self.peer_key_file, &self.peer_trusted_ca_file);
+        files(cert, key, ca, self.peer_client_cert_auth, self.peer_auto_tls)
     }
 
     /// Refuse to start if a TLS setting Conclave does not implement yet is asked for, naming
@@ -143,6 +132,17 @@ impl TlsFlags {
             ("cipher-suites", path(&self.cipher_suites)),
             ("experimental-peer-skip-client-san-verification", switch(self.experimental_peer_skip_client_san_verification)),
         ]
+    }
+}
+
+/// One side's settings; a given certificate wins over auto TLS, as in etcd.
+fn files(cert: &Option<String>, key: &Option<String>, ca: &Option<String>, client_cert_auth: bool, auto_tls: bool) -> TlsFiles {
+    TlsFiles {
+        cert_file: path(cert),
+        key_file: path(key),
+        trusted_ca_file: path(ca),
+        client_cert_auth,
+        auto_tls: auto_tls && path(cert).is_none(),
     }
 }
 

@@ -22,7 +22,7 @@ use crate::identity::Identity;
 use crate::lease::{IdGenerator, Lessor};
 use crate::membership::Reconfigurer;
 use crate::mvcc::Store;
-use crate::raft::{on_leader, Answer, CommittedIndex, Handover, PeerService, Peers, Proposer, Raft};
+use crate::raft::{check_quorum, on_leader, recognised_leader, Answer, CommittedIndex, Handover, PeerService, Peers, Proposer, Raft};
 use crate::watch::Hub;
 
 /// A running member. Its parts are the crate's to use; the binary only starts, serves and stops it.
@@ -89,6 +89,12 @@ impl Node {
             revision,
             raft_term: self.raft.metrics().borrow().current_term,
         })
+    }
+
+    /// The leader this member recognises now (`None` during an election, or on a leader cut off
+    /// from its quorum), as `endpoint status` and `/health` report it.
+    pub fn recognised_leader(&self) -> Option<u64> {
+        recognised_leader(&self.raft.metrics().borrow(), check_quorum(&self.raft))
     }
 
     /// The current raft term if this member is the leader.

@@ -6,7 +6,6 @@ use std::time::Duration;
 use conclave_proto::etcdserverpb::{AlarmType, RangeRequest};
 
 use super::{Caller, Service};
-use crate::raft::{check_quorum, recognised_leader};
 
 /// How long a probe's read may take before the member counts as unhealthy.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -36,8 +35,7 @@ impl Service {
             let name = AlarmType::try_from(alarm.alarm).map_or("UNKNOWN", |t| t.as_str_name());
             return Err(format!("ALARM {name}"));
         }
-        let metrics = self.node.raft.metrics().borrow().clone();
-        if recognised_leader(&metrics, check_quorum(&self.node.raft)).is_none() {
+        if self.node.recognised_leader().is_none() {
             return Err("RAFT NO LEADER".to_string());
         }
         self.probe_read(serializable).await

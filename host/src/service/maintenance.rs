@@ -24,6 +24,11 @@ use crate::raft::{check_quorum, move_leader, recognised_leader, store_hash};
 /// The etcd API version Conclave reports and implements.
 pub const VERSION: &str = "3.5.0";
 
+/// The cluster version etcd reports beside its own: the major.minor of the API.
+pub fn cluster_version() -> &'static str {
+    VERSION.rsplit_once('.').map_or(VERSION, |(minor, _)| minor)
+}
+
 /// Snapshot stream chunk size, as etcd's 32 KiB.
 const CHUNK: usize = 32 * 1024;
 /// etcdctl checks that a snapshot (a bolt file for etcd) is a whole number of 512-byte blocks.

@@ -28,7 +28,7 @@ use conclave_proto::etcdserverpb::{
 
 pub use caller::{Access, Caller};
 pub use health::Check;
-pub use maintenance::VERSION;
+pub use maintenance::{VERSION, cluster_version};
 
 use crate::error::EtcdError;
 use crate::node::Node;

@@ -19,7 +19,7 @@ use futures::channel::oneshot;
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tonic::Status;
 
 pub use error::{json_response, text_response};
@@ -77,7 +77,7 @@ async fn answer(grpc: Router, method: &'static Method, limit: usize, request: Re
         Shape::Unary | Shape::ServerStream => {
             let bytes = match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, limit).collect()).await {
                 Ok(Ok(collected)) => collected.to_bytes(),
-                Ok(Err(e)) => return body_error(&e.to_string(), limit),
+                Ok(Err(e)) => return body_error(&*e, limit),
                 Err(_) => {
                     let status = Status::cancelled(format!("the request body did not arrive within {BODY_TIMEOUT:?}"));
                     return error::response(&status);
@@ -188,10 +188,10 @@ fn until_broken(
     })
 }
 
-fn body_error(what: &str, limit: usize) -> Response<Body> {
-    if what.contains("length limit exceeded") {
+fn body_error(error: &(dyn std::error::Error + Send + Sync + 'static), limit: usize) -> Response<Body> {
+    if error.is::<LengthLimitError>() {
         let status = Status::resource_exhausted(format!("request body is over the gateway's limit of {limit} bytes"));
         return error::response(&status);
     }
-    error::response(&Status::invalid_argument(format!("reading the request body: {what}")))
+    error::response(&Status::invalid_argument(format!("reading the request body: {error}")))
 }
