@@ -1,5 +1,5 @@
 //! `conclavectl dump-log --data-dir DIR`: the raft log of a stopped member, like etcd's
-//! etcd-dump-logs. Reads `DIR/db` (sled) and `DIR/snap/current.meta` with the host's own decoding.
+//! etcd-dump-logs. Reads `DIR/wal` and `DIR/snap/current.meta` with the host's own decoding.
 
 use std::io::Write;
 use std::path::Path;
@@ -20,7 +20,8 @@ pub fn run(data_dir: &Path, out: &mut impl Write) -> Result<()> {
     if !db_path.is_dir() {
         bail!("data dir {} has no member database ({} is missing)", data_dir.display(), db_path.display());
     }
-    let db = sled::Config::new().path(&db_path).open().map_err(|e| {
+    // Opening the database takes its lock: a running member, still writing its log, is refused.
+    let _db = sled::Config::new().path(&db_path).open().map_err(|e| {
         if e.to_string().contains("could not acquire lock") {
             anyhow::anyhow!("data dir {} is in use (is conclave running?)", data_dir.display())
         } else {
@@ -28,7 +29,7 @@ pub fn run(data_dir: &Path, out: &mut impl Write) -> Result<()> {
         }
     })?;
     let snapshot = read_snapshot_meta(&data_dir.join("snap")).context("reading the snapshot metadata")?;
-    let log = read_log(&db).context("reading the raft log")?;
+    let log = read_log(&data_dir.join("wal")).context("reading the raft log")?;
 
     match snapshot {
         Some(meta) => {

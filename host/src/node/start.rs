@@ -50,7 +50,8 @@ impl Node {
             restore(&store, snapshot)?;
             db.flush()?;
         }
-        let log_store = LogStore::open(&db)?;
+        let log_store = LogStore::open(&dir.join("wal"), &db)
+            .with_context(|| format!("opening the raft log in {}", dir.join("wal").display()))?;
         let committed = log_store.committed_index();
         let hub = Arc::new(Hub::default());
         let alarms = Arc::new(Alarms::load(&store)?);

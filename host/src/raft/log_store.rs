@@ -1,26 +1,19 @@
-//! The raft log and vote in sled, acknowledged only once durable.
-//!
-//! Appends go into sled at once and their callbacks queue for a single flusher thread: each flush
-//! (an fsync) covers every append queued before it started, so concurrent writers share fsyncs
-//! (group commit), and callbacks complete in append order. The thread calls sled's blocking
-//! `flush`: `flush_async` hands every call to sled's IO thread pool, which under load costs more
-//! in thread wake-ups than the flushes themselves.
+//! openraft's log storage over the raft log in `wal`: reads are served from memory, and every
+//! append, vote, truncation and purge goes to the log's writer thread, which acknowledges it only
+//! once it is durable (fdatasync). Appends are completed in order; concurrent ones share a sync.
 
 use std::fmt::Debug;
 use std::io;
-use std::ops::{Bound, RangeBounds};
+use std::ops::RangeBounds;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, LogId, RaftLogReader, StorageError, Vote};
-use std::sync::mpsc;
 
-use super::{decode, encode, read_err, write_err, NodeId, TypeConfig};
-
-const VOTE: &[u8] = b"vote";
-const COMMITTED: &[u8] = b"committed";
-const LAST_PURGED: &[u8] = b"last_purged";
+use super::wal::{self, Done, Log, Pending, Write, COMMITTED, ENTRY, PURGED, VOTE};
+use super::{decode, write_err, NodeId, TypeConfig};
 
 /// The highest log index this member knows to be committed: what etcd reports as the raft index
 /// (openraft's metrics only tell the last appended and the last applied index).
@@ -39,31 +32,22 @@ impl CommittedIndex {
 
 #[derive(Clone)]
 pub struct LogStore {
-    db: sled::Db,
-    /// Entries keyed by big-endian index.
-    entries: sled::Tree,
-    /// Vote, committed and last purged log ids.
-    meta: sled::Tree,
-    flusher: mpsc::Sender<LogFlushed<TypeConfig>>,
+    log: Arc<Mutex<Log>>,
+    writer: mpsc::Sender<Write>,
     committed: CommittedIndex,
 }
 
 impl LogStore {
-    /// Open the log kept in `db`, starting its flusher thread.
-    pub fn open(db: &sled::Db) -> std::io::Result<Self> {
-        let (flusher, pending) = mpsc::channel();
-        let flushed = db.clone();
-        std::thread::Builder::new().name("log flusher".into()).spawn(move || flush_loop(flushed, pending))?;
-        let store = LogStore {
-            db: db.clone(),
-            entries: db.open_tree("raft_log")?,
-            meta: db.open_tree("raft_meta")?,
-            flusher,
-            committed: CommittedIndex::default(),
-        };
-        let committed = store.read_meta::<Option<LogId<NodeId>>>(COMMITTED).map_err(io::Error::other)?.flatten();
-        store.committed.set(committed.as_ref());
-        Ok(store)
+    /// Opens the log in `dir` (a member's `<data-dir>/wal`), first moving into it a log that an
+    /// earlier version kept in the sled database `db`.
+    pub fn open(dir: &Path, db: &sled::Db) -> io::Result<Self> {
+        let (mut log, mut writer) = wal::open(dir)?;
+        if import_from_sled(db, &mut log, &mut writer)? {
+            tracing::info!(log = %dir.display(), "moved the raft log out of the database");
+        }
+        let committed = CommittedIndex::default();
+        committed.set(log.committed.as_ref());
+        Ok(LogStore { log: Arc::new(Mutex::new(log)), writer: writer.spawn()?, committed })
     }
 
     /// The committed index as raft saves it, readable while raft owns this store.
@@ -71,34 +55,66 @@ impl LogStore {
         self.committed.clone()
     }
 
-    fn read_meta<T: for<'de> serde::Deserialize<'de>>(&self, name: &[u8]) -> Result<Option<T>, StorageError<NodeId>> {
-        match self.meta.get(name).map_err(read_err)? {
-            Some(bytes) => decode(&bytes).map(Some).map_err(read_err),
-            None => Ok(None),
-        }
+    fn log(&self) -> MutexGuard<'_, Log> {
+        self.log.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn write_meta<T: serde::Serialize>(&self, name: &[u8], value: &T) -> Result<(), StorageError<NodeId>> {
-        self.meta.insert(name, encode(value).map_err(write_err)?).map_err(write_err)?;
-        Ok(())
+    fn send(&self, records: Vec<Pending>, done: Done, purge_upto: Option<u64>) -> Result<(), StorageError<NodeId>> {
+        self.writer
+            .send(Write { records, done, purge_upto })
+            .map_err(|_| write_err(io::Error::other("raft log writer stopped")))
     }
 
-    async fn flush(&self) -> Result<(), StorageError<NodeId>> {
-        self.db.flush_async().await.map_err(write_err)?;
-        Ok(())
-    }
-
-    /// Every entry in the log, for dumping.
-    pub fn all_entries(&self) -> impl Iterator<Item = Result<Entry<TypeConfig>, StorageError<NodeId>>> + '_ {
-        self.entries.iter().map(|item| {
-            let (_, bytes) = item.map_err(read_err)?;
-            decode(&bytes).map_err(read_err)
-        })
+    /// Writes `records` and waits until they are durable.
+    async fn write(&self, records: Vec<Pending>, purge_upto: Option<u64>) -> Result<(), StorageError<NodeId>> {
+        let (done, durable) = tokio::sync::oneshot::channel();
+        self.send(records, Done::Notify(done), purge_upto)?;
+        durable.await.map_err(|_| write_err(io::Error::other("raft log writer stopped")))?.map_err(write_err)
     }
 }
 
-/// What the log kept in a member's sled database holds, read without starting raft (for
-/// `conclavectl dump-log`).
+/// Moves the raft log and its metadata out of the sled trees an earlier version kept them in,
+/// durably into the new log, then drops those trees. Whether there was one.
+fn import_from_sled(db: &sled::Db, log: &mut Log, writer: &mut wal::WriterHandle) -> io::Result<bool> {
+    const TREES: [&str; 2] = ["raft_log", "raft_meta"];
+    if !db.tree_names().iter().any(|name| TREES.iter().any(|t| name == t.as_bytes())) {
+        return Ok(false);
+    }
+    let meta = db.open_tree("raft_meta")?;
+    let read = |name: &str| meta.get(name).map_err(io::Error::other);
+    let mut records = Vec::new();
+    if let Some(purged) = read("last_purged")? {
+        let purged: LogId<NodeId> = decode(&purged).map_err(io::Error::other)?;
+        records.push(wal::pending(PURGED, &purged, None)?);
+        log.purge(purged);
+    }
+    if let Some(vote) = read("vote")? {
+        let vote: Vote<NodeId> = decode(&vote).map_err(io::Error::other)?;
+        records.push(wal::pending(VOTE, &vote, None)?);
+        log.vote = Some(vote);
+    }
+    if let Some(committed) = read("committed")? {
+        let committed: Option<LogId<NodeId>> = decode(&committed).map_err(io::Error::other)?;
+        records.push(wal::pending(COMMITTED, &committed, None)?);
+        log.committed = committed;
+    }
+    for item in db.open_tree("raft_log")?.iter() {
+        let entry: Entry<TypeConfig> = decode(&item?.1).map_err(io::Error::other)?;
+        if log.purged.is_some_and(|p| entry.log_id.index <= p.index) {
+            continue;
+        }
+        records.push(wal::pending(ENTRY, &entry, Some(entry.log_id.index))?);
+        log.append(entry).map_err(io::Error::other)?;
+    }
+    writer.write_now(&records)?;
+    for tree in TREES {
+        db.drop_tree(tree)?;
+    }
+    db.flush()?;
+    Ok(true)
+}
+
+/// What a member's raft log holds, read without starting raft (for `conclavectl dump-log`).
 pub struct LogDump {
     pub last_purged: Option<LogId<NodeId>>,
     pub committed: Option<LogId<NodeId>>,
@@ -106,49 +122,10 @@ pub struct LogDump {
     pub entries: Vec<Entry<TypeConfig>>,
 }
 
-/// Reads every entry and the log metadata from `db` (a member's `<data-dir>/db`).
-pub fn read_log(db: &sled::Db) -> Result<LogDump, StorageError<NodeId>> {
-    let meta = db.open_tree("raft_meta").map_err(read_err)?;
-    let read_meta = |name: &[u8]| -> Result<Option<sled::IVec>, StorageError<NodeId>> { meta.get(name).map_err(read_err) };
-    let last_purged = read_meta(LAST_PURGED)?.map(|b| decode(&b)).transpose().map_err(read_err)?;
-    let committed = read_meta(COMMITTED)?.map(|b| decode::<Option<LogId<NodeId>>>(&b)).transpose().map_err(read_err)?.flatten();
-    let vote = read_meta(VOTE)?.map(|b| decode(&b)).transpose().map_err(read_err)?;
-    let entries = db
-        .open_tree("raft_log")
-        .map_err(read_err)?
-        .iter()
-        .map(|item| {
-            let (_, bytes) = item.map_err(read_err)?;
-            decode(&bytes).map_err(read_err)
-        })
-        .collect::<Result<_, _>>()?;
-    Ok(LogDump { last_purged, committed, vote, entries })
-}
-
-/// Flushes slower than this are logged (etcd warns about slow fdatasync the same way).
-const SLOW_FLUSH: std::time::Duration = std::time::Duration::from_millis(100);
-
-fn flush_loop(db: sled::Db, pending: mpsc::Receiver<LogFlushed<TypeConfig>>) {
-    while let Ok(first) = pending.recv() {
-        let batch: Vec<_> = std::iter::once(first).chain(pending.try_iter()).collect();
-        let started = std::time::Instant::now();
-        let result = db.flush();
-        crate::metrics::get().wal_fsync.observe(started.elapsed().as_secs_f64());
-        if started.elapsed() > SLOW_FLUSH {
-            tracing::warn!(took = ?started.elapsed(), appends = batch.len(), "log flush took too long");
-        }
-        for callback in batch {
-            let outcome = match &result {
-                Ok(_) => Ok(()),
-                Err(e) => Err(io::Error::other(e.to_string())),
-            };
-            callback.log_io_completed(outcome);
-        }
-    }
-}
-
-fn index_key(index: u64) -> [u8; 8] {
-    index.to_be_bytes()
+/// Reads every entry and the log metadata from `dir` (a member's `<data-dir>/wal`).
+pub fn read_log(dir: &Path) -> io::Result<LogDump> {
+    let log = wal::read(dir)?;
+    Ok(LogDump { last_purged: log.purged, committed: log.committed, vote: log.vote, entries: log.entries().cloned().collect() })
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -156,23 +133,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
-        let start = match range.start_bound() {
-            Bound::Included(i) => Bound::Included(index_key(*i)),
-            Bound::Excluded(i) => Bound::Excluded(index_key(*i)),
-            Bound::Unbounded => Bound::Unbounded,
-        };
-        let end = match range.end_bound() {
-            Bound::Included(i) => Bound::Included(index_key(*i)),
-            Bound::Excluded(i) => Bound::Excluded(index_key(*i)),
-            Bound::Unbounded => Bound::Unbounded,
-        };
-        self.entries
-            .range::<[u8; 8], _>((start, end))
-            .map(|item| {
-                let (_, bytes) = item.map_err(read_err)?;
-                decode(&bytes).map_err(read_err)
-            })
-            .collect()
+        Ok(self.log().range(range))
     }
 }
 
@@ -180,12 +141,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
-        let last_purged_log_id: Option<LogId<NodeId>> = self.read_meta(LAST_PURGED)?;
-        let last_log_id = match self.entries.last().map_err(read_err)? {
-            Some((_, bytes)) => Some(decode::<Entry<TypeConfig>>(&bytes).map_err(read_err)?.log_id),
-            None => last_purged_log_id,
-        };
-        Ok(LogState { last_purged_log_id, last_log_id })
+        let log = self.log();
+        Ok(LogState { last_purged_log_id: log.purged, last_log_id: log.last_log_id() })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -193,23 +150,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
-        self.write_meta(VOTE, vote)?;
-        self.flush().await
+        self.log().vote = Some(*vote);
+        self.write(vec![wal::pending(VOTE, vote, None).map_err(write_err)?], None).await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
-        self.read_meta(VOTE)
+        Ok(self.log().vote)
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), StorageError<NodeId>> {
-        // Durable on the next flush; losing it only means re-applying from the last applied id.
-        self.write_meta(COMMITTED, &committed)?;
+        // Durable with the next sync; losing it only means re-applying from the last applied id.
+        self.log().committed = committed;
         self.committed.set(committed.as_ref());
-        Ok(())
+        self.send(vec![wal::pending(COMMITTED, &committed, None).map_err(write_err)?], Done::Nobody, None)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
-        Ok(self.read_meta::<Option<LogId<NodeId>>>(COMMITTED)?.flatten())
+        Ok(self.log().committed)
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError<NodeId>>
@@ -217,77 +174,107 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
-        let mut batch = sled::Batch::default();
-        for entry in entries {
-            batch.insert(&index_key(entry.log_id.index), encode(&entry).map_err(write_err)?);
+        let mut records = Vec::new();
+        {
+            let mut log = self.log();
+            for entry in entries {
+                records.push(wal::pending(ENTRY, &entry, Some(entry.log_id.index)).map_err(write_err)?);
+                log.append(entry).map_err(|e| write_err(io::Error::other(e)))?;
+            }
         }
-        self.entries.apply_batch(batch).map_err(write_err)?;
-        self.flusher
-            .send(callback)
-            .map_err(|_| write_err(io::Error::other("log flusher stopped")))?;
-        Ok(())
+        self.send(records, Done::Raft(callback), None)
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
-        let mut batch = sled::Batch::default();
-        for item in self.entries.range(index_key(log_id.index)..) {
-            batch.remove(item.map_err(read_err)?.0);
-        }
-        self.entries.apply_batch(batch).map_err(write_err)?;
-        self.flush().await
+        self.log().truncate(log_id.index);
+        self.write(vec![wal::truncation(log_id.index)], None).await
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
-        // Record the purge point durably first, so a crash mid-purge never leaves a gap unexplained.
-        self.write_meta(LAST_PURGED, &log_id)?;
-        self.flush().await?;
-        // From here raft never reads those entries again (the log state reports the purge point),
-        // so they are deleted in the background, in small batches: deleting a whole snapshot
-        // interval in one batch held up appends, and with them every write, for most of a second.
-        let entries = self.entries.clone();
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = delete_upto(&entries, log_id.index) {
-                tracing::warn!("deleting purged raft log entries: {e}");
-            }
-        });
-        Ok(())
-    }
-}
-
-/// Entries removed per sled batch by a background purge.
-const PURGE_CHUNK: usize = 1024;
-
-fn delete_upto(entries: &sled::Tree, index: u64) -> sled::Result<()> {
-    loop {
-        let mut batch = sled::Batch::default();
-        let mut count = 0;
-        for item in entries.range(..=index_key(index)).take(PURGE_CHUNK) {
-            batch.remove(item?.0);
-            count += 1;
-        }
-        if count == 0 {
-            return Ok(());
-        }
-        entries.apply_batch(batch)?;
+        self.log().purge(log_id);
+        self.write(vec![wal::pending(PURGED, &log_id, None).map_err(write_err)?], Some(log_id.index)).await
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use openraft::CommittedLeaderId;
+    use openraft::{CommittedLeaderId, EntryPayload};
 
     use super::*;
 
+    fn entry(term: u64, index: u64) -> Entry<TypeConfig> {
+        Entry { log_id: LogId::new(CommittedLeaderId::new(term, 1), index), payload: EntryPayload::Blank }
+    }
+
+    async fn append(store: &mut LogStore, entries: Vec<Entry<TypeConfig>>) {
+        let (done, durable) = tokio::sync::oneshot::channel();
+        store.send(entries.iter().map(|e| wal::pending(ENTRY, e, Some(e.log_id.index)).unwrap()).collect(), Done::Notify(done), None).unwrap();
+        let mut log = store.log();
+        entries.into_iter().for_each(|e| log.append(e).unwrap());
+        drop(log);
+        durable.await.unwrap().unwrap();
+    }
+
+    fn indexes(store: &mut LogStore) -> Vec<u64> {
+        store.log().entries().map(|e| e.log_id.index).collect()
+    }
+
     #[tokio::test]
-    async fn committed_index_follows_saves_and_survives_a_reopen() {
+    async fn entries_votes_truncations_and_purges_survive_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
-        let mut store = LogStore::open(&db).unwrap();
-        let committed = store.committed_index();
-        assert_eq!(committed.get(), 0);
-        store.save_committed(Some(LogId::new(CommittedLeaderId::new(2, 1), 7))).await.unwrap();
-        assert_eq!(committed.get(), 7);
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let mut store = LogStore::open(&dir.path().join("wal"), &db).unwrap();
+        append(&mut store, (1..=6).map(|i| entry(1, i)).collect()).await;
+        store.truncate(LogId::new(CommittedLeaderId::new(1, 1), 5)).await.unwrap();
+        append(&mut store, vec![entry(2, 5)]).await;
+        store.purge(LogId::new(CommittedLeaderId::new(1, 1), 2)).await.unwrap();
+        let vote = Vote::new(2, 1);
+        store.save_vote(&vote).await.unwrap();
+        store.save_committed(Some(LogId::new(CommittedLeaderId::new(2, 1), 5))).await.unwrap();
+        store.save_vote(&vote).await.unwrap();
         drop(store);
-        assert_eq!(LogStore::open(&db).unwrap().committed_index().get(), 7);
+
+        let mut reopened = LogStore::open(&dir.path().join("wal"), &db).unwrap();
+        assert_eq!(indexes(&mut reopened), [3, 4, 5]);
+        assert_eq!(reopened.log().entries().last().unwrap().log_id.leader_id.term, 2);
+        assert_eq!(reopened.read_vote().await.unwrap(), Some(vote));
+        assert_eq!(reopened.committed_index().get(), 5);
+        let state = reopened.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id.map(|id| id.index), Some(2));
+        assert_eq!(reopened.try_get_log_entries(4..).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_log_kept_in_sled_by_an_earlier_version_is_moved_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let meta = db.open_tree("raft_meta").unwrap();
+        meta.insert("vote", super::super::encode(&Vote::<NodeId>::new(3, 2)).unwrap()).unwrap();
+        meta.insert("last_purged", super::super::encode(&LogId::new(CommittedLeaderId::new(1, 1), 1)).unwrap()).unwrap();
+        let old = db.open_tree("raft_log").unwrap();
+        for i in 1..=3u64 {
+            old.insert(i.to_be_bytes(), super::super::encode(&entry(1, i)).unwrap()).unwrap();
+        }
+        drop(LogStore::open(&dir.path().join("wal"), &db).unwrap());
+        assert!(!db.tree_names().iter().any(|n| n == b"raft_log"));
+        let mut store = LogStore::open(&dir.path().join("wal"), &db).unwrap();
+        assert_eq!(indexes(&mut store), [2, 3]);
+        assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new(3, 2)));
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_segment_is_refused_with_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let wal = dir.path().join("wal");
+        let mut store = LogStore::open(&wal, &db).unwrap();
+        append(&mut store, (1..=3).map(|i| entry(1, i)).collect()).await;
+        drop(store);
+        let segment = std::fs::read_dir(&wal).unwrap().next().unwrap().unwrap().path();
+        let mut bytes = std::fs::read(&segment).unwrap();
+        bytes[20] ^= 0xff;
+        std::fs::write(&segment, bytes).unwrap();
+        let error = LogStore::open(&wal, &db).err().unwrap().to_string();
+        assert!(error.contains(&segment.display().to_string()), "{error}");
     }
 }

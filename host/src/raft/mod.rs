@@ -13,6 +13,7 @@ mod peers;
 mod proposer;
 mod state_machine;
 mod transfer;
+mod wal;
 
 use std::io::Cursor;
 

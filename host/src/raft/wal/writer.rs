@@ -1,0 +1,170 @@
+//! The one thread that writes the log: it takes every write queued since its last fdatasync,
+//! writes them with one system call, syncs once (group commit) and then completes them in order.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use openraft::storage::LogFlushed;
+
+use super::record::{COMMITTED, PURGED, VOTE};
+use super::segment::{self, Segment};
+use crate::raft::TypeConfig;
+
+/// A framed record queued for writing.
+pub struct Pending {
+    pub kind: u8,
+    pub bytes: Vec<u8>,
+    /// The entry's index, for an entry.
+    pub index: Option<u64>,
+}
+
+/// Who waits for a write to be durable.
+pub enum Done {
+    Raft(LogFlushed<TypeConfig>),
+    Notify(tokio::sync::oneshot::Sender<io::Result<()>>),
+    /// Nobody: it is durable with the next sync (the committed index, which raft can recompute).
+    Nobody,
+}
+
+/// Records to write, and once they are durable, segments to delete whose entries are all at or
+/// below `purge_upto`.
+pub struct Write {
+    pub records: Vec<Pending>,
+    pub done: Done,
+    pub purge_upto: Option<u64>,
+}
+
+/// Syncs slower than this are logged (etcd warns about slow fdatasync the same way).
+const SLOW_SYNC: Duration = Duration::from_millis(100);
+
+pub struct Writer {
+    dir: PathBuf,
+    /// Bytes per segment.
+    segment_bytes: u64,
+    /// Oldest first; the last is being written.
+    segments: Vec<Segment>,
+    file: File,
+    /// Where the next write goes in `file`.
+    offset: u64,
+    buffer: Vec<u8>,
+    next_index: u64,
+    /// The latest vote, committed and purged records: each new segment starts with them, so
+    /// deleting old segments never loses them.
+    state: [Option<Vec<u8>>; 3],
+    /// Set by a failed write or sync: what reached the disk is then unknown, so nothing more is
+    /// written until the member restarts and reads the log back.
+    failed: Option<String>,
+}
+
+impl Writer {
+    pub fn new(dir: PathBuf, segment_bytes: u64, segments: Vec<Segment>, file: File, offset: u64, next_index: u64, state: [Option<Vec<u8>>; 3]) -> Self {
+        Writer { dir, segment_bytes, segments, file, offset, buffer: Vec::new(), next_index, state, failed: None }
+    }
+
+    /// Starts the writer thread; writes sent to the returned channel are done in order.
+    pub fn spawn(self) -> io::Result<mpsc::Sender<Write>> {
+        let (writes, queued) = mpsc::channel();
+        std::thread::Builder::new().name("raft log writer".into()).spawn(move || self.run(queued))?;
+        Ok(writes)
+    }
+
+    fn run(mut self, queued: mpsc::Receiver<Write>) {
+        while let Ok(first) = queued.recv() {
+            let batch: Vec<Write> = std::iter::once(first).chain(queued.try_iter()).collect();
+            let started = Instant::now();
+            let result = self.write_batch(&batch);
+            crate::metrics::get().wal_fsync.observe(started.elapsed().as_secs_f64());
+            if started.elapsed() > SLOW_SYNC {
+                tracing::warn!(took = ?started.elapsed(), writes = batch.len(), "raft log sync took too long");
+            }
+            let mut purge_upto = None;
+            for write in batch {
+                purge_upto = purge_upto.max(write.purge_upto);
+                let outcome = result.as_ref().map(|_| ()).map_err(|e| io::Error::new(e.kind(), e.to_string()));
+                match write.done {
+                    Done::Raft(callback) => callback.log_io_completed(outcome),
+                    Done::Notify(waiter) => {
+                        let _ = waiter.send(outcome);
+                    }
+                    Done::Nobody => {}
+                }
+            }
+            if let (Ok(()), Some(upto)) = (&result, purge_upto) {
+                self.delete_purged(upto);
+            }
+        }
+    }
+
+    /// Writes and syncs `batch`; the first failure stops all later writes.
+    fn write_batch(&mut self, batch: &[Write]) -> io::Result<()> {
+        if let Some(failed) = &self.failed {
+            return Err(io::Error::other(format!("raft log unavailable after an earlier failure: {failed}")));
+        }
+        let result = batch.iter().flat_map(|w| &w.records).try_for_each(|record| self.add(record)).and_then(|()| self.sync());
+        if let Err(e) = &result {
+            tracing::error!("writing the raft log: {e}");
+            self.failed = Some(e.to_string());
+        }
+        result
+    }
+
+    /// Writes `records` and returns once they are durable, before the thread starts (to import
+    /// a log kept elsewhere).
+    pub fn write_now(&mut self, records: &[Pending]) -> io::Result<()> {
+        records.iter().try_for_each(|record| self.add(record))?;
+        self.sync()
+    }
+
+    fn add(&mut self, record: &Pending) -> io::Result<()> {
+        let used = self.offset + self.buffer.len() as u64;
+        if used > 0 && used + record.bytes.len() as u64 > self.segment_bytes {
+            self.rotate()?;
+        }
+        self.buffer.extend_from_slice(&record.bytes);
+        if let Some(index) = record.index {
+            self.next_index = index + 1;
+            self.segments.last_mut().expect("a segment is open").last_index = Some(index);
+        }
+        if let Some(slot) = [VOTE, COMMITTED, PURGED].iter().position(|&k| k == record.kind) {
+            self.state[slot] = Some(record.bytes.clone());
+        }
+        Ok(())
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        self.sync()?;
+        let seq = self.segments.last().map_or(0, |s| s.seq + 1);
+        let (segment, file) = segment::create(&self.dir, seq, self.next_index, self.segment_bytes)?;
+        self.segments.push(segment);
+        self.file = file;
+        self.offset = 0;
+        for record in self.state.iter().flatten() {
+            self.buffer.extend_from_slice(record);
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        if !self.buffer.is_empty() {
+            self.file.write_all_at(&self.buffer, self.offset)?;
+            self.offset += self.buffer.len() as u64;
+            self.buffer.clear();
+        }
+        self.file.sync_data()
+    }
+
+    /// Deletes the segments before the current one whose entries are all purged.
+    fn delete_purged(&mut self, upto: u64) {
+        let current = self.segments.len() - 1;
+        let purged = self.segments[..current].iter().take_while(|s| s.last_index.is_none_or(|last| last <= upto)).count();
+        for segment in self.segments.drain(..purged) {
+            if let Err(e) = std::fs::remove_file(&segment.path) {
+                tracing::warn!("deleting purged raft log segment {}: {e}", segment.path.display());
+            }
+        }
+    }
+}
