@@ -63,7 +63,24 @@ impl StateMachine {
         snap_dir: PathBuf,
     ) -> std::io::Result<Self> {
         std::fs::create_dir_all(&snap_dir)?;
-        Ok(StateMachine { store, hub, alarms, lessor, plugins, snap_dir })
+        let machine = StateMachine { store, hub, alarms, lessor, plugins, snap_dir };
+        machine.catch_up_with_snapshot()?;
+        Ok(machine)
+    }
+
+    /// The log is purged only up to a snapshot, whose file is synced, while sled makes the store
+    /// durable on its own schedule, not against power loss: after one, the store can be behind
+    /// the purged log. It then restarts from the snapshot, as a member that fell behind would.
+    fn catch_up_with_snapshot(&self) -> std::io::Result<()> {
+        let Some(meta) = read_snapshot_meta(&self.snap_dir)? else { return Ok(()) };
+        let applied = self.applied().map_err(std::io::Error::other)?.0;
+        if meta.last_log_id <= applied {
+            return Ok(());
+        }
+        tracing::warn!(?applied, snapshot = ?meta.last_log_id, "the store is behind its snapshot (lost on power loss?): restoring the snapshot");
+        let file = std::fs::File::open(self.snapshot_path(SNAPSHOT_FILE))?;
+        self.store.import(&mut std::io::BufReader::new(file)).map_err(std::io::Error::other)?;
+        self.alarms.reload(&self.store).map_err(std::io::Error::other)
     }
 
     fn applied(&self) -> Result<(Option<LogId<NodeId>>, StoredConfig), StorageError<NodeId>> {
@@ -246,5 +263,31 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         save_snapshot_info(&self.snapshot_path(SNAPSHOT_META_FILE), &meta)?;
         let file = tokio::fs::File::open(self.snapshot_path(SNAPSHOT_FILE)).await.map_err(read_err)?;
         Ok(Snapshot { meta, snapshot: Box::new(file) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, EntryPayload, RaftSnapshotBuilder};
+
+    use super::*;
+
+    fn machine(snap_dir: &std::path::Path) -> StateMachine {
+        let store = Arc::new(Store::open(sled::Config::new().temporary(true).open().unwrap().open_tree("mvcc").unwrap()).unwrap());
+        let alarms = Arc::new(Alarms::load(&store).unwrap());
+        let plugins = tokio::sync::watch::Sender::new(0);
+        StateMachine::new(store, Arc::default(), alarms, Arc::default(), plugins, snap_dir.to_path_buf()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_store_behind_its_snapshot_is_restored_from_it_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut first = machine(dir.path());
+        let applied = LogId::new(CommittedLeaderId::new(3, 1), 9);
+        first.apply([Entry { log_id: applied, payload: EntryPayload::Blank }]).await.unwrap();
+        first.build_snapshot().await.unwrap();
+
+        let mut lost = machine(dir.path());
+        assert_eq!(lost.applied_state().await.unwrap().0, Some(applied));
     }
 }
