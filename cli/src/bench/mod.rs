@@ -3,6 +3,7 @@
 //! over one of `--conns` connections; latencies go into an HDR histogram, failures are counted
 //! by kind. The watch workloads' watchers are set up before the first request.
 
+mod progress;
 mod report;
 mod watch;
 mod workload;
@@ -158,6 +159,7 @@ async fn measure(args: &BenchArgs, global: &GlobalArgs) -> Result<Report> {
         total: if args.duration.is_some() { u64::MAX } else { args.total },
         deadline: args.duration.map(|d| Instant::now() + d),
         interval: (rate > 0).then(|| Duration::from_secs_f64(args.clients as f64 / rate as f64)),
+        progress: progress::Progress::new(args.total, args.duration),
     });
     let started = Instant::now();
     let mut clients = tokio::task::JoinSet::new();
@@ -172,6 +174,7 @@ async fn measure(args: &BenchArgs, global: &GlobalArgs) -> Result<Report> {
         report.add(done??);
     }
     report.elapsed = started.elapsed();
+    shared.progress.finish();
     if let Some(watchers) = watchers {
         watchers.finish(started, &mut report).await;
     }
@@ -199,6 +202,7 @@ struct Shared {
     deadline: Option<Instant>,
     /// Each client's pause between requests under `--rate`.
     interval: Option<Duration>,
+    progress: progress::Progress,
 }
 
 impl Shared {
@@ -229,6 +233,7 @@ async fn client(
         let started = Instant::now();
         let outcome = request.send(&channel, &mut session, keys.next()).await;
         part.record(started.elapsed(), outcome.err());
+        shared.progress.advance();
     }
     Ok(part)
 }
