@@ -1,9 +1,11 @@
 //! `conclavectl bench`: a load generator speaking the etcd v3 API, so the same code measures etcd
 //! and Conclave. Flags follow etcd's `benchmark` tool. Each client sends one request at a time
 //! over one of `--conns` connections; latencies go into an HDR histogram, failures are counted
-//! by kind.
+//! by kind. The watch workloads' watchers are set up before the first request.
 
+mod progress;
 mod report;
+mod watch;
 mod workload;
 
 use std::sync::Arc;
@@ -41,7 +43,20 @@ pub enum Workload {
     Election,
     /// Call a plugin method that only reads (the built-in counter's `get`).
     Plugin,
+    /// Put keys that `--watchers` watchers all watch: puts/s, events/s and put-to-event latency.
+    Watch,
+    /// Put one key that `--watchers` watchers watch, at `--rate` (100/s unless given): put-to-event latency.
+    WatchLatency,
 }
+
+impl Workload {
+    fn watched(self) -> bool {
+        matches!(self, Workload::Watch | Workload::WatchLatency)
+    }
+}
+
+/// `watch-latency`'s puts per second without `--rate`: it measures latency, not throughput.
+const WATCH_LATENCY_RATE: u64 = 100;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -87,12 +102,33 @@ pub struct BenchArgs {
     /// Send everything to the leader among --endpoints.
     #[arg(long)]
     pub target_leader: bool,
+    /// `watch`, `watch-latency`: watchers of the keys put, in all.
+    #[arg(long, default_value_t = 100)]
+    pub watchers: usize,
+    /// `watch`, `watch-latency`: watch streams the watchers share, over the connections in turn.
+    #[arg(long, default_value_t = 10)]
+    pub streams: usize,
+}
+
+impl BenchArgs {
+    /// `--rate`, or `watch-latency`'s own.
+    fn rate(&self) -> u64 {
+        if self.rate == 0 && self.workload == Workload::WatchLatency { WATCH_LATENCY_RATE } else { self.rate }
+    }
+
+    /// `--key-space-size`; `watch-latency` puts one key.
+    fn key_space(&self) -> u64 {
+        if self.workload == Workload::WatchLatency { 1 } else { self.key_space_size }
+    }
 }
 
 /// Run the benchmark and print its report.
 pub fn run(args: BenchArgs, global: &GlobalArgs, out: &mut impl std::io::Write) -> Result<()> {
     if args.clients == 0 || args.conns == 0 || args.key_space_size == 0 {
         bail!("--clients, --conns and --key-space-size must be at least 1");
+    }
+    if args.workload.watched() && (args.watchers == 0 || args.streams == 0) {
+        bail!("--watchers and --streams must be at least 1");
     }
     let report = crate::rpc::block_on(measure(&args, global))?;
     match global.write_out {
@@ -111,17 +147,25 @@ async fn measure(args: &BenchArgs, global: &GlobalArgs) -> Result<Report> {
     for _ in 0..args.conns {
         channels.push(connect(&dial).await?);
     }
+    let watchers = if args.workload.watched() {
+        let range = Keys::new(args.key_size, args.key_space(), false, 0).range();
+        Some(watch::Watchers::open(&channels, args.streams, args.watchers, range).await.map_err(crate::rpc::status_error)?)
+    } else {
+        None
+    };
+    let rate = args.rate();
     let shared = Arc::new(Shared {
         issued: AtomicU64::new(0),
         total: if args.duration.is_some() { u64::MAX } else { args.total },
         deadline: args.duration.map(|d| Instant::now() + d),
-        interval: (args.rate > 0).then(|| Duration::from_secs_f64(args.clients as f64 / args.rate as f64)),
+        interval: (rate > 0).then(|| Duration::from_secs_f64(args.clients as f64 / rate as f64)),
+        progress: progress::Progress::new(args.total, args.duration),
     });
     let started = Instant::now();
     let mut clients = tokio::task::JoinSet::new();
     for index in 0..args.clients {
         let channel: Channel = channels[index % channels.len()].clone();
-        let keys = Keys::new(args.key_size, args.key_space_size, args.sequential_keys, index as u64);
+        let keys = Keys::new(args.key_size, args.key_space(), args.sequential_keys, index as u64);
         let request = workload::Request::new(args.workload, args.val_size, args.consistency == "s", args.contended, args.rw_ratio);
         clients.spawn(client(channel, index, keys, request, shared.clone()));
     }
@@ -130,6 +174,10 @@ async fn measure(args: &BenchArgs, global: &GlobalArgs) -> Result<Report> {
         report.add(done??);
     }
     report.elapsed = started.elapsed();
+    shared.progress.finish();
+    if let Some(watchers) = watchers {
+        watchers.finish(started, &mut report).await;
+    }
     Ok(report)
 }
 
@@ -154,6 +202,7 @@ struct Shared {
     deadline: Option<Instant>,
     /// Each client's pause between requests under `--rate`.
     interval: Option<Duration>,
+    progress: progress::Progress,
 }
 
 impl Shared {
@@ -184,6 +233,7 @@ async fn client(
         let started = Instant::now();
         let outcome = request.send(&channel, &mut session, keys.next()).await;
         part.record(started.elapsed(), outcome.err());
+        shared.progress.advance();
     }
     Ok(part)
 }

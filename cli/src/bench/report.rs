@@ -1,4 +1,5 @@
-//! What a benchmark measured: requests, failures by kind, and latency percentiles.
+//! What a benchmark measured: requests, failures by kind, and latency percentiles; for the watch
+//! workloads also the events the watchers received and their latencies.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -25,8 +26,13 @@ impl Part {
     pub fn record(&mut self, took: Duration, failure: Option<Status>) {
         match failure {
             None => self.latencies.saturating_record(took.as_micros().max(1) as u64),
-            Some(status) => *self.failures.entry(kind(&status)).or_default() += 1,
+            Some(status) => self.fail(kind(&status), 1),
         }
+    }
+
+    /// `count` failures of a kind that is no gRPC status (events that never came, say).
+    pub fn fail(&mut self, kind: String, count: u64) {
+        *self.failures.entry(kind).or_default() += count;
     }
 }
 
@@ -35,21 +41,53 @@ fn kind(status: &Status) -> String {
     format!("{:?}: {}", status.code(), status.message())
 }
 
+/// What the watchers of a watch workload received.
+pub struct Events {
+    /// From each put's send to each watcher's event of it.
+    pub latencies: Histogram<u64>,
+    pub delivered: u64,
+    /// From the first put until the last event came (or the wait for it ended).
+    pub elapsed: Duration,
+}
+
 /// Every client's parts together.
 pub struct Report {
     latencies: Histogram<u64>,
     failures: BTreeMap<String, u64>,
     pub elapsed: Duration,
+    pub events: Option<Events>,
 }
 
 impl Default for Report {
     fn default() -> Self {
-        Report { latencies: super::histogram(), failures: BTreeMap::new(), elapsed: Duration::ZERO }
+        Report { latencies: super::histogram(), failures: BTreeMap::new(), elapsed: Duration::ZERO, events: None }
     }
 }
 
 fn ms(micros: u64) -> f64 {
     micros as f64 / 1000.0
+}
+
+fn per_second(count: u64, elapsed: Duration) -> f64 {
+    count as f64 / elapsed.as_secs_f64().max(f64::MIN_POSITIVE)
+}
+
+fn percentiles(h: &Histogram<u64>) -> Vec<(&'static str, f64)> {
+    let mut all = vec![("min", ms(h.min()))];
+    all.extend(PERCENTILES.iter().map(|(name, q)| (*name, ms(h.value_at_percentile(*q)))));
+    all.push(("max", ms(h.max())));
+    all
+}
+
+/// `min 0.100 p50 … max 2.000 mean 0.500`, in milliseconds.
+fn latency_text(h: &Histogram<u64>) -> String {
+    let latencies: Vec<String> = percentiles(h).iter().map(|(name, v)| format!("{name} {v:.3}")).collect();
+    format!("{} mean {:.3}", latencies.join(" "), h.mean() / 1000.0)
+}
+
+/// `{"min": …, "p50": …, …, "max": …}`, in milliseconds.
+fn latency_json(h: &Histogram<u64>) -> Value {
+    Value::Object(percentiles(h).into_iter().map(|(name, v)| (name.to_string(), json!(v))).collect())
 }
 
 impl Report {
@@ -60,7 +98,7 @@ impl Report {
         }
     }
 
-    fn succeeded(&self) -> u64 {
+    pub fn succeeded(&self) -> u64 {
         self.latencies.len()
     }
 
@@ -69,15 +107,7 @@ impl Report {
     }
 
     fn per_second(&self) -> f64 {
-        self.succeeded() as f64 / self.elapsed.as_secs_f64().max(f64::MIN_POSITIVE)
-    }
-
-    fn percentiles(&self) -> Vec<(&'static str, f64)> {
-        let h = &self.latencies;
-        let mut all = vec![("min", ms(h.min()))];
-        all.extend(PERCENTILES.iter().map(|(name, q)| (*name, ms(h.value_at_percentile(*q)))));
-        all.push(("max", ms(h.max())));
-        all
+        per_second(self.succeeded(), self.elapsed)
     }
 
     pub fn text(&self) -> String {
@@ -90,8 +120,12 @@ impl Report {
             self.per_second(),
             self.failed()
         );
-        let latencies: Vec<String> = self.percentiles().iter().map(|(name, v)| format!("{name} {v:.3}")).collect();
-        let _ = writeln!(text, "latency ms: {} mean {:.3}", latencies.join(" "), self.latencies.mean() / 1000.0);
+        let _ = writeln!(text, "latency ms: {}", latency_text(&self.latencies));
+        if let Some(events) = &self.events {
+            let rate = per_second(events.delivered, events.elapsed);
+            let _ = writeln!(text, "{} events in {:.2}s = {rate:.0}/s", events.delivered, events.elapsed.as_secs_f64());
+            let _ = writeln!(text, "event latency ms: {}", latency_text(&events.latencies));
+        }
         for (kind, count) in &self.failures {
             let _ = writeln!(text, "failed {count}: {kind}");
         }
@@ -99,17 +133,22 @@ impl Report {
     }
 
     pub fn json(&self) -> Value {
-        let latency: serde_json::Map<String, Value> =
-            self.percentiles().into_iter().map(|(name, v)| (name.to_string(), json!(v))).collect();
-        json!({
+        let mut json = json!({
             "requests": self.succeeded(),
             "failed": self.failed(),
             "seconds": self.elapsed.as_secs_f64(),
             "requests_per_second": self.per_second(),
-            "latency_ms": latency,
+            "latency_ms": latency_json(&self.latencies),
             "mean_latency_ms": self.latencies.mean() / 1000.0,
             "failures": self.failures,
-        })
+        });
+        if let Some(events) = &self.events {
+            json["events"] = json!(events.delivered);
+            json["events_per_second"] = json!(per_second(events.delivered, events.elapsed));
+            json["event_latency_ms"] = latency_json(&events.latencies);
+            json["mean_event_latency_ms"] = json!(events.latencies.mean() / 1000.0);
+        }
+        json
     }
 }
 
@@ -139,5 +178,25 @@ mod tests {
         let max = json["latency_ms"]["max"].as_f64().unwrap();
         assert!((2.99..3.01).contains(&max), "{max}");
         assert!(report.text().starts_with("3 requests in 1.00s = 3/s, 3 failed\n"), "{}", report.text());
+        assert!(json.get("events").is_none(), "{json}");
+    }
+
+    #[test]
+    fn events_come_beside_the_requests() {
+        let mut latencies = super::super::histogram();
+        latencies.record(4000).unwrap();
+        latencies.record(6000).unwrap();
+        let mut missing = Part::new();
+        missing.fail("missing events".into(), 4);
+        let mut report = Report { elapsed: Duration::from_secs(1), ..Report::default() };
+        report.add(missing);
+        report.events = Some(Events { latencies, delivered: 2, elapsed: Duration::from_secs(2) });
+        let json = report.json();
+        assert_eq!((json["events"].as_u64(), json["events_per_second"].as_f64()), (Some(2), Some(1.0)), "{json}");
+        assert_eq!((json["failed"].as_u64(), json["failures"]["missing events"].as_u64()), (Some(4), Some(4)), "{json}");
+        let max = json["event_latency_ms"]["max"].as_f64().unwrap();
+        assert!((5.99..6.01).contains(&max), "{max}");
+        assert!(report.text().contains("\n2 events in 2.00s = 1/s\nevent latency ms: min 4.000 "), "{}", report.text());
+        assert!(report.text().ends_with("failed 4: missing events\n"), "{}", report.text());
     }
 }

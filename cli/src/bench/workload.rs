@@ -47,6 +47,16 @@ impl Keys {
         let digits = format!("{index:0width$}", width = self.size.max(1));
         digits.as_bytes()[digits.len().saturating_sub(self.size.max(1))..].to_vec()
     }
+
+    /// The key range `[start, end)` that holds every key these can be, for the watchers.
+    pub fn range(&self) -> (Vec<u8>, Vec<u8>) {
+        let width = self.size.max(1);
+        let last = format!("{:0width$}", self.space - 1);
+        // A space wider than the keys wraps around: every key of the size is then in it.
+        let mut end = if last.len() > width { vec![b'9'; width] } else { last.into_bytes() };
+        end.push(0);
+        (vec![b'0'; width], end)
+    }
 }
 
 /// What one request of a workload is.
@@ -111,6 +121,9 @@ impl Request {
         };
         match workload {
             Workload::Put => kv.put(PutRequest { key, value: self.value.clone(), ..Default::default() }).await.map(drop),
+            Workload::Watch | Workload::WatchLatency => {
+                kv.put(PutRequest { key, value: super::watch::stamped(self.value.len()), ..Default::default() }).await.map(drop)
+            }
             Workload::Range => {
                 kv.range(RangeRequest { key, serializable: self.serializable, ..Default::default() }).await.map(drop)
             }
@@ -163,5 +176,15 @@ mod tests {
             assert_eq!(key.len(), 3);
             assert!(std::str::from_utf8(&key).unwrap().parse::<u64>().unwrap() < 50);
         }
+    }
+
+    #[test]
+    fn the_range_holds_every_key_and_no_more() {
+        assert_eq!(Keys::new(4, 1, false, 0).range(), (b"0000".to_vec(), b"0000\0".to_vec()));
+        assert_eq!(Keys::new(4, 250, false, 0).range(), (b"0000".to_vec(), b"0249\0".to_vec()));
+        assert_eq!(Keys::new(2, 1000, false, 0).range(), (b"00".to_vec(), b"99\0".to_vec()));
+        let mut keys = Keys::new(3, 20, false, 5);
+        let (start, end) = keys.range();
+        assert!((0..200).map(|_| keys.next()).all(|key| start <= key && key < end));
     }
 }

@@ -1,5 +1,6 @@
-//! `conclavectl bench` on small totals against etcd and Conclave: it counts right, classifies
-//! failures by kind, and fails clearly on a dead endpoint. Never a timing assertion.
+//! `conclavectl bench` on small totals against etcd and Conclave: it counts right (the watch
+//! workloads every event to every watcher), classifies failures by kind, and fails clearly on a
+//! dead endpoint. Never a timing assertion.
 
 use conclave_tests::conclavectl::{failed, ok, run};
 use conclave_tests::{Cluster, Kind, Node};
@@ -44,6 +45,39 @@ fn counts_requests_and_failures_on_both_servers() {
     }
 }
 
+#[test]
+fn watch_workloads_deliver_every_event_on_both_servers() {
+    let keys = ["requests", "failed", "seconds", "requests_per_second", "latency_ms", "mean_latency_ms", "failures"];
+    let watch_keys = ["events", "events_per_second", "event_latency_ms", "mean_event_latency_ms"];
+    for kind in [Kind::Etcd, Kind::subject()] {
+        let node = Node::start(kind, &[]).unwrap();
+        let runs: [(&[&str], u64); 3] = [
+            (&["watch", "--watchers", "3", "--streams", "2", "--conns", "2", "--clients", "2", "--total", "20", "--key-space-size", "5"], 3),
+            // The default rate of 100 puts/s.
+            (&["watch-latency", "--watchers", "4", "--streams", "3", "--total", "15"], 4),
+            (&["watch", "--watchers", "3", "--duration", "300ms", "--clients", "2", "--key-size", "3", "--key-space-size", "5000"], 3),
+        ];
+        for (args, watchers) in runs {
+            let report = bench_json(&node, args);
+            let (puts, events) = (report["requests"].as_u64().unwrap(), report["events"].as_u64());
+            assert_eq!((report["failed"].as_u64(), events), (Some(0), Some(puts * watchers)), "{kind:?} {args:?}: {report}");
+            for key in keys.iter().chain(&watch_keys) {
+                assert!(report.get(key).is_some(), "{kind:?} {args:?}: no {key} in {report}");
+            }
+            let latency = &report["event_latency_ms"];
+            assert!(latency["min"].as_f64() <= latency["p50"].as_f64() && latency["p99"].as_f64() <= latency["max"].as_f64(), "{report}");
+            if args.contains(&"--total") {
+                assert_eq!(puts, args[args.iter().position(|a| *a == "--total").unwrap() + 1].parse::<u64>().unwrap(), "{report}");
+            }
+        }
+        let text = ok(run(&node.endpoint(), &["bench", "watch-latency", "--watchers", "2", "--total", "5", "--rate", "1000"]));
+        assert!(text.starts_with("5 requests in ") && text.contains(", 0 failed\n"), "{kind:?}: {text}");
+        assert!(text.contains("\n10 events in ") && text.contains("\nevent latency ms: min "), "{kind:?}: {text}");
+        let put = bench_json(&node, &["put", "--total", "5"]);
+        assert!(watch_keys.iter().all(|key| put.get(key).is_none()), "only the watch workloads count events: {put}");
+    }
+}
+
 #[tokio::test]
 async fn target_leader_finds_the_leader_among_the_endpoints() {
     let cluster = Cluster::start(Kind::subject(), 3, &[]).unwrap();
@@ -61,4 +95,6 @@ fn a_dead_endpoint_fails_clearly() {
     assert_eq!(error, "Error: context deadline exceeded");
     let error = failed(run("127.0.0.1:1", &["bench", "put", "--clients", "0"]));
     assert_eq!(error, "Error: --clients, --conns and --key-space-size must be at least 1");
+    let error = failed(run("127.0.0.1:1", &["bench", "watch", "--watchers", "0"]));
+    assert_eq!(error, "Error: --watchers and --streams must be at least 1");
 }

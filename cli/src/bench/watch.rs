@@ -1,0 +1,204 @@
+//! The watchers of the `watch` and `watch-latency` workloads: `--watchers` watches of the keys the
+//! puts write, spread over `--streams` streams on the connections in turn. Each put's value starts
+//! with the time it was sent, so a watcher knows each event's latency without asking which put
+//! it was; each watcher counts its events, so one that missed any is told apart.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
+
+use conclave_proto::etcdserverpb::watch_client::WatchClient;
+use conclave_proto::etcdserverpb::watch_request::RequestUnion;
+use conclave_proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
+use hdrhistogram::Histogram;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+use tonic::{Status, Streaming};
+
+use super::report::{Events, Part, Report};
+
+/// How long to wait for the next event once the puts are done before counting the rest missing:
+/// a large run may still be delivering long after its puts, so the wait is for a pause, not all.
+const EVENT_WAIT: Duration = Duration::from_secs(10);
+
+/// Where the stamps count from; one process puts and watches, so a monotonic clock serves.
+static ORIGIN: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+/// A stamp's bytes: microseconds since [`ORIGIN`], little-endian.
+const STAMP: usize = 8;
+
+/// A put's value: the time now, padded to `size` bytes (never shorter than the stamp).
+pub fn stamped(size: usize) -> Vec<u8> {
+    let mut value = (ORIGIN.elapsed().as_micros() as u64).to_le_bytes().to_vec();
+    value.resize(size.max(STAMP), b'x');
+    value
+}
+
+/// How long ago `value` was stamped (`None` if it is no stamp: someone else's put).
+fn age(value: &[u8]) -> Option<Duration> {
+    let stamp = u64::from_le_bytes(value.get(..STAMP)?.try_into().ok()?);
+    ORIGIN.elapsed().checked_sub(Duration::from_micros(stamp))
+}
+
+/// Events received so far by all watchers, and a wake-up for the wait after the puts.
+#[derive(Default)]
+struct Delivered {
+    events: AtomicU64,
+    arrived: Notify,
+}
+
+/// What one stream's watchers heard.
+struct Heard {
+    latencies: Histogram<u64>,
+    /// Events per watcher.
+    counts: Vec<u64>,
+    /// Canceled watches and broken streams.
+    part: Part,
+}
+
+/// The watchers while they listen.
+pub struct Watchers {
+    listeners: JoinSet<Heard>,
+    delivered: Arc<Delivered>,
+    /// Dropped to stop the listeners.
+    stop: watch::Sender<()>,
+    watchers: u64,
+}
+
+impl Watchers {
+    /// `watchers` watches of `[key, range_end)` over `streams` streams; once every one is created.
+    pub async fn open(channels: &[Channel], streams: usize, watchers: usize, (key, range_end): (Vec<u8>, Vec<u8>)) -> Result<Self, Status> {
+        let streams = streams.min(watchers);
+        let create = WatchCreateRequest { key, range_end, ..Default::default() };
+        let opened = (0..streams).map(|stream| {
+            let per_stream = watchers / streams + usize::from(stream < watchers % streams);
+            open_stream(channels[stream % channels.len()].clone(), per_stream, create.clone())
+        });
+        let opened = futures::future::try_join_all(opened).await?;
+        let delivered = Arc::new(Delivered::default());
+        let (stop, stopped) = watch::channel(());
+        let mut listeners = JoinSet::new();
+        for (requests, responses, ids) in opened {
+            listeners.spawn(listen(requests, responses, ids, delivered.clone(), stopped.clone()));
+        }
+        Ok(Watchers { listeners, delivered, stop, watchers: watchers as u64 })
+    }
+
+    /// After the puts of `report` since `started`: wait for their events to every watcher, then
+    /// stop listening and add what they heard. A watcher short of the puts is missing events.
+    pub async fn finish(mut self, started: Instant, report: &mut Report) {
+        let puts = report.succeeded();
+        let expected = puts * self.watchers;
+        while self.delivered.events.load(Ordering::Relaxed) < expected {
+            if tokio::time::timeout(EVENT_WAIT, self.delivered.arrived.notified()).await.is_err() {
+                break;
+            }
+        }
+        let elapsed = started.elapsed();
+        drop(self.stop);
+        let (mut latencies, mut missing) = (super::histogram(), 0);
+        while let Some(heard) = self.listeners.join_next().await {
+            let heard = heard.expect("a listener does not panic");
+            latencies.add(&heard.latencies).expect("histograms with the same bounds");
+            missing += heard.counts.iter().map(|&count| puts.saturating_sub(count)).sum::<u64>();
+            report.add(heard.part);
+        }
+        if missing > 0 {
+            let mut part = Part::new();
+            part.fail("missing events".into(), missing);
+            report.add(part);
+        }
+        let delivered = self.delivered.events.load(Ordering::Relaxed);
+        report.events = Some(Events { latencies, delivered, elapsed });
+    }
+}
+
+/// A stream with `count` watches made by `create`, once all are created: the stream's requests
+/// (kept open, as closing them may end the stream), its responses and the watch ids.
+async fn open_stream(
+    channel: Channel,
+    count: usize,
+    create: WatchCreateRequest,
+) -> Result<(mpsc::Sender<WatchRequest>, Streaming<WatchResponse>, Vec<i64>), Status> {
+    // etcd answers the call (its headers) only with a first response, so the creates go
+    // before the call is awaited, as for the keep-alive stream.
+    let (requests, queue) = mpsc::channel(count);
+    for _ in 0..count {
+        let request = WatchRequest { request_union: Some(RequestUnion::CreateRequest(create.clone())) };
+        requests.send(request).await.map_err(|_| Status::internal("watch queue closed"))?;
+    }
+    let mut responses = WatchClient::new(channel).watch(ReceiverStream::new(queue)).await?.into_inner();
+    let mut ids = Vec::with_capacity(count);
+    while ids.len() < count {
+        let Some(response) = responses.message().await? else {
+            return Err(Status::unavailable("watch stream ended before its watches were created"));
+        };
+        if response.canceled {
+            return Err(Status::failed_precondition(format!("watch canceled: {}", response.cancel_reason)));
+        }
+        if response.created {
+            ids.push(response.watch_id);
+        }
+    }
+    Ok((requests, responses, ids))
+}
+
+/// Count and time each watcher's events until stopped (or the stream fails).
+async fn listen(
+    _requests: mpsc::Sender<WatchRequest>,
+    mut responses: Streaming<WatchResponse>,
+    ids: Vec<i64>,
+    delivered: Arc<Delivered>,
+    mut stop: watch::Receiver<()>,
+) -> Heard {
+    let watcher: HashMap<i64, usize> = ids.iter().enumerate().map(|(index, &id)| (id, index)).collect();
+    let mut heard = Heard { latencies: super::histogram(), counts: vec![0; ids.len()], part: Part::new() };
+    loop {
+        let response = tokio::select! {
+            response = responses.message() => response,
+            _ = stop.changed() => break,
+        };
+        let response = match response {
+            Ok(Some(response)) => response,
+            Ok(None) => {
+                heard.part.fail("watch stream ended".into(), 1);
+                break;
+            }
+            Err(status) => {
+                heard.part.record(Duration::ZERO, Some(status));
+                break;
+            }
+        };
+        if response.canceled {
+            heard.part.fail(format!("watch canceled: {}", response.cancel_reason), 1);
+        }
+        let Some(&index) = watcher.get(&response.watch_id) else { continue };
+        for event in &response.events {
+            if let Some(age) = event.kv.as_ref().and_then(|kv| age(&kv.value)) {
+                heard.latencies.saturating_record(age.as_micros().max(1) as u64);
+            }
+        }
+        heard.counts[index] += response.events.len() as u64;
+        delivered.events.fetch_add(response.events.len() as u64, Ordering::Relaxed);
+        delivered.arrived.notify_one();
+    }
+    heard
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stamp_tells_its_age_and_fills_the_value() {
+        let value = stamped(32);
+        assert_eq!(value.len(), 32);
+        assert_eq!(stamped(3).len(), STAMP);
+        let age = age(&value).unwrap();
+        assert!(age < Duration::from_secs(60), "{age:?}");
+        assert_eq!(super::age(b"short"), None);
+    }
+}
