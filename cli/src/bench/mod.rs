@@ -3,6 +3,7 @@
 //! over one of `--conns` connections; latencies go into an HDR histogram, failures are counted
 //! by kind.
 
+pub mod compare;
 mod report;
 mod workload;
 
