@@ -3,8 +3,9 @@
 //! every matrix row (workload × clients) against both, interleaved — each round alternates which
 //! goes first — so the machine's noise falls on both. Each run is `conclavectl bench … -w json`
 //! in a subprocess (any workload, extra flags passed through), with the members' CPU time
-//! before and after and their memory after. Writes `results.md` and `results.json`.
+//! before and after and their memory after. Writes `results.md`, `results.json` and PNG charts.
 
+mod chart;
 mod cluster;
 mod probe;
 mod process;
@@ -48,7 +49,7 @@ pub struct BenchCommand {
 #[derive(Subcommand, Debug)]
 enum Compare {
     /// Start fresh Conclave and etcd clusters and run the same workloads against both,
-    /// interleaved; write a markdown table and JSON.
+    /// interleaved; write a markdown table, JSON and charts.
     Compare(CompareArgs),
 }
 
@@ -296,11 +297,15 @@ async fn count_keys(endpoints: &[String]) -> Result<u64> {
     Ok(count.try_into()?)
 }
 
-/// results.md and results.json into `dir`.
+/// results.md, results.json and the charts into `dir`.
 fn write(results: &Results, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     std::fs::write(dir.join("results.md"), table::markdown(results))?;
     std::fs::write(dir.join("results.json"), serde_json::to_string_pretty(results)? + "\n")?;
+    for (m, rows) in results.by_members() {
+        chart::throughput(&dir.join(format!("throughput-{m}.png")), m, &rows)?;
+        chart::latency(&dir.join(format!("latency-{m}.png")), m, &rows)?;
+    }
     Ok(())
 }
 

@@ -8,6 +8,9 @@ use serde_json::Value;
 
 use super::cluster::System;
 
+/// Latency percentiles the charts draw, as the bench's report names them.
+pub const PERCENTILES: [&str; 4] = ["p50", "p90", "p99", "p99.9"];
+
 /// "1 member", "3 members".
 pub fn members_label(members: usize) -> String {
     format!("{members} member{}", if members == 1 { "" } else { "s" })
@@ -136,6 +139,12 @@ pub struct Row {
     pub clients: usize,
     pub conclave: Figures,
     pub etcd: Figures,
+}
+
+impl Row {
+    pub fn label(&self) -> String {
+        format!("{} ×{}", self.workload, self.clients)
+    }
 }
 
 /// The rows of `runs`, in the order they first ran.
