@@ -119,7 +119,8 @@ pub fn latency(path: &Path, members: usize, rows: &[&Row]) -> Result<()> {
                 Some((system, color, clients, points))
             })
             .collect();
-        let (lo, hi) = log_bounds(series.iter().flat_map(|s| s.3.iter().copied()), 1.5);
+        // A decade above the highest line keeps the legend off the lines.
+        let (lo, hi) = log_bounds(series.iter().flat_map(|s| s.3.iter().copied()), 10.0);
         let last = (PERCENTILES.len() as i32 - 1) * STEPS;
         let ticks = (0..PERCENTILES.len() as i32).map(|i| i * STEPS).collect();
         let mut chart = ChartBuilder::on(panel)
