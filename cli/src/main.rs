@@ -65,8 +65,9 @@ enum Command {
     #[command(subcommand)]
     Config(ConfigCommand),
     /// Load the cluster with etcd API requests (so it measures etcd too) and report requests/s
-    /// and latency percentiles.
-    Bench(bench::BenchArgs),
+    /// and latency percentiles; or, with `compare`, run the same workloads against fresh
+    /// Conclave and etcd clusters.
+    Bench(bench::compare::BenchCommand),
 }
 
 fn main() -> ExitCode {
@@ -81,7 +82,7 @@ fn main() -> ExitCode {
         Command::Plugin(command) => plugin::run(command, &cli.global, &mut out).map(|()| ExitCode::SUCCESS),
         Command::Registry(command) => registry::run(command, &cli.global, &mut out).map(|()| ExitCode::SUCCESS),
         Command::Config(command) => config::run(command, &cli.global, &mut out).map(|()| ExitCode::SUCCESS),
-        Command::Bench(args) => bench::run(args, &cli.global, &mut out).map(|()| ExitCode::SUCCESS),
+        Command::Bench(command) => bench::compare::run(command, &cli.global, &mut out).map(|()| ExitCode::SUCCESS),
         Command::Lock(args) => lock::run(args, &cli.global, &mut out),
         Command::Elect(args) => elect::run(args, &cli.global, &mut out).map(|()| ExitCode::SUCCESS),
     };

@@ -3,6 +3,7 @@
 //! over one of `--conns` connections; latencies go into an HDR histogram, failures are counted
 //! by kind. The watch workloads' watchers are set up before the first request.
 
+pub mod compare;
 mod progress;
 mod report;
 mod watch;

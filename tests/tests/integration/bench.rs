@@ -98,3 +98,60 @@ fn a_dead_endpoint_fails_clearly() {
     let error = failed(run("127.0.0.1:1", &["bench", "watch", "--watchers", "0"]));
     assert_eq!(error, "Error: --watchers and --streams must be at least 1");
 }
+
+/// `bench compare` on a tiny matrix: fresh clusters of both servers, interleaved runs, and
+/// results.md, results.json and the charts with every row; the members' data gone afterwards.
+/// Never a timing assertion.
+#[test]
+fn compare_writes_the_table_the_figures_and_the_charts() {
+    let (out, tmp) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut command = std::process::Command::new(conclave_tests::conclavectl_bin().unwrap());
+    command.args(["bench", "compare", "--members", "1", "--clients", "1,2", "--workloads", "put,range-s"]);
+    command.args(["--duration", "300ms", "--rounds", "2", "--memory-keys", "200", "--out"]).arg(out.path()).arg("--tmp-dir").arg(tmp.path());
+    command.args(["--", "--val-size", "16"]);
+    for (var, flag) in [("CONCLAVE_BIN", "--conclave"), ("ETCD_BIN", "--etcd")] {
+        if let Some(path) = std::env::var_os(var) {
+            command.arg(flag).arg(path);
+        }
+    }
+    let output = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "bench compare failed: {stderr}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), out.path().join("results.md").display().to_string());
+
+    let md = std::fs::read_to_string(out.path().join("results.md")).unwrap();
+    assert!(md.contains("fdatasync/s") && md.contains("1-client put on one member per fdatasync"), "{md}");
+    assert!(md.contains("bench compare --members 1"), "the command line: {md}");
+    for row in ["| put | 1 |", "| put | 2 |", "| range-s | 1 |", "| range-s | 2 |", "| 1 | Conclave | 200 |", "| 1 | etcd | 200 |"] {
+        assert!(md.contains(row), "no {row:?} in {md}");
+    }
+
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.path().join("results.json")).unwrap()).unwrap();
+    assert!(json["fdatasync_per_second"].as_f64() > Some(0.0), "{json}");
+    let summary = json["summary"].as_array().unwrap();
+    assert_eq!(summary.len(), 4, "{json}");
+    for row in summary {
+        for system in ["conclave", "etcd"] {
+            let figures = &row[system];
+            assert_eq!((figures["rounds"].as_u64(), figures["failed"].as_u64()), (Some(2), Some(0)), "{system}: {row}");
+            assert!(figures["requests_per_second"].as_f64() > Some(0.0) && figures["cpu_seconds_per_10k"].as_f64() > Some(0.0), "{row}");
+            assert!(figures["latency_ms"]["p99"].as_f64() > Some(0.0) && figures["rss_mib"].as_f64() > Some(0.0), "{row}");
+        }
+    }
+    // Interleaved: each round runs both systems, and which goes first alternates.
+    let systems: Vec<&str> = json["runs"].as_array().unwrap().iter().map(|run| run["system"].as_str().unwrap()).collect();
+    assert_eq!(systems.len(), 16);
+    for pair in systems.chunks(2) {
+        assert_ne!(pair[0], pair[1], "{systems:?}");
+    }
+    assert_ne!(systems[0], systems[2], "{systems:?}");
+    for memory in json["memory"].as_array().unwrap() {
+        assert!(memory["error"].is_null() && memory["keys_stored"].as_u64() > Some(0), "{memory}");
+    }
+
+    for chart in ["throughput-1.png", "latency-1.png"] {
+        let png = std::fs::read(out.path().join(chart)).unwrap();
+        assert!(png.starts_with(b"\x89PNG"), "{chart} is not a PNG");
+    }
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "the members' data is removed");
+}
