@@ -24,7 +24,7 @@ use conclave_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use crate::global::GlobalArgs;
 use crate::output::OutputFormat;
 use report::Report;
-use workload::Keys;
+use workload::{Keys, Order};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Workload {
@@ -149,7 +149,7 @@ async fn measure(args: &BenchArgs, global: &GlobalArgs) -> Result<Report> {
         channels.push(connect(&dial).await?);
     }
     let watchers = if args.workload.watched() {
-        let range = Keys::new(args.key_size, args.key_space(), false, 0).range();
+        let range = Keys::new(args.key_size, args.key_space(), Order::random(0)).range();
         Some(watch::Watchers::open(&channels, args.streams, args.watchers, range).await.map_err(crate::rpc::status_error)?)
     } else {
         None
@@ -164,9 +164,11 @@ async fn measure(args: &BenchArgs, global: &GlobalArgs) -> Result<Report> {
     });
     let started = Instant::now();
     let mut clients = tokio::task::JoinSet::new();
+    let sequence = Arc::new(AtomicU64::new(0));
     for index in 0..args.clients {
         let channel: Channel = channels[index % channels.len()].clone();
-        let keys = Keys::new(args.key_size, args.key_space(), args.sequential_keys, index as u64);
+        let order = if args.sequential_keys { Order::Sequential(sequence.clone()) } else { Order::random(index as u64) };
+        let keys = Keys::new(args.key_size, args.key_space(), order);
         let request = workload::Request::new(args.workload, args.val_size, args.consistency == "s", args.contended, args.rw_ratio);
         clients.spawn(client(channel, index, keys, request, shared.clone()));
     }

@@ -12,6 +12,9 @@ use conclave_proto::v3electionpb::election_client::ElectionClient;
 use conclave_proto::v3electionpb::{CampaignRequest, ResignRequest};
 use conclave_proto::v3lockpb::lock_client::LockClient;
 use conclave_proto::v3lockpb::{LockRequest, UnlockRequest};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
@@ -24,24 +27,39 @@ use super::Workload;
 pub struct Keys {
     size: usize,
     space: u64,
-    sequential: bool,
-    state: u64,
+    order: Order,
+}
+
+/// How the next key is picked.
+pub enum Order {
+    /// In turn from a counter every client shares, as etcd's tool does, so N puts write the first
+    /// N keys of the space.
+    Sequential(Arc<AtomicU64>),
+    /// At random: the state of this client's xorshift.
+    Random(u64),
+}
+
+impl Order {
+    /// Random keys for client number `client`.
+    pub fn random(client: u64) -> Self {
+        Order::Random(client.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
 }
 
 impl Keys {
-    pub fn new(size: usize, space: u64, sequential: bool, client: u64) -> Self {
-        Keys { size, space, sequential, state: client.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1 }
+    pub fn new(size: usize, space: u64, order: Order) -> Self {
+        Keys { size, space, order }
     }
 
     pub fn next(&mut self) -> Vec<u8> {
-        let index = if self.sequential {
-            self.state = self.state.wrapping_add(1);
-            self.state % self.space
-        } else {
-            self.state ^= self.state << 13;
-            self.state ^= self.state >> 7;
-            self.state ^= self.state << 17;
-            self.state % self.space
+        let index = match &mut self.order {
+            Order::Sequential(counter) => counter.fetch_add(1, Ordering::Relaxed) % self.space,
+            Order::Random(state) => {
+                *state ^= *state << 13;
+                *state ^= *state >> 7;
+                *state ^= *state << 17;
+                *state % self.space
+            }
         };
         // The index in decimal, zero-padded (or cut) to the key size, as etcd's tool pads.
         let digits = format!("{index:0width$}", width = self.size.max(1));
@@ -167,10 +185,12 @@ mod tests {
 
     #[test]
     fn keys_have_the_size_and_stay_in_the_space() {
-        let mut keys = Keys::new(6, 10, true, 0);
-        let firsts: Vec<_> = (0..3).map(|_| String::from_utf8(keys.next()).unwrap()).collect();
-        assert_eq!(firsts, ["000002", "000003", "000004"]);
-        let mut random = Keys::new(3, 50, false, 7);
+        let counter = Arc::new(AtomicU64::new(0));
+        let mut first = Keys::new(6, 10, Order::Sequential(counter.clone()));
+        let mut second = Keys::new(6, 10, Order::Sequential(counter));
+        let keys: Vec<_> = (0..6).map(|i| String::from_utf8(if i % 2 == 0 { first.next() } else { second.next() }).unwrap()).collect();
+        assert_eq!(keys, ["000000", "000001", "000002", "000003", "000004", "000005"], "clients share the sequence");
+        let mut random = Keys::new(3, 50, Order::random(7));
         for _ in 0..1000 {
             let key = random.next();
             assert_eq!(key.len(), 3);
@@ -180,10 +200,10 @@ mod tests {
 
     #[test]
     fn the_range_holds_every_key_and_no_more() {
-        assert_eq!(Keys::new(4, 1, false, 0).range(), (b"0000".to_vec(), b"0000\0".to_vec()));
-        assert_eq!(Keys::new(4, 250, false, 0).range(), (b"0000".to_vec(), b"0249\0".to_vec()));
-        assert_eq!(Keys::new(2, 1000, false, 0).range(), (b"00".to_vec(), b"99\0".to_vec()));
-        let mut keys = Keys::new(3, 20, false, 5);
+        assert_eq!(Keys::new(4, 1, Order::random(0)).range(), (b"0000".to_vec(), b"0000\0".to_vec()));
+        assert_eq!(Keys::new(4, 250, Order::random(0)).range(), (b"0000".to_vec(), b"0249\0".to_vec()));
+        assert_eq!(Keys::new(2, 1000, Order::random(0)).range(), (b"00".to_vec(), b"99\0".to_vec()));
+        let mut keys = Keys::new(3, 20, Order::random(5));
         let (start, end) = keys.range();
         assert!((0..200).map(|_| keys.next()).all(|key| start <= key && key < end));
     }

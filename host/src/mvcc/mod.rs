@@ -4,7 +4,8 @@
 //!
 //! Values are kept in sled by revision; an in-memory [`index::KeyIndex`] maps keys to revisions.
 //! Writes only happen inside an [`ApplyBatch`] (the raft state machine applying log entries), so
-//! the sled batch, the index and the revision counter move together.
+//! the writes of a batch, the index and the revision counter move together; the writes reach sled
+//! a little later, several batches at once ([`unflushed`]).
 
 mod async_read;
 mod index;
@@ -13,6 +14,7 @@ mod revision;
 mod span;
 mod store;
 mod txn;
+mod unflushed;
 mod write;
 
 pub use range::range;

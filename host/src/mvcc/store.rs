@@ -6,6 +6,9 @@
 //! range a client can name, but in snapshots and hashes like the rest); `m/…` →
 //! store metadata (current and compacted revision) and whatever metadata the caller commits with a
 //! batch (the raft applied state).
+//!
+//! A committed batch reaches sled later, with those committed after it, in one atomic sled batch;
+//! every read looks at those waiting first (see [`super::unflushed`]).
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -17,6 +20,7 @@ use prost::Message;
 
 use super::index::KeyIndex;
 use super::revision::Revision;
+use super::unflushed::{self, Overlaid, Unflushed};
 use crate::error::EtcdError;
 use crate::lease::{self, Lease, LeaseTable};
 
@@ -28,7 +32,6 @@ const EXPORT_MAGIC: &[u8; 16] = b"conclave-store-1";
 const EXPORT_END: u64 = u64::MAX;
 const META_REV: &[u8] = b"m/rev";
 const META_COMPACT: &[u8] = b"m/compact";
-
 /// Why a store operation failed: an etcd error for the client, or a broken disk/database.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -75,7 +78,8 @@ pub struct HashKv {
 
 /// The MVCC store of one node.
 pub struct Store {
-    tree: sled::Tree,
+    /// The tree, through the writes committed and not yet in it.
+    tree: Unflushed,
     state: RwLock<State>,
     /// Held shared by exports while they copy revision records, exclusively by compaction: the
     /// only change to records an export has to wait for (new records have higher revisions).
@@ -114,12 +118,29 @@ impl Store {
     /// Open the store kept in `tree`, rebuilding the key index from the records.
     pub fn open(tree: sled::Tree) -> Result<Self, StoreError> {
         let state = load_state(&tree)?;
-        Ok(Store { tree, state: RwLock::new(state), history_pin: RwLock::new(()) })
+        Ok(Store { tree: Unflushed::new(tree), state: RwLock::new(state), history_pin: RwLock::new(()) })
+    }
+
+    /// One entry as committed.
+    fn lookup(&self, key: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
+        self.tree.get(key)
+    }
+
+    /// The committed entries whose keys start with `prefix` (one of the prefixes above, none of
+    /// them 0xff), in key order.
+    fn scan_prefix(&self, prefix: u8) -> Overlaid<sled::Iter> {
+        self.tree.scan(&[prefix], Some(&[prefix + 1]))
+    }
+
+    /// Hand every committed write to sled, and have sled write it to disk: before a snapshot,
+    /// so the store is not behind the log the snapshot lets raft purge.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.tree.flush()
     }
 
     /// A consistent read-only view; writers wait while it is held.
     pub fn read(&self) -> ReadView<'_> {
-        ReadView { tree: &self.tree, state: self.state.read().unwrap_or_else(|e| e.into_inner()) }
+        ReadView { store: self, state: self.state.read().unwrap_or_else(|e| e.into_inner()) }
     }
 
     /// A view if no write batch holds the store (or waits for it), without waiting.
@@ -129,16 +150,15 @@ impl Store {
             Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
             Err(TryLockError::WouldBlock) => return None,
         };
-        Some(ReadView { tree: &self.tree, state })
+        Some(ReadView { store: self, state })
     }
 
     /// Start applying writes; nothing is visible to readers or durable until `commit`.
     pub fn begin(&self) -> ApplyBatch<'_> {
         ApplyBatch {
-            tree: &self.tree,
+            store: self,
             state: self.state.write().unwrap_or_else(|e| e.into_inner()),
-            history_pin: &self.history_pin,
-            ops: sled::Batch::default(),
+            ops: Vec::new(),
             pending: HashMap::new(),
             events: Vec::new(),
         }
@@ -146,25 +166,27 @@ impl Store {
 
     /// A metadata value committed with a batch; names start with `m/`.
     pub fn meta(&self, name: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
-        Ok(self.tree.get(name)?)
+        self.lookup(name)
     }
 
     /// Remove metadata entries (used when a copy of another member's store is adopted).
     pub fn forget_meta(&self, names: &[&[u8]]) -> Result<(), StoreError> {
+        let tree = self.tree.exclusive();
+        tree.forget(Some(names));
         for name in names {
-            self.tree.remove(name)?;
+            tree.tree().remove(name)?;
         }
         Ok(())
     }
 
     /// The deployed plugins, as stored (`conclave.plugin.StoredPlugin`), in name order.
     pub fn plugins(&self) -> Result<Vec<sled::IVec>, StoreError> {
-        self.tree.scan_prefix([PLUGIN_PREFIX]).values().map(|v| v.map_err(StoreError::from)).collect()
+        self.scan_prefix(PLUGIN_PREFIX).map(|entry| entry.map(|(_, value)| value)).collect()
     }
 
     /// One deployed plugin, as stored.
     pub fn plugin(&self, name: &str) -> Result<Option<sled::IVec>, StoreError> {
-        Ok(self.tree.get(plugin_key(name))?)
+        self.lookup(&plugin_key(name))
     }
 
     /// Write every entry of the tree as length-prefixed key/value pairs between a magic header and
@@ -211,12 +233,12 @@ impl Store {
         let (revision, _compaction_waits, others, captured) = {
             let view = self.read();
             let pin = self.history_pin.read().unwrap_or_else(|e| e.into_inner());
-            let captured: Vec<_> = capture.iter().map(|name| self.tree.get(name)).collect::<Result<_, _>>().map_err(io::Error::other)?;
+            let captured: Vec<_> = capture.iter().map(|name| self.lookup(name)).collect::<Result<_, _>>().map_err(io::Error::other)?;
             // Everything but the revision records: keys sorting before or after their prefix.
             let others: Vec<_> = self
                 .tree
-                .range(..[RECORD_PREFIX].as_slice())
-                .chain(self.tree.range([RECORD_PREFIX + 1].as_slice()..))
+                .scan(&[], Some(&[RECORD_PREFIX]))
+                .chain(self.tree.scan(&[RECORD_PREFIX + 1], None))
                 .collect::<Result<_, _>>()
                 .map_err(io::Error::other)?;
             (view.current_rev(), pin, others, captured)
@@ -231,7 +253,7 @@ impl Store {
     /// Visit every revision record up to revision `upto`, in revision order. The caller holds
     /// off compaction (`history_pin`); records are immutable otherwise.
     fn for_each_record(&self, upto: i64, mut visit: impl FnMut(&[u8], &[u8]) -> io::Result<()>) -> io::Result<()> {
-        for entry in self.tree.scan_prefix([RECORD_PREFIX]) {
+        for entry in self.scan_prefix(RECORD_PREFIX) {
             let (key, value) = entry.map_err(io::Error::other)?;
             let rev = Revision::from_bytes(&key[1..]).ok_or_else(|| io::Error::other("corrupt record key"))?;
             if rev.main > upto {
@@ -279,7 +301,7 @@ impl Store {
             return Err(corrupt("not a Conclave store snapshot"));
         }
         let mut batch = sled::Batch::default();
-        for entry in self.tree.iter() {
+        for entry in self.tree.scan(&[], None) {
             batch.remove(entry?.0);
         }
         while let Some(key) = read_part(input)? {
@@ -287,8 +309,10 @@ impl Store {
             batch.insert(key, value);
         }
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
-        self.tree.apply_batch(batch)?;
-        *state = load_state(&self.tree)?;
+        let tree = self.tree.exclusive();
+        tree.forget(None);
+        tree.tree().apply_batch(batch)?;
+        *state = load_state(tree.tree())?;
         Ok(())
     }
 }
@@ -381,12 +405,12 @@ fn load_state(tree: &sled::Tree) -> Result<State, StoreError> {
     })
 }
 
-fn load_record(tree: &sled::Tree, rev: Revision) -> Result<KeyValue, StoreError> {
-    let bytes = tree.get(record_key(rev))?.ok_or_else(|| corrupt("indexed revision has no record"))?;
-    Ok(decode_record(&bytes)?.0)
-}
-
 impl Store {
+    fn load_record(&self, rev: Revision) -> Result<KeyValue, StoreError> {
+        let bytes = self.lookup(&record_key(rev))?.ok_or_else(|| corrupt("indexed revision has no record"))?;
+        Ok(decode_record(&bytes)?.0)
+    }
+
     /// The events of revisions `from..=upto` (at most about `max` of them, whole revisions only),
     /// from the stored history, each with the value it replaced; and the revision to read from
     /// next. Errors with `Compacted` when part of that history is gone.
@@ -404,7 +428,7 @@ impl Store {
         let start = record_key(Revision::new(from, 0));
         let end = record_key(Revision::new(upto + 1, 0));
         let mut next = upto + 1;
-        for entry in self.tree.range(start..end) {
+        for entry in self.tree.scan(&start, Some(&end)) {
             let (key, value) = entry?;
             let rev = Revision::from_bytes(&key[1..]).ok_or_else(|| corrupt("record key"))?;
             if events.len() >= max && rev.sub == 0 {
@@ -424,7 +448,7 @@ impl Store {
 
 /// A read-only view of the store at its current revision.
 pub struct ReadView<'a> {
-    tree: &'a sled::Tree,
+    store: &'a Store,
     state: RwLockReadGuard<'a, State>,
 }
 
@@ -433,17 +457,17 @@ impl View for ReadView<'_> {
         &self.state
     }
     fn load(&self, rev: Revision) -> Result<KeyValue, StoreError> {
-        load_record(self.tree, rev)
+        self.store.load_record(rev)
     }
 }
 
 /// Writes in progress: applied to the index at once (so later requests in the batch see them)
 /// and to sled atomically, together with the caller's metadata, at `commit`.
 pub struct ApplyBatch<'a> {
-    tree: &'a sled::Tree,
+    store: &'a Store,
     pub(super) state: RwLockWriteGuard<'a, State>,
-    history_pin: &'a RwLock<()>,
-    ops: sled::Batch,
+    /// The entries written (`None`: removed), in order.
+    ops: Vec<unflushed::Write>,
     pending: HashMap<Revision, KeyValue>,
     events: Vec<Event>,
 }
@@ -455,7 +479,7 @@ impl View for ApplyBatch<'_> {
     fn load(&self, rev: Revision) -> Result<KeyValue, StoreError> {
         match self.pending.get(&rev) {
             Some(kv) => Ok(kv.clone()),
-            None => load_record(self.tree, rev),
+            None => self.store.load_record(rev),
         }
     }
 }
@@ -469,7 +493,7 @@ impl ApplyBatch<'_> {
         } else {
             self.state.index.put(&kv.key, rev);
         }
-        self.ops.insert(record_key(rev), encode_record(&kv, tombstone));
+        self.set(record_key(rev), encode_record(&kv, tombstone));
         self.events.push(event(kv.clone(), prev, tombstone));
         self.pending.insert(rev, kv);
     }
@@ -479,49 +503,58 @@ impl ApplyBatch<'_> {
         if !self.state.leases.grant(id, ttl) {
             return false;
         }
-        self.ops.insert(&lease::record_key(id)[..], &lease::encode_record(ttl)[..]);
+        self.set(&lease::record_key(id)[..], &lease::encode_record(ttl)[..]);
         true
     }
 
     /// Remove a lease from the table and its record from the store.
     pub(super) fn revoke_lease(&mut self, id: i64) -> Option<Lease> {
         let lease = self.state.leases.revoke(id)?;
-        self.ops.remove(&lease::record_key(id)[..]);
+        self.unset(&lease::record_key(id)[..]);
         Some(lease)
     }
 
     /// Store a deployed plugin (replacing one of the same name) with the batch.
     pub fn put_plugin(&mut self, name: &str, stored: Vec<u8>) {
-        self.ops.insert(plugin_key(name), stored);
+        self.set(plugin_key(name), stored);
     }
 
     /// Remove a deployed plugin with the batch.
     pub fn remove_plugin(&mut self, name: &str) {
-        self.ops.remove(plugin_key(name));
+        self.unset(plugin_key(name));
     }
 
     /// Wait for exports copying revision records to finish, before compaction deletes some. (No
     /// export can start meanwhile: it needs the read lock this batch holds until committed.)
     pub(super) fn wait_for_exports(&self) {
-        drop(self.history_pin.write().unwrap_or_else(|e| e.into_inner()));
+        drop(self.store.history_pin.write().unwrap_or_else(|e| e.into_inner()));
     }
 
     pub(super) fn forget(&mut self, rev: Revision) {
         self.pending.remove(&rev);
-        self.ops.remove(record_key(rev));
+        self.unset(record_key(rev));
     }
 
-    /// Make the batch durable-on-next-flush and visible, atomically with `meta`, then hand its
-    /// events (in revision order) to `publish` while readers still wait, so nobody who reads the
-    /// new revision can register for events after it and miss these.
+    fn set(&mut self, key: impl Into<sled::IVec>, value: impl Into<sled::IVec>) {
+        self.ops.push((key.into(), Some(value.into())));
+    }
+
+    fn unset(&mut self, key: impl Into<sled::IVec>) {
+        self.ops.push((key.into(), None));
+    }
+
+    /// Make the batch visible, atomically with `meta`, then hand its events (in revision order)
+    /// to `publish` while readers still wait, so nobody who reads the new revision can register
+    /// for events after it and miss these. The batch reaches sled with the next flush.
     pub fn commit(mut self, meta: Vec<(&[u8], Vec<u8>)>, publish: impl FnOnce(Vec<Event>)) -> Result<(), StoreError> {
-        self.ops.insert(META_REV, &self.state.rev.to_be_bytes());
-        self.ops.insert(META_COMPACT, &self.state.compact_rev.to_be_bytes());
+        let (rev, compact_rev) = (self.state.rev, self.state.compact_rev);
+        self.set(META_REV, &rev.to_be_bytes()[..]);
+        self.set(META_COMPACT, &compact_rev.to_be_bytes()[..]);
         for (name, value) in meta {
             debug_assert!(name.starts_with(b"m/"));
-            self.ops.insert(name, value);
+            self.set(name, value);
         }
-        self.tree.apply_batch(std::mem::take(&mut self.ops))?;
+        self.store.tree.commit(std::mem::take(&mut self.ops))?;
         if !self.events.is_empty() {
             publish(std::mem::take(&mut self.events));
         }
@@ -543,7 +576,7 @@ fn event(kv: KeyValue, prev_kv: Option<KeyValue>, tombstone: bool) -> Event {
 
 #[cfg(test)]
 mod tests {
-    use conclave_proto::etcdserverpb::PutRequest;
+    use conclave_proto::etcdserverpb::{CompactionRequest, PutRequest};
 
     use super::*;
     use crate::mvcc::Writer;
@@ -558,6 +591,70 @@ mod tests {
         let put = PutRequest { key: key.into(), value: b"v".to_vec(), ..Default::default() };
         Writer::new(&mut batch).put(&put).unwrap();
         batch.commit(meta, |_| {}).unwrap();
+    }
+
+    fn records(store: &Store) -> usize {
+        store.scan_prefix(RECORD_PREFIX).count()
+    }
+
+    #[test]
+    fn committed_writes_are_read_alike_before_and_after_they_reach_sled() {
+        let store = store();
+        put(&store, "a", vec![(b"m/applied".as_slice(), b"1".to_vec())]);
+        put(&store, "a", Vec::new());
+        put(&store, "b", Vec::new());
+        let mut batch = store.begin();
+        batch.put_plugin("p", b"stored".to_vec());
+        batch.commit(Vec::new(), |_| {}).unwrap();
+        assert!(store.tree.exclusive().tree().is_empty(), "nothing reached sled yet");
+
+        let read = |store: &Store| {
+            let view = store.read();
+            let values = (view.current_rev(), view.get(b"a").unwrap().unwrap().version, view.get(b"b").unwrap().is_some());
+            drop(view);
+            let (events, next) = store.history(2, 4, 100).unwrap();
+            (values, events.len(), next, store.meta(b"m/applied").unwrap(), store.plugins().unwrap(), store.hash(&[]).unwrap())
+        };
+        let before = read(&store);
+        assert_eq!(before.0, (4, 2, true));
+        assert_eq!((before.1, before.2), (3, 5));
+        assert_eq!(before.3.as_deref(), Some(&b"1"[..]));
+        assert_eq!(before.4, vec![sled::IVec::from(&b"stored"[..])]);
+        store.flush().unwrap();
+        assert!(!store.tree.exclusive().tree().is_empty());
+        assert_eq!(read(&store), before);
+    }
+
+    #[test]
+    fn an_unflushed_removal_hides_what_sled_still_holds() {
+        let store = store();
+        for _ in 0..3 {
+            put(&store, "k", Vec::new());
+        }
+        store.flush().unwrap();
+        let mut batch = store.begin();
+        Writer::new(&mut batch).compact(&CompactionRequest { revision: 4, physical: false }).unwrap();
+        batch.commit(Vec::new(), |_| {}).unwrap();
+        assert_eq!(store.tree.exclusive().tree().scan_prefix([RECORD_PREFIX]).count(), 3, "sled has not seen the compaction");
+        assert_eq!(records(&store), 1);
+        assert_eq!(store.hash_kv(0).unwrap().compacted, 4);
+    }
+
+    #[test]
+    fn a_crash_before_the_flush_leaves_the_store_as_of_an_earlier_commit() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let store = Store::open(db.open_tree("mvcc").unwrap()).unwrap();
+        put(&store, "a", vec![(b"m/applied".as_slice(), b"1".to_vec())]);
+        store.flush().unwrap();
+        put(&store, "b", vec![(b"m/applied".as_slice(), b"2".to_vec())]);
+        // A crash: nothing runs on the way out.
+        std::mem::forget(store);
+
+        let reopened = Store::open(db.open_tree("mvcc").unwrap()).unwrap();
+        assert_eq!(reopened.meta(b"m/applied").unwrap().as_deref(), Some(&b"1"[..]));
+        let view = reopened.read();
+        assert_eq!(view.current_rev(), 2);
+        assert!(view.get(b"a").unwrap().is_some() && view.get(b"b").unwrap().is_none());
     }
 
     #[test]

@@ -24,6 +24,11 @@ use crate::mvcc::Store;
 use crate::raft::{Handover, LogStore, MemberNode, Network, Peers, Proposer, Raft, StateMachine};
 use crate::watch::Hub;
 
+/// sled's page cache. Its default (1 GiB) made a member hold several times etcd's memory for the
+/// same keys; the key index and recent values live in memory anyway, so older revisions are what
+/// the cache serves.
+const SLED_CACHE_BYTES: u64 = 64 << 20;
+
 impl Node {
     /// Open (or create) the data directory and start raft. The member serves clients once it has
     /// also published itself (see [`membership::publish`]), which needs the peer service running.
@@ -40,6 +45,7 @@ impl Node {
         peers.set_cluster_id(identity.cluster_id);
         let db = sled::Config::new()
             .path(dir.join("db"))
+            .cache_capacity(SLED_CACHE_BYTES)
             .open()
             .with_context(|| format!("opening data dir {} (corrupt, or in use by another process?)", dir.display()))?;
         let store = Arc::new(

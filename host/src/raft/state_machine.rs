@@ -2,8 +2,9 @@
 //! executes their client requests), membership changes and the last applied log id are recorded,
 //! and the store is snapshotted and restored.
 //!
-//! Each `apply` call writes its whole batch of entries, the last applied log id and the membership
-//! in one atomic sled batch. Snapshots are files in `<data-dir>/snap`, streamed from and to disk.
+//! Each `apply` call commits its whole batch of entries, the last applied log id and the membership
+//! atomically to the store, which hands several such batches to sled at once: after a crash the
+//! store is as of some earlier apply, and raft applies the log from there again. Snapshots are files in `<data-dir>/snap`, streamed from and to disk.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -243,6 +244,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         let store = self.store.clone();
         let path = building.clone();
         let captured = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<Option<sled::IVec>>> {
+            // The snapshot lets raft purge the log it covers: sled must hold all of that first.
+            store.flush().map_err(std::io::Error::other)?;
             let mut out = std::io::BufWriter::new(std::fs::File::create(&path)?);
             let captured = store.export(&mut out, &[APPLIED, MEMBERSHIP])?;
             let file = out.into_inner().map_err(|e| e.into_error())?;
