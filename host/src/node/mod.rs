@@ -14,6 +14,7 @@ use conclave_proto::conclave::raft::raft_response::Response as Resp;
 use conclave_proto::conclave::raft::{MemberChangeRequest, MemberChangeResponse, RaftRequest};
 use conclave_proto::etcdserverpb::ResponseHeader;
 use tokio::sync::Notify;
+use tonic::Status;
 
 use crate::alarm::Alarms;
 use crate::config::Config;
@@ -22,7 +23,7 @@ use crate::identity::Identity;
 use crate::lease::{IdGenerator, Lessor};
 use crate::membership::Reconfigurer;
 use crate::mvcc::Store;
-use crate::raft::{check_quorum, on_leader, recognised_leader, Answer, CommittedIndex, Handover, PeerService, Peers, Proposer, Raft};
+use crate::raft::{check_quorum, on_leader, recognised_leader, Answer, CommittedIndex, Handover, PeerService, Peers, Proposer, Raft, ReadRounds};
 use crate::watch::Hub;
 
 /// A running member. Its parts are the crate's to use; the binary only starts, serves and stops it.
@@ -57,12 +58,22 @@ pub struct Node {
     pub(crate) removed: Notify,
     /// Bumped each time applying changes the deployed plugins; the plugin registry follows it.
     pub(crate) plugin_changes: tokio::sync::watch::Sender<u64>,
+    /// The read index of this member's linearizable reads, from the leader wherever it is.
+    reads: ReadRounds<EtcdError>,
+    /// This member's own read index while it leads (for its reads and its followers').
+    leader_reads: Arc<ReadRounds<Status>>,
 }
 
 impl Node {
     /// What the peer service of this member answers from, with `duties` (the service layer).
     pub fn peer_service(&self, duties: Arc<dyn crate::raft::LeaderDuties>) -> PeerService {
-        PeerService { raft: self.raft.clone(), cluster_id: self.identity.cluster_id, handover: self.handover.clone(), duties }
+        PeerService {
+            raft: self.raft.clone(),
+            cluster_id: self.identity.cluster_id,
+            handover: self.handover.clone(),
+            duties,
+            reads: self.leader_reads.clone(),
+        }
     }
 
     /// Resolves once this member learns it was removed from the cluster: it must stop.
@@ -133,19 +144,15 @@ impl Node {
 
     /// Wait until this member has applied everything committed before now (raft ReadIndex: the
     /// leader's own, or, on a follower, the leader's read index once applied here).
+    /// Concurrent reads share one read index ([`ReadRounds`]).
     pub async fn linearize(&self) -> Result<(), EtcdError> {
-        let peers = &self.peers;
-        let answer = on_leader(&self.raft, self.leader_wait, |url| async move { peers.read_index(&url).await }).await?;
-        match answer {
-            Answer::Local => self.raft.ensure_linearizable().await.map(|_| ()).map_err(|_| EtcdError::NoLeader),
-            Answer::Remote(index) => self
-                .raft
-                .wait(Some(self.leader_wait))
-                .applied_index_at_least(Some(index), "read index applied")
-                .await
-                .map(|_| ())
-                .map_err(|_| EtcdError::Timeout),
-        }
+        let index = self.reads.next().await?;
+        self.raft
+            .wait(Some(self.leader_wait))
+            .applied_index_at_least(Some(index), "read index applied")
+            .await
+            .map(|_| ())
+            .map_err(|_| EtcdError::Timeout)
     }
 
     /// Have the leader make a membership change (here, if this member leads).
@@ -175,4 +182,19 @@ impl Node {
         let me = self.identity.member_id;
         membership.get_node(&me).is_some() && !membership.voter_ids().any(|id| id == me)
     }
+}
+
+/// Read-index rounds for this member's linearizable reads: the leader's (`leader_reads` when this
+/// member leads, else asked of the leader over the peer service), one request per round.
+fn read_rounds(raft: Raft, peers: Peers, leader_wait: Duration, leader_reads: Arc<ReadRounds<Status>>) -> ReadRounds<EtcdError> {
+    ReadRounds::start(move || {
+        let (raft, peers, leader_reads) = (raft.clone(), peers.clone(), leader_reads.clone());
+        async move {
+            let peers = &peers;
+            match on_leader(&raft, leader_wait, |url| async move { peers.read_index(&url).await }).await? {
+                Answer::Local => leader_reads.next().await.map_err(|_| EtcdError::NoLeader),
+                Answer::Remote(index) => Ok(index),
+            }
+        }
+    })
 }

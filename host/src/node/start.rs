@@ -85,6 +85,8 @@ impl Node {
         let handover = Handover::new(&raft);
         let proposer = Proposer::start(raft.clone(), peers.clone(), handover.clone(), leader_wait, request_timeout(&config));
         let lease_ids = IdGenerator::new(identity.member_id);
+        let leader_reads = Arc::new(crate::raft::leader_rounds(raft.clone()));
+        let reads = super::read_rounds(raft.clone(), peers.clone(), leader_wait, leader_reads.clone());
         let reconfigurer = Reconfigurer::new(
             raft.clone(),
             peers.clone(),
@@ -113,6 +115,8 @@ impl Node {
             removed: Notify::new(),
             committed,
             plugin_changes,
+            reads,
+            leader_reads,
         });
         tokio::spawn(crate::lease::run_expiry(Arc::downgrade(&node)));
         tokio::spawn(crate::compactor::run(Arc::downgrade(&node), node.config.auto_compaction()?));

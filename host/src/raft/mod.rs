@@ -11,6 +11,7 @@ mod network;
 mod peer_service;
 mod peers;
 mod proposer;
+mod read_index;
 mod state_machine;
 mod transfer;
 mod wal;
@@ -27,6 +28,7 @@ pub use network::Network;
 pub use peer_service::{serve_peers, LeaderDuties, PeerService, NOT_LEADER};
 pub use peers::{check_quorum, on_leader, recognised_leader, Answer, Peers};
 pub use proposer::Proposer;
+pub use read_index::{leader_rounds, ReadRounds};
 pub use state_machine::{read_snapshot_meta, store_hash, StateMachine, APPLIED as APPLIED_META, MEMBERSHIP as MEMBERSHIP_META};
 pub use transfer::{move_leader, Handover};
 

@@ -23,6 +23,7 @@ use serde::Serialize;
 use tonic::{Request, Response, Status};
 
 use super::peers::{CLUSTER_ID_METADATA, MAX_PEER_MESSAGE};
+use super::read_index::ReadRounds;
 use super::transfer::Handover;
 use super::{decode, encode, etcd_members, Proto, Raft};
 use crate::error::EtcdError;
@@ -50,6 +51,8 @@ pub struct PeerService {
     /// Holds forwarded proposals back while this member hands its leadership over.
     pub handover: Handover,
     pub duties: Arc<dyn LeaderDuties>,
+    /// This member's read-index rounds, shared with its own linearizable reads.
+    pub reads: Arc<ReadRounds<Status>>,
 }
 
 impl PeerService {
@@ -111,11 +114,8 @@ impl Peer for PeerService {
 
     async fn read_index(&self, request: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
         self.check_cluster(&request)?;
-        match self.raft.get_read_log_id().await {
-            Ok((read, _applied)) => Ok(Response::new(ReadIndexResponse { index: read.map_or(0, |id| id.index) })),
-            Err(RaftError::APIError(_)) => Err(Status::failed_precondition(NOT_LEADER)),
-            Err(e) => Err(Status::unavailable(e.to_string())),
-        }
+        let index = self.reads.next().await?;
+        Ok(Response::new(ReadIndexResponse { index }))
     }
 
     async fn change_membership(&self, request: Request<MemberChangeRequest>) -> Result<Response<MemberChangeResponse>, Status> {
