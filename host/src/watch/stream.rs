@@ -274,7 +274,8 @@ impl<O: Sink<WatchResponse> + Unpin> Worker<O> {
             let matched: Vec<Event> = events
                 .iter()
                 .filter(|e| watcher.wants(e))
-                .map(|e| Event { prev_kv: if watcher.prev_kv { e.prev_kv.clone() } else { None }, ..e.clone() })
+                // Each watcher gets its own copy: the previous value only if it asked for it.
+                .map(|e| Event { r#type: e.r#type, kv: e.kv.clone(), prev_kv: if watcher.prev_kv { e.prev_kv.clone() } else { None } })
                 .collect();
             let Some(last) = matched.last().and_then(|e| e.kv.as_ref()) else { continue };
             watcher.next_rev = last.mod_revision + 1;
@@ -302,7 +303,7 @@ impl<O: Sink<WatchResponse> + Unpin> Worker<O> {
 /// whole; otherwise events go into fragments, each closed before the event that would take it to
 /// `limit` (but holding at least one), all marked as fragments except the last.
 fn fragments(mut whole: WatchResponse, limit: usize) -> Vec<WatchResponse> {
-    if whole.encoded_len() < limit || whole.events.len() < 2 {
+    if whole.events.len() < 2 || whole.encoded_len() < limit {
         return vec![whole];
     }
     let events = std::mem::take(&mut whole.events);
