@@ -24,8 +24,12 @@ use super::transfer::Handover;
 use super::{Proto, Raft};
 use crate::error::EtcdError;
 
-/// Batches proposed but not yet applied; one more can form meanwhile.
-const IN_FLIGHT: usize = 2;
+/// Batches proposed but not yet applied; the next one forms meanwhile. One, not two: each entry
+/// costs openraft an append, a flush, an apply and their hand-offs, and writes that wait for the
+/// batch in flight make one larger entry instead of a second small one (measured: 16 clients on
+/// one member 9.4k -> 12.2k puts/s, 64 clients 20.2k -> 22.3k, three members +5%; one client the
+/// same).
+const IN_FLIGHT: usize = 1;
 /// A batch stops growing past this many bytes of requests (a single larger request still goes):
 /// one entry must reach the followers within a heartbeat interval, openraft's limit per message.
 const MAX_BATCH_BYTES: usize = 1024 * 1024;
