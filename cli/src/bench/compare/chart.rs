@@ -56,6 +56,8 @@ pub fn throughput(path: &Path, members: usize, rows: &[&Row]) -> Result<()> {
     let mut chart = ChartBuilder::on(&root)
         .caption(format!("Throughput, {}", members_label(members)), (SANS, 22))
         .margin(15)
+        // The last decade's label is centred on the right edge: room for its other half.
+        .margin_right(40)
         .x_label_area_size(40)
         .y_label_area_size(190)
         .build_cartesian_2d((lo..hi).log_scale(), (0..n as i32 * STEPS).with_key_points(centres))?;
