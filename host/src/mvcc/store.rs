@@ -138,6 +138,12 @@ impl Store {
         self.tree.flush()
     }
 
+    /// Bytes of keys and values committed since the store was opened, whether sled has them yet
+    /// or not.
+    pub fn committed_bytes(&self) -> u64 {
+        self.tree.committed_bytes()
+    }
+
     /// A consistent read-only view; writers wait while it is held.
     pub fn read(&self) -> ReadView<'_> {
         ReadView { store: self, state: self.state.read().unwrap_or_else(|e| e.into_inner()) }

@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 use std::iter::Peekable;
 use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
@@ -40,6 +41,8 @@ pub type Write = (IVec, Option<IVec>);
 /// The committed writes sled has not been given yet, and the thread that gives them.
 pub struct Unflushed {
     shared: Arc<Shared>,
+    /// Bytes committed so far, flushed or not: what the space quota adds to sled's last known size.
+    committed_bytes: AtomicU64,
     wake: Option<SyncSender<()>>,
     flusher: Option<JoinHandle<()>>,
 }
@@ -89,7 +92,7 @@ impl Unflushed {
                 })
                 .expect("spawning the store flusher")
         };
-        Unflushed { shared, wake: Some(wake), flusher: Some(flusher) }
+        Unflushed { shared, committed_bytes: AtomicU64::new(0), wake: Some(wake), flusher: Some(flusher) }
     }
 
     /// One entry as committed.
@@ -109,8 +112,15 @@ impl Unflushed {
         Overlaid { tree: self.shared.tree.range(range).peekable(), over: over.into_iter().peekable() }
     }
 
+    /// Bytes of keys and values committed since this store was opened.
+    pub fn committed_bytes(&self) -> u64 {
+        self.committed_bytes.load(Ordering::Relaxed)
+    }
+
     /// Add the writes of one committed batch, all at once as readers see it.
     pub fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        let added: usize = writes.iter().map(|(key, value)| size(key, value)).sum();
+        self.committed_bytes.fetch_add(added as u64, Ordering::Relaxed);
         let (due, backlogged) = {
             let mut waiting = self.shared.waiting_mut();
             waiting.oldest.get_or_insert_with(Instant::now);

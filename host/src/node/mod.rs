@@ -5,7 +5,6 @@
 
 mod start;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,8 +47,8 @@ pub struct Node {
     pub(crate) lease_ids: IdGenerator,
     /// The highest log index known committed (the raft index `endpoint status` shows).
     pub(crate) committed: CommittedIndex,
-    /// Size of the database on disk, refreshed in the background (a stat per request is too dear).
-    db_size: Arc<AtomicU64>,
+    /// Size of the database for the space quota.
+    db_size: Arc<DbSize>,
     /// The active alarms (NOSPACE refuses writes that add data).
     pub(crate) alarms: Arc<Alarms>,
     /// Makes membership changes while this member leads.
@@ -89,7 +88,7 @@ impl Node {
     }
 
     pub fn db_size(&self) -> u64 {
-        self.db_size.load(Ordering::Relaxed)
+        self.db_size.estimate(&self.store)
     }
 
     /// A response header as etcd fills it: cluster, member, raft term and store revision.
@@ -197,4 +196,27 @@ fn read_rounds(raft: Raft, peers: Peers, leader_wait: Duration, leader_reads: Ar
             }
         }
     })
+}
+
+/// The database's size for the space quota: sled's size on disk when last sampled (a stat per
+/// request is too dear), plus what the store committed since, which sled writes a little later.
+/// Without the second part a write made just after a sample, before sled wrote anything, could
+/// pass a quota the store already exceeds.
+#[derive(Default)]
+pub(crate) struct DbSize {
+    /// Bytes on disk, and the store's committed bytes when they were read.
+    sampled: std::sync::Mutex<(u64, u64)>,
+}
+
+impl DbSize {
+    pub(crate) fn sample(&self, db: &sled::Db, store: &Store) {
+        let committed = store.committed_bytes();
+        let on_disk = db.size_on_disk().unwrap_or(0);
+        *self.sampled.lock().unwrap_or_else(|e| e.into_inner()) = (on_disk, committed);
+    }
+
+    fn estimate(&self, store: &Store) -> u64 {
+        let (on_disk, committed) = *self.sampled.lock().unwrap_or_else(|e| e.into_inner());
+        on_disk + store.committed_bytes().saturating_sub(committed)
+    }
 }

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +13,7 @@ use openraft::SnapshotPolicy;
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
-use super::Node;
+use super::{DbSize, Node};
 use crate::alarm::Alarms;
 use crate::config::Config;
 use crate::identity::{load_identity, Identity};
@@ -79,8 +78,9 @@ impl Node {
             .context("starting raft")?;
         bootstrap(&raft, &identity, fresh).await?;
 
-        let db_size = Arc::new(AtomicU64::new(db.size_on_disk().unwrap_or(0)));
-        tokio::spawn(refresh_db_size(db.clone(), Arc::downgrade(&db_size)));
+        let db_size = Arc::new(DbSize::default());
+        db_size.sample(&db, &store);
+        tokio::spawn(refresh_db_size(db.clone(), Arc::downgrade(&store), Arc::downgrade(&db_size)));
         let leader_wait = leader_wait(&config);
         let handover = Handover::new(&raft);
         let proposer = Proposer::start(raft.clone(), peers.clone(), handover.clone(), leader_wait, request_timeout(&config));
@@ -201,11 +201,11 @@ fn restore(store: &Store, path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn refresh_db_size(db: sled::Db, size: std::sync::Weak<AtomicU64>) {
+async fn refresh_db_size(db: sled::Db, store: std::sync::Weak<Store>, size: std::sync::Weak<DbSize>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
-        let Some(size) = size.upgrade() else { return };
-        size.store(db.size_on_disk().unwrap_or(0), Ordering::Relaxed);
+        let (Some(store), Some(size)) = (store.upgrade(), size.upgrade()) else { return };
+        size.sample(&db, &store);
     }
 }
