@@ -32,6 +32,7 @@ const EXPORT_MAGIC: &[u8; 16] = b"conclave-store-1";
 const EXPORT_END: u64 = u64::MAX;
 const META_REV: &[u8] = b"m/rev";
 const META_COMPACT: &[u8] = b"m/compact";
+
 /// Why a store operation failed: an etcd error for the client, or a broken disk/database.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -121,11 +122,6 @@ impl Store {
         Ok(Store { tree: Unflushed::new(tree), state: RwLock::new(state), history_pin: RwLock::new(()) })
     }
 
-    /// One entry as committed.
-    fn lookup(&self, key: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
-        self.tree.get(key)
-    }
-
     /// The committed entries whose keys start with `prefix` (one of the prefixes above, none of
     /// them 0xff), in key order.
     fn scan_prefix(&self, prefix: u8) -> Overlaid<sled::Iter> {
@@ -172,13 +168,13 @@ impl Store {
 
     /// A metadata value committed with a batch; names start with `m/`.
     pub fn meta(&self, name: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
-        self.lookup(name)
+        self.tree.get(name)
     }
 
     /// Remove metadata entries (used when a copy of another member's store is adopted).
     pub fn forget_meta(&self, names: &[&[u8]]) -> Result<(), StoreError> {
         let tree = self.tree.exclusive();
-        tree.forget(Some(names));
+        tree.forget(names);
         for name in names {
             tree.tree().remove(name)?;
         }
@@ -192,7 +188,7 @@ impl Store {
 
     /// One deployed plugin, as stored.
     pub fn plugin(&self, name: &str) -> Result<Option<sled::IVec>, StoreError> {
-        self.lookup(&plugin_key(name))
+        self.tree.get(&plugin_key(name))
     }
 
     /// Write every entry of the tree as length-prefixed key/value pairs between a magic header and
@@ -239,7 +235,7 @@ impl Store {
         let (revision, _compaction_waits, others, captured) = {
             let view = self.read();
             let pin = self.history_pin.read().unwrap_or_else(|e| e.into_inner());
-            let captured: Vec<_> = capture.iter().map(|name| self.lookup(name)).collect::<Result<_, _>>().map_err(io::Error::other)?;
+            let captured: Vec<_> = capture.iter().map(|name| self.tree.get(name)).collect::<Result<_, _>>().map_err(io::Error::other)?;
             // Everything but the revision records: keys sorting before or after their prefix.
             let others: Vec<_> = self
                 .tree
@@ -316,7 +312,7 @@ impl Store {
         }
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         let tree = self.tree.exclusive();
-        tree.forget(None);
+        tree.forget_all();
         tree.tree().apply_batch(batch)?;
         *state = load_state(tree.tree())?;
         Ok(())
@@ -413,7 +409,7 @@ fn load_state(tree: &sled::Tree) -> Result<State, StoreError> {
 
 impl Store {
     fn load_record(&self, rev: Revision) -> Result<KeyValue, StoreError> {
-        let bytes = self.lookup(&record_key(rev))?.ok_or_else(|| corrupt("indexed revision has no record"))?;
+        let bytes = self.tree.get(&record_key(rev))?.ok_or_else(|| corrupt("indexed revision has no record"))?;
         Ok(decode_record(&bytes)?.0)
     }
 
@@ -468,7 +464,7 @@ impl View for ReadView<'_> {
 }
 
 /// Writes in progress: applied to the index at once (so later requests in the batch see them)
-/// and to sled atomically, together with the caller's metadata, at `commit`.
+/// and to the store's entries all at once, together with the caller's metadata, at `commit`.
 pub struct ApplyBatch<'a> {
     store: &'a Store,
     pub(super) state: RwLockWriteGuard<'a, State>,

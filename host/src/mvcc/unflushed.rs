@@ -119,13 +119,13 @@ impl Unflushed {
 
     /// Add the writes of one committed batch, all at once as readers see it.
     pub fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
-        let added: usize = writes.iter().map(|(key, value)| size(key, value)).sum();
-        self.committed_bytes.fetch_add(added as u64, Ordering::Relaxed);
         let (due, backlogged) = {
             let mut waiting = self.shared.waiting_mut();
             waiting.oldest.get_or_insert_with(Instant::now);
             for (key, value) in writes {
-                waiting.bytes += size(&key, &value);
+                let added = size(&key, &value);
+                waiting.bytes += added;
+                self.committed_bytes.fetch_add(added as u64, Ordering::Relaxed);
                 let seq = waiting.next_seq;
                 waiting.next_seq += 1;
                 if let Some(old) = waiting.entries.insert(key.clone(), Pending { seq, value }) {
@@ -171,13 +171,14 @@ impl Exclusive<'_> {
         &self.shared.tree
     }
 
-    /// Drop the waiting writes of `keys`, or all of them.
-    pub fn forget(&self, keys: Option<&[&[u8]]>) {
+    /// Drop every waiting write.
+    pub fn forget_all(&self) {
+        *self.shared.waiting_mut() = Waiting::default();
+    }
+
+    /// Drop the waiting writes of `keys`.
+    pub fn forget(&self, keys: &[&[u8]]) {
         let mut waiting = self.shared.waiting_mut();
-        let Some(keys) = keys else {
-            *waiting = Waiting::default();
-            return;
-        };
         for key in keys {
             if let Some(old) = waiting.entries.remove(*key) {
                 waiting.bytes -= size(&IVec::from(*key), &old.value);

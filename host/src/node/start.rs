@@ -202,7 +202,9 @@ fn restore(store: &Store, path: &Path) -> anyhow::Result<()> {
 }
 
 async fn refresh_db_size(db: sled::Db, store: std::sync::Weak<Store>, size: std::sync::Weak<DbSize>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // Start-up took the first sample.
+    let every = Duration::from_secs(1);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     loop {
         tick.tick().await;
         let (Some(store), Some(size)) = (store.upgrade(), size.upgrade()) else { return };
