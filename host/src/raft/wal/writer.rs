@@ -1,5 +1,7 @@
 //! The one thread that writes the log: it takes every write queued since its last fdatasync,
 //! writes them with one system call, syncs once (group commit) and then completes them in order.
+//! A group that nobody waits on (the committed index alone) is written but not synced: it becomes
+//! durable with the next group, as etcd's HardState rides on the next entries' sync.
 
 use std::fs::File;
 use std::io;
@@ -36,6 +38,12 @@ pub struct Write {
     pub records: Vec<Pending>,
     pub done: Done,
     pub purge_upto: Option<u64>,
+}
+
+/// Whether anyone waits for `batch` to be durable, or it deletes segments (which must not go
+/// before the purge record that makes them unneeded is durable).
+fn needs_sync(batch: &[Write]) -> bool {
+    batch.iter().any(|w| !matches!(w.done, Done::Nobody) || w.purge_upto.is_some())
 }
 
 /// Syncs slower than this are logged (etcd warns about slow fdatasync the same way).
@@ -75,9 +83,12 @@ impl Writer {
     fn run(mut self, queued: mpsc::Receiver<Write>) {
         while let Ok(first) = queued.recv() {
             let batch: Vec<Write> = std::iter::once(first).chain(queued.try_iter()).collect();
+            let durable = needs_sync(&batch);
             let started = Instant::now();
-            let result = self.write_batch(&batch);
-            crate::metrics::get().wal_fsync.observe(started.elapsed().as_secs_f64());
+            let result = self.write_batch(&batch, durable);
+            if durable {
+                crate::metrics::get().wal_fsync.observe(started.elapsed().as_secs_f64());
+            }
             if started.elapsed() > SLOW_SYNC {
                 tracing::warn!(took = ?started.elapsed(), writes = batch.len(), "raft log sync took too long");
             }
@@ -99,12 +110,13 @@ impl Writer {
         }
     }
 
-    /// Writes and syncs `batch`; the first failure stops all later writes.
-    fn write_batch(&mut self, batch: &[Write]) -> io::Result<()> {
+    /// Writes `batch`, and syncs it if `durable`; the first failure stops all later writes.
+    fn write_batch(&mut self, batch: &[Write], durable: bool) -> io::Result<()> {
         if let Some(failed) = &self.failed {
             return Err(io::Error::other(format!("raft log unavailable after an earlier failure: {failed}")));
         }
-        let result = batch.iter().flat_map(|w| &w.records).try_for_each(|record| self.add(record)).and_then(|()| self.sync());
+        let records = batch.iter().flat_map(|w| &w.records).try_for_each(|record| self.add(record));
+        let result = records.and_then(|()| if durable { self.sync() } else { self.write_out() });
         if let Err(e) = &result {
             tracing::error!("writing the raft log: {e}");
             self.failed = Some(e.to_string());
@@ -149,12 +161,18 @@ impl Writer {
     }
 
     fn sync(&mut self) -> io::Result<()> {
+        self.write_out()?;
+        self.file.sync_data()
+    }
+
+    /// Hands the buffered records to the file (they survive the process, not yet a power loss).
+    fn write_out(&mut self) -> io::Result<()> {
         if !self.buffer.is_empty() {
             self.file.write_all_at(&self.buffer, self.offset)?;
             self.offset += self.buffer.len() as u64;
             self.buffer.clear();
         }
-        self.file.sync_data()
+        Ok(())
     }
 
     /// Deletes the segments before the current one whose entries are all purged.
@@ -166,5 +184,38 @@ impl Writer {
                 tracing::warn!("deleting purged raft log segment {}: {e}", segment.path.display());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, LogId};
+
+    use super::*;
+    use crate::raft::wal::{open_with, pending};
+    use crate::raft::NodeId;
+
+    fn committed(index: u64) -> Write {
+        let id: Option<LogId<NodeId>> = Some(LogId::new(CommittedLeaderId::new(1, 1), index));
+        Write { records: vec![pending(COMMITTED, &id, None).unwrap()], done: Done::Nobody, purge_upto: None }
+    }
+
+    #[test]
+    fn only_the_committed_index_goes_unsynced_yet_outlives_the_process() {
+        let (waiter, _) = tokio::sync::oneshot::channel();
+        let waited = Write { records: Vec::new(), done: Done::Notify(waiter), purge_upto: None };
+        let purging = Write { purge_upto: Some(3), ..committed(3) };
+        assert!(needs_sync(&[committed(1), waited]));
+        assert!(needs_sync(&[purging]));
+        let batch = [committed(1), committed(2)];
+        assert!(!needs_sync(&batch));
+
+        let dir = tempfile::tempdir().unwrap();
+        let (_, handle) = open_with(dir.path(), 4096).unwrap();
+        let mut writer = handle.0;
+        writer.write_batch(&batch, false).unwrap();
+        drop(writer);
+        let (log, _) = open_with(dir.path(), 4096).unwrap();
+        assert_eq!(log.committed.map(|id| id.index), Some(2));
     }
 }
