@@ -228,6 +228,19 @@ impl Node {
         self.log.lock().unwrap().clone()
     }
 
+    /// Whether the process prints `text` within `timeout` (its output is collected as it comes,
+    /// so a line it printed may not be in [`Node::log`] yet).
+    pub async fn logged(&self, text: &str, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while !self.log().contains(text) {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
     /// SIGKILL and reap the process; the data dir stays. No-op if not running.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -209,9 +209,10 @@ mod tests {
     async fn append(store: &mut LogStore, entries: Vec<Entry<TypeConfig>>) {
         let (done, durable) = tokio::sync::oneshot::channel();
         store.send(entries.iter().map(|e| wal::pending(ENTRY, e, Some(e.log_id.index)).unwrap()).collect(), Done::Notify(done), None).unwrap();
-        let mut log = store.log();
-        entries.into_iter().for_each(|e| log.append(e).unwrap());
-        drop(log);
+        {
+            let mut log = store.log();
+            entries.into_iter().for_each(|e| log.append(e).unwrap());
+        }
         durable.await.unwrap().unwrap();
     }
 

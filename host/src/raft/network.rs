@@ -1,16 +1,17 @@
-//! Raft's peer network, client side: each openraft RPC is postcard-encoded into a `PeerMessage`
-//! and sent over the `conclave.raft.Peer` gRPC service to the target's peer URL
-//! (`MemberNode::peer_url`), with this member's cluster id in the call's metadata. A peer that
-//! cannot be reached is reported `Unreachable` (openraft backs off), an RPC that outlives its
-//! `RPCOption` deadline `Timeout`, and the target's own raft error comes back as a
-//! `RemoteError`. AppendEntries carry at most [`MAX_APPEND_BYTES`] of entries; snapshots go in
-//! the chunks the raft config sets.
+//! Raft's peer network, client side: each openraft RPC is postcard-encoded and sent to the
+//! target's peer URL (`MemberNode::peer_url`) with this member's cluster id: AppendEntries over
+//! the append connection ([`super::append_stream`]), votes and snapshots as a `PeerMessage` over
+//! the `conclave.raft.Peer` gRPC service (the id in the call's metadata). A peer that cannot be
+//! reached is reported `Unreachable` (openraft backs off), an RPC that outlives its `RPCOption`
+//! deadline `Timeout`, and the target's own raft error comes back as a `RemoteError`.
+//! AppendEntries carry at most [`MAX_APPEND_BYTES`] of entries; snapshots go in the chunks the
+//! raft config sets.
 
 use openraft::error::{
     InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout, Unreachable,
 };
 use openraft::network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
-use openraft::{Entry, EntryPayload};
+use openraft::{AnyError, Entry, EntryPayload};
 use prost::Message;
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
@@ -23,6 +24,9 @@ use serde::Serialize;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
+use crate::error::EtcdError;
+
+use super::append_stream::{AppendClient, AppendError};
 use super::peers::Peers;
 use super::{decode, encode, MemberNode, NodeId, TypeConfig};
 
@@ -46,6 +50,14 @@ pub struct PeerConnection {
     url: String,
     peers: Peers,
     client: Result<PeerClient<Channel>, Status>,
+    appends: AppendClient,
+}
+
+/// The calls that go over gRPC.
+#[derive(Clone, Copy)]
+enum GrpcCall {
+    Vote,
+    InstallSnapshot,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -54,15 +66,16 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, node: &MemberNode) -> PeerConnection {
         let client = self.peers.client(node.peer_url());
         let url = node.peer_url().to_string();
-        PeerConnection { id: self.id, target, url, peers: self.peers.clone(), client }
+        let appends = self.peers.append_client(&url);
+        PeerConnection { id: self.id, target, url, peers: self.peers.clone(), client, appends }
     }
 }
 
 type RpcResult<T, E> = Result<T, RPCError<NodeId, MemberNode, E>>;
 
 impl PeerConnection {
-    /// Send `request` as `action` and decode the target's `Result<Resp, RaftError<E>>`.
-    async fn call<Req, Resp, E>(&mut self, action: RPCTypes, request: &Req, option: &RPCOption) -> RpcResult<Resp, RaftError<NodeId, E>>
+    /// Send `request` as `call` and decode the target's `Result<Resp, RaftError<E>>`.
+    async fn call<Req, Resp, E>(&mut self, call: GrpcCall, request: &Req, option: &RPCOption) -> RpcResult<Resp, RaftError<NodeId, E>>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
@@ -71,34 +84,63 @@ impl PeerConnection {
         let body = encode(request).map_err(|e| network(&e))?;
         let mut client = match &self.client {
             Ok(client) => client.clone(),
-            Err(status) => {
-                self.peers.unreachable(self.target, &self.url, status);
-                return Err(RPCError::Unreachable(Unreachable::new(status)));
-            }
+            Err(status) => return Err(self.unreachable(status.message())),
         };
         let message = self.peers.request(PeerMessage { body });
+        let action = match call {
+            GrpcCall::Vote => RPCTypes::Vote,
+            GrpcCall::InstallSnapshot => RPCTypes::InstallSnapshot,
+        };
         let sent = async move {
-            match action {
-                RPCTypes::AppendEntries => client.append_entries(message).await,
-                RPCTypes::Vote => client.vote(message).await,
-                RPCTypes::InstallSnapshot => client.install_snapshot(message).await,
+            match call {
+                GrpcCall::Vote => client.vote(message).await,
+                GrpcCall::InstallSnapshot => client.install_snapshot(message).await,
             }
         };
         let timeout = option.hard_ttl();
         let reply = match tokio::time::timeout(timeout, sent).await {
-            Err(_) => {
-                return Err(RPCError::Timeout(Timeout { action, id: self.id, target: self.target, timeout }));
-            }
-            Ok(Err(status)) if status.code() == Code::Unavailable => {
-                self.peers.unreachable(self.target, &self.url, &status);
-                return Err(RPCError::Unreachable(Unreachable::new(&status)));
-            }
+            Err(_) => return Err(self.timeout(action, timeout)),
+            Ok(Err(status)) if status.code() == Code::Unavailable => return Err(self.unreachable(status.message())),
             Ok(Err(status)) => return Err(network(&status)),
             Ok(Ok(reply)) => reply.into_inner(),
         };
+        self.answered(&reply.body)
+    }
+
+    /// Send AppendEntries `request` over the append connection.
+    async fn append<E>(&mut self, request: &AppendEntriesRequest<TypeConfig>, option: &RPCOption) -> RpcResult<AppendEntriesResponse<NodeId>, RaftError<NodeId, E>>
+    where
+        E: std::error::Error + DeserializeOwned,
+    {
+        let body = encode(request).map_err(|e| network(&e))?;
+        let timeout = option.hard_ttl();
+        let cluster_id = self.peers.cluster_id();
+        match tokio::time::timeout(timeout, self.appends.append(cluster_id, &body)).await {
+            Err(_) => Err(self.timeout(RPCTypes::AppendEntries, timeout)),
+            Ok(Err(AppendError::Unreachable(e))) => Err(self.unreachable(&e.to_string())),
+            Ok(Err(AppendError::Refused)) => Err(network(&EtcdError::ClusterIdMismatch)),
+            Ok(Ok(reply)) => self.answered(&reply),
+        }
+    }
+
+    /// The target's answer `body`, a `Result<Resp, RaftError<E>>`.
+    fn answered<Resp, E>(&self, body: &[u8]) -> RpcResult<Resp, RaftError<NodeId, E>>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
         self.peers.answered(self.target);
-        let outcome: Result<Resp, RaftError<NodeId, E>> = decode(&reply.body).map_err(|e| network(&e))?;
+        let outcome: Result<Resp, RaftError<NodeId, E>> = decode(body).map_err(|e| network(&e))?;
         outcome.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+
+    fn unreachable<E: std::error::Error>(&self, error: &str) -> RPCError<NodeId, MemberNode, E> {
+        self.peers.unreachable(self.target, &self.url, error);
+        RPCError::Unreachable(Unreachable::new(&AnyError::error(error)))
+    }
+
+    fn timeout<E: std::error::Error>(&self, action: RPCTypes, timeout: std::time::Duration) -> RPCError<NodeId, MemberNode, E> {
+        RPCError::Timeout(Timeout { action, id: self.id, target: self.target, timeout })
     }
 }
 
@@ -133,7 +175,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
             let fitting = (rpc.entries.len() * MAX_APPEND_BYTES / bytes).max(1) as u64;
             return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(fitting)));
         }
-        self.call(RPCTypes::AppendEntries, &rpc, &option).await
+        self.append(&rpc, &option).await
     }
 
     async fn install_snapshot(
@@ -141,10 +183,10 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>> {
-        self.call(RPCTypes::InstallSnapshot, &rpc, &option).await
+        self.call(GrpcCall::InstallSnapshot, &rpc, &option).await
     }
 
     async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> RpcResult<VoteResponse<NodeId>, RaftError<NodeId>> {
-        self.call(RPCTypes::Vote, &rpc, &option).await
+        self.call(GrpcCall::Vote, &rpc, &option).await
     }
 }

@@ -1,5 +1,6 @@
-//! Raft's peer network, server side: the `conclave.raft.Peer` gRPC service on the peer URLs. It
-//! hands openraft's messages to the local raft and answers with the postcard-encoded `Result`,
+//! Raft's peer network, server side: the `conclave.raft.Peer` gRPC service on the peer URLs,
+//! beside the append connections ([`super::append_stream`]) that share the port. It hands
+//! openraft's votes and snapshots to the local raft and answers with the postcard-encoded `Result`,
 //! and, when this member leads, proposes batches forwarded by followers (held back while it hands
 //! its leadership over), tells them its read index, and has the service layer ([`LeaderDuties`])
 //! renew leases, tell how long a lease has left and make membership changes for them; it
@@ -22,6 +23,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
+use super::append_stream::split_appends;
 use super::peers::{CLUSTER_ID_METADATA, MAX_PEER_MESSAGE};
 use super::read_index::ReadRounds;
 use super::transfer::Handover;
@@ -90,10 +92,6 @@ fn as_leader<T>(answer: Option<T>) -> Result<Response<T>, Status> {
 
 #[tonic::async_trait]
 impl Peer for PeerService {
-    async fn append_entries(&self, request: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
-        self.encoded(&self.raft.append_entries(self.decoded(request)?).await)
-    }
-
     async fn vote(&self, request: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
         self.encoded(&self.raft.vote(self.decoded(request)?).await)
     }
@@ -158,9 +156,10 @@ pub async fn serve_peers(
     listener: Listener,
     tls: Option<Arc<rustls::ServerConfig>>,
 ) -> Result<(), tonic::transport::Error> {
+    let connections = split_appends(accepted(listener, tls, "peer"), service.raft.clone(), service.cluster_id);
     let service = PeerServer::new(service)
         .max_decoding_message_size(MAX_PEER_MESSAGE)
         .max_encoding_message_size(MAX_PEER_MESSAGE);
     // Without TCP_NODELAY, Nagle held replies back until the follower's delayed ACK (~40 ms).
-    tonic::transport::Server::builder().add_service(service).serve_with_incoming(accepted(listener, tls, "peer")).await
+    tonic::transport::Server::builder().add_service(service).serve_with_incoming(connections).await
 }

@@ -19,6 +19,7 @@ use conclave_proto::etcdserverpb::{
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
+use super::append_stream::AppendClient;
 use super::peer_service::NOT_LEADER;
 use super::{MemberNode, NodeId, Raft};
 use crate::error::EtcdError;
@@ -72,10 +73,20 @@ impl Peers {
         self.cluster_id.store(cluster_id, Ordering::Relaxed);
     }
 
+    /// This member's cluster id (0 until it knows it).
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id.load(Ordering::Relaxed)
+    }
+
+    /// A leader's connection for AppendEntries to the member at `url` (dialed on first use).
+    pub fn append_client(&self, url: &str) -> AppendClient {
+        AppendClient::new(url, self.tls.clone())
+    }
+
     /// A call carrying `message` and this member's cluster id.
     pub fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
-        let id = format!("{:x}", self.cluster_id.load(Ordering::Relaxed));
+        let id = format!("{:x}", self.cluster_id());
         request.metadata_mut().insert(CLUSTER_ID_METADATA, id.parse().expect("hex digits are valid metadata"));
         request
     }
@@ -152,17 +163,17 @@ impl Peers {
 
     /// Record that peer `id` at `url` could not be reached; logged when it starts, then every
     /// [`UNREACHABLE_LOG_INTERVAL`] while it lasts.
-    pub fn unreachable(&self, id: NodeId, url: &str, error: &Status) {
+    pub fn unreachable(&self, id: NodeId, url: &str, error: &str) {
         let mut health = self.health.lock().expect("peer health map poisoned");
         let peer = health.entry(id).or_default();
         let now = Instant::now();
         match &mut peer.unreachable {
             None => {
-                tracing::warn!(peer = format!("{id:x}"), url, error = %error.message(), "peer is unreachable");
+                tracing::warn!(peer = format!("{id:x}"), url, error, "peer is unreachable");
                 peer.unreachable = Some((now, now));
             }
             Some((since, logged)) if logged.elapsed() >= UNREACHABLE_LOG_INTERVAL => {
-                tracing::warn!(peer = format!("{id:x}"), url, error = %error.message(), down_for = ?since.elapsed(), "peer is still unreachable");
+                tracing::warn!(peer = format!("{id:x}"), url, error, down_for = ?since.elapsed(), "peer is still unreachable");
                 *logged = now;
             }
             Some(_) => {}

@@ -92,7 +92,7 @@ pub fn accepted(
             };
             let _ = tcp.set_nodelay(true);
             let Some(acceptor) = acceptor.clone() else {
-                if connections.send(Ok(Connection::Plain(tcp))).await.is_err() {
+                if connections.send(Ok(Connection::plain(tcp))).await.is_err() {
                     return;
                 }
                 continue;
@@ -125,7 +125,7 @@ async fn handshake(acceptor: TlsAcceptor, mut tcp: TcpStream, port: &str, reject
         return None;
     }
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => Some(Connection::Tls(Box::new(tls))),
+        Ok(Ok(tls)) => Some(Connection::tls(tls)),
         Ok(Err(e)) => {
             rejections.record(port, remote, &format!("TLS handshake failed: {}", tls::reason(&e)));
             None

@@ -254,11 +254,7 @@ async fn a_member_on_another_clusters_data_dir_gets_nothing_from_this_one() {
     assert_eq!(kept.count(), 1, "the other cluster's member lost its own data");
     if Kind::subject() == Kind::Conclave {
         // The leader retries the member it lost with a backoff: its next message is refused.
-        let deadline = Instant::now() + PROGRESS_TIMEOUT;
-        while !other.log().contains("cluster ID mismatch") {
-            assert!(Instant::now() < deadline, "no cluster ID mismatch logged:\n{}", other.log());
-            tokio::time::sleep(POLL).await;
-        }
+        assert!(other.logged("cluster ID mismatch", PROGRESS_TIMEOUT).await, "no cluster ID mismatch logged:\n{}", other.log());
     }
 }
 

@@ -1,7 +1,8 @@
 //! The peer port serves only members of the same cluster: every peer call but the membership
 //! question must carry this cluster's id, so a member of another cluster (or anything else that
 //! reaches the port) can never propose writes, read the read index, renew leases or change the
-//! membership or make this member campaign.
+//! membership or make this member campaign; nor append to its raft log over the append
+//! connection that shares the peer port.
 
 use conclave_proto::conclave::raft::peer_client::PeerClient;
 use conclave_proto::conclave::raft::raft_request::Request as Req;
@@ -11,7 +12,11 @@ use conclave_proto::conclave::raft::{
 use conclave_proto::etcdserverpb::{LeaseKeepAliveRequest, LeaseTimeToLiveRequest, MemberRemoveRequest, PutRequest};
 use conclave_proto::conclave::raft::member_change_request::Change;
 use conclave_tests::{Kind, Node};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::{Code, Status};
+
+/// How long a member may take to print what it logged.
+const LOGGED: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What a member says to a call from another cluster.
 fn assert_refused<T: std::fmt::Debug>(what: &str, outcome: Result<tonic::Response<T>, Status>) {
@@ -54,5 +59,22 @@ async fn peer_calls_from_another_cluster_are_refused() {
     assert_eq!(client.get("intruder", None).await.unwrap().kvs().len(), 0);
     let known = peer.membership(from_other_cluster(MembershipRequest {}, None)).await.unwrap().into_inner();
     assert_eq!(known.members.len(), 1);
-    assert!(node.log().contains("cluster ID mismatch"), "the refusals are logged:\n{}", node.log());
+    assert!(node.logged("cluster ID mismatch", LOGGED).await, "the refusals are logged:\n{}", node.log());
+}
+
+#[tokio::test]
+async fn append_connections_from_another_cluster_are_refused() {
+    let node = Node::start(Kind::Conclave, &[]).unwrap();
+    let address = node.peer_url().trim_start_matches("http://").to_string();
+    let mut tcp = tokio::net::TcpStream::connect(&address).await.unwrap();
+    // The append connection's opening: its magic, then the sender's cluster id.
+    let mut hello = b"conclave-append1".to_vec();
+    hello.extend_from_slice(&0xdead_beef_u64.to_be_bytes());
+    tcp.write_all(&hello).await.unwrap();
+    let mut answer = Vec::new();
+    tcp.read_to_end(&mut answer).await.unwrap();
+    assert_eq!(answer, [0], "refused, then closed");
+    assert!(node.logged("cluster ID mismatch", LOGGED).await, "the refusal is logged:\n{}", node.log());
+    let mut client = etcd_client::Client::connect([node.endpoint()], None).await.unwrap();
+    client.put("after", "refusal", None).await.expect("the member still serves");
 }
