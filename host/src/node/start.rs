@@ -55,7 +55,7 @@ impl Node {
             restore(&store, snapshot)?;
             db.flush()?;
         }
-        let log_store = LogStore::open(&dir.join("wal"), &db)
+        let log_store = LogStore::open(identity.member_id, &dir.join("wal"), &db)
             .with_context(|| format!("opening the raft log in {}", dir.join("wal").display()))?;
         let committed = log_store.committed_index();
         let hub = Arc::new(Hub::default());
@@ -69,10 +69,11 @@ impl Node {
             lessor.clone(),
             plugin_changes.clone(),
             dir.join("snap"),
+            log_store.durable(),
         )?;
 
         let raft_config = raft_config(&config)?;
-        let network = Network::new(identity.member_id, peers.clone());
+        let network = Network::new(identity.member_id, peers.clone(), log_store.durable());
         let raft = Raft::new(identity.member_id, Arc::new(raft_config), network, log_store, state_machine)
             .await
             .context("starting raft")?;

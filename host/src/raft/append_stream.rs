@@ -43,6 +43,8 @@ pub enum AppendError {
     Unreachable(io::Error),
     /// The member belongs to another cluster.
     Refused,
+    /// This member's own log failed before the append could go.
+    LogFailed(io::Error),
 }
 
 /// The leader's side of one peer's append connection: dialed on first use and again after a

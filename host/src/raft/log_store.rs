@@ -1,6 +1,15 @@
 //! openraft's log storage over the raft log in `wal`: reads are served from memory, and every
 //! append, vote, truncation and purge goes to the log's writer thread, which acknowledges it only
 //! once it is durable (fdatasync). Appends are completed in order; concurrent ones share a sync.
+//!
+//! Except a leader's own new entries: openraft 0.9 holds its core task until an append is
+//! acknowledged, so a leader would send its entries to the followers only after its own sync, and
+//! the two syncs of every write would follow each other instead of overlapping. A leader's own
+//! entries are therefore acknowledged at once and synced behind, as etcd's leader counts its own
+//! entries before its sync. That is safe because nothing acts on a commit before the leader's
+//! copy is durable too: the state machine applies an entry (and so answers its client) only once
+//! it is ([`Durable`]), and the leader tells followers of a commit only once it is
+//! (`network.rs`). A follower's appends are acknowledged only once synced, as raft requires.
 
 use std::fmt::Debug;
 use std::io;
@@ -12,7 +21,7 @@ use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, LogId, RaftLogReader, StorageError, Vote};
 
-use super::wal::{self, Done, Log, Pending, Write, COMMITTED, ENTRY, PURGED, VOTE};
+use super::wal::{self, Done, Durable, Log, Pending, Write, COMMITTED, ENTRY, PURGED, VOTE};
 use super::{decode, write_err, NodeId, TypeConfig};
 
 /// The highest log index this member knows to be committed: what etcd reports as the raft index
@@ -32,22 +41,31 @@ impl CommittedIndex {
 
 #[derive(Clone)]
 pub struct LogStore {
+    /// This member.
+    id: NodeId,
     log: Arc<Mutex<Log>>,
     writer: mpsc::Sender<Write>,
     committed: CommittedIndex,
+    durable: Durable,
 }
 
 impl LogStore {
-    /// Opens the log in `dir` (a member's `<data-dir>/wal`), first moving into it a log that an
-    /// earlier version kept in the sled database `db`.
-    pub fn open(dir: &Path, db: &sled::Db) -> io::Result<Self> {
+    /// Opens member `id`'s log in `dir` (its `<data-dir>/wal`), first moving into it a log that
+    /// an earlier version kept in the sled database `db`.
+    pub fn open(id: NodeId, dir: &Path, db: &sled::Db) -> io::Result<Self> {
         let (mut log, mut writer) = wal::open(dir)?;
         if import_from_sled(db, &mut log, &mut writer)? {
             tracing::info!(log = %dir.display(), "moved the raft log out of the database");
         }
         let committed = CommittedIndex::default();
         committed.set(log.committed.as_ref());
-        Ok(LogStore { log: Arc::new(Mutex::new(log)), writer: writer.spawn()?, committed })
+        let durable = writer.durable();
+        Ok(LogStore { id, log: Arc::new(Mutex::new(log)), writer: writer.spawn()?, committed, durable })
+    }
+
+    /// How far the log is durable.
+    pub fn durable(&self) -> Durable {
+        self.durable.clone()
     }
 
     /// The committed index as raft saves it, readable while raft owns this store.
@@ -71,6 +89,13 @@ impl LogStore {
         self.send(records, Done::Notify(done), purge_upto)?;
         durable.await.map_err(|_| write_err(io::Error::other("raft log writer stopped")))?.map_err(write_err)
     }
+}
+
+/// Whether entry `log_id` is one member `id` proposes as the leader it is by `vote`: its vote,
+/// granted by a quorum, is for itself, and the entry is of that leadership (a follower's vote is
+/// for its leader, a candidate's is not granted yet).
+fn proposed_here(id: NodeId, vote: Option<&Vote<NodeId>>, log_id: &LogId<NodeId>) -> bool {
+    vote.is_some_and(|v| v.is_committed() && v.leader_id().voted_for() == Some(id) && *v.leader_id() == log_id.leader_id)
 }
 
 /// Moves the raft log and its metadata out of the sled trees an earlier version kept them in,
@@ -175,14 +200,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let mut records = Vec::new();
+        let mut own = true;
         {
             let mut log = self.log();
+            let vote = log.vote;
             for entry in entries {
+                own &= proposed_here(self.id, vote.as_ref(), &entry.log_id);
                 records.push(wal::pending(ENTRY, &entry, Some(entry.log_id.index)).map_err(write_err)?);
                 log.append(entry).map_err(|e| write_err(io::Error::other(e)))?;
             }
         }
-        self.send(records, Done::Raft(callback), None)
+        if !own {
+            return self.send(records, Done::Raft(callback), None);
+        }
+        self.send(records, Done::Told, None)?;
+        callback.log_io_completed(Ok(()));
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
@@ -216,6 +249,17 @@ mod tests {
         durable.await.unwrap().unwrap();
     }
 
+    #[test]
+    fn only_a_leaders_own_entries_are_acknowledged_before_their_sync() {
+        let entry = |term, leader| LogId::new(CommittedLeaderId::new(term, leader), 7);
+        assert!(proposed_here(1, Some(&Vote::new_committed(3, 1)), &entry(3, 1)));
+        // A candidate, a follower, and a leader's entries of an earlier leadership.
+        assert!(!proposed_here(1, Some(&Vote::new(3, 1)), &entry(3, 1)));
+        assert!(!proposed_here(1, Some(&Vote::new_committed(3, 2)), &entry(3, 2)));
+        assert!(!proposed_here(1, Some(&Vote::new_committed(4, 1)), &entry(3, 1)));
+        assert!(!proposed_here(1, None, &entry(3, 1)));
+    }
+
     fn indexes(store: &mut LogStore) -> Vec<u64> {
         store.log().entries().map(|e| e.log_id.index).collect()
     }
@@ -224,7 +268,7 @@ mod tests {
     async fn entries_votes_truncations_and_purges_survive_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::Config::new().temporary(true).open().unwrap();
-        let mut store = LogStore::open(&dir.path().join("wal"), &db).unwrap();
+        let mut store = LogStore::open(1, &dir.path().join("wal"), &db).unwrap();
         append(&mut store, (1..=6).map(|i| entry(1, i)).collect()).await;
         store.truncate(LogId::new(CommittedLeaderId::new(1, 1), 5)).await.unwrap();
         append(&mut store, vec![entry(2, 5)]).await;
@@ -235,7 +279,7 @@ mod tests {
         store.save_vote(&vote).await.unwrap();
         drop(store);
 
-        let mut reopened = LogStore::open(&dir.path().join("wal"), &db).unwrap();
+        let mut reopened = LogStore::open(1, &dir.path().join("wal"), &db).unwrap();
         assert_eq!(indexes(&mut reopened), [3, 4, 5]);
         assert_eq!(reopened.log().entries().last().unwrap().log_id.leader_id.term, 2);
         assert_eq!(reopened.read_vote().await.unwrap(), Some(vote));
@@ -256,9 +300,9 @@ mod tests {
         for i in 1..=3u64 {
             old.insert(i.to_be_bytes(), super::super::encode(&entry(1, i)).unwrap()).unwrap();
         }
-        drop(LogStore::open(&dir.path().join("wal"), &db).unwrap());
+        drop(LogStore::open(1, &dir.path().join("wal"), &db).unwrap());
         assert!(!db.tree_names().iter().any(|n| n == b"raft_log"));
-        let mut store = LogStore::open(&dir.path().join("wal"), &db).unwrap();
+        let mut store = LogStore::open(1, &dir.path().join("wal"), &db).unwrap();
         assert_eq!(indexes(&mut store), [2, 3]);
         assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new(3, 2)));
     }
@@ -268,14 +312,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::Config::new().temporary(true).open().unwrap();
         let wal = dir.path().join("wal");
-        let mut store = LogStore::open(&wal, &db).unwrap();
+        let mut store = LogStore::open(1, &wal, &db).unwrap();
         append(&mut store, (1..=3).map(|i| entry(1, i)).collect()).await;
         drop(store);
         let segment = std::fs::read_dir(&wal).unwrap().next().unwrap().unwrap().path();
         let mut bytes = std::fs::read(&segment).unwrap();
         bytes[20] ^= 0xff;
         std::fs::write(&segment, bytes).unwrap();
-        let error = LogStore::open(&wal, &db).err().unwrap().to_string();
+        let error = LogStore::open(1, &wal, &db).err().unwrap().to_string();
         assert!(error.contains(&segment.display().to_string()), "{error}");
     }
 }

@@ -28,6 +28,7 @@ use crate::error::EtcdError;
 
 use super::append_stream::{AppendClient, AppendError};
 use super::peers::Peers;
+use super::wal::Durable;
 use super::{decode, encode, MemberNode, NodeId, TypeConfig};
 
 /// Makes connections from member `id` to its peers (calls carry the cluster id `peers` sends).
@@ -35,11 +36,13 @@ use super::{decode, encode, MemberNode, NodeId, TypeConfig};
 pub struct Network {
     id: NodeId,
     peers: Peers,
+    durable: Durable,
 }
 
 impl Network {
-    pub fn new(id: NodeId, peers: Peers) -> Self {
-        Network { id, peers }
+    /// Member `id`'s connections, telling a commit only once `durable` says its log holds it.
+    pub fn new(id: NodeId, peers: Peers, durable: Durable) -> Self {
+        Network { id, peers, durable }
     }
 }
 
@@ -51,6 +54,7 @@ pub struct PeerConnection {
     peers: Peers,
     client: Result<PeerClient<Channel>, Status>,
     appends: AppendClient,
+    durable: Durable,
 }
 
 /// The calls that go over gRPC.
@@ -67,7 +71,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         let client = self.peers.client(node.peer_url());
         let url = node.peer_url().to_string();
         let appends = self.peers.append_client(&url);
-        PeerConnection { id: self.id, target, url, peers: self.peers.clone(), client, appends }
+        PeerConnection { id: self.id, target, url, peers: self.peers.clone(), client, appends, durable: self.durable.clone() }
     }
 }
 
@@ -107,7 +111,10 @@ impl PeerConnection {
         self.answered(&reply.body)
     }
 
-    /// Send AppendEntries `request` over the append connection.
+    /// Send AppendEntries `request` over the append connection, once this leader's log holds
+    /// what it says is committed: the leader counts its own entries before they are synced (see
+    /// `log_store.rs`), and a follower must not apply an entry that could still be lost with the
+    /// leader's copy.
     async fn append<E>(&mut self, request: &AppendEntriesRequest<TypeConfig>, option: &RPCOption) -> RpcResult<AppendEntriesResponse<NodeId>, RaftError<NodeId, E>>
     where
         E: std::error::Error + DeserializeOwned,
@@ -115,9 +122,16 @@ impl PeerConnection {
         let body = encode(request).map_err(|e| network(&e))?;
         let timeout = option.hard_ttl();
         let cluster_id = self.peers.cluster_id();
-        match tokio::time::timeout(timeout, self.appends.append(cluster_id, &body)).await {
+        let committed = request.leader_commit.map_or(0, |id| id.index);
+        let (durable, appends) = (&mut self.durable, &mut self.appends);
+        let sent = async move {
+            durable.reached(committed).await.map_err(AppendError::LogFailed)?;
+            appends.append(cluster_id, &body).await
+        };
+        match tokio::time::timeout(timeout, sent).await {
             Err(_) => Err(self.timeout(RPCTypes::AppendEntries, timeout)),
             Ok(Err(AppendError::Unreachable(e))) => Err(self.unreachable(&e.to_string())),
+            Ok(Err(AppendError::LogFailed(e))) => Err(network(&e)),
             Ok(Err(AppendError::Refused)) => Err(network(&EtcdError::ClusterIdMismatch)),
             Ok(Ok(reply)) => self.answered(&reply),
         }

@@ -18,6 +18,7 @@ use openraft::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::wal::Durable;
 use super::{decode, encode, read_err, write_err, MemberNode, NodeId, Proto, Response, TypeConfig};
 use crate::alarm::Alarms;
 use crate::apply::{Applier, Effects};
@@ -44,6 +45,9 @@ pub struct StateMachine {
     /// Bumped whenever applying changes the deployed plugins (see [`crate::apply::Effects`]).
     plugins: tokio::sync::watch::Sender<u64>,
     snap_dir: PathBuf,
+    /// This member's raft log: an entry is applied only once it is durable here (a leader's own
+    /// entries may commit before, see `log_store.rs`).
+    durable: Durable,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -54,7 +58,8 @@ struct SnapshotInfo {
 impl StateMachine {
     /// A state machine applying to `store`, publishing to `hub`, keeping `alarms`, and starting
     /// the TTL of leases it grants in `lessor` (which only the leader's keeps), and telling the
-    /// plugin registry through `plugins` when the deployed plugins change.
+    /// plugin registry through `plugins` when the deployed plugins change; applying each entry
+    /// once `durable` says this member's log holds it.
     pub fn new(
         store: Arc<Store>,
         hub: Arc<Hub>,
@@ -62,9 +67,10 @@ impl StateMachine {
         lessor: Arc<Lessor>,
         plugins: tokio::sync::watch::Sender<u64>,
         snap_dir: PathBuf,
+        durable: Durable,
     ) -> std::io::Result<Self> {
         std::fs::create_dir_all(&snap_dir)?;
-        let machine = StateMachine { store, hub, alarms, lessor, plugins, snap_dir };
+        let machine = StateMachine { store, hub, alarms, lessor, plugins, snap_dir, durable };
         machine.catch_up_with_snapshot()?;
         Ok(machine)
     }
@@ -115,6 +121,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
+        let entries: Vec<_> = entries.into_iter().collect();
+        if let Some(last) = entries.last() {
+            self.durable.reached(last.log_id.index).await.map_err(write_err)?;
+        }
         let started = Instant::now();
         let (_, mut membership) = self.applied()?;
         let mut applier = Applier::begin(&self.store, &self.alarms);
@@ -279,7 +289,7 @@ mod tests {
         let store = Arc::new(Store::open(sled::Config::new().temporary(true).open().unwrap().open_tree("mvcc").unwrap()).unwrap());
         let alarms = Arc::new(Alarms::load(&store).unwrap());
         let plugins = tokio::sync::watch::Sender::new(0);
-        StateMachine::new(store, Arc::default(), alarms, Arc::default(), plugins, snap_dir.to_path_buf()).unwrap()
+        StateMachine::new(store, Arc::default(), alarms, Arc::default(), plugins, snap_dir.to_path_buf(), Durable::everything()).unwrap()
     }
 
     #[tokio::test]

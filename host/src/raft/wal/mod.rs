@@ -7,6 +7,7 @@
 //! the latest vote, committed and purged records, so those outlive the segments they were first
 //! written to.
 
+mod durable;
 mod record;
 mod segment;
 mod writer;
@@ -20,6 +21,7 @@ use std::path::Path;
 use openraft::{Entry, LogId, Vote};
 
 pub use record::{COMMITTED, ENTRY, PURGED, TRUNCATED, VOTE};
+pub use durable::Durable;
 pub use writer::{Done, Pending, Write};
 
 use super::{decode, encode, NodeId, TypeConfig};
@@ -121,7 +123,7 @@ pub fn pending<T: serde::Serialize>(kind: u8, value: &T, index: Option<u64>) -> 
 
 /// The record removing entries from `index` on.
 pub fn truncation(index: u64) -> Pending {
-    Pending { kind: TRUNCATED, bytes: record::frame(TRUNCATED, &index.to_le_bytes()), index: None }
+    Pending { kind: TRUNCATED, bytes: record::frame(TRUNCATED, &index.to_le_bytes()), index: Some(index) }
 }
 
 struct Replayed {
@@ -195,6 +197,11 @@ impl WriterHandle {
     /// Writes `records` durably at once (importing a log kept elsewhere).
     pub fn write_now(&mut self, records: &[Pending]) -> io::Result<()> {
         self.0.write_now(records)
+    }
+
+    /// How far the log is durable, as the writer goes on.
+    pub fn durable(&self) -> Durable {
+        self.0.durable()
     }
 
     /// Starts the writer thread: writes sent to the channel are made durable in order.

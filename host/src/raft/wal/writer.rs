@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use openraft::storage::LogFlushed;
 
-use super::record::{COMMITTED, PURGED, VOTE};
+use super::durable::{Durable, Syncs};
+use super::record::{COMMITTED, ENTRY, PURGED, TRUNCATED, VOTE};
 use super::segment::{self, Segment};
 use crate::raft::TypeConfig;
 
@@ -20,7 +21,7 @@ use crate::raft::TypeConfig;
 pub struct Pending {
     pub kind: u8,
     pub bytes: Vec<u8>,
-    /// The entry's index, for an entry.
+    /// The entry's index, for an entry; the first index removed, for a truncation.
     pub index: Option<u64>,
 }
 
@@ -30,6 +31,9 @@ pub enum Done {
     Notify(tokio::sync::oneshot::Sender<io::Result<()>>),
     /// Nobody: it is durable with the next sync (the committed index, which raft can recompute).
     Nobody,
+    /// Nobody, but it is synced now: raft was told at once (a leader's own entries, see
+    /// `LogStore::append`), and [`Durable`] tells when it is done.
+    Told,
 }
 
 /// Records to write, and once they are durable, segments to delete whose entries are all at or
@@ -66,11 +70,17 @@ pub struct Writer {
     /// Set by a failed write or sync: what reached the disk is then unknown, so nothing more is
     /// written until the member restarts and reads the log back.
     failed: Option<String>,
+    syncs: Syncs,
 }
 
 impl Writer {
     pub fn new(dir: PathBuf, segment_bytes: u64, segments: Vec<Segment>, file: File, offset: u64, next_index: u64, state: [Option<Vec<u8>>; 3]) -> Self {
-        Writer { dir, segment_bytes, segments, file, offset, buffer: Vec::new(), next_index, state, failed: None }
+        let syncs = Syncs::new(next_index.saturating_sub(1));
+        Writer { dir, segment_bytes, segments, file, offset, buffer: Vec::new(), next_index, state, failed: None, syncs }
+    }
+
+    pub fn durable(&self) -> Durable {
+        self.syncs.durable()
     }
 
     /// Starts the writer thread; writes sent to the returned channel are done in order.
@@ -88,24 +98,28 @@ impl Writer {
             let result = self.write_batch(&batch, durable);
             if durable {
                 crate::metrics::get().wal_fsync.observe(started.elapsed().as_secs_f64());
+                match &result {
+                    Ok(()) => self.syncs.synced(self.next_index.saturating_sub(1)),
+                    Err(_) => self.syncs.failed(),
+                }
             }
             if started.elapsed() > SLOW_SYNC {
                 tracing::warn!(took = ?started.elapsed(), writes = batch.len(), "raft log sync took too long");
             }
-            let mut purge_upto = None;
+            // Before the purge is acknowledged, so whoever waited for it finds the segments gone.
+            let purge_upto = batch.iter().filter_map(|write| write.purge_upto).max();
+            if let (Ok(()), Some(upto)) = (&result, purge_upto) {
+                self.delete_purged(upto);
+            }
             for write in batch {
-                purge_upto = purge_upto.max(write.purge_upto);
                 let outcome = result.as_ref().map(|_| ()).map_err(|e| io::Error::new(e.kind(), e.to_string()));
                 match write.done {
                     Done::Raft(callback) => callback.log_io_completed(outcome),
                     Done::Notify(waiter) => {
                         let _ = waiter.send(outcome);
                     }
-                    Done::Nobody => {}
+                    Done::Nobody | Done::Told => {}
                 }
-            }
-            if let (Ok(()), Some(upto)) = (&result, purge_upto) {
-                self.delete_purged(upto);
             }
         }
     }
@@ -137,9 +151,13 @@ impl Writer {
             self.rotate()?;
         }
         self.buffer.extend_from_slice(&record.bytes);
-        if let Some(index) = record.index {
-            self.next_index = index + 1;
-            self.segments.last_mut().expect("a segment is open").last_index = Some(index);
+        match (record.kind, record.index) {
+            (ENTRY, Some(index)) => {
+                self.next_index = index + 1;
+                self.segments.last_mut().expect("a segment is open").last_index = Some(index);
+            }
+            (TRUNCATED, Some(index)) => self.next_index = self.next_index.min(index),
+            _ => {}
         }
         if let Some(slot) = [VOTE, COMMITTED, PURGED].iter().position(|&k| k == record.kind) {
             self.state[slot] = Some(record.bytes.clone());
