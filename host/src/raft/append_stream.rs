@@ -14,7 +14,7 @@
 //! peer service shares the port: a connection whose first bytes are not [`MAGIC`] goes to it.
 
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
@@ -47,40 +47,51 @@ pub enum AppendError {
     LogFailed(io::Error),
 }
 
-/// The leader's side of one peer's append connection: dialed on first use and again after a
-/// failure.
+/// Idle append connections to one member, shared by its clients.
+pub type AppendConnections = Arc<Mutex<Vec<Connection>>>;
+
+/// The TLS settings `config` makes for append connections: the protocol is not HTTP/2, so they
+/// offer no ALPN protocol.
+pub fn tls_config(config: &Arc<rustls::ClientConfig>) -> Arc<rustls::ClientConfig> {
+    let mut config = (**config).clone();
+    config.alpn_protocols.clear();
+    Arc::new(config)
+}
+
+/// The leader's side of appends to one member: each takes an idle connection, or dials one, and
+/// gives it back once answered.
 pub struct AppendClient {
     url: String,
     tls: Option<Arc<rustls::ClientConfig>>,
-    connection: Option<Connection>,
+    idle: AppendConnections,
 }
 
 impl AppendClient {
-    /// A client for the member at `url`, dialed over TLS with `tls` if the URL is `https://`.
-    pub fn new(url: &str, tls: Option<Arc<rustls::ClientConfig>>) -> Self {
-        // The append protocol is not HTTP/2: offer no ALPN protocol.
-        let tls = tls.map(|config| {
-            let mut config = (*config).clone();
-            config.alpn_protocols.clear();
-            Arc::new(config)
-        });
-        AppendClient { url: url.to_string(), tls, connection: None }
+    /// A client for the member at `url` (over TLS with `tls`, from [`tls_config`], if the URL is
+    /// `https://`), sharing `idle` connections with the other clients for that member.
+    pub fn new(url: &str, tls: Option<Arc<rustls::ClientConfig>>, idle: AppendConnections) -> Self {
+        AppendClient { url: url.to_string(), tls, idle }
     }
 
-    /// Send one encoded request as a member of `cluster_id` and return the encoded answer. A
-    /// connection that was idle and broke meanwhile (the member restarted) is dialed again once
-    /// at once; appends are idempotent. Dropping the future mid-way drops the connection.
+    /// Send one encoded request as a member of `cluster_id` and return the encoded answer. An
+    /// idle connection that broke meanwhile (the member restarted) is replaced by a new one at
+    /// once; appends are idempotent. Dropping the future mid-way drops the connection.
     pub async fn append(&mut self, cluster_id: u64, request: &[u8]) -> Result<Vec<u8>, AppendError> {
-        if let Some(mut connection) = self.connection.take()
+        let reused = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).pop();
+        if let Some(mut connection) = reused
             && let Ok(answer) = exchange(&mut connection, request).await
         {
-            self.connection = Some(connection);
+            self.give_back(connection);
             return Ok(answer);
         }
         let mut connection = self.open(cluster_id).await?;
         let answer = exchange(&mut connection, request).await.map_err(AppendError::Unreachable)?;
-        self.connection = Some(connection);
+        self.give_back(connection);
         Ok(answer)
+    }
+
+    fn give_back(&self, connection: Connection) {
+        self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(connection);
     }
 
     async fn open(&self, cluster_id: u64) -> Result<Connection, AppendError> {

@@ -19,7 +19,7 @@ use conclave_proto::etcdserverpb::{
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-use super::append_stream::AppendClient;
+use super::append_stream::{self, AppendClient, AppendConnections};
 use super::peer_service::NOT_LEADER;
 use super::{MemberNode, NodeId, Raft};
 use crate::error::EtcdError;
@@ -48,6 +48,9 @@ pub struct Peers {
     health: Arc<Mutex<HashMap<NodeId, PeerHealth>>>,
     /// How to dial `https://` peers.
     tls: Option<Arc<rustls::ClientConfig>>,
+    /// Append connections by peer URL, and how to dial them over TLS.
+    appends: Arc<Mutex<HashMap<String, AppendConnections>>>,
+    append_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// How one peer has been answering raft messages.
@@ -65,7 +68,8 @@ const UNREACHABLE_LOG_INTERVAL: Duration = Duration::from_secs(30);
 impl Peers {
     /// Peers dialed over TLS with `tls` where their URL is `https://`.
     pub fn new(tls: Option<Arc<rustls::ClientConfig>>) -> Self {
-        Peers { tls, ..Peers::default() }
+        let append_tls = tls.as_ref().map(append_stream::tls_config);
+        Peers { tls, append_tls, ..Peers::default() }
     }
 
     /// Send `cluster_id` with every call from now on.
@@ -78,9 +82,13 @@ impl Peers {
         self.cluster_id.load(Ordering::Relaxed)
     }
 
-    /// A leader's connection for AppendEntries to the member at `url` (dialed on first use).
+    /// A leader's AppendEntries client for the member at `url`. Its connections are shared with
+    /// every other client for that URL: openraft makes a client for each leadership check (each
+    /// linearizable read round), which must not dial a connection of its own.
     pub fn append_client(&self, url: &str) -> AppendClient {
-        AppendClient::new(url, self.tls.clone())
+        let mut appends = self.appends.lock().expect("append connection map poisoned");
+        let idle = appends.entry(url.to_string()).or_default().clone();
+        AppendClient::new(url, self.append_tls.clone(), idle)
     }
 
     /// A call carrying `message` and this member's cluster id.
