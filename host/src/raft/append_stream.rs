@@ -43,8 +43,6 @@ pub enum AppendError {
     Unreachable(io::Error),
     /// The member belongs to another cluster.
     Refused,
-    /// This member's own log failed before the append could go.
-    LogFailed(io::Error),
 }
 
 /// Idle append connections to one member, shared by its clients.

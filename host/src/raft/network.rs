@@ -125,15 +125,16 @@ impl PeerConnection {
         let committed = request.leader_commit.map_or(0, |id| id.index);
         let (durable, appends) = (&mut self.durable, &mut self.appends);
         let sent = async move {
-            durable.reached(committed).await.map_err(AppendError::LogFailed)?;
-            appends.append(cluster_id, &body).await
+            durable.reached(committed).await?;
+            Ok::<_, std::io::Error>(appends.append(cluster_id, &body).await)
         };
         match tokio::time::timeout(timeout, sent).await {
             Err(_) => Err(self.timeout(RPCTypes::AppendEntries, timeout)),
-            Ok(Err(AppendError::Unreachable(e))) => Err(self.unreachable(&e.to_string())),
-            Ok(Err(AppendError::LogFailed(e))) => Err(network(&e)),
-            Ok(Err(AppendError::Refused)) => Err(network(&EtcdError::ClusterIdMismatch)),
-            Ok(Ok(reply)) => self.answered(&reply),
+            // This member's own log failed.
+            Ok(Err(e)) => Err(network(&e)),
+            Ok(Ok(Err(AppendError::Unreachable(e)))) => Err(self.unreachable(&e.to_string())),
+            Ok(Ok(Err(AppendError::Refused))) => Err(network(&EtcdError::ClusterIdMismatch)),
+            Ok(Ok(Ok(reply))) => self.answered(&reply),
         }
     }
 
