@@ -172,7 +172,9 @@ async fn serve_appends(mut connection: Connection, raft: Raft, cluster_id: u64) 
             remote = format!("{theirs:x}"),
             "refusing a peer request from another cluster (cluster ID mismatch)"
         );
+        // Flushed: over TLS the byte would otherwise wait in the session's buffer and be lost.
         let _ = connection.write_all(&[REFUSED]).await;
+        let _ = connection.flush().await;
         return;
     }
     if connection.write_all(&[ACCEPTED]).await.is_err() || connection.flush().await.is_err() {

@@ -98,10 +98,12 @@ impl Writer {
             let result = self.write_batch(&batch, durable);
             if durable {
                 crate::metrics::get().wal_fsync.observe(started.elapsed().as_secs_f64());
-                match &result {
-                    Ok(()) => self.syncs.synced(self.next_index.saturating_sub(1)),
-                    Err(_) => self.syncs.failed(),
-                }
+            }
+            match &result {
+                Ok(()) if durable => self.syncs.synced(self.next_index.saturating_sub(1)),
+                Ok(()) => {}
+                // Even an unsynced write: the log is broken from here on, so whoever waits is told.
+                Err(_) => self.syncs.failed(),
             }
             if started.elapsed() > SLOW_SYNC {
                 tracing::warn!(took = ?started.elapsed(), writes = batch.len(), "raft log sync took too long");
