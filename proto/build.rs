@@ -46,6 +46,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        // Stored keys and values as shared buffers: a watch event fanned out to many watchers,
+        // or a key read into many responses, is a reference count, not a copy.
+        .bytes(".mvccpb.KeyValue")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -83,11 +83,11 @@ mod tests {
                 raft_term: 4,
             }),
             kvs: vec![mvccpb::KeyValue {
-                key: b"k".to_vec(),
+                key: "k".into(),
                 create_revision: 2,
                 mod_revision: 3,
                 version: 1,
-                value: b"v".to_vec(),
+                value: "v".into(),
                 lease: 0,
             }],
             more: true,

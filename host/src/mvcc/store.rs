@@ -384,10 +384,10 @@ fn load_state(tree: &sled::Tree) -> Result<State, StoreError> {
         let (kv, tombstone) = decode_record(&value)?;
         if tombstone {
             index.tombstone(&kv.key, rev);
-            attached.remove(&kv.key);
+            attached.remove(&kv.key[..]);
         } else {
             index.put(&kv.key, rev);
-            attached.insert(kv.key, kv.lease);
+            attached.insert(kv.key.into(), kv.lease);
         }
     }
     let mut leases = LeaseTable::default();
@@ -672,7 +672,7 @@ mod tests {
         let view = target.read();
         assert_eq!(view.current_rev(), 2);
         assert!(view.get(b"replaced").unwrap().is_none());
-        assert_eq!(view.get(b"kept").unwrap().unwrap().value, b"v");
+        assert_eq!(view.get(b"kept").unwrap().unwrap().value, b"v".as_slice());
     }
 
     #[test]

@@ -74,8 +74,8 @@ fn holds(view: &impl View, compare: &Compare) -> Result<bool, StoreError> {
 
 fn compares(compare: &Compare, target: CompareTarget, kv: &KeyValue) -> bool {
     let ordering = match (target, &compare.target_union) {
-        (CompareTarget::Value, Some(TargetUnion::Value(v))) => kv.value.as_slice().cmp(v.as_slice()),
-        (CompareTarget::Value, _) => kv.value.as_slice().cmp(&[]),
+        (CompareTarget::Value, Some(TargetUnion::Value(v))) => kv.value[..].cmp(v.as_slice()),
+        (CompareTarget::Value, _) => kv.value[..].cmp(&[]),
         (CompareTarget::Version, Some(TargetUnion::Version(v))) => kv.version.cmp(v),
         (CompareTarget::Create, Some(TargetUnion::CreateRevision(v))) => kv.create_revision.cmp(v),
         (CompareTarget::Mod, Some(TargetUnion::ModRevision(v))) => kv.mod_revision.cmp(v),

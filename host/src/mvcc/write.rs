@@ -68,13 +68,13 @@ impl<'b, 'a> Writer<'b, 'a> {
             None => (rev.main, 1),
         };
         let kv = KeyValue {
-            key: req.key.clone(),
+            key: req.key.clone().into(),
             create_revision,
             mod_revision: rev.main,
             version,
             value: match (&prev, req.ignore_value) {
                 (Some(p), true) => p.value.clone(),
-                _ => req.value.clone(),
+                _ => req.value.clone().into(),
             },
             lease: match (&prev, req.ignore_lease) {
                 (Some(p), true) => p.lease,

@@ -73,7 +73,7 @@ async fn a_restricted_caller_is_refused_keys_outside_its_range() {
 
     // Nothing the refused calls named changed.
     let secret = service.range(&client, read("secret")).await.unwrap();
-    assert_eq!(secret.kvs[0].value, b"s");
+    assert_eq!(secret.kvs[0].value, b"s".as_slice());
     assert_eq!(service.range(&client, read("secret2")).await.unwrap().kvs.len(), 1);
 }
 
@@ -117,7 +117,7 @@ async fn a_restricted_caller_may_watch_only_what_it_may_read() {
     service.put(&Caller::client(), put("secret", "s")).await.unwrap();
     service.put(&Caller::client(), put("app/x", "x")).await.unwrap();
     let event = responses.next().await.unwrap();
-    assert_eq!(event.events[0].kv.as_ref().unwrap().key, b"app/x");
+    assert_eq!(event.events[0].kv.as_ref().unwrap().key, b"app/x".as_slice());
 }
 
 /// A watch stream served by `service` for `caller`, over plain channels.

@@ -270,6 +270,8 @@ impl<O: Sink<WatchResponse> + Unpin> Worker<O> {
     /// Offer events (in revision order) to the watchers; `revision` goes in the headers.
     async fn deliver(&mut self, events: &[Event], only: Option<i64>, revision: i64) -> Result<(), Gone> {
         let mut responses = Vec::new();
+        // One header for all: it reads the raft term, shared with every other stream.
+        let header = (self.ctx.header)(revision);
         for (id, watcher) in self.watchers.iter_mut().filter(|(id, _)| only.is_none_or(|o| o == **id)) {
             let matched: Vec<Event> = events
                 .iter()
@@ -280,7 +282,7 @@ impl<O: Sink<WatchResponse> + Unpin> Worker<O> {
             let Some(last) = matched.last().and_then(|e| e.kv.as_ref()) else { continue };
             watcher.next_rev = last.mod_revision + 1;
             let limit = if watcher.fragment { self.settings.max_response_bytes } else { usize::MAX };
-            let whole = WatchResponse { header: (self.ctx.header)(revision), watch_id: *id, events: matched, ..Default::default() };
+            let whole = WatchResponse { header, watch_id: *id, events: matched, ..Default::default() };
             responses.extend(fragments(whole, limit));
         }
         for response in responses {

@@ -93,7 +93,7 @@ mod tests {
     fn responses_write_int64_as_strings_bytes_as_base64_and_omit_defaults() {
         let message = RangeResponse {
             header: Some(ResponseHeader { cluster_id: 1, member_id: 2, revision: 3, raft_term: 0 }),
-            kvs: vec![KeyValue { key: b"foo".to_vec(), value: b"bar".to_vec(), create_revision: 3, mod_revision: 3, version: 1, lease: 0 }],
+            kvs: vec![KeyValue { key: "foo".into(), value: "bar".into(), create_revision: 3, mod_revision: 3, version: 1, lease: 0 }],
             more: false,
             count: 1,
         };

@@ -53,11 +53,11 @@ pub fn header(header: Option<pb::ResponseHeader>) -> Header {
 
 pub fn key_value(kv: mvccpb::KeyValue) -> KeyValue {
     KeyValue {
-        key: kv.key,
+        key: kv.key.into(),
         create_revision: kv.create_revision,
         mod_revision: kv.mod_revision,
         version: kv.version,
-        value: kv.value,
+        value: kv.value.into(),
         lease: kv.lease,
     }
 }
