@@ -19,6 +19,7 @@ pub mod membership;
 pub mod metrics;
 pub mod mvcc;
 pub mod node;
+pub mod planted;
 pub mod plugin;
 pub mod raft;
 pub mod service;

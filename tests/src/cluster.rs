@@ -36,6 +36,13 @@ impl Cluster {
 
     /// [`Cluster::start`] with `https` URLs where `schemes` asks (the TLS flags in `extra_args`).
     pub fn start_with(kind: Kind, size: usize, extra_args: &[&str], schemes: Schemes) -> Result<Cluster> {
+        let mut cluster = Cluster::unstarted(kind, size, extra_args, schemes)?;
+        cluster.launch_all()?;
+        Ok(cluster)
+    }
+
+    /// The members of [`Cluster::start_with`], none launched yet (see [`Cluster::launch_all`]).
+    pub fn unstarted(kind: Kind, size: usize, extra_args: &[&str], schemes: Schemes) -> Result<Cluster> {
         let ports: Vec<(u16, u16)> = (0..size).map(|_| (free_port(), free_port())).collect();
         let initial_cluster = ports
             .iter()
@@ -52,9 +59,7 @@ impl Cluster {
                 Ok(member)
             })
             .collect::<Result<Vec<_>>>()?;
-        let mut cluster = Cluster { members };
-        cluster.launch_all()?;
-        Ok(cluster)
+        Ok(Cluster { members })
     }
 
     /// kill -9 every member, then start them all again on their data dirs (all launched before
@@ -64,7 +69,8 @@ impl Cluster {
         self.launch_all()
     }
 
-    fn launch_all(&mut self) -> Result<()> {
+    /// Launch every member, then wait until each serves clients.
+    pub fn launch_all(&mut self) -> Result<()> {
         let starting = self.members.iter_mut().map(Node::launch).collect::<Result<Vec<_>>>()?;
         for (member, starting) in self.members.iter_mut().zip(starting) {
             member.wait_ready(starting)?;

@@ -20,6 +20,7 @@ pub mod node;
 pub mod normalize;
 pub mod plugins;
 pub mod recipes;
+pub mod reliability;
 pub mod session;
 pub mod table;
 pub mod watch;

