@@ -8,6 +8,7 @@
 //! a little later, several batches at once ([`unflushed`]).
 
 mod async_read;
+pub mod export;
 mod index;
 mod range;
 mod revision;

@@ -18,6 +18,7 @@ use conclave_proto::mvccpb::event::EventType;
 use conclave_proto::mvccpb::{Event, KeyValue};
 use prost::Message;
 
+use super::export;
 use super::index::KeyIndex;
 use super::revision::Revision;
 use super::unflushed::{self, Overlaid, Unflushed};
@@ -26,10 +27,6 @@ use crate::lease::{self, Lease, LeaseTable};
 
 const RECORD_PREFIX: u8 = b'k';
 const PLUGIN_PREFIX: u8 = b'p';
-/// First bytes of an exported store, so a wrong file is told apart from a corrupt one.
-const EXPORT_MAGIC: &[u8; 16] = b"conclave-store-1";
-/// Length value that ends the entries of an export; anything after it (padding) is ignored.
-const EXPORT_END: u64 = u64::MAX;
 const META_REV: &[u8] = b"m/rev";
 const META_COMPACT: &[u8] = b"m/compact";
 
@@ -191,19 +188,12 @@ impl Store {
         self.tree.get(&plugin_key(name))
     }
 
-    /// Write every entry of the tree as length-prefixed key/value pairs between a magic header and
-    /// an end marker: a consistent copy of the whole store as of one revision. Returns the
-    /// `capture` metadata values as of that copy.
+    /// Write every entry of the tree in the [`export`] format: a consistent copy of the whole
+    /// store as of one revision. Returns the `capture` metadata values as of that copy.
     pub fn export(&self, out: &mut impl Write, capture: &[&[u8]]) -> io::Result<Vec<Option<sled::IVec>>> {
-        out.write_all(EXPORT_MAGIC)?;
-        let (_, captured) = self.for_each_entry(capture, |key, value| {
-            for part in [key, value] {
-                out.write_all(&(part.len() as u64).to_be_bytes())?;
-                out.write_all(part)?;
-            }
-            Ok(())
-        })?;
-        out.write_all(&EXPORT_END.to_be_bytes())?;
+        let mut exporter = export::Exporter::start(out)?;
+        let (_, captured) = self.for_each_entry(capture, |key, value| exporter.entry(key, value))?;
+        exporter.finish()?;
         Ok(captured)
     }
 
@@ -297,19 +287,11 @@ impl Store {
     /// replaces the old contents is built before the store is locked: readers wait only while it
     /// is applied. Removals go in first: a later insert of the same key in a batch wins.
     pub fn import(&self, input: &mut impl Read) -> Result<(), StoreError> {
-        let mut magic = [0u8; EXPORT_MAGIC.len()];
-        input.read_exact(&mut magic).map_err(|_| corrupt("snapshot is too short"))?;
-        if &magic != EXPORT_MAGIC {
-            return Err(corrupt("not a Conclave store snapshot"));
-        }
         let mut batch = sled::Batch::default();
         for entry in self.tree.scan(&[], None) {
             batch.remove(entry?.0);
         }
-        while let Some(key) = read_part(input)? {
-            let value = read_part(input)?.ok_or_else(|| corrupt("snapshot ends inside an entry"))?;
-            batch.insert(key, value);
-        }
+        export::read(input, |key, value| batch.insert(key, value)).map_err(|e| corrupt(&e))?;
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         let tree = self.tree.exclusive();
         tree.forget_all();
@@ -317,27 +299,6 @@ impl Store {
         *state = load_state(tree.tree())?;
         Ok(())
     }
-}
-
-/// The next length-prefixed part of an export, `None` at the end marker. The part grows as its
-/// bytes arrive, so a damaged or hostile length meets the end of the input before it can make
-/// the allocation it claims.
-fn read_part(input: &mut impl Read) -> Result<Option<Vec<u8>>, StoreError> {
-    let mut len = [0u8; 8];
-    input.read_exact(&mut len).map_err(|_| corrupt("snapshot is truncated"))?;
-    let len = u64::from_be_bytes(len);
-    if len == EXPORT_END {
-        return Ok(None);
-    }
-    let mut part = Vec::new();
-    input.by_ref().take(len).read_to_end(&mut part).map_err(|e| corrupt(&format!("reading a snapshot entry: {e}")))?;
-    if part.len() as u64 != len {
-        return Err(corrupt(&format!(
-            "a snapshot entry claims {len} bytes but the snapshot ends {} bytes later",
-            part.len()
-        )));
-    }
-    Ok(Some(part))
 }
 
 fn corrupt(what: &str) -> StoreError {
@@ -673,15 +634,6 @@ mod tests {
         assert_eq!(view.current_rev(), 2);
         assert!(view.get(b"replaced").unwrap().is_none());
         assert_eq!(view.get(b"kept").unwrap().unwrap().value, b"v".as_slice());
-    }
-
-    #[test]
-    fn a_part_longer_than_the_input_is_refused_without_allocating_it() {
-        let mut export = EXPORT_MAGIC.to_vec();
-        export.extend_from_slice(&(1u64 << 40).to_be_bytes());
-        export.extend_from_slice(b"short");
-        let refused = store().import(&mut &export[..]).unwrap_err().to_string();
-        assert_eq!(refused, "storage: corrupt data: a snapshot entry claims 1099511627776 bytes but the snapshot ends 5 bytes later");
     }
 
     #[test]

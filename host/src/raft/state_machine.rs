@@ -78,8 +78,11 @@ impl StateMachine {
     /// The log is purged only up to a snapshot, whose file is synced, while sled makes the store
     /// durable on its own schedule, not against power loss: after one, the store can be behind
     /// the purged log. It then restarts from the snapshot, as a member that fell behind would.
+    /// The snapshot is checked whole first: a damaged one is refused here, naming its file, before
+    /// it could be restored or sent to a member.
     fn catch_up_with_snapshot(&self) -> std::io::Result<()> {
         let Some(meta) = read_snapshot_meta(&self.snap_dir)? else { return Ok(()) };
+        verify_snapshot(&self.snapshot_path(SNAPSHOT_FILE))?;
         let applied = self.applied().map_err(std::io::Error::other)?.0;
         if meta.last_log_id <= applied {
             return Ok(());
@@ -236,8 +239,16 @@ pub fn read_snapshot_meta(snap_dir: &std::path::Path) -> std::io::Result<Option<
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    let info: SnapshotInfo = serde_json::from_slice(&bytes).map_err(std::io::Error::other)?;
+    let info: SnapshotInfo = serde_json::from_slice(&bytes)
+        .map_err(|e| std::io::Error::other(format!("corrupt snapshot metadata {}: {e}", snap_dir.join(SNAPSHOT_META_FILE).display())))?;
     Ok(Some(info.meta))
+}
+
+/// Read a snapshot file whole and check it (its checksum and format), naming it if damaged.
+fn verify_snapshot(path: &std::path::Path) -> std::io::Result<()> {
+    let named = |e: String| std::io::Error::other(format!("corrupt snapshot {}: {e}", path.display()));
+    let file = std::fs::File::open(path).map_err(|e| named(e.to_string()))?;
+    crate::mvcc::export::read(&mut std::io::BufReader::new(file), |_, _| ()).map_err(named)
 }
 
 fn save_snapshot_info(path: &std::path::Path, meta: &SnapshotMeta<NodeId, MemberNode>) -> Result<(), StorageError<NodeId>> {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp, TxnOpResponse, WatchOptions};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -136,7 +136,7 @@ pub async fn run(config: RunConfig) -> Result<Report> {
     let log = read_log(&endpoints[0], last).await?;
     let history = History { operations, watches, log };
     let mut violations = check(&history);
-    violations.extend(converged(&cluster, last).await?);
+    violations.extend(converged(&cluster, last).await);
     let kept = if violations.is_empty() { Vec::new() } else { cluster.members.iter_mut().map(|m| m.keep_data_dir()).collect() };
     Ok(Report { config, history, faults, violations, kept })
 }
@@ -343,24 +343,27 @@ async fn read_log(endpoint: &str, last: i64) -> Result<Vec<Event>> {
     Ok(record.events)
 }
 
-/// Every member holds the same key-value history at `revision` once it has applied it.
-async fn converged(cluster: &Cluster, revision: i64) -> Result<Vec<Violation>> {
+/// Every member reaches `revision` and then holds the same key-value history there.
+async fn converged(cluster: &Cluster, revision: i64) -> Vec<Violation> {
     let mut hashes = Vec::new();
+    let mut found = Vec::new();
     for member in &cluster.members {
         let deadline = Instant::now() + SETTLE_TIMEOUT;
-        let hash = loop {
+        loop {
             let hashed = async { Client::connect([member.endpoint()], None).await?.hash_kv(revision).await };
             match hashed.await {
-                Ok(h) => break h.hash(),
-                Err(e) if Instant::now() > deadline => return Err(e).context(format!("HashKV on {}", member.name())),
+                Ok(h) => break hashes.push((member.name().to_string(), h.hash())),
+                Err(e) if Instant::now() > deadline => {
+                    let detail = format!("{} did not serve HashKV at revision {revision} within {SETTLE_TIMEOUT:?}", member.name());
+                    break found.push(Violation { rule: "convergence", detail, evidence: vec![e.to_string()] });
+                }
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
-        };
-        hashes.push((member.name().to_string(), hash));
+        }
     }
-    if hashes.iter().all(|(_, h)| *h == hashes[0].1) {
-        return Ok(Vec::new());
+    if hashes.iter().any(|(_, h)| *h != hashes[0].1) {
+        let evidence = hashes.iter().map(|(name, hash)| format!("{name}: {hash:#x}")).collect();
+        found.push(Violation { rule: "convergence", detail: format!("members differ in HashKV at revision {revision}"), evidence });
     }
-    let evidence = hashes.iter().map(|(name, hash)| format!("{name}: {hash:#x}")).collect();
-    Ok(vec![Violation { rule: "convergence", detail: format!("members differ in HashKV at revision {revision}"), evidence }])
+    found
 }

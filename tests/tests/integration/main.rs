@@ -28,6 +28,7 @@ mod recipe_registry;
 mod reliability;
 mod snapshot;
 mod snapshot_count;
+mod storage_faults;
 mod tls;
 mod watch;
 mod watch_model;
