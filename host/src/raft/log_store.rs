@@ -179,8 +179,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.write(vec![wal::pending(VOTE, vote, None).map_err(write_err)?], None).await
     }
 
+    /// openraft reads the vote once, at start-up, and resumes leading at once if it was this
+    /// member's committed vote. But a leader's own entries are acknowledged before they are
+    /// written (see `append`), so after a crash this member may lack entries it had already
+    /// replicated in that term: leading the same term again would put other entries at their
+    /// indexes, and members would apply different logs. Reported as not yet committed, the vote
+    /// still keeps this member from voting for another in that term, and it must win an
+    /// election in a later term before it leads.
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
-        Ok(self.log().vote)
+        let id = self.id;
+        let mut log = self.log();
+        log.vote = log.vote.map(|vote| match vote.leader_id().voted_for() {
+            Some(leader) if leader == id && vote.is_committed() => Vote::new(vote.leader_id().term, id),
+            _ => vote,
+        });
+        Ok(log.vote)
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), StorageError<NodeId>> {
@@ -287,6 +300,26 @@ mod tests {
         let state = reopened.get_log_state().await.unwrap();
         assert_eq!(state.last_purged_log_id.map(|id| id.index), Some(2));
         assert_eq!(reopened.try_get_log_entries(4..).await.unwrap().len(), 2);
+    }
+
+    /// Found by the reliability suite: a leader killed with an entry replicated but not yet
+    /// written came back leading the same term, appended another entry at that index, and the
+    /// members' logs (and stores) differed from there on.
+    #[tokio::test]
+    async fn a_member_that_led_before_a_restart_must_win_an_election_to_lead_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let wal = dir.path().join("wal");
+        let mut store = LogStore::open(1, &wal, &db).unwrap();
+        store.save_vote(&Vote::new_committed(4, 1)).await.unwrap();
+        drop(store);
+        let mut reopened = LogStore::open(1, &wal, &db).unwrap();
+        assert_eq!(reopened.read_vote().await.unwrap(), Some(Vote::new(4, 1)), "this member's own vote, no longer committed");
+        assert!(!proposed_here(1, reopened.log().vote.as_ref(), &entry(4, 1).log_id), "nor are entries of term 4 its own any more");
+        reopened.save_vote(&Vote::new_committed(5, 2)).await.unwrap();
+        drop(reopened);
+        let mut follower = LogStore::open(1, &wal, &db).unwrap();
+        assert_eq!(follower.read_vote().await.unwrap(), Some(Vote::new_committed(5, 2)), "another leader's vote as it was");
     }
 
     #[tokio::test]
