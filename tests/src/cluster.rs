@@ -36,13 +36,6 @@ impl Cluster {
 
     /// [`Cluster::start`] with `https` URLs where `schemes` asks (the TLS flags in `extra_args`).
     pub fn start_with(kind: Kind, size: usize, extra_args: &[&str], schemes: Schemes) -> Result<Cluster> {
-        let mut cluster = Cluster::unstarted(kind, size, extra_args, schemes)?;
-        cluster.launch_all()?;
-        Ok(cluster)
-    }
-
-    /// The members of [`Cluster::start_with`], none launched yet (see [`Cluster::launch_all`]).
-    pub fn unstarted(kind: Kind, size: usize, extra_args: &[&str], schemes: Schemes) -> Result<Cluster> {
         let ports: Vec<(u16, u16)> = (0..size).map(|_| (free_port(), free_port())).collect();
         let initial_cluster = ports
             .iter()
@@ -59,7 +52,9 @@ impl Cluster {
                 Ok(member)
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Cluster { members })
+        let mut cluster = Cluster { members };
+        cluster.launch_all()?;
+        Ok(cluster)
     }
 
     /// kill -9 every member, then start them all again on their data dirs (all launched before

@@ -108,6 +108,8 @@ pub struct Node {
     dir: TempDir,
     client_port: u16,
     peer_port: u16,
+    /// The peer port other members are told to dial, when not `peer_port` (a proxy in front).
+    advertised_peer_port: Option<u16>,
     extra_args: Vec<String>,
     /// Member name and `--initial-cluster` (None: this member alone).
     name: String,
@@ -154,6 +156,7 @@ impl Node {
                     .tempdir()?,
                 client_port: free_port(),
                 peer_port: free_port(),
+                advertised_peer_port: None,
                 extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
                 name: NAME.to_string(),
                 initial_cluster: None,
@@ -179,6 +182,7 @@ impl Node {
             dir: tempfile::Builder::new().prefix("conclave-test-").tempdir()?,
             client_port,
             peer_port,
+            advertised_peer_port: None,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             name: name.to_string(),
             initial_cluster: Some(initial_cluster.to_string()),
@@ -213,8 +217,18 @@ impl Node {
         self.peer_port = port;
     }
 
-    /// The peer URL, e.g. `http://127.0.0.1:41235`.
+    /// Tell other members to dial `port` (a proxy forwarding to this member's peer port), from
+    /// the next launch on.
+    pub fn advertise_peer_port(&mut self, port: u16) {
+        self.advertised_peer_port = Some(port);
+    }
+
+    /// The peer URL other members dial, e.g. `http://127.0.0.1:41235`.
     pub fn peer_url(&self) -> String {
+        format!("{}://127.0.0.1:{}", self.schemes.peer, self.advertised_peer_port.unwrap_or(self.peer_port))
+    }
+
+    fn listen_peer_url(&self) -> String {
         format!("{}://127.0.0.1:{}", self.schemes.peer, self.peer_port)
     }
 
@@ -314,6 +328,7 @@ impl Node {
     fn args(&self) -> Vec<String> {
         let client = self.endpoint();
         let peer = self.peer_url();
+        let listen_peer = self.listen_peer_url();
         let initial_cluster = self.initial_cluster.clone().unwrap_or_else(|| format!("{}={peer}", self.name));
         let mut args: Vec<String> = [
             "--name",
@@ -325,7 +340,7 @@ impl Node {
             "--advertise-client-urls",
             &client,
             "--listen-peer-urls",
-            &peer,
+            &listen_peer,
             "--initial-advertise-peer-urls",
             &peer,
             "--initial-cluster",

@@ -4,5 +4,6 @@
 pub mod check;
 pub mod run;
 pub mod history;
+pub mod proxy;
 #[cfg(test)]
 mod tests;

@@ -2,7 +2,9 @@
 //! [`History`], faults injected on a schedule drawn from a seed, then every check.
 //!
 //! Faults (each bounded, each healed before the next): kill -9 of a follower, of the leader or
-//! of a quorum, then restart on the same data dir; SIGSTOP of a member, then SIGCONT. Once the
+//! of a quorum, then restart on the same data dir; SIGSTOP of a member, then SIGCONT; the peer
+//! links into a member blackholed, or delayed 500 ms ± 100 ms (each member's peers reach it
+//! through a [`PeerProxy`]). Once the
 //! faults stop, the run waits for the cluster, reads the whole log from revision 1, checks the
 //! history against it, and checks that every member holds the same `HashKV` at the last revision.
 
@@ -20,7 +22,8 @@ use tokio::task::JoinSet;
 
 use super::check::{Violation, check};
 use super::history::{Event, History, Nanos, Operation, Outcome, Request, Version, WatchRecord};
-use crate::{Cluster, Kind, Schemes};
+use super::proxy::{Link, PeerProxy};
+use crate::{Cluster, Kind, Node, free_port};
 
 /// Every key the workload touches starts with this.
 const PREFIX: &str = "k/";
@@ -96,10 +99,7 @@ impl Clock {
 }
 
 pub async fn run(config: RunConfig) -> Result<Report> {
-    let mut cluster = Cluster::unstarted(config.kind, config.members, &[], Schemes::PLAIN)?;
-    if let Some(bug) = config.planted_bug {
-        cluster.members.iter_mut().for_each(|m| m.set_env("CONCLAVE_PLANTED_BUG", bug));
-    }
+    let (mut cluster, proxies) = behind_proxies(&config).await?;
     cluster.launch_all()?;
     let endpoints = cluster.endpoints();
     let clock = Clock(Instant::now());
@@ -118,7 +118,7 @@ pub async fn run(config: RunConfig) -> Result<Report> {
     }
 
     let mut rng = StdRng::seed_from_u64(config.seed);
-    let faults = inject_faults(&mut cluster, &mut rng, clock, config.duration).await?;
+    let faults = inject_faults(&mut cluster, &proxies, &mut rng, clock, config.duration).await?;
     stop.store(true, Ordering::Relaxed);
     let mut operations = Vec::new();
     while let Some(done) = clients.join_next().await {
@@ -235,8 +235,35 @@ fn version(kv: &etcd_client::KeyValue) -> Version {
     Version { value: String::from_utf8_lossy(kv.value()).into_owned(), mod_revision: kv.mod_revision() }
 }
 
+/// The run's members, not launched yet, each reached by its peers through a proxy of its own.
+async fn behind_proxies(config: &RunConfig) -> Result<(Cluster, Vec<PeerProxy>)> {
+    let ports: Vec<(u16, u16)> = (0..config.members).map(|_| (free_port(), free_port())).collect();
+    let mut proxies = Vec::new();
+    for &(_, peer) in &ports {
+        proxies.push(PeerProxy::start(peer).await?);
+    }
+    let initial_cluster: Vec<String> = proxies.iter().enumerate().map(|(i, p)| format!("m{i}=http://127.0.0.1:{}", p.port())).collect();
+    let mut members = Vec::new();
+    for (i, &(client, peer)) in ports.iter().enumerate() {
+        let mut member = Node::member(config.kind, &format!("m{i}"), client, peer, &initial_cluster.join(","), &[])?;
+        member.advertise_peer_port(proxies[i].port());
+        if let Some(bug) = config.planted_bug {
+            member.set_env("CONCLAVE_PLANTED_BUG", bug);
+        }
+        members.push(member);
+    }
+    Ok((Cluster { members }, proxies))
+}
+
+/// One fault of the schedule.
+enum Fault {
+    Kill(Vec<usize>),
+    Pause(usize),
+    Link(usize, Link),
+}
+
 /// Faults until `duration` has passed, each healed before the next; then every member runs.
-async fn inject_faults(cluster: &mut Cluster, rng: &mut StdRng, clock: Clock, duration: Duration) -> Result<Vec<String>> {
+async fn inject_faults(cluster: &mut Cluster, proxies: &[PeerProxy], rng: &mut StdRng, clock: Clock, duration: Duration) -> Result<Vec<String>> {
     let mut faults = Vec::new();
     let started = Instant::now();
     while started.elapsed() < duration {
@@ -245,33 +272,47 @@ async fn inject_faults(cluster: &mut Cluster, rng: &mut StdRng, clock: Clock, du
         let size = cluster.members.len();
         let leader = cluster.leader().await?;
         let follower = (leader + 1 + rng.random_range(0..size - 1)) % size;
+        let anyone = rng.random_range(0..size);
         let at = clock.now() as f64 / 1e9;
-        let (what, victims, pause) = match rng.random_range(0..4) {
-            0 => ("kill -9 a follower", vec![follower], false),
-            1 => ("kill -9 the leader", vec![leader], false),
-            2 => ("kill -9 a quorum", (0..size / 2 + 1).map(|i| (leader + i) % size).collect(), false),
-            _ => ("SIGSTOP a member", vec![rng.random_range(0..size)], true),
+        let (what, fault) = match rng.random_range(0..6) {
+            0 => ("kill -9 a follower", Fault::Kill(vec![follower])),
+            1 => ("kill -9 the leader", Fault::Kill(vec![leader])),
+            2 => ("kill -9 a quorum", Fault::Kill((0..size / 2 + 1).map(|i| (leader + i) % size).collect())),
+            3 => ("SIGSTOP a member", Fault::Pause(anyone)),
+            4 => ("blackhole the peer links into a member", Fault::Link(anyone, Link::Blackhole)),
+            _ => {
+                let delay = Link::Delay { base: Duration::from_millis(500), jitter: Duration::from_millis(100) };
+                ("delay the peer links into a member 500 ms ± 100 ms", Fault::Link(anyone, delay))
+            }
+        };
+        let victims = match &fault {
+            Fault::Kill(members) => members.clone(),
+            Fault::Pause(member) | Fault::Link(member, _) => vec![*member],
         };
         faults.push(format!("{at:.2}s {what} (m{victims:?}) for {hold:?}"));
-        for &i in &victims {
-            if pause { cluster.members[i].pause() } else { cluster.members[i].kill9() }
+        match &fault {
+            Fault::Kill(members) => members.iter().for_each(|&i| cluster.members[i].kill9()),
+            Fault::Pause(member) => cluster.members[*member].pause(),
+            Fault::Link(member, link) => proxies[*member].set(*link),
         }
         tokio::time::sleep(hold).await;
-        heal(cluster, &victims, pause)?;
+        heal(cluster, proxies, &fault)?;
     }
     Ok(faults)
 }
 
-/// Resume paused members, or start killed ones again on their data dirs (all launched before
-/// any is awaited: a member is only ready once a quorum runs).
-fn heal(cluster: &mut Cluster, victims: &[usize], paused: bool) -> Result<()> {
-    if paused {
-        victims.iter().for_each(|&i| cluster.members[i].resume());
-        return Ok(());
-    }
-    let starting = victims.iter().map(|&i| cluster.members[i].launch().map(|s| (i, s))).collect::<Result<Vec<_>>>()?;
-    for (i, starting) in starting {
-        cluster.members[i].wait_ready(starting)?;
+/// Undo `fault`: resume a paused member, open a link, or start killed members again on their
+/// data dirs (all launched before any is awaited: a member is only ready once a quorum runs).
+fn heal(cluster: &mut Cluster, proxies: &[PeerProxy], fault: &Fault) -> Result<()> {
+    match fault {
+        Fault::Pause(member) => cluster.members[*member].resume(),
+        Fault::Link(member, _) => proxies[*member].set(Link::Open),
+        Fault::Kill(members) => {
+            let starting = members.iter().map(|&i| cluster.members[i].launch().map(|s| (i, s))).collect::<Result<Vec<_>>>()?;
+            for (i, starting) in starting {
+                cluster.members[i].wait_ready(starting)?;
+            }
+        }
     }
     Ok(())
 }

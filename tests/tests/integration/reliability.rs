@@ -1,5 +1,6 @@
 //! The reliability suite's short runs: a 3-member cluster under concurrent clients, watchers and
-//! seeded faults (kill -9 of a follower, the leader or a quorum; SIGSTOP), then the history
+//! seeded faults (kill -9 of a follower, the leader or a quorum; SIGSTOP; peer links into a
+//! member blackholed or delayed), then the history
 //! checks. Conclave and etcd 3.4 must both pass; the same checks must catch each planted bug.
 //! `cargo run -p conclave-tests --example reliability -- --duration 30m` is the long run.
 
