@@ -335,14 +335,14 @@ async fn last_revision(endpoints: &[String]) -> Result<i64> {
 async fn watch_all(watcher: usize, endpoints: Vec<String>, from_revision: i64, mut target: watch::Receiver<i64>) -> WatchRecord {
     let mut events: Vec<Event> = Vec::new();
     let mut attempt = watcher;
-    let mut gave_up_at: Option<Instant> = None;
+    let mut target_known_at: Option<Instant> = None;
     loop {
         let next = events.last().map_or(from_revision, |e| e.revision + 1);
-        if next > *target.borrow() || gave_up_at.is_some_and(|t| t.elapsed() > SETTLE_TIMEOUT) {
+        if next > *target.borrow() || target_known_at.is_some_and(|t| t.elapsed() > SETTLE_TIMEOUT) {
             break;
         }
-        if gave_up_at.is_none() && *target.borrow() != i64::MAX {
-            gave_up_at = Some(Instant::now());
+        if target_known_at.is_none() && *target.borrow() != i64::MAX {
+            target_known_at = Some(Instant::now());
         }
         attempt = attempt.wrapping_add(1);
         let endpoint = &endpoints[attempt % endpoints.len()];
@@ -352,13 +352,20 @@ async fn watch_all(watcher: usize, endpoints: Vec<String>, from_revision: i64, m
         };
         let options = WatchOptions::new().with_prefix().with_start_revision(next);
         let Ok(mut stream) = client.watch(PREFIX, Some(options)).await else { continue };
+        // Once the target is known, a stream that stops short of it is left after the settle time.
+        let settle = async {
+            match target_known_at {
+                Some(at) => tokio::time::sleep_until((at + SETTLE_TIMEOUT).into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(settle);
         loop {
             let message = tokio::select! {
                 message = stream.message() => message,
-                _ = target.changed() => {
-                    if events.last().map_or(from_revision - 1, |e| e.revision) >= *target.borrow() { break }
-                    continue;
-                }
+                // The target is known now: start the settle time on a fresh stream.
+                _ = target.changed(), if target_known_at.is_none() => break,
+                () = &mut settle => break,
             };
             let Ok(Some(response)) = message else { break };
             for event in response.events() {
