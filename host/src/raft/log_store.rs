@@ -57,6 +57,7 @@ impl LogStore {
         if import_from_sled(db, &mut log, &mut writer)? {
             tracing::info!(log = %dir.display(), "moved the raft log out of the database");
         }
+        log.vote = log.vote.map(|vote| no_longer_leading(id, vote));
         let committed = CommittedIndex::default();
         committed.set(log.committed.as_ref());
         let durable = writer.durable();
@@ -88,6 +89,20 @@ impl LogStore {
         let (done, durable) = tokio::sync::oneshot::channel();
         self.send(records, Done::Notify(done), purge_upto)?;
         durable.await.map_err(|_| write_err(io::Error::other("raft log writer stopped")))?.map_err(write_err)
+    }
+}
+
+/// The vote member `id` starts with after a restart. openraft resumes leading at once when the
+/// vote it reads at start-up is this member's committed one. But a leader's own entries are
+/// acknowledged before they are written (see `append`), so after a crash this member may lack
+/// entries it had already replicated in that term: leading the same term again would put other
+/// entries at their indexes, and members would apply different logs. As not yet committed, the
+/// vote still keeps this member from voting for another in that term, and it must win an
+/// election in a later term before it leads.
+fn no_longer_leading(id: NodeId, vote: Vote<NodeId>) -> Vote<NodeId> {
+    match vote.leader_id().voted_for() {
+        Some(leader) if leader == id && vote.is_committed() => Vote::new(vote.leader_id().term, id),
+        _ => vote,
     }
 }
 
@@ -179,21 +194,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.write(vec![wal::pending(VOTE, vote, None).map_err(write_err)?], None).await
     }
 
-    /// openraft reads the vote once, at start-up, and resumes leading at once if it was this
-    /// member's committed vote. But a leader's own entries are acknowledged before they are
-    /// written (see `append`), so after a crash this member may lack entries it had already
-    /// replicated in that term: leading the same term again would put other entries at their
-    /// indexes, and members would apply different logs. Reported as not yet committed, the vote
-    /// still keeps this member from voting for another in that term, and it must win an
-    /// election in a later term before it leads.
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
-        let id = self.id;
-        let mut log = self.log();
-        log.vote = log.vote.map(|vote| match vote.leader_id().voted_for() {
-            Some(leader) if leader == id && vote.is_committed() => Vote::new(vote.leader_id().term, id),
-            _ => vote,
-        });
-        Ok(log.vote)
+        Ok(self.log().vote)
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), StorageError<NodeId>> {

@@ -78,18 +78,19 @@ impl StateMachine {
     /// The log is purged only up to a snapshot, whose file is synced, while sled makes the store
     /// durable on its own schedule, not against power loss: after one, the store can be behind
     /// the purged log. It then restarts from the snapshot, as a member that fell behind would.
-    /// The snapshot is checked whole first: a damaged one is refused here, naming its file, before
-    /// it could be restored or sent to a member.
+    /// Either way the snapshot is read whole and checked: a damaged one is refused here, naming
+    /// its file, before it could be restored or sent to a member.
     fn catch_up_with_snapshot(&self) -> std::io::Result<()> {
         let Some(meta) = read_snapshot_meta(&self.snap_dir)? else { return Ok(()) };
-        verify_snapshot(&self.snapshot_path(SNAPSHOT_FILE))?;
+        let path = self.snapshot_path(SNAPSHOT_FILE);
         let applied = self.applied().map_err(std::io::Error::other)?.0;
+        let mut snapshot = std::io::BufReader::new(std::fs::File::open(&path).map_err(|e| damaged(&path, e))?);
         if meta.last_log_id <= applied {
-            return Ok(());
+            return crate::mvcc::export::read(&mut snapshot, |_, _| ()).map_err(|e| damaged(&path, e));
         }
         tracing::warn!(?applied, snapshot = ?meta.last_log_id, "the store is behind its snapshot (lost on power loss?): restoring the snapshot");
-        let file = std::fs::File::open(self.snapshot_path(SNAPSHOT_FILE))?;
-        self.store.import(&mut std::io::BufReader::new(file)).map_err(std::io::Error::other)?;
+        // The import checks the snapshot before it applies any of it.
+        self.store.import(&mut snapshot).map_err(|e| damaged(&path, e))?;
         self.alarms.reload(&self.store).map_err(std::io::Error::other)
     }
 
@@ -244,11 +245,9 @@ pub fn read_snapshot_meta(snap_dir: &std::path::Path) -> std::io::Result<Option<
     Ok(Some(info.meta))
 }
 
-/// Read a snapshot file whole and check it (its checksum and format), naming it if damaged.
-fn verify_snapshot(path: &std::path::Path) -> std::io::Result<()> {
-    let named = |e: String| std::io::Error::other(format!("corrupt snapshot {}: {e}", path.display()));
-    let file = std::fs::File::open(path).map_err(|e| named(e.to_string()))?;
-    crate::mvcc::export::read(&mut std::io::BufReader::new(file), |_, _| ()).map_err(named)
+/// An error reading or checking the snapshot file at `path`, naming it.
+fn damaged(path: &std::path::Path, e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(format!("corrupt snapshot {}: {e}", path.display()))
 }
 
 fn save_snapshot_info(path: &std::path::Path, meta: &SnapshotMeta<NodeId, MemberNode>) -> Result<(), StorageError<NodeId>> {
@@ -296,11 +295,16 @@ mod tests {
 
     use super::*;
 
-    fn machine(snap_dir: &std::path::Path) -> StateMachine {
+    /// A state machine on a fresh (empty) store, with the snapshot kept in `snap_dir`.
+    fn try_machine(snap_dir: &std::path::Path) -> std::io::Result<StateMachine> {
         let store = Arc::new(Store::open(sled::Config::new().temporary(true).open().unwrap().open_tree("mvcc").unwrap()).unwrap());
         let alarms = Arc::new(Alarms::load(&store).unwrap());
         let plugins = tokio::sync::watch::Sender::new(0);
-        StateMachine::new(store, Arc::default(), alarms, Arc::default(), plugins, snap_dir.to_path_buf(), Durable::everything()).unwrap()
+        StateMachine::new(store, Arc::default(), alarms, Arc::default(), plugins, snap_dir.to_path_buf(), Durable::everything())
+    }
+
+    fn machine(snap_dir: &std::path::Path) -> StateMachine {
+        try_machine(snap_dir).unwrap()
     }
 
     #[tokio::test]
@@ -313,5 +317,21 @@ mod tests {
 
         let mut lost = machine(dir.path());
         assert_eq!(lost.applied_state().await.unwrap().0, Some(applied));
+    }
+
+    #[tokio::test]
+    async fn a_damaged_snapshot_a_store_behind_needs_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut first = machine(dir.path());
+        first.apply([Entry { log_id: LogId::new(CommittedLeaderId::new(3, 1), 9), payload: EntryPayload::Blank }]).await.unwrap();
+        first.build_snapshot().await.unwrap();
+        let file = dir.path().join(SNAPSHOT_FILE);
+        let mut bytes = std::fs::read(&file).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x5a;
+        std::fs::write(&file, bytes).unwrap();
+
+        let refused = try_machine(dir.path()).err().expect("a damaged snapshot is refused").to_string();
+        assert!(refused.starts_with(&format!("corrupt snapshot {}: ", file.display())), "{refused}");
     }
 }
