@@ -27,6 +27,22 @@ pub struct Cluster {
     pub members: Vec<Node>,
 }
 
+/// Where a member listens, and the peer port its peers are told to dial: the same, or a proxy's.
+#[derive(Clone, Copy, Debug)]
+pub struct MemberPorts {
+    pub client: u16,
+    pub peer: u16,
+    pub advertised_peer: u16,
+}
+
+impl MemberPorts {
+    /// Free ports, peers dialing the member directly.
+    pub fn free() -> Self {
+        let peer = free_port();
+        MemberPorts { client: free_port(), peer, advertised_peer: peer }
+    }
+}
+
 impl Cluster {
     /// Starts `size` members named `m0`, `m1`… with extra server flags, and waits until each
     /// serves clients.
@@ -36,25 +52,33 @@ impl Cluster {
 
     /// [`Cluster::start`] with `https` URLs where `schemes` asks (the TLS flags in `extra_args`).
     pub fn start_with(kind: Kind, size: usize, extra_args: &[&str], schemes: Schemes) -> Result<Cluster> {
-        let ports: Vec<(u16, u16)> = (0..size).map(|_| (free_port(), free_port())).collect();
+        let ports: Vec<MemberPorts> = (0..size).map(|_| MemberPorts::free()).collect();
+        let mut cluster = Cluster::unstarted(kind, &ports, extra_args, schemes)?;
+        cluster.launch_all()?;
+        Ok(cluster)
+    }
+
+    /// Members named `m0`, `m1`… on `ports`, none launched yet (see [`Cluster::launch_all`]).
+    pub fn unstarted(kind: Kind, ports: &[MemberPorts], extra_args: &[&str], schemes: Schemes) -> Result<Cluster> {
         let initial_cluster = ports
             .iter()
             .enumerate()
-            .map(|(i, (_, peer))| format!("m{i}={}://127.0.0.1:{peer}", schemes.peer))
+            .map(|(i, p)| format!("m{i}={}://127.0.0.1:{}", schemes.peer, p.advertised_peer))
             .collect::<Vec<_>>()
             .join(",");
         let members = ports
             .iter()
             .enumerate()
-            .map(|(i, &(client, peer))| {
-                let mut member = Node::member(kind, &format!("m{i}"), client, peer, &initial_cluster, extra_args)?;
+            .map(|(i, p)| {
+                let mut member = Node::member(kind, &format!("m{i}"), p.client, p.peer, &initial_cluster, extra_args)?;
                 member.set_schemes(schemes);
+                if p.advertised_peer != p.peer {
+                    member.advertise_peer_port(p.advertised_peer);
+                }
                 Ok(member)
             })
             .collect::<Result<Vec<_>>>()?;
-        let mut cluster = Cluster { members };
-        cluster.launch_all()?;
-        Ok(cluster)
+        Ok(Cluster { members })
     }
 
     /// kill -9 every member, then start them all again on their data dirs (all launched before
@@ -66,9 +90,15 @@ impl Cluster {
 
     /// Launch every member, then wait until each serves clients.
     pub fn launch_all(&mut self) -> Result<()> {
-        let starting = self.members.iter_mut().map(Node::launch).collect::<Result<Vec<_>>>()?;
-        for (member, starting) in self.members.iter_mut().zip(starting) {
-            member.wait_ready(starting)?;
+        let all: Vec<usize> = (0..self.members.len()).collect();
+        self.launch(&all)
+    }
+
+    /// Launch the members at `indices` on their data dirs, then wait until each serves clients.
+    pub fn launch(&mut self, indices: &[usize]) -> Result<()> {
+        let starting = indices.iter().map(|&i| self.members[i].launch().map(|s| (i, s))).collect::<Result<Vec<_>>>()?;
+        for (i, starting) in starting {
+            self.members[i].wait_ready(starting)?;
         }
         Ok(())
     }

@@ -23,7 +23,8 @@ use tokio::task::JoinSet;
 use super::check::{Violation, check};
 use super::history::{Event, History, Nanos, Operation, Outcome, Request, Version, WatchRecord};
 use super::proxy::{Link, PeerProxy};
-use crate::{Cluster, Kind, Node, free_port};
+use crate::cluster::MemberPorts;
+use crate::{Cluster, Kind, POLL, Schemes};
 
 /// Every key the workload touches starts with this.
 const PREFIX: &str = "k/";
@@ -155,7 +156,7 @@ async fn client_loop(client: usize, endpoints: Vec<String>, keys: usize, mut rng
             connection = Client::connect(&endpoints, Some(options.clone())).await.ok();
         }
         let Some(etcd) = connection.as_mut() else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(POLL).await;
             continue;
         };
         let index = rng.random_range(0..keys);
@@ -237,22 +238,20 @@ fn version(kv: &etcd_client::KeyValue) -> Version {
 
 /// The run's members, not launched yet, each reached by its peers through a proxy of its own.
 async fn behind_proxies(config: &RunConfig) -> Result<(Cluster, Vec<PeerProxy>)> {
-    let ports: Vec<(u16, u16)> = (0..config.members).map(|_| (free_port(), free_port())).collect();
+    let mut ports = Vec::new();
     let mut proxies = Vec::new();
-    for &(_, peer) in &ports {
-        proxies.push(PeerProxy::start(peer).await?);
+    for _ in 0..config.members {
+        let mut member = MemberPorts::free();
+        let proxy = PeerProxy::start(member.peer).await?;
+        member.advertised_peer = proxy.port();
+        ports.push(member);
+        proxies.push(proxy);
     }
-    let initial_cluster: Vec<String> = proxies.iter().enumerate().map(|(i, p)| format!("m{i}=http://127.0.0.1:{}", p.port())).collect();
-    let mut members = Vec::new();
-    for (i, &(client, peer)) in ports.iter().enumerate() {
-        let mut member = Node::member(config.kind, &format!("m{i}"), client, peer, &initial_cluster.join(","), &[])?;
-        member.advertise_peer_port(proxies[i].port());
-        if let Some(bug) = config.planted_bug {
-            member.set_env("CONCLAVE_PLANTED_BUG", bug);
-        }
-        members.push(member);
+    let mut cluster = Cluster::unstarted(config.kind, &ports, &[], Schemes::PLAIN)?;
+    if let Some(bug) = config.planted_bug {
+        cluster.members.iter_mut().for_each(|m| m.set_env("CONCLAVE_PLANTED_BUG", bug));
     }
-    Ok((Cluster { members }, proxies))
+    Ok((cluster, proxies))
 }
 
 /// One fault of the schedule.
@@ -307,12 +306,7 @@ fn heal(cluster: &mut Cluster, proxies: &[PeerProxy], fault: &Fault) -> Result<(
     match fault {
         Fault::Pause(member) => cluster.members[*member].resume(),
         Fault::Link(member, _) => proxies[*member].set(Link::Open),
-        Fault::Kill(members) => {
-            let starting = members.iter().map(|&i| cluster.members[i].launch().map(|s| (i, s))).collect::<Result<Vec<_>>>()?;
-            for (i, starting) in starting {
-                cluster.members[i].wait_ready(starting)?;
-            }
-        }
+        Fault::Kill(members) => cluster.launch(members)?,
     }
     Ok(())
 }
@@ -325,7 +319,7 @@ async fn last_revision(endpoints: &[String]) -> Result<i64> {
         match read.await {
             Ok(got) => return Ok(header_revision(got.header())),
             Err(e) if Instant::now() > deadline => bail!("the cluster serves no read after the faults: {e}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(_) => tokio::time::sleep(POLL).await,
         }
     }
 }
@@ -347,7 +341,7 @@ async fn watch_all(watcher: usize, endpoints: Vec<String>, from_revision: i64, m
         attempt = attempt.wrapping_add(1);
         let endpoint = &endpoints[attempt % endpoints.len()];
         let Ok(mut client) = Client::connect([endpoint], None).await else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(POLL).await;
             continue;
         };
         let options = WatchOptions::new().with_prefix().with_start_revision(next);
@@ -405,7 +399,7 @@ async fn converged(cluster: &Cluster, revision: i64) -> Vec<Violation> {
                     let detail = format!("{} did not serve HashKV at revision {revision} within {SETTLE_TIMEOUT:?}", member.name());
                     break found.push(Violation { rule: "convergence", detail, evidence: vec![e.to_string()] });
                 }
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(_) => tokio::time::sleep(POLL).await,
             }
         }
     }
