@@ -13,6 +13,7 @@ pub enum Bug {
 }
 
 impl Bug {
+    #[cfg(debug_assertions)]
     fn name(self) -> &'static str {
         match self {
             Bug::StaleReads => "stale-reads",

@@ -21,6 +21,7 @@ pub mod normalize;
 pub mod plugins;
 pub mod recipes;
 pub mod reliability;
+pub mod small_disk;
 pub mod session;
 pub mod table;
 pub mod watch;

@@ -147,13 +147,18 @@ impl Node {
 
     /// [`Node::start`] with `https` URLs where `schemes` asks (the TLS flags in `extra_args`).
     pub fn start_with(kind: Kind, extra_args: &[&str], schemes: Schemes) -> Result<Node> {
+        Node::start_in(kind, &std::env::temp_dir(), extra_args, schemes)
+    }
+
+    /// [`Node::start_with`], its data dir made in `parent` (e.g. a small file system).
+    pub fn start_in(kind: Kind, parent: &Path, extra_args: &[&str], schemes: Schemes) -> Result<Node> {
         let mut attempts = 0;
         loop {
             let mut node = Node {
                 kind,
                 dir: tempfile::Builder::new()
                     .prefix("conclave-test-")
-                    .tempdir()?,
+                    .tempdir_in(parent)?,
                 client_port: free_port(),
                 peer_port: free_port(),
                 advertised_peer_port: None,

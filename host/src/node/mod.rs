@@ -3,7 +3,10 @@
 //! through the leader, and the response header. Starting a member is [`start`]'s job; the rules
 //! of each request are the service layer's ([`crate::service`]).
 
+mod space;
 mod start;
+
+pub use space::DISK_RESERVE_BYTES;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +14,8 @@ use std::time::Duration;
 use conclave_proto::conclave::raft::raft_request::Request as Req;
 use conclave_proto::conclave::raft::raft_response::Response as Resp;
 use conclave_proto::conclave::raft::{MemberChangeRequest, MemberChangeResponse, RaftRequest};
-use conclave_proto::etcdserverpb::ResponseHeader;
+use conclave_proto::etcdserverpb::alarm_request::AlarmAction;
+use conclave_proto::etcdserverpb::{AlarmRequest, AlarmType, ResponseHeader};
 use tokio::sync::Notify;
 use tonic::Status;
 
@@ -47,8 +51,8 @@ pub struct Node {
     pub(crate) lease_ids: IdGenerator,
     /// The highest log index known committed (the raft index `endpoint status` shows).
     pub(crate) committed: CommittedIndex,
-    /// Size of the database for the space quota.
-    db_size: Arc<DbSize>,
+    /// The database's size for the quota, and the disk's free space.
+    space: space::Space,
     /// The active alarms (NOSPACE refuses writes that add data).
     pub(crate) alarms: Arc<Alarms>,
     /// Makes membership changes while this member leads.
@@ -88,7 +92,21 @@ impl Node {
     }
 
     pub fn db_size(&self) -> u64 {
-        self.db_size.estimate(&self.store)
+        self.space.db_size(&self.store)
+    }
+
+    /// Whether the data dir's disk is nearly full (see [`space`]).
+    pub fn disk_short(&self) -> bool {
+        self.space.disk_short(&self.store)
+    }
+
+    /// Raise etcd's NOSPACE alarm for this member, through the log (so every member refuses
+    /// writes that add data until an operator disarms it).
+    pub(crate) async fn raise_no_space(&self) {
+        let raise = AlarmRequest { action: AlarmAction::Activate as i32, member_id: self.identity.member_id, alarm: AlarmType::Nospace as i32 };
+        if let Err(e) = self.propose(Req::Alarm(raise)).await {
+            tracing::warn!(error = %e, "raising the NOSPACE alarm failed");
+        }
     }
 
     /// A response header as etcd fills it: cluster, member, raft term and store revision.
@@ -201,25 +219,3 @@ fn read_rounds(raft: Raft, peers: Peers, leader_wait: Duration, leader_reads: Ar
     })
 }
 
-/// The database's size for the space quota: sled's size on disk when last sampled (a stat per
-/// request is too dear), plus what the store committed since, which sled writes a little later.
-/// Without the second part a write made just after a sample, before sled wrote anything, could
-/// pass a quota the store already exceeds.
-#[derive(Default)]
-pub(crate) struct DbSize {
-    /// Bytes on disk, and the store's committed bytes when they were read.
-    sampled: std::sync::Mutex<(u64, u64)>,
-}
-
-impl DbSize {
-    pub(crate) fn sample(&self, db: &sled::Db, store: &Store) {
-        let committed = store.committed_bytes();
-        let on_disk = db.size_on_disk().unwrap_or(0);
-        *self.sampled.lock().unwrap_or_else(|e| e.into_inner()) = (on_disk, committed);
-    }
-
-    fn estimate(&self, store: &Store) -> u64 {
-        let (on_disk, committed) = *self.sampled.lock().unwrap_or_else(|e| e.into_inner());
-        on_disk + store.committed_bytes().saturating_sub(committed)
-    }
-}

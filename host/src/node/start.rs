@@ -13,7 +13,8 @@ use openraft::SnapshotPolicy;
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
-use super::{DbSize, Node};
+use super::space::{self, Space};
+use super::Node;
 use crate::alarm::Alarms;
 use crate::config::Config;
 use crate::identity::{load_identity, Identity};
@@ -79,9 +80,7 @@ impl Node {
             .context("starting raft")?;
         bootstrap(&raft, &identity, fresh).await?;
 
-        let db_size = Arc::new(DbSize::default());
-        db_size.sample(&db, &store);
-        tokio::spawn(refresh_db_size(db.clone(), Arc::downgrade(&store), Arc::downgrade(&db_size)));
+        let space = Space::new(&dir, &db, &store);
         let leader_wait = leader_wait(&config);
         let handover = Handover::new(&raft);
         let proposer = Proposer::start(raft.clone(), peers.clone(), handover.clone(), leader_wait, request_timeout(&config));
@@ -108,7 +107,7 @@ impl Node {
             hub,
             store,
             db,
-            db_size,
+            space,
             lessor,
             lease_ids,
             alarms,
@@ -119,6 +118,7 @@ impl Node {
             reads,
             leader_reads,
         });
+        tokio::spawn(space::watch(Arc::downgrade(&node)));
         tokio::spawn(crate::lease::run_expiry(Arc::downgrade(&node)));
         tokio::spawn(crate::compactor::run(Arc::downgrade(&node), node.config.auto_compaction()?));
         tokio::spawn(membership::watch_removal(Arc::downgrade(&node)));
@@ -200,15 +200,4 @@ fn restore(store: &Store, path: &Path) -> anyhow::Result<()> {
     // The raft state in the copy belongs to the cluster it came from.
     store.forget_meta(&[crate::raft::APPLIED_META, crate::raft::MEMBERSHIP_META])?;
     Ok(())
-}
-
-async fn refresh_db_size(db: sled::Db, store: std::sync::Weak<Store>, size: std::sync::Weak<DbSize>) {
-    // Start-up took the first sample.
-    let every = Duration::from_secs(1);
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    loop {
-        tick.tick().await;
-        let (Some(store), Some(size)) = (store.upgrade(), size.upgrade()) else { return };
-        size.sample(&db, &store);
-    }
 }

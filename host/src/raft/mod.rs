@@ -32,6 +32,7 @@ pub use proposer::Proposer;
 pub use read_index::{leader_rounds, ReadRounds};
 pub use state_machine::{read_snapshot_meta, store_hash, StateMachine, APPLIED as APPLIED_META, MEMBERSHIP as MEMBERSHIP_META};
 pub use transfer::{move_leader, Handover};
+pub use wal::SEGMENT_BYTES as WAL_SEGMENT_BYTES;
 
 /// Raft member ids are etcd member ids.
 pub type NodeId = u64;

@@ -20,10 +20,9 @@ use std::sync::Arc;
 
 use conclave_proto::conclave::raft::raft_request::Request as Req;
 use conclave_proto::conclave::raft::raft_response::Response as Resp;
-use conclave_proto::etcdserverpb::alarm_request::AlarmAction;
 use conclave_proto::conclave::raft::{MemberChangeRequest, MemberChangeResponse};
 use conclave_proto::etcdserverpb::{
-    AlarmRequest, AlarmType, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+    LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
 
 pub use caller::{Access, Caller};
@@ -67,24 +66,17 @@ impl Service {
         Ok(())
     }
 
-    /// Refuse writes that add data once the database outgrows its quota, raising etcd's NOSPACE
-    /// alarm for this member (through the log, so every member refuses them until an operator
-    /// disarms it), or while the alarm is active.
+    /// Refuse writes that add data once the database outgrows its quota or the data dir's disk
+    /// is nearly full, raising etcd's NOSPACE alarm for this member (through the log, so every
+    /// member refuses them until an operator disarms it), or while the alarm is active.
     async fn check_quota(&self) -> Result<(), EtcdError> {
         if self.node.alarms.no_space() {
             return Err(EtcdError::NoSpace);
         }
-        if self.node.db_size() <= self.node.config.quota_bytes() {
+        if self.node.db_size() <= self.node.config.quota_bytes() && !self.node.disk_short() {
             return Ok(());
         }
-        let raise = AlarmRequest {
-            action: AlarmAction::Activate as i32,
-            member_id: self.node.identity.member_id,
-            alarm: AlarmType::Nospace as i32,
-        };
-        if let Err(e) = self.node.propose(Req::Alarm(raise)).await {
-            tracing::warn!(error = %e, "raising the NOSPACE alarm failed");
-        }
+        self.node.raise_no_space().await;
         Err(EtcdError::NoSpace)
     }
 

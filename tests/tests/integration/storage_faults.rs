@@ -1,6 +1,8 @@
 //! Damaged data files at start-up: a raft log or snapshot with a flipped bit or cut short is
 //! refused with an error naming the file, never served; a damaged state file (sled's) is
-//! recovered from the snapshot and the raft log with every acknowledged write.
+//! recovered from the snapshot and the raft log with every acknowledged write. A disk that fills
+//! up (a tmpfs of the test's) refuses writes with NOSPACE before it is full, loses nothing, and
+//! takes writes again once it has space and the alarm is disarmed.
 
 use std::path::{Path, PathBuf};
 
@@ -86,5 +88,76 @@ async fn a_state_file_cut_short_is_recovered_with_every_acknowledged_write() {
     for (key, value) in &written {
         let got = client.get(key.as_str(), None).await.expect("get");
         assert_eq!(got.kvs().first().map(|kv| kv.value_str().unwrap().to_string()).as_ref(), Some(value), "{key}");
+    }
+}
+
+/// Free space below which a member raises NOSPACE (`node::DISK_RESERVE_BYTES`: a log segment
+/// and 32 MiB).
+const DISK_RESERVE: u64 = (64 + 32) << 20;
+/// What a fresh member takes on the small disk: its first log segment, preallocated, and sled.
+const MEMBER_FOOTPRINT: u64 = 72 << 20;
+
+/// Put 256 KiB values through `client` until one is refused; what was acknowledged, and how
+/// the refusal read.
+async fn fill_disk(client: &mut etcd_client::Client) -> (Vec<String>, String) {
+    let value = "x".repeat(256 << 10);
+    let mut written = Vec::new();
+    for i in 0..1000 {
+        let key = format!("big{i:04}");
+        match client.put(key.as_str(), value.as_str(), None).await {
+            Ok(_) => written.push(key),
+            Err(etcd_client::Error::GRpcStatus(status)) => return (written, format!("{:?} {}", status.code(), status.message())),
+            Err(other) => return (written, other.to_string()),
+        }
+    }
+    panic!("1000 puts of 256 KiB fit on a disk of {} MiB", (DISK_RESERVE + MEMBER_FOOTPRINT) >> 20);
+}
+
+async fn alarms(client: &mut etcd_client::Client) -> Vec<etcd_client::AlarmType> {
+    use etcd_client::{AlarmAction, AlarmType};
+    let listed = client.alarm(AlarmAction::Get, AlarmType::None, None).await.expect("alarm list");
+    listed.alarms().iter().map(|a| a.alarm()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_disk_that_fills_up_refuses_writes_with_nospace_and_loses_nothing() {
+    use etcd_client::{AlarmAction, AlarmOptions, AlarmType};
+    let disk = conclave_tests::small_disk::SmallDisk::mount(MEMBER_FOOTPRINT + DISK_RESERVE + (48 << 20)).expect("a small disk");
+    let mut node = Node::start_in(Kind::Conclave, disk.path(), &[], conclave_tests::Schemes::PLAIN).expect("node starts");
+    let mut client = connect(&node.endpoint()).await;
+    let (written, refusal) = fill_disk(&mut client).await;
+    assert!(!written.is_empty(), "nothing fit: {refusal}");
+    assert_eq!(refusal, "ResourceExhausted etcdserver: mvcc: database space exceeded");
+    assert_eq!(alarms(&mut client).await, [AlarmType::Nospace], "NOSPACE raised");
+    // Reads and deletes go on; everything acknowledged is there.
+    for key in &written {
+        assert_eq!(client.get(key.as_str(), None).await.expect("get").kvs().len(), 1, "{key} was acknowledged");
+    }
+    client.delete(written[0].as_str(), None).await.expect("a delete frees space");
+
+    // Space comes back: once the member has seen it, disarming lets writes through.
+    disk.resize(1 << 30).expect("the disk grows");
+    let member_id = client.status().await.expect("status").header().expect("header").member_id();
+    let disarm = || {
+        let mut options = AlarmOptions::new();
+        options.with_member(member_id);
+        options
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        client.alarm(AlarmAction::Deactivate, AlarmType::Nospace, Some(disarm())).await.expect("alarm disarm");
+        if client.put("after", "space", None).await.is_ok() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "writes still refused 10 s after the disk grew");
+        tokio::time::sleep(conclave_tests::POLL).await;
+    }
+    assert!(alarms(&mut client).await.is_empty());
+
+    // A kill -9 then: everything acknowledged survives.
+    node.restart().expect("the member restarts");
+    let mut client = connect(&node.endpoint()).await;
+    for key in written.iter().skip(1).chain([&"after".to_string()]) {
+        assert_eq!(client.get(key.as_str(), None).await.expect("get").kvs().len(), 1, "{key} after the restart");
     }
 }

@@ -10,6 +10,8 @@
 mod durable;
 mod record;
 mod segment;
+
+pub use segment::SEGMENT_BYTES;
 mod writer;
 
 use std::collections::VecDeque;
