@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use conclave_tests::Kind;
+use conclave_tests::reliability::faults::FaultKind;
 use conclave_tests::reliability::run::{RunConfig, run};
 
 #[derive(Parser)]
@@ -26,8 +27,17 @@ struct Args {
     clients: usize,
     #[arg(long, default_value_t = 4)]
     watchers: usize,
+    /// Clients that grant leases and put keys under them.
+    #[arg(long, default_value_t = 2)]
+    lease_clients: usize,
+    /// Clients that take the lock, and as many that campaign in the election.
+    #[arg(long, default_value_t = 2)]
+    recipe_clients: usize,
     #[arg(long, default_value_t = 10)]
     keys: usize,
+    /// The kinds of fault to inject (default: every kind).
+    #[arg(long, value_delimiter = ',', value_enum)]
+    faults: Vec<FaultKind>,
     /// Run against etcd instead of Conclave.
     #[arg(long)]
     etcd: bool,
@@ -41,7 +51,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let seed = args.seed.unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_secs()));
     let kind = if args.etcd { Kind::Etcd } else { Kind::Conclave };
-    let config = RunConfig { kind, members: args.members, clients: args.clients, watchers: args.watchers, keys: args.keys, duration: args.duration, seed, planted_bug: args.planted_bug.map(|b| &*b.leak()) };
+    let config = RunConfig { kind, members: args.members, clients: args.clients, watchers: args.watchers, lease_clients: args.lease_clients, recipe_clients: args.recipe_clients, keys: args.keys, duration: args.duration, seed, faults: if args.faults.is_empty() { FaultKind::ALL.to_vec() } else { args.faults }, planted_bug: args.planted_bug.map(|b| &*b.leak()) };
     let report = run(config).await?;
     print!("{report}");
     if !report.violations.is_empty() {

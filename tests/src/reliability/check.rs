@@ -1,7 +1,7 @@
 //! Checks a recorded [`History`] against etcd's guarantees.
 //!
 //! etcd orders every write by its revision, one revision per write, with no gaps; that order is
-//! the linearization to check. The committed log (a watch from revision 1 after the run) says
+//! the linearization to check. The committed log (what a watcher from revision 1 received) says
 //! what each revision wrote, and each operation gets its place in it:
 //! - a write at its revision; a write with no answer at the revision its value shows up at,
 //!   or nowhere if it never does;
@@ -13,13 +13,23 @@
 //! time: an operation answered before another was invoked has the earlier place. Serializable
 //! gets may be stale, so they are checked against the log at their revision only.
 //!
+//! Leases: a lease's key outlives the lease's grant and every keepalive (no delete at or before a
+//! revision the lease was answered alive at, no read of it absent before a TTL it was given ran
+//! out); a revoke deletes it at the revoke's revision; nothing else deletes it.
+//!
+//! Locks and elections: the key a grant was answered with was, at the revision of the answer,
+//! the oldest key under the lock's (the election's) name — its fencing revision came first, so
+//! no two owners overlap and an election has one leader per term.
+//!
 //! Watches: what each watcher received is the log from its start revision, in order, each event
-//! once, nothing missing.
+//! once, nothing missing — but for the revisions it was told were compacted (each time told a
+//! revision the compactor did compact to, above the one it asked for).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
-use super::history::{Event, History, Nanos, Operation, Outcome, Request, Version, WatchRecord};
+use super::history::{Event, History, LeaseRecord, Nanos, Operation, Outcome, Ownership, Request, Version, WatchRecord};
+use super::recipes::is_recipe_key;
 
 /// A broken guarantee, with the smallest piece of the history that shows it.
 #[derive(Clone, Debug)]
@@ -46,9 +56,11 @@ fn violation(rule: &'static str, detail: String, evidence: Vec<String>) -> Viola
 /// Every violation in `history` (empty when it holds).
 pub fn check(history: &History) -> Vec<Violation> {
     let (log, mut found) = Log::new(&history.log);
-    found.extend(check_operations(&log, &history.operations));
+    found.extend(check_operations(&log, &history.operations, &history.leases));
+    found.extend(check_leases(&log, &history.operations, &history.leases));
+    found.extend(check_grants(&log, &history.grants));
     for record in &history.watches {
-        found.extend(check_watch(&history.log, record));
+        found.extend(check_watch(&history.log, &history.compactions, record));
     }
     found
 }
@@ -108,7 +120,7 @@ fn read_at(revision: i64) -> Place {
     Place { revision, after: 1 }
 }
 
-fn check_operations(log: &Log, operations: &[Operation]) -> Vec<Violation> {
+fn check_operations(log: &Log, operations: &[Operation], leases: &[LeaseRecord]) -> Vec<Violation> {
     let mut found = Vec::new();
     let mut claimed: HashMap<i64, usize> = HashMap::new();
     let mut placed: Vec<(usize, Place)> = Vec::new();
@@ -183,29 +195,31 @@ fn check_operations(log: &Log, operations: &[Operation]) -> Vec<Violation> {
             placed.push((i, place));
         }
     }
-    found.extend(unexplained_writes(log, operations, &claimed));
+    found.extend(unexplained_writes(log, operations, leases, &claimed));
     found.extend(real_time(operations, &placed));
     found
 }
 
 /// Log entries no operation explains: a put of a value nobody sent, or a delete of a key with
-/// no delete in flight that could be it.
-fn unexplained_writes(log: &Log, operations: &[Operation], claimed: &HashMap<i64, usize>) -> Vec<Violation> {
-    let unanswered_deletes = |key: &str| {
-        operations
-            .iter()
-            .filter(|op| matches!(&op.request, Request::Delete { key: k } if k == key) && matches!(op.outcome, Outcome::Unknown(_)))
-            .count()
-    };
+/// no delete in flight that could be it (a lease's key is deleted once, by its lease).
+fn unexplained_writes(log: &Log, operations: &[Operation], leases: &[LeaseRecord], claimed: &HashMap<i64, usize>) -> Vec<Violation> {
+    // Per key: deletes that could have happened unanswered, and the lease's delete of its key.
+    let mut explainable: HashMap<&str, usize> = HashMap::new();
+    for op in operations.iter().filter(|op| matches!(op.request, Request::Delete { .. }) && matches!(op.outcome, Outcome::Unknown(_))) {
+        *explainable.entry(op.request.key()).or_default() += 1;
+    }
+    for lease in leases {
+        *explainable.entry(&lease.key).or_default() += 1;
+    }
     let mut deletes_explained: HashMap<&str, usize> = HashMap::new();
     let mut found = Vec::new();
-    for event in log.by_revision.values().filter(|e| !claimed.contains_key(&e.revision)) {
+    for event in log.by_revision.values().filter(|e| !claimed.contains_key(&e.revision) && !is_recipe_key(&e.key)) {
         let explained = match &event.value {
             Some(_) => false,
             None => {
                 let used = deletes_explained.entry(&event.key).or_default();
                 *used += 1;
-                *used <= unanswered_deletes(&event.key)
+                *used <= explainable.get(event.key.as_str()).copied().unwrap_or(0)
             }
         };
         if !explained {
@@ -213,6 +227,98 @@ fn unexplained_writes(log: &Log, operations: &[Operation], claimed: &HashMap<i64
         }
     }
     found
+}
+
+/// Each lease's key against the log and the reads of it (see the module's comment).
+fn check_leases(log: &Log, operations: &[Operation], leases: &[LeaseRecord]) -> Vec<Violation> {
+    let mut reads: HashMap<&str, Vec<&Operation>> = leases.iter().map(|lease| (lease.key.as_str(), Vec::new())).collect();
+    for op in operations.iter().filter(|op| matches!(op.request, Request::Get { serializable: false, .. })) {
+        if let Some(of_lease) = reads.get_mut(op.request.key()) {
+            of_lease.push(op);
+        }
+    }
+    let mut found = Vec::new();
+    for lease in leases {
+        let Some(writes) = log.by_key.get(&lease.key) else { continue };
+        let Some(&(put, _)) = writes.iter().find(|(_, value)| value.is_some()) else { continue };
+        let deleted = writes.iter().find(|(revision, value)| *revision > put && value.is_none()).map(|(revision, _)| *revision);
+        let shown = |extra: String| vec![format!("{lease:?}"), extra];
+        for &(_, ttl, alive_at) in lease.alive.iter().filter(|(_, ttl, _)| *ttl > 0) {
+            if deleted.is_some_and(|d| d <= alive_at) {
+                let detail = format!("{} deleted at revision {}, yet its lease was answered alive (TTL {ttl}) at revision {alive_at}", lease.key, deleted.unwrap());
+                found.push(violation("lease expired early", detail, shown(String::new())));
+            }
+        }
+        let alive_until = lease.alive.iter().filter(|(_, ttl, _)| *ttl > 0).map(|&(invoked, ttl, _)| invoked + ttl as Nanos * 1_000_000_000).max().unwrap_or(0);
+        let read_absent_early = reads[lease.key.as_str()].iter().find(|op| {
+            op.completed.is_some_and(|c| c < alive_until)
+                && matches!(op.outcome, Outcome::Read { revision, found: None } if revision >= put)
+        });
+        if let Some(op) = read_absent_early {
+            let detail = format!("{} read absent before its lease's TTL ran out", lease.key);
+            found.push(violation("lease expired early", detail, shown(op.to_string())));
+        }
+        if let Some((_, Outcome::Written { revision })) = &lease.revoked
+            && deleted != Some(*revision)
+        {
+            let detail = format!("revoke answered at revision {revision}, the key's delete is at {deleted:?}");
+            found.push(violation("lease revoke", detail, shown(String::new())));
+        }
+    }
+    found
+}
+
+/// Each grant's key was the oldest under its name: at the revision the grant was answered at
+/// (where the answer says when ownership began), and no key older than it was left by a read just
+/// after the grant. The recipes put each key once, so a key's mod revision is its create revision.
+fn check_grants(log: &Log, grants: &[Ownership]) -> Vec<Violation> {
+    let mut under: HashMap<&str, Vec<&str>> = HashMap::new();
+    for grant in grants {
+        under.entry(&grant.name).or_insert_with(|| {
+            let prefix = format!("{}/", grant.name);
+            log.by_key.keys().filter(|k| k.starts_with(&prefix)).map(String::as_str).collect()
+        });
+    }
+    let live = |name: &str, revision: i64| -> Vec<(i64, &str)> {
+        let mut live: Vec<(i64, &str)> = under[name].iter().filter_map(|&k| log.state(k, revision).map(|v| (v.mod_revision, k))).collect();
+        live.sort();
+        live
+    };
+    let mut found = Vec::new();
+    for grant in grants {
+        let shown = |live: &[(i64, &str)]| {
+            let mut evidence = vec![format!("{grant:?}")];
+            evidence.extend(live.iter().map(|(revision, key)| format!("live: {key} put at {revision}")));
+            evidence
+        };
+        // A grant of a key already gone (its lease ran out while it waited) is no owner: the
+        // key's fencing revision is what a holder's writes must compare, and they fail.
+        if let Some(at) = grant.granted_at.filter(|&at| log.state(&grant.key, at).is_some()) {
+            let live = live(&grant.name, at);
+            if live.first().map(|&(_, k)| k) != Some(grant.key.as_str()) {
+                let detail = format!("{} granted {} at revision {at}, when it was not the oldest key under it", grant.name, grant.key);
+                found.push(violation("ownership", detail, shown(&live)));
+            }
+        }
+        if let Some(at) = grant.confirmed_at {
+            let created = log.by_key.get(&grant.key).and_then(|writes| writes.first()).map(|&(revision, _)| revision);
+            let live = live(&grant.name, at);
+            let older_left = live.first().filter(|&&(revision, _)| created.is_none_or(|c| revision < c));
+            if created.is_none_or(|c| c > at) || older_left.is_some() {
+                let detail = format!("{} granted {}, yet a read just after (revision {at}) finds an older key, or not the key", grant.name, grant.key);
+                found.push(violation("ownership", detail, shown(&live)));
+            }
+        }
+    }
+    found
+}
+
+/// Grants answered for a key that was already gone at the grant's revision (its lease expired
+/// while the client waited): no ownership, but a client that does not fence its writes on the
+/// key would take it for one.
+pub fn grants_of_gone_keys(history: &History) -> usize {
+    let (log, _) = Log::new(&history.log);
+    history.grants.iter().filter(|g| g.granted_at.is_some_and(|at| log.state(&g.key, at).is_none())).count()
 }
 
 /// An operation answered before another was invoked must not have a later place.
@@ -242,19 +348,28 @@ fn real_time(operations: &[Operation], placed: &[(usize, Place)]) -> Vec<Violati
     found
 }
 
-/// What `record` received must be the log from its start revision: in order, each event once,
-/// none missing.
-fn check_watch(log: &[Event], record: &WatchRecord) -> Vec<Violation> {
-    let want: Vec<&Event> = log.iter().filter(|e| e.revision >= record.from_revision).collect();
+/// What `record` received must be the log from its start revision, but for what it was told was
+/// compacted: in order, each event once, none missing.
+fn check_watch(log: &[Event], compactions: &[i64], record: &WatchRecord) -> Vec<Violation> {
+    let mut found = Vec::new();
+    for &(asked, told) in &record.compacted {
+        if told <= asked || !compactions.contains(&told) {
+            let detail = format!("watcher {} asked for revision {asked} and was told it was compacted at {told}", record.watcher);
+            found.push(violation("watch compaction", detail, vec![format!("compactions asked for: {compactions:?}")]));
+        }
+    }
+    let skipped = |revision: i64| record.compacted.iter().any(|&(asked, told)| (asked..told).contains(&revision));
+    let want: Vec<&Event> = log.iter().filter(|e| e.revision >= record.from_revision && !skipped(e.revision)).collect();
     let first_difference = (0..want.len().max(record.events.len())).find(|&i| want.get(i).copied() != record.events.get(i));
-    let Some(i) = first_difference else { return Vec::new() };
+    let Some(i) = first_difference else { return found };
     let around = |events: &[&Event]| events[i.saturating_sub(1)..(i + 2).min(events.len())].iter().map(|e| format!("{e:?}")).collect::<Vec<_>>();
     let got: Vec<&Event> = record.events.iter().collect();
     let mut evidence: Vec<String> = around(&want).into_iter().map(|e| format!("log:      {e}")).collect();
     evidence.extend(around(&got).into_iter().map(|e| format!("received: {e}")));
-    vec![violation(
+    found.push(violation(
         "watch",
         format!("watcher {} (from revision {}) differs from the log at its event {i}", record.watcher, record.from_revision),
         evidence,
-    )]
+    ));
+    found
 }

@@ -82,6 +82,35 @@ pub struct WatchRecord {
     /// Where it asked to start.
     pub from_revision: i64,
     pub events: Vec<Event>,
+    /// Each time it was told the revision it asked for was compacted: (asked, compacted
+    /// revision it was told, where it went on from).
+    pub compacted: Vec<(i64, i64)>,
+}
+
+/// One lease of a lease client, with its one key.
+#[derive(Clone, Debug)]
+pub struct LeaseRecord {
+    pub key: String,
+    /// The grant and each keepalive answered: (invoked, TTL answered, header revision).
+    pub alive: Vec<(Nanos, i64, i64)>,
+    /// A revoke: when it was invoked, and its outcome (written at the revoke's revision, or
+    /// unknown).
+    pub revoked: Option<(Nanos, Outcome)>,
+}
+
+/// A lock or an election won: the key the client was given under `name`.
+#[derive(Clone, Debug)]
+pub struct Ownership {
+    pub client: usize,
+    pub name: String,
+    pub key: String,
+    /// The revision the grant was answered at, where it says when ownership began (a lock's
+    /// answer does; a campaign's carries the revision its key was put at).
+    pub granted_at: Option<i64>,
+    /// The revision of a linearizable read made just after the grant, if it was answered.
+    pub confirmed_at: Option<i64>,
+    pub invoked: Nanos,
+    pub completed: Nanos,
 }
 
 /// Everything a run recorded.
@@ -89,6 +118,11 @@ pub struct WatchRecord {
 pub struct History {
     pub operations: Vec<Operation>,
     pub watches: Vec<WatchRecord>,
-    /// The whole committed history, read from revision 1 once the run is over.
+    /// The whole committed history, as the recorder (a watcher from revision 1) received it.
     pub log: Vec<Event>,
+    /// Every revision the compactor asked to compact to.
+    pub compactions: Vec<i64>,
+    pub leases: Vec<LeaseRecord>,
+    /// Every lock and election granted.
+    pub grants: Vec<Ownership>,
 }

@@ -2,8 +2,13 @@
 //! it ([`check`]).
 
 pub mod check;
+pub mod faults;
 pub mod run;
 pub mod history;
+pub mod leases;
 pub mod proxy;
+pub mod recipes;
+pub mod watchers;
+pub mod workload;
 #[cfg(test)]
 mod tests;

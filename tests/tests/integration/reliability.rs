@@ -1,16 +1,17 @@
-//! The reliability suite's short runs: a 3-member cluster under concurrent clients, watchers and
-//! seeded faults (kill -9 of a follower, the leader or a quorum; SIGSTOP; peer links into a
-//! member blackholed or delayed), then the history
-//! checks. Conclave and etcd 3.4 must both pass; the same checks must catch each planted bug.
+//! The reliability suite's short runs: a 3-member cluster under concurrent clients, lease, lock
+//! and election clients, watchers and compactions, and seeded faults of every kind (see
+//! `conclave_tests::reliability::faults`), then the history checks. Conclave and etcd 3.4 must
+//! both pass; the same checks must catch each planted bug.
 //! `cargo run -p conclave-tests --example reliability -- --duration 30m` is the long run.
 
 use std::time::Duration;
 
 use conclave_tests::Kind;
+use conclave_tests::reliability::faults::FaultKind;
 use conclave_tests::reliability::run::{Report, RunConfig, run};
 
 fn config(kind: Kind, seconds: u64, planted_bug: Option<&'static str>) -> RunConfig {
-    RunConfig { kind, members: 3, clients: 8, watchers: 4, keys: 10, duration: Duration::from_secs(seconds), seed: 1, planted_bug }
+    RunConfig { kind, members: 3, clients: 8, watchers: 4, lease_clients: 2, recipe_clients: 2, keys: 10, duration: Duration::from_secs(seconds), seed: 1, faults: FaultKind::ALL.to_vec(), planted_bug }
 }
 
 async fn passes(config: RunConfig) {
@@ -48,5 +49,6 @@ async fn the_checks_find_planted_stale_reads() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_checks_find_a_planted_lost_watch_event() {
     let (rules, report) = broken_rules(config(Kind::Conclave, 15, Some("drop-watch-event"))).await;
-    assert_eq!(rules, ["watch"], "{report}");
+    // The recorder (the run's log) is a watcher too: it misses the event, or another one does.
+    assert!(rules.contains(&"watch") || rules.contains(&"log"), "{rules:?}\n{report}");
 }
