@@ -55,13 +55,27 @@ pub struct Plugins {
 impl Plugins {
     /// Connects to `endpoint` (`http://host:port` or `host:port`); panics if it cannot.
     pub async fn connect(endpoint: &str) -> Plugins {
+        let (url, channel) = Plugins::channel(endpoint);
+        let channel = channel.connect().await.unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+        Plugins::on(url, channel)
+    }
+
+    /// A client of `endpoint` that connects at its first call (and again after the member was
+    /// down): calls fail while it cannot, and after 10 s.
+    pub fn connect_lazy(endpoint: &str) -> Plugins {
+        let (url, channel) = Plugins::channel(endpoint);
+        let channel = channel.timeout(Duration::from_secs(10)).connect_lazy();
+        Plugins::on(url, channel)
+    }
+
+    fn channel(endpoint: &str) -> (String, tonic::transport::Endpoint) {
         let url = if endpoint.contains("://") { endpoint.to_string() } else { format!("http://{endpoint}") };
-        let channel = Channel::from_shared(url.clone())
-            .unwrap_or_else(|e| panic!("endpoint {url}: {e}"))
-            .connect()
-            .await
-            .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
-        Plugins { client: PluginClient::new(channel).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20), endpoint: url }
+        let channel = Channel::from_shared(url.clone()).unwrap_or_else(|e| panic!("endpoint {url}: {e}"));
+        (url, channel)
+    }
+
+    fn on(endpoint: String, channel: Channel) -> Plugins {
+        Plugins { client: PluginClient::new(channel).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20), endpoint }
     }
 
     pub fn endpoint(&self) -> &str {

@@ -2,6 +2,7 @@
 //! it ([`check`]).
 
 pub mod check;
+pub mod deploys;
 pub mod faults;
 pub mod run;
 pub mod history;

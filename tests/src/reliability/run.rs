@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::check::{Violation, check, grants_of_gone_keys};
+use super::deploys::{self, Deploy, deploy_loop, deploys_converged};
 use super::faults::{self, FaultKind, snapshot_count};
 use super::history::History;
 use super::leases::{MAX_TTL, lease_loop};
@@ -61,6 +62,8 @@ pub struct Report {
     pub violations: Vec<Violation>,
     /// Snapshots the members installed from their leaders (counted in their logs).
     pub snapshot_installs: usize,
+    /// The plugin deploys made (Conclave only).
+    pub deploys: Vec<Deploy>,
     /// The members' data dirs (each with its log as `log.txt`), kept when a check failed.
     pub kept: Vec<std::path::PathBuf>,
 }
@@ -70,7 +73,7 @@ impl fmt::Display for Report {
         let answered = self.history.operations.iter().filter(|op| op.completed.is_some()).count();
         writeln!(
             f,
-            "seed {}: {} operations ({answered} answered), {} leases, {} lock and election grants ({} of a key already gone), {} watchers ({} compactions met), {} revisions, {} compactions, {} faults, {} snapshot installs, {} violations",
+            "seed {}: {} operations ({answered} answered), {} leases, {} lock and election grants ({} of a key already gone), {} watchers ({} compactions met), {} revisions, {} compactions, {} faults, {} snapshot installs, {} plugin deploys ({} answered), {} violations",
             self.config.seed,
             self.history.operations.len(),
             self.history.leases.len(),
@@ -82,6 +85,8 @@ impl fmt::Display for Report {
             self.history.compactions.len(),
             self.faults.len(),
             self.snapshot_installs,
+            self.deploys.len(),
+            self.deploys.iter().filter(|d| d.answered).count(),
             self.violations.len()
         )?;
         for fault in &self.faults {
@@ -101,6 +106,11 @@ impl fmt::Display for Report {
 }
 
 pub async fn run(config: RunConfig) -> Result<Report> {
+    // The deployer's plugin builds, made before the clock starts (etcd has no plugins).
+    let builds = match config.kind {
+        Kind::Conclave => Some(Arc::new(tokio::task::block_in_place(deploys::builds)?)),
+        Kind::Etcd => None,
+    };
     let (mut cluster, network) = behind_proxies(&config).await?;
     cluster.launch_all()?;
     let endpoints = cluster.endpoints();
@@ -133,6 +143,8 @@ pub async fn run(config: RunConfig) -> Result<Report> {
         lease_clients.spawn(lease_loop(client, endpoints.clone(), rng, clock, stop.clone()));
     }
 
+    let deployer = builds.map(|builds| (builds.clone(), tokio::spawn(deploy_loop(endpoints.clone(), builds, config.seed, stop.clone()))));
+
     let injected = faults::inject(&mut cluster, &network, &config, clock).await?;
     stop.store(true, Ordering::Relaxed);
     let mut operations = injected.operations;
@@ -148,6 +160,10 @@ pub async fn run(config: RunConfig) -> Result<Report> {
     operations.sort_by_key(|op| op.invoked);
     let grants = recipe_clients.join_all().await.into_iter().flatten().collect();
     let compactions = compactor.await?;
+    let deployed = match deployer {
+        Some((builds, deployer)) => Some((builds, deployer.await?)),
+        None => None,
+    };
     let mut violations: Vec<Violation> = leased_keys_gone(&endpoints).await.into_iter().collect();
 
     let last = last_revision(&endpoints).await?;
@@ -161,9 +177,13 @@ pub async fn run(config: RunConfig) -> Result<Report> {
     let history = History { operations, watches, log, compactions, leases, grants };
     violations.extend(check(&history));
     violations.extend(converged(&cluster, last).await);
+    if let Some((builds, deploys)) = &deployed {
+        violations.extend(deploys_converged(&endpoints, builds, deploys).await);
+    }
     let snapshot_installs = cluster.members.iter().map(|m| m.log().matches(SNAPSHOT_INSTALLED).count()).sum();
     let kept = if violations.is_empty() { Vec::new() } else { cluster.members.iter_mut().map(|m| m.keep_data_dir()).collect() };
-    Ok(Report { config, history, faults: injected.faults, violations, snapshot_installs, kept })
+    let deploys = deployed.map_or_else(Vec::new, |(_, deploys)| deploys);
+    Ok(Report { config, history, faults: injected.faults, violations, snapshot_installs, deploys, kept })
 }
 
 /// The run's members, not launched yet, each reached by its peers through a proxy of its own,
