@@ -116,13 +116,7 @@ impl Cluster {
         if learner {
             args.push("--learner");
         }
-        let out = self.reconfigure(&args)?;
-        let initial_cluster = out
-            .lines()
-            .find_map(|line| line.strip_prefix("ETCD_INITIAL_CLUSTER=\""))
-            .and_then(|rest| rest.strip_suffix('"'))
-            .with_context(|| format!("no ETCD_INITIAL_CLUSTER in: {out}"))?
-            .to_string();
+        let initial_cluster = initial_cluster_printed(&self.reconfigure(&args)?)?;
         let mut extra: Vec<&str> = vec!["--initial-cluster-state", "existing"];
         extra.extend_from_slice(extra_args);
         let kind = self.members[0].kind();
@@ -174,6 +168,21 @@ impl Cluster {
         if !member.wait_exit(EXIT_TIMEOUT) {
             bail!("{} still runs {EXIT_TIMEOUT:?} after it was removed; its output:\n{}", member.name(), member.log());
         }
+        Ok(())
+    }
+
+    /// Removes the member at `index` (see [`Cluster::remove_member`]), then adds it back under
+    /// its name and peer URL with an empty data dir, as etcd documents for replacing a member,
+    /// and waits until it serves clients.
+    pub async fn replace_member(&mut self, index: usize) -> Result<()> {
+        self.remove_member(index).await?;
+        let (name, peer_url) = (self.members[index].name().to_string(), self.members[index].peer_url());
+        let peer_urls = format!("--peer-urls={peer_url}");
+        let initial_cluster = initial_cluster_printed(&self.reconfigure(&["member", "add", &name, &peer_urls])?)?;
+        let mut member = self.members[index].rejoining(&initial_cluster)?;
+        let starting = member.launch()?;
+        member.wait_ready(starting)?;
+        self.members[index] = member;
         Ok(())
     }
 
@@ -235,4 +244,10 @@ async fn status(endpoint: &str) -> Result<(u64, u64)> {
     let status = client.status().await.context("status")?;
     let header = status.header().context("status has a header")?;
     Ok((header.member_id(), status.leader()))
+}
+
+/// The `ETCD_INITIAL_CLUSTER` that `etcdctl member add` printed.
+fn initial_cluster_printed(out: &str) -> Result<String> {
+    let line = out.lines().find_map(|line| line.strip_prefix("ETCD_INITIAL_CLUSTER=\"")).and_then(|rest| rest.strip_suffix('"'));
+    Ok(line.with_context(|| format!("no ETCD_INITIAL_CLUSTER in: {out}"))?.to_string())
 }

@@ -198,6 +198,24 @@ impl Node {
         })
     }
 
+    /// This member again, as a new member of its cluster after it was removed: the same name,
+    /// ports, flags and environment, an empty data dir, `initial_cluster` as `etcdctl member add`
+    /// printed it, and `--initial-cluster-state existing`. Not started.
+    pub fn rejoining(&self, initial_cluster: &str) -> Result<Node> {
+        let mut extra_args = self.extra_args.clone();
+        extra_args.extend(["--initial-cluster-state".to_string(), "existing".to_string()]);
+        Ok(Node {
+            dir: tempfile::Builder::new().prefix("conclave-test-").tempdir()?,
+            extra_args,
+            initial_cluster: Some(initial_cluster.to_string()),
+            child: None,
+            log: Arc::default(),
+            name: self.name.clone(),
+            env: self.env.clone(),
+            ..*self
+        })
+    }
+
     /// Set an environment variable for the process from the next launch on.
     pub fn set_env(&mut self, name: &str, value: &str) {
         self.env.push((name.to_string(), value.to_string()));

@@ -1,8 +1,9 @@
 //! The faults of a run, drawn from its seed, each bounded and healed before the next: kill -9
 //! of a follower, of the leader or of a quorum, then a restart on the same data dir; SIGSTOP,
 //! then SIGCONT; a member's peer links cut both ways (isolated), only into it or only out of
-//! it, delayed 500 ms ± 100 ms, or losing chunks (and so connections); and a follower kept down
-//! while a burst of writes moves the log past it, so it must catch up from a snapshot.
+//! it, delayed 500 ms ± 100 ms or losing chunks (and so connections), one way or both; and a
+//! follower kept down while a burst of writes moves the log past it, so it must catch up from a
+//! snapshot; a follower removed from the cluster and added back with an empty data dir.
 
 use std::time::{Duration, Instant};
 
@@ -55,10 +56,11 @@ pub enum FaultKind {
     Delay,
     Lossy,
     CatchUp,
+    Replace,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 10] = [
+    pub const ALL: [FaultKind; 11] = [
         FaultKind::KillFollower,
         FaultKind::KillLeader,
         FaultKind::KillQuorum,
@@ -69,6 +71,7 @@ impl FaultKind {
         FaultKind::Delay,
         FaultKind::Lossy,
         FaultKind::CatchUp,
+        FaultKind::Replace,
     ];
 }
 
@@ -79,6 +82,8 @@ enum Fault {
     Links(usize, Direction, Link),
     /// A follower killed, restarted after a burst of writes (how many, how many at a time).
     CatchUp(usize, (usize, usize)),
+    /// A follower removed from the cluster, then added back with an empty data dir.
+    Replace(usize),
 }
 
 /// What the faults did: a line per fault, and the writes of the catch-up bursts.
@@ -107,29 +112,33 @@ pub async fn inject(cluster: &mut Cluster, network: &Network, config: &RunConfig
         let leader = cluster.leader().await?;
         let follower = (leader + 1 + rng.random_range(0..size - 1)) % size;
         let anyone = rng.random_range(0..size);
+        let (direction, ways) = [(Direction::Both, "both ways"), (Direction::Into, "into it"), (Direction::OutOf, "out of it")][rng.random_range(0..3)];
         let at = clock.now() as f64 / 1e9;
         let delay = Link::Delay { base: Duration::from_millis(500), jitter: Duration::from_millis(100) };
         let (what, fault) = match kind {
-            FaultKind::KillFollower => ("kill -9 a follower", Fault::Kill(vec![follower])),
-            FaultKind::KillLeader => ("kill -9 the leader", Fault::Kill(vec![leader])),
-            FaultKind::KillQuorum => ("kill -9 a quorum", Fault::Kill((0..size / 2 + 1).map(|i| (leader + i) % size).collect())),
-            FaultKind::Pause => ("SIGSTOP a member", Fault::Pause(anyone)),
-            FaultKind::Isolate => ("isolate a member (its peer links blackholed both ways)", Fault::Links(anyone, Direction::Both, Link::Blackhole)),
-            FaultKind::CutInto => ("blackhole the peer links into a member", Fault::Links(anyone, Direction::Into, Link::Blackhole)),
-            FaultKind::CutOutOf => ("blackhole the peer links out of a member", Fault::Links(anyone, Direction::OutOf, Link::Blackhole)),
-            FaultKind::Delay => ("delay a member's peer links 500 ms ± 100 ms both ways", Fault::Links(anyone, Direction::Both, delay)),
-            FaultKind::Lossy => ("lose 5% of the chunks on a member's peer links", Fault::Links(anyone, Direction::Both, Link::Lossy(0.05))),
-            FaultKind::CatchUp => ("keep a follower down until it must catch up from a snapshot", Fault::CatchUp(follower, catch_up_burst(config.kind))),
+            FaultKind::KillFollower => ("kill -9 a follower".to_string(), Fault::Kill(vec![follower])),
+            FaultKind::KillLeader => ("kill -9 the leader".to_string(), Fault::Kill(vec![leader])),
+            FaultKind::KillQuorum => ("kill -9 a quorum".to_string(), Fault::Kill((0..size / 2 + 1).map(|i| (leader + i) % size).collect())),
+            FaultKind::Pause => ("SIGSTOP a member".to_string(), Fault::Pause(anyone)),
+            FaultKind::Isolate => ("isolate a member (its peer links blackholed both ways)".to_string(), Fault::Links(anyone, Direction::Both, Link::Blackhole)),
+            FaultKind::CutInto => ("blackhole the peer links into a member".to_string(), Fault::Links(anyone, Direction::Into, Link::Blackhole)),
+            FaultKind::CutOutOf => ("blackhole the peer links out of a member".to_string(), Fault::Links(anyone, Direction::OutOf, Link::Blackhole)),
+            FaultKind::Delay => (format!("delay a member's peer links 500 ms ± 100 ms {ways}"), Fault::Links(anyone, direction, delay)),
+            FaultKind::Lossy => (format!("lose 5% of the chunks on a member's peer links {ways}"), Fault::Links(anyone, direction, Link::Lossy(0.05))),
+            FaultKind::CatchUp => ("keep a follower down until it must catch up from a snapshot".to_string(), Fault::CatchUp(follower, catch_up_burst(config.kind))),
+            FaultKind::Replace => ("remove a follower, add it back with an empty data dir".to_string(), Fault::Replace(follower)),
         };
         let victim = match &fault {
             Fault::Kill(members) => format!("{members:?}"),
-            Fault::Pause(member) | Fault::Links(member, ..) | Fault::CatchUp(member, _) => format!("[{member}]"),
+            Fault::Pause(member) | Fault::Links(member, ..) | Fault::CatchUp(member, _) | Fault::Replace(member) => format!("[{member}]"),
         };
         let mut line = format!("{at:.2}s {what} (m{victim})");
         match &fault {
             Fault::Kill(members) => members.iter().for_each(|&i| cluster.members[i].kill9()),
             Fault::Pause(member) => cluster.members[*member].pause(),
             Fault::Links(member, direction, link) => network.set(*member, *direction, *link),
+            // Removed and added back at once: the hold after it is the new member catching up.
+            Fault::Replace(member) => cluster.replace_member(*member).await?,
             Fault::CatchUp(member, (writes, concurrency)) => {
                 cluster.members[*member].kill9();
                 let live: Vec<String> = (0..size).filter(|i| i != member).map(|i| cluster.members[i].endpoint()).collect();
@@ -162,6 +171,7 @@ fn heal(cluster: &mut Cluster, network: &Network, fault: &Fault) -> Result<()> {
         Fault::Links(..) => network.heal(),
         Fault::Kill(members) => cluster.launch(members)?,
         Fault::CatchUp(member, _) => cluster.launch(&[*member])?,
+        Fault::Replace(_) => {}
     }
     Ok(())
 }

@@ -92,6 +92,13 @@ impl fmt::Display for Report {
         for fault in &self.faults {
             writeln!(f, "  fault: {fault}")?;
         }
+        let mut by_rule: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+        for violation in &self.violations {
+            *by_rule.entry(violation.rule).or_default() += 1;
+        }
+        for (rule, count) in by_rule {
+            writeln!(f, "  violations of {rule}: {count}")?;
+        }
         for violation in self.violations.iter().take(SHOWN_VIOLATIONS) {
             write!(f, "  {violation}")?;
         }
