@@ -23,7 +23,8 @@
 //!
 //! Watches: what each watcher received is the log from its start revision, in order, each event
 //! once, nothing missing — but for the revisions it was told were compacted (each time told a
-//! revision the compactor did compact to, above the one it asked for).
+//! revision the compactor did compact to, above the one it asked for), and a delete at the
+//! compacted revision itself (etcd 3.4 removes that tombstone with the compaction).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -358,8 +359,15 @@ fn check_watch(log: &[Event], compactions: &[i64], record: &WatchRecord) -> Vec<
             found.push(violation("watch compaction", detail, vec![format!("compactions asked for: {compactions:?}")]));
         }
     }
-    let skipped = |revision: i64| record.compacted.iter().any(|&(asked, told)| (asked..told).contains(&revision));
-    let want: Vec<&Event> = log.iter().filter(|e| e.revision >= record.from_revision && !skipped(e.revision)).collect();
+    // Skipped: what a compaction removed, and a delete at the compacted revision itself that the
+    // watcher did not get (etcd 3.4 drops a tombstone at the compaction revision, so a watch
+    // resumed there does not see it).
+    let skipped = |e: &Event| {
+        record.compacted.iter().any(|&(asked, told)| {
+            (asked..told).contains(&e.revision) || (e.revision == told && e.value.is_none() && !record.events.contains(e))
+        })
+    };
+    let want: Vec<&Event> = log.iter().filter(|e| e.revision >= record.from_revision && !skipped(e)).collect();
     let first_difference = (0..want.len().max(record.events.len())).find(|&i| want.get(i).copied() != record.events.get(i));
     let Some(i) = first_difference else { return found };
     let around = |events: &[&Event]| events[i.saturating_sub(1)..(i + 2).min(events.len())].iter().map(|e| format!("{e:?}")).collect::<Vec<_>>();

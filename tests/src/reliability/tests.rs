@@ -119,6 +119,23 @@ fn a_watch_may_skip_only_what_it_was_told_a_compaction_removed() {
 }
 
 #[test]
+fn a_watch_resumed_at_a_compaction_may_miss_only_a_delete_there() {
+    let mut history = good();
+    let delete = Operation { client: 0, request: Request::Delete { key: "k".into() }, invoked: 41, completed: Some(50), outcome: Outcome::Written { revision: 4 } };
+    history.operations.push(delete);
+    history.log.push(event(4, "k", None));
+    history.compactions = vec![4];
+    // Received revision 2, then told 3 was compacted at 4: it may miss the delete at 4.
+    history.watches[0].events = vec![event(2, "k", Some("a"))];
+    history.watches[0].compacted = vec![(3, 4)];
+    assert_eq!(rules(&history), Vec::<&str>::new());
+    // A put at the compacted revision must still arrive.
+    history.log[2] = event(4, "k", Some("c"));
+    history.operations[4] = put(0, "k", "c", 41, 50, 4);
+    assert_eq!(rules(&history), ["watch"]);
+}
+
+#[test]
 fn a_log_with_a_missing_revision_fails() {
     let mut history = good();
     history.log[1].revision = 4;
