@@ -6,7 +6,6 @@
 mod space;
 mod start;
 
-pub use space::DISK_RESERVE_BYTES;
 
 use std::sync::Arc;
 use std::time::Duration;

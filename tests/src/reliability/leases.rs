@@ -13,7 +13,7 @@ use rand::Rng;
 use rand::rngs::StdRng;
 
 use super::history::{LeaseRecord, Operation, Outcome, Request};
-use super::workload::{Clock, PREFIX, connect_unless_stopped, header_revision, send};
+use super::workload::{Clock, PREFIX, connect_unless_stopped, header_revision, recorded};
 
 /// How long a lease client waits for one answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
@@ -55,10 +55,7 @@ pub async fn lease_loop(client: usize, endpoints: Vec<String>, mut rng: StdRng, 
                     break;
                 }
                 let request = Request::Get { key: key.clone(), serializable: false };
-                let invoked = clock.now();
-                let outcome = send(&mut etcd, &request).await;
-                let completed = (!matches!(outcome, Outcome::Unknown(_))).then(|| clock.now());
-                operations.push(Operation { client, request, invoked, completed, outcome });
+                operations.push(recorded(&mut etcd, client, request, clock).await);
             }
         }
         if rng.random_bool(0.5) {

@@ -60,6 +60,8 @@ pub struct Report {
     pub history: History,
     pub faults: Vec<String>,
     pub violations: Vec<Violation>,
+    /// Lock and election grants of a key already gone when they were answered.
+    pub grants_of_gone_keys: usize,
     /// Snapshots the members installed from their leaders (counted in their logs).
     pub snapshot_installs: usize,
     /// The plugin deploys made (Conclave only).
@@ -78,7 +80,7 @@ impl fmt::Display for Report {
             self.history.operations.len(),
             self.history.leases.len(),
             self.history.grants.len(),
-            grants_of_gone_keys(&self.history),
+            self.grants_of_gone_keys,
             self.history.watches.len(),
             self.history.watches.iter().map(|w| w.compacted.len()).sum::<usize>(),
             self.history.log.len(),
@@ -135,18 +137,18 @@ pub async fn run(config: RunConfig) -> Result<Report> {
     }
     let mut clients = JoinSet::new();
     for client in 0..config.clients {
-        let rng = StdRng::seed_from_u64(config.seed.wrapping_add(1 + client as u64));
+        let rng = client_rng(config.seed, client);
         clients.spawn(client_loop(client, endpoints.clone(), config.keys, rng, clock, stop.clone()));
     }
     let mut recipe_clients = JoinSet::new();
     for (i, client) in (config.clients + config.lease_clients..).take(2 * config.recipe_clients).enumerate() {
-        let rng = StdRng::seed_from_u64(config.seed.wrapping_add(1 + client as u64));
+        let rng = client_rng(config.seed, client);
         let recipe = if i % 2 == 0 { Recipe::Lock } else { Recipe::Election };
         recipe_clients.spawn(recipe_loop(client, recipe, endpoints.clone(), rng, clock, stop.clone()));
     }
     let mut lease_clients = JoinSet::new();
     for client in config.clients..config.clients + config.lease_clients {
-        let rng = StdRng::seed_from_u64(config.seed.wrapping_add(1 + client as u64));
+        let rng = client_rng(config.seed, client);
         lease_clients.spawn(lease_loop(client, endpoints.clone(), rng, clock, stop.clone()));
     }
 
@@ -183,6 +185,7 @@ pub async fn run(config: RunConfig) -> Result<Report> {
     let log = the_log(recorder.await?, last)?;
     let history = History { operations, watches, log, compactions, leases, grants };
     violations.extend(check(&history));
+    let grants_of_gone_keys = grants_of_gone_keys(&history);
     violations.extend(converged(&cluster, last).await);
     if let Some((builds, deploys)) = &deployed {
         violations.extend(deploys_converged(&endpoints, builds, deploys).await);
@@ -190,7 +193,12 @@ pub async fn run(config: RunConfig) -> Result<Report> {
     let snapshot_installs = cluster.members.iter().map(|m| m.log().matches(SNAPSHOT_INSTALLED).count()).sum();
     let kept = if violations.is_empty() { Vec::new() } else { cluster.members.iter_mut().map(|m| m.keep_data_dir()).collect() };
     let deploys = deployed.map_or_else(Vec::new, |(_, deploys)| deploys);
-    Ok(Report { config, history, faults: injected.faults, violations, snapshot_installs, deploys, kept })
+    Ok(Report { config, history, faults: injected.faults, violations, grants_of_gone_keys, snapshot_installs, deploys, kept })
+}
+
+/// Client `client`'s own random stream, from the run's seed.
+fn client_rng(seed: u64, client: usize) -> StdRng {
+    StdRng::seed_from_u64(seed.wrapping_add(1 + client as u64))
 }
 
 /// The run's members, not launched yet, each reached by its peers through a proxy of its own,

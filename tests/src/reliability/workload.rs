@@ -61,25 +61,30 @@ pub async fn client_loop(client: usize, endpoints: Vec<String>, keys: usize, mut
             75..85 => Request::Delete { key },
             _ => Request::CompareAndPut { key, expect: seen_mod_revision[index], value },
         };
-        let invoked = clock.now();
-        let outcome = send(etcd, &request).await;
-        let completed = (!matches!(outcome, Outcome::Unknown(_))).then(|| clock.now());
-        match &outcome {
-            Outcome::Written { revision } => seen_mod_revision[index] = if matches!(request, Request::Delete { .. }) { 0 } else { *revision },
+        let op = recorded(etcd, client, request, clock).await;
+        match &op.outcome {
+            Outcome::Written { revision } => seen_mod_revision[index] = if matches!(op.request, Request::Delete { .. }) { 0 } else { *revision },
             Outcome::Read { found, .. } => seen_mod_revision[index] = found.as_ref().map_or(0, |v| v.mod_revision),
-            _ => {}
+            Outcome::Unknown(_) => connection = None,
+            Outcome::Failed(_) => {}
         }
-        if matches!(outcome, Outcome::Unknown(_)) {
-            connection = None;
-        }
-        operations.push(Operation { client, request, invoked, completed, outcome });
+        operations.push(op);
     }
     operations
 }
 
+/// `request` sent by `client`, with the times it was invoked and (unless its outcome is unknown)
+/// answered.
+pub async fn recorded(etcd: &mut Client, client: usize, request: Request, clock: Clock) -> Operation {
+    let invoked = clock.now();
+    let outcome = send(etcd, &request).await;
+    let completed = (!matches!(outcome, Outcome::Unknown(_))).then(|| clock.now());
+    Operation { client, request, invoked, completed, outcome }
+}
+
 /// Send one request; a write without an answer is unknown (it may still commit), a read without
 /// one changed nothing.
-pub async fn send(etcd: &mut Client, request: &Request) -> Outcome {
+async fn send(etcd: &mut Client, request: &Request) -> Outcome {
     let answer: Result<Outcome, etcd_client::Error> = async {
         Ok(match request {
             Request::Put { key, value } => Outcome::Written { revision: header_revision(etcd.put(key.as_str(), value.as_str(), None).await?.header()) },
@@ -153,10 +158,7 @@ pub async fn put_burst(endpoints: &[String], burst: usize, writes: usize, concur
             let mut operations = Vec::new();
             for sequence in (task..writes).step_by(concurrency) {
                 let request = Request::Put { key: format!("{PREFIX}burst{}", sequence % BURST_KEYS), value: format!("b{burst}-{sequence}") };
-                let invoked = clock.now();
-                let outcome = send(&mut etcd, &request).await;
-                let completed = (!matches!(outcome, Outcome::Unknown(_))).then(|| clock.now());
-                operations.push(Operation { client: usize::MAX - task, request, invoked, completed, outcome });
+                operations.push(recorded(&mut etcd, usize::MAX - task, request, clock).await);
             }
             operations
         });

@@ -91,8 +91,8 @@ async fn a_state_file_cut_short_is_recovered_with_every_acknowledged_write() {
     }
 }
 
-/// Free space below which a member raises NOSPACE (`node::DISK_RESERVE_BYTES`: a log segment
-/// and 32 MiB).
+/// Free space below which a member raises NOSPACE (`DISK_RESERVE_BYTES` in
+/// host/src/node/space.rs: a log segment and 32 MiB).
 const DISK_RESERVE: u64 = (64 + 32) << 20;
 /// What a fresh member takes on the small disk: its first log segment, preallocated, and sled.
 const MEMBER_FOOTPRINT: u64 = 72 << 20;
