@@ -79,8 +79,9 @@ pub struct Store {
     /// The tree, through the writes committed and not yet in it.
     tree: Unflushed,
     state: RwLock<State>,
-    /// Held shared by exports while they copy revision records, exclusively by compaction: the
-    /// only change to records an export has to wait for (new records have higher revisions).
+    /// Held shared by exports while they copy revision records, exclusively by compaction and
+    /// import: the only changes to records an export has to wait for (new records have higher
+    /// revisions).
     history_pin: RwLock<()>,
 }
 
@@ -283,17 +284,26 @@ impl Store {
     }
 
     /// Replace the whole store with a copy written by `export`. No apply runs meanwhile (raft
-    /// installs a snapshot between applies; a restore comes before start-up), so the batch that
-    /// replaces the old contents is built before the store is locked: readers wait only while it
-    /// is applied. Removals go in first: a later insert of the same key in a batch wins.
+    /// installs a snapshot between applies; a restore comes before start-up), so the copy is
+    /// read and checked before the store is locked. An export in progress (a snapshot being
+    /// built) finishes first: it must not copy records of the new store as of the old one's
+    /// revision. Removals go in first: a later insert of the same key in a batch wins.
     pub fn import(&self, input: &mut impl Read) -> Result<(), StoreError> {
+        let mut imported = Vec::new();
+        export::read(input, |key, value| imported.push((key, value))).map_err(|e| corrupt(&e))?;
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let _no_export = self.history_pin.write().unwrap_or_else(|e| e.into_inner());
+        let tree = self.tree.exclusive();
+        // Everything sled holds goes, read from sled itself with no flush running: a key whose
+        // removal is still waiting is hidden from a scan of the store, yet would outlive the
+        // waiting writes dropped here.
         let mut batch = sled::Batch::default();
-        for entry in self.tree.scan(&[], None) {
+        for entry in tree.tree().iter() {
             batch.remove(entry?.0);
         }
-        export::read(input, |key, value| batch.insert(key, value)).map_err(|e| corrupt(&e))?;
-        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
-        let tree = self.tree.exclusive();
+        for (key, value) in imported {
+            batch.insert(key, value);
+        }
         tree.forget_all();
         tree.tree().apply_batch(batch)?;
         *state = load_state(tree.tree())?;
@@ -634,6 +644,86 @@ mod tests {
         assert_eq!(view.current_rev(), 2);
         assert!(view.get(b"replaced").unwrap().is_none());
         assert_eq!(view.get(b"kept").unwrap().unwrap().value, b"v".as_slice());
+    }
+
+    #[test]
+    fn an_import_drops_what_sled_holds_under_a_removal_still_waiting() {
+        let (source, target) = (store(), store());
+        put(&source, "kept", Vec::new());
+        for _ in 0..3 {
+            put(&target, "replaced", Vec::new());
+        }
+        target.flush().unwrap();
+        let mut batch = target.begin();
+        // Removes the records of revisions 2 and 3; the export has one of revision 2 only.
+        Writer::new(&mut batch).compact(&CompactionRequest { revision: 4, physical: false }).unwrap();
+        batch.commit(Vec::new(), |_| {}).unwrap();
+        let mut export = Vec::new();
+        source.export(&mut export, &[]).unwrap();
+        target.import(&mut &export[..]).unwrap();
+        target.flush().unwrap();
+        assert_eq!(target.tree.exclusive().tree().scan_prefix([RECORD_PREFIX]).count(), 1, "only the snapshot's record is left");
+        assert_eq!(target.hash(&[]).unwrap(), source.hash(&[]).unwrap());
+    }
+
+    /// An export's output that stops at its second write (the first entry, past the magic)
+    /// until told to go on.
+    struct HeldOutput {
+        wrote: Vec<u8>,
+        writes: usize,
+        reached: std::sync::mpsc::Sender<()>,
+        resume: std::sync::mpsc::Receiver<()>,
+    }
+
+    impl Write for HeldOutput {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.writes += 1;
+            if self.writes == 2 {
+                self.reached.send(()).unwrap();
+                self.resume.recv().unwrap();
+            }
+            self.wrote.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn an_import_waits_for_an_export_copying_the_store_it_replaces() {
+        // Enough records to span many of sled's nodes: a scan reads past the one it began in.
+        let (old, new) = (std::sync::Arc::new(store()), store());
+        for _ in 0..2000 {
+            put(&old, "old", Vec::new());
+            put(&new, "new", Vec::new());
+        }
+        old.flush().unwrap();
+        let (mut before, mut replacement) = (Vec::new(), Vec::new());
+        old.export(&mut before, &[]).unwrap();
+        new.export(&mut replacement, &[]).unwrap();
+        let (reached, reached_rx) = std::sync::mpsc::channel();
+        let (resume, resume_rx) = std::sync::mpsc::channel();
+        let exporting = std::thread::spawn({
+            let old = old.clone();
+            move || {
+                let mut out = HeldOutput { wrote: Vec::new(), writes: 0, reached, resume: resume_rx };
+                old.export(&mut out, &[]).unwrap();
+                out.wrote
+            }
+        });
+        reached_rx.recv().unwrap();
+        let importing = std::thread::spawn({
+            let old = old.clone();
+            move || old.import(&mut &replacement[..]).unwrap()
+        });
+        // Time for an import that does not wait to replace the store under the export.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        resume.send(()).unwrap();
+        assert!(exporting.join().unwrap() == before, "the export is of the store as it was when it began");
+        importing.join().unwrap();
+        assert_eq!(old.hash(&[]).unwrap(), new.hash(&[]).unwrap());
     }
 
     #[test]

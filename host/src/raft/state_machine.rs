@@ -30,6 +30,9 @@ use crate::watch::Hub;
 pub const APPLIED: &[u8] = b"m/applied";
 pub const MEMBERSHIP: &[u8] = b"m/membership";
 const SNAPSHOT_FILE: &str = "current.snap";
+/// Where a snapshot is received, and built, before it becomes the current one.
+const INCOMING_FILE: &str = "incoming.snap";
+const BUILDING_FILE: &str = "building.snap";
 /// Applies slower than this are logged, as etcd does.
 const SLOW_APPLY: Duration = Duration::from_millis(100);
 const SNAPSHOT_META_FILE: &str = "current.meta";
@@ -45,6 +48,10 @@ pub struct StateMachine {
     /// Bumped whenever applying changes the deployed plugins (see [`crate::apply::Effects`]).
     plugins: tokio::sync::watch::Sender<u64>,
     snap_dir: PathBuf,
+    /// Held while the current snapshot's file and metadata are replaced or opened together: a
+    /// build runs beside applies and installs, and a snapshot sent with another's metadata would
+    /// make its receiver apply entries twice or skip some.
+    current: Arc<std::sync::Mutex<()>>,
     /// This member's raft log: an entry is applied only once it is durable here (a leader's own
     /// entries may commit before, see `log_store.rs`).
     durable: Durable,
@@ -70,7 +77,7 @@ impl StateMachine {
         durable: Durable,
     ) -> std::io::Result<Self> {
         std::fs::create_dir_all(&snap_dir)?;
-        let machine = StateMachine { store, hub, alarms, lessor, plugins, snap_dir, durable };
+        let machine = StateMachine { store, hub, alarms, lessor, plugins, snap_dir, current: Arc::default(), durable };
         machine.catch_up_with_snapshot()?;
         Ok(machine)
     }
@@ -102,6 +109,36 @@ impl StateMachine {
 
     fn snapshot_path(&self, name: &str) -> PathBuf {
         self.snap_dir.join(name)
+    }
+
+    fn lock_current(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.current.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The current snapshot, its file opened under the same lock its metadata is read under.
+    fn open_current(&self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+        let _current = self.lock_current();
+        let Some(meta) = read_snapshot_meta(&self.snap_dir).map_err(read_err)? else { return Ok(None) };
+        let file = std::fs::File::open(self.snapshot_path(SNAPSHOT_FILE)).map_err(read_err)?;
+        Ok(Some(Snapshot { meta, snapshot: Box::new(tokio::fs::File::from_std(file)) }))
+    }
+
+    /// Make the snapshot file `name` (described by `meta`) the current one, unless the current
+    /// one is as new already: a snapshot installed while this one was built stays. Returns the
+    /// snapshot that is current.
+    fn publish(&self, name: &str, meta: SnapshotMeta<NodeId, MemberNode>) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        let path = self.snapshot_path(name);
+        {
+            let _current = self.lock_current();
+            let newer = read_snapshot_meta(&self.snap_dir).map_err(read_err)?.filter(|current| current.last_log_id >= meta.last_log_id);
+            if newer.is_some() {
+                std::fs::remove_file(&path).map_err(write_err)?;
+            } else {
+                std::fs::rename(&path, self.snapshot_path(SNAPSHOT_FILE)).map_err(write_err)?;
+                save_snapshot_info(&self.snapshot_path(SNAPSHOT_META_FILE), &meta)?;
+            }
+        }
+        self.open_current()?.ok_or_else(|| read_err(std::io::Error::other("the current snapshot is gone")))
     }
 }
 
@@ -181,7 +218,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError<NodeId>> {
-        let file = tokio::fs::File::create(self.snapshot_path("incoming.snap")).await.map_err(write_err)?;
+        let file = tokio::fs::File::create(self.snapshot_path(INCOMING_FILE)).await.map_err(write_err)?;
         Ok(Box::new(file))
     }
 
@@ -192,9 +229,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), StorageError<NodeId>> {
         snapshot.sync_all().await.map_err(write_err)?;
         drop(snapshot);
-        let incoming = self.snapshot_path("incoming.snap");
         let store = self.store.clone();
-        let path = incoming.clone();
+        let path = self.snapshot_path(INCOMING_FILE);
         tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
             let mut reader = std::io::BufReader::new(std::fs::File::open(path).map_err(|e| StoreError::Storage(e.to_string()))?);
             store.import(&mut reader)
@@ -207,22 +243,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.hub.store_replaced();
         self.alarms.reload(&self.store).map_err(write_err)?;
         self.plugins.send_modify(|generation| *generation += 1);
-        std::fs::rename(&incoming, self.snapshot_path(SNAPSHOT_FILE)).map_err(write_err)?;
-        save_snapshot_info(&self.snapshot_path(SNAPSHOT_META_FILE), meta)?;
+        self.publish(INCOMING_FILE, meta.clone())?;
         tracing::info!(snapshot = %meta.snapshot_id, last_log_id = ?meta.last_log_id, "applied incoming snapshot");
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
-        let info_path = self.snapshot_path(SNAPSHOT_META_FILE);
-        let bytes = match std::fs::read(&info_path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(read_err(e)),
-        };
-        let info: SnapshotInfo = serde_json::from_slice(&bytes).map_err(read_err)?;
-        let file = tokio::fs::File::open(self.snapshot_path(SNAPSHOT_FILE)).await.map_err(read_err)?;
-        Ok(Some(Snapshot { meta: info.meta, snapshot: Box::new(file) }))
+        self.open_current()
     }
 }
 
@@ -260,9 +287,8 @@ fn save_snapshot_info(path: &std::path::Path, meta: &SnapshotMeta<NodeId, Member
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
-        let building = self.snapshot_path("building.snap");
         let store = self.store.clone();
-        let path = building.clone();
+        let path = self.snapshot_path(BUILDING_FILE);
         let captured = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<Option<sled::IVec>>> {
             // The snapshot lets raft purge the log it covers: sled must hold all of that first.
             store.flush().map_err(std::io::Error::other)?;
@@ -281,11 +307,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             Some(id) => format!("{}-{}", id.leader_id.term, id.index),
             None => "empty".to_string(),
         };
-        let meta = SnapshotMeta { last_log_id, last_membership, snapshot_id };
-        std::fs::rename(&building, self.snapshot_path(SNAPSHOT_FILE)).map_err(write_err)?;
-        save_snapshot_info(&self.snapshot_path(SNAPSHOT_META_FILE), &meta)?;
-        let file = tokio::fs::File::open(self.snapshot_path(SNAPSHOT_FILE)).await.map_err(read_err)?;
-        Ok(Snapshot { meta, snapshot: Box::new(file) })
+        self.publish(BUILDING_FILE, SnapshotMeta { last_log_id, last_membership, snapshot_id })
     }
 }
 
@@ -317,6 +339,21 @@ mod tests {
 
         let mut lost = machine(dir.path());
         assert_eq!(lost.applied_state().await.unwrap().0, Some(applied));
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_installed_while_one_was_built_stays_the_current_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let machine = machine(dir.path());
+        let meta = |index| SnapshotMeta { last_log_id: Some(LogId::new(CommittedLeaderId::new(3, 1), index)), ..Default::default() };
+        std::fs::write(dir.path().join(INCOMING_FILE), b"installed").unwrap();
+        machine.publish(INCOMING_FILE, meta(20)).unwrap();
+        std::fs::write(dir.path().join(BUILDING_FILE), b"built from before").unwrap();
+
+        let current = machine.publish(BUILDING_FILE, meta(10)).unwrap();
+        assert_eq!(current.meta.last_log_id, meta(20).last_log_id);
+        assert_eq!(std::fs::read(dir.path().join(SNAPSHOT_FILE)).unwrap(), b"installed");
+        assert!(!dir.path().join(BUILDING_FILE).exists());
     }
 
     #[tokio::test]
