@@ -1,6 +1,7 @@
-//! Bugs planted on purpose, for the reliability suite to show that its checks find them. A
-//! debug build reads `CONCLAVE_PLANTED_BUG` once; a release build has no switch at all, so no
-//! binary anyone deploys can carry one.
+//! Bugs planted on purpose, for the reliability suite to show that its checks find them, and the
+//! model of a power loss their runs use. A debug build reads `CONCLAVE_PLANTED_BUG` and
+//! `CONCLAVE_POWER_LOSS_MODEL` once; a release build has no switch at all, so no binary anyone
+//! deploys can carry one.
 
 /// A bug that can be planted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -10,7 +11,14 @@ pub enum Bug {
     StaleReads,
     /// `drop-watch-event`: the first committed batch from revision 50 on reaches no watcher.
     DropWatchEvent,
+    /// `ack-before-fsync`: the raft log tells raft (and the state machine) that a group of
+    /// records is durable as soon as it is written, and syncs at most every
+    /// [`ACK_BEFORE_FSYNC_SYNC_EVERY`].
+    AckBeforeFsync,
 }
+
+/// How often the log syncs with [`Bug::AckBeforeFsync`] planted.
+pub const ACK_BEFORE_FSYNC_SYNC_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl Bug {
     #[cfg(debug_assertions)]
@@ -18,6 +26,7 @@ impl Bug {
         match self {
             Bug::StaleReads => "stale-reads",
             Bug::DropWatchEvent => "drop-watch-event",
+            Bug::AckBeforeFsync => "ack-before-fsync",
         }
     }
 }
@@ -38,6 +47,22 @@ pub fn planted(bug: Bug) -> bool {
 
 #[cfg(not(debug_assertions))]
 pub fn planted(_bug: Bug) -> bool {
+    false
+}
+
+/// Whether this process models a power loss at every kill: the raft log hands records to its
+/// file only when it syncs them (what was written and not synced is in this process alone, and
+/// goes with it), and a restart begins with an empty store, rebuilt from the snapshot and the
+/// log as after a power loss that took everything sled had not synced (sled syncs before every
+/// snapshot, so it would hold at least that much).
+#[cfg(debug_assertions)]
+pub fn power_loss_model() -> bool {
+    static MODEL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *MODEL.get_or_init(|| std::env::var_os("CONCLAVE_POWER_LOSS_MODEL").is_some())
+}
+
+#[cfg(not(debug_assertions))]
+pub fn power_loss_model() -> bool {
     false
 }
 

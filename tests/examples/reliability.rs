@@ -41,7 +41,8 @@ struct Args {
     /// Run against etcd instead of Conclave.
     #[arg(long)]
     etcd: bool,
-    /// Plant a bug in every member (a debug build of Conclave): stale-reads, drop-watch-event.
+    /// Plant a bug in every member (a debug build of Conclave): stale-reads, drop-watch-event,
+    /// ack-before-fsync.
     #[arg(long)]
     planted_bug: Option<String>,
 }

@@ -48,10 +48,12 @@ impl Node {
             .cache_capacity(SLED_CACHE_BYTES)
             .open()
             .with_context(|| format!("opening data dir {} (corrupt, or in use by another process?)", dir.display()))?;
-        let store = Arc::new(
-            Store::open(db.open_tree("mvcc")?)
-                .with_context(|| format!("loading the key-value store in {}", dir.display()))?,
-        );
+        let tree = db.open_tree("mvcc")?;
+        if crate::planted::power_loss_model() && !fresh {
+            tracing::warn!("power-loss model: starting from an empty store, rebuilt from the snapshot and the raft log");
+            tree.clear()?;
+        }
+        let store = Arc::new(Store::open(tree).with_context(|| format!("loading the key-value store in {}", dir.display()))?);
         if let Some(snapshot) = &config.restore_snapshot {
             restore(&store, snapshot)?;
             db.flush()?;

@@ -1,5 +1,7 @@
 //! The faults of a run, drawn from its seed, each bounded and healed before the next: kill -9
-//! of a follower, of the leader or of a quorum, then a restart on the same data dir; SIGSTOP,
+//! of a follower, of the leader, of a quorum or of every member at once (a power cut: Conclave's
+//! debug builds then lose what a power loss would, see `CONCLAVE_POWER_LOSS_MODEL`), then a
+//! restart on the same data dir; SIGSTOP,
 //! then SIGCONT; a member's peer links cut both ways (isolated), only into it or only out of
 //! it, delayed 500 ms ± 100 ms or losing chunks (and so connections), one way or both; and a
 //! follower kept down while a burst of writes moves the log past it, so it must catch up from a
@@ -49,6 +51,7 @@ pub enum FaultKind {
     KillFollower,
     KillLeader,
     KillQuorum,
+    PowerCut,
     Pause,
     Isolate,
     CutInto,
@@ -60,10 +63,11 @@ pub enum FaultKind {
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 11] = [
+    pub const ALL: [FaultKind; 12] = [
         FaultKind::KillFollower,
         FaultKind::KillLeader,
         FaultKind::KillQuorum,
+        FaultKind::PowerCut,
         FaultKind::Pause,
         FaultKind::Isolate,
         FaultKind::CutInto,
@@ -119,6 +123,7 @@ pub async fn inject(cluster: &mut Cluster, network: &Network, config: &RunConfig
             FaultKind::KillFollower => ("kill -9 a follower".to_string(), Fault::Kill(vec![follower])),
             FaultKind::KillLeader => ("kill -9 the leader".to_string(), Fault::Kill(vec![leader])),
             FaultKind::KillQuorum => ("kill -9 a quorum".to_string(), Fault::Kill((0..size / 2 + 1).map(|i| (leader + i) % size).collect())),
+            FaultKind::PowerCut => ("cut every member's power (kill -9 all at once)".to_string(), Fault::Kill((0..size).collect())),
             FaultKind::Pause => ("SIGSTOP a member".to_string(), Fault::Pause(anyone)),
             FaultKind::Isolate => ("isolate a member (its peer links blackholed both ways)".to_string(), Fault::Links(anyone, Direction::Both, Link::Blackhole)),
             FaultKind::CutInto => ("blackhole the peer links into a member".to_string(), Fault::Links(anyone, Direction::Into, Link::Blackhole)),

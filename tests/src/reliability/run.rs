@@ -211,6 +211,10 @@ async fn behind_proxies(config: &RunConfig) -> Result<(Cluster, Network)> {
     }
     let snapshot_count = snapshot_count(config.kind).to_string();
     let mut cluster = Cluster::unstarted(config.kind, &ports, &["--snapshot-count", &snapshot_count], Schemes::PLAIN)?;
+    if config.kind == Kind::Conclave {
+        // Debug builds lose at each kill what a power loss would (release builds ignore it).
+        cluster.members.iter_mut().for_each(|m| m.set_env("CONCLAVE_POWER_LOSS_MODEL", "1"));
+    }
     if let Some(bug) = config.planted_bug {
         cluster.members.iter_mut().for_each(|m| m.set_env("CONCLAVE_PLANTED_BUG", bug));
     }

@@ -52,3 +52,12 @@ async fn the_checks_find_a_planted_lost_watch_event() {
     // The recorder (the run's log) is a watcher too: it misses the event, or another one does.
     assert!(rules.contains(&"watch") || rules.contains(&"log"), "{rules:?}\n{report}");
 }
+
+/// Only power cuts: the acknowledged writes a member had not synced go with its power, on every
+/// member at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_checks_find_a_planted_ack_before_fsync() {
+    let config = RunConfig { faults: vec![FaultKind::PowerCut], ..config(Kind::Conclave, 15, Some("ack-before-fsync")) };
+    let (rules, report) = broken_rules(config).await;
+    assert!(!rules.is_empty(), "{report}");
+}
