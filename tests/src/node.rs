@@ -198,14 +198,22 @@ impl Node {
         })
     }
 
+    /// Keep the data dir in `parent` (a small disk of the test's) instead, from the first launch
+    /// on.
+    pub fn place_data_dir_in(&mut self, parent: &Path) -> Result<()> {
+        self.dir = tempfile::Builder::new().prefix("conclave-test-").tempdir_in(parent)?;
+        Ok(())
+    }
+
     /// This member again, as a new member of its cluster after it was removed: the same name,
-    /// ports, flags and environment, an empty data dir, `initial_cluster` as `etcdctl member add`
-    /// printed it, and `--initial-cluster-state existing`. Not started.
+    /// ports, flags and environment, an empty data dir (beside the old one), `initial_cluster`
+    /// as `etcdctl member add` printed it, and `--initial-cluster-state existing`. Not started.
     pub fn rejoining(&self, initial_cluster: &str) -> Result<Node> {
         let mut extra_args = self.extra_args.clone();
         extra_args.extend(["--initial-cluster-state".to_string(), "existing".to_string()]);
+        let parent = self.dir.path().parent().context("a data dir has a parent")?;
         Ok(Node {
-            dir: tempfile::Builder::new().prefix("conclave-test-").tempdir()?,
+            dir: tempfile::Builder::new().prefix("conclave-test-").tempdir_in(parent)?,
             extra_args,
             initial_cluster: Some(initial_cluster.to_string()),
             child: None,

@@ -28,6 +28,20 @@ impl SmallDisk {
     pub fn resize(&self, bytes: u64) -> Result<()> {
         mount(self.path(), &format!("remount,size={bytes}"))
     }
+
+    /// Bytes in use.
+    pub fn used(&self) -> Result<u64> {
+        let output = Command::new("df").args(["--output=used", "-B1"]).arg(self.path()).output().context("running df")?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        text.lines().nth(1).and_then(|line| line.trim().parse().ok()).with_context(|| format!("df printed {text:?}"))
+    }
+
+    /// Leave it mounted when dropped (it holds a data dir kept for whoever looks).
+    pub fn keep(self) -> std::path::PathBuf {
+        let path = self.path().to_path_buf();
+        std::mem::forget(self);
+        path
+    }
 }
 
 impl Drop for SmallDisk {

@@ -5,11 +5,14 @@
 //! then SIGCONT; a member's peer links cut both ways (isolated), only into it or only out of
 //! it, delayed 500 ms ± 100 ms or losing chunks (and so connections), one way or both; and a
 //! follower kept down while a burst of writes moves the log past it, so it must catch up from a
-//! snapshot; a follower removed from the cluster and added back with an empty data dir.
+//! snapshot; a follower removed from the cluster and added back with an empty data dir; the disk
+//! of a member's data dir filled up (Conclave: the member keeps its data on a small tmpfs of the
+//! run's, which needs root), then given space back and the NOSPACE alarm disarmed.
 
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Result, bail};
+use etcd_client::{AlarmAction, AlarmOptions, AlarmType, Client};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -17,8 +20,10 @@ use rand::{Rng, SeedableRng};
 use super::history::Operation;
 use super::proxy::{Direction, Link, Network};
 use super::run::RunConfig;
+use super::watchers::SETTLE_TIMEOUT;
 use super::workload::{Clock, put_burst};
-use crate::{Cluster, Kind};
+use crate::small_disk::SmallDisk;
+use crate::{Cluster, Kind, POLL};
 
 /// Entries a run's members take between snapshots (`--snapshot-count`), small so that a member
 /// kept down for a burst of writes needs a snapshot to catch up.
@@ -40,6 +45,12 @@ fn catch_up_burst(kind: Kind) -> (usize, usize) {
     }
 }
 
+/// The small disk a run's last member keeps its data dir on, for the disk-full fault.
+pub const SMALL_DISK_BYTES: u64 = 2 << 30;
+/// Free space the disk-full fault leaves: below the 96 MiB a Conclave member keeps in reserve
+/// (so it raises NOSPACE), more than a log segment (so its log can still move to a new one).
+const FREE_WHEN_FULL: u64 = 80 << 20;
+
 /// How long, at least, a follower stays down after a catch-up burst.
 const CATCH_UP_HOLD: Duration = Duration::from_secs(2);
 
@@ -60,10 +71,11 @@ pub enum FaultKind {
     Lossy,
     CatchUp,
     Replace,
+    DiskFull,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 12] = [
+    pub const ALL: [FaultKind; 13] = [
         FaultKind::KillFollower,
         FaultKind::KillLeader,
         FaultKind::KillQuorum,
@@ -76,6 +88,7 @@ impl FaultKind {
         FaultKind::Lossy,
         FaultKind::CatchUp,
         FaultKind::Replace,
+        FaultKind::DiskFull,
     ];
 }
 
@@ -88,6 +101,8 @@ enum Fault {
     CatchUp(usize, (usize, usize)),
     /// A follower removed from the cluster, then added back with an empty data dir.
     Replace(usize),
+    /// The disk of a member's data dir filled up.
+    DiskFull(usize),
 }
 
 /// What the faults did: a line per fault, and the writes of the catch-up bursts.
@@ -96,15 +111,21 @@ pub struct Injected {
     pub operations: Vec<Operation>,
 }
 
-/// Faults until `duration` has passed; then every member runs and every link is open.
-pub async fn inject(cluster: &mut Cluster, network: &Network, config: &RunConfig, clock: Clock) -> Result<Injected> {
+/// Faults until `duration` has passed; then every member runs and every link is open, and no
+/// alarm is raised. The last member keeps its data dir on `disk`, if the run has one (the
+/// disk-full fault is left out without it).
+pub async fn inject(cluster: &mut Cluster, network: &Network, disk: Option<&SmallDisk>, config: &RunConfig, clock: Clock) -> Result<Injected> {
     let mut rng = StdRng::seed_from_u64(config.seed);
     let mut injected = Injected { faults: Vec::new(), operations: Vec::new() };
+    let kinds: Vec<FaultKind> = config.faults.iter().copied().filter(|kind| *kind != FaultKind::DiskFull || disk.is_some()).collect();
+    if kinds.is_empty() {
+        bail!("no fault to inject: disk-full needs a small disk (root, and Conclave)");
+    }
     let started = Instant::now();
     let mut round: Vec<FaultKind> = Vec::new();
     while started.elapsed() < config.duration {
         if round.is_empty() {
-            round = config.faults.clone();
+            round = kinds.clone();
             round.shuffle(&mut rng);
             // Taken from the back: the catch-up goes first in the list.
             round.sort_by_key(|kind| *kind != FaultKind::CatchUp);
@@ -132,10 +153,11 @@ pub async fn inject(cluster: &mut Cluster, network: &Network, config: &RunConfig
             FaultKind::Lossy => (format!("lose 5% of the chunks on a member's peer links {ways}"), Fault::Links(anyone, direction, Link::Lossy(0.05))),
             FaultKind::CatchUp => ("keep a follower down until it must catch up from a snapshot".to_string(), Fault::CatchUp(follower, catch_up_burst(config.kind))),
             FaultKind::Replace => ("remove a follower, add it back with an empty data dir".to_string(), Fault::Replace(follower)),
+            FaultKind::DiskFull => (format!("fill the disk of a member's data dir ({} MiB left)", FREE_WHEN_FULL >> 20), Fault::DiskFull(size - 1)),
         };
         let victim = match &fault {
             Fault::Kill(members) => format!("{members:?}"),
-            Fault::Pause(member) | Fault::Links(member, ..) | Fault::CatchUp(member, _) | Fault::Replace(member) => format!("[{member}]"),
+            Fault::Pause(member) | Fault::Links(member, ..) | Fault::CatchUp(member, _) | Fault::Replace(member) | Fault::DiskFull(member) => format!("[{member}]"),
         };
         let mut line = format!("{at:.2}s {what} (m{victim})");
         match &fault {
@@ -144,6 +166,10 @@ pub async fn inject(cluster: &mut Cluster, network: &Network, config: &RunConfig
             Fault::Links(member, direction, link) => network.set(*member, *direction, *link),
             // Removed and added back at once: the hold after it is the new member catching up.
             Fault::Replace(member) => cluster.replace_member(*member).await?,
+            Fault::DiskFull(_) => {
+                let disk = disk.expect("disk-full runs only with a small disk");
+                disk.resize(disk.used()? + FREE_WHEN_FULL)?;
+            }
             Fault::CatchUp(member, (writes, concurrency)) => {
                 cluster.members[*member].kill9();
                 let live: Vec<String> = (0..size).filter(|i| i != member).map(|i| cluster.members[i].endpoint()).collect();
@@ -159,8 +185,15 @@ pub async fn inject(cluster: &mut Cluster, network: &Network, config: &RunConfig
         let hold = if matches!(fault, Fault::CatchUp(..)) { hold.max(CATCH_UP_HOLD) } else { hold };
         line += &format!(" for {hold:?}");
         tokio::time::sleep(hold).await;
+        if matches!(fault, Fault::DiskFull(_)) {
+            line += if raised_alarms(&cluster.endpoints()).await.unwrap_or_default().is_empty() { " (no alarm raised yet)" } else { " (NOSPACE raised)" };
+        }
         let healing = Instant::now();
         heal(cluster, network, &fault)?;
+        if let (Fault::DiskFull(_), Some(disk)) = (&fault, disk) {
+            disk.resize(SMALL_DISK_BYTES)?;
+            disarm_all(&cluster.endpoints()).await?;
+        }
         cluster.leader().await?;
         line += &format!(", then {:.1?} until the members agree on a leader", healing.elapsed());
         injected.faults.push(line);
@@ -176,7 +209,37 @@ fn heal(cluster: &mut Cluster, network: &Network, fault: &Fault) -> Result<()> {
         Fault::Links(..) => network.heal(),
         Fault::Kill(members) => cluster.launch(members)?,
         Fault::CatchUp(member, _) => cluster.launch(&[*member])?,
-        Fault::Replace(_) => {}
+        Fault::Replace(_) | Fault::DiskFull(_) => {}
     }
     Ok(())
+}
+
+/// The alarms raised in the cluster, by member.
+async fn raised_alarms(endpoints: &[String]) -> Result<Vec<(u64, AlarmType)>, etcd_client::Error> {
+    let listed = Client::connect(endpoints, None).await?.alarm(AlarmAction::Get, AlarmType::None, None).await?;
+    Ok(listed.alarms().iter().map(|a| (a.member_id(), a.alarm())).collect())
+}
+
+/// Disarm every raised alarm until none is (a member raises NOSPACE again until it has seen
+/// its disk's space back).
+async fn disarm_all(endpoints: &[String]) -> Result<()> {
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    loop {
+        let disarmed = async {
+            let raised = raised_alarms(endpoints).await?;
+            let mut client = Client::connect(endpoints, None).await?;
+            for (member, alarm) in &raised {
+                let mut options = AlarmOptions::new();
+                options.with_member(*member);
+                client.alarm(AlarmAction::Deactivate, *alarm, Some(options)).await?;
+            }
+            Ok::<_, etcd_client::Error>(raised.is_empty())
+        };
+        match disarmed.await {
+            Ok(true) => return Ok(()),
+            Ok(false) | Err(_) if Instant::now() < deadline => tokio::time::sleep(POLL).await,
+            Ok(false) => bail!("alarms still raised {SETTLE_TIMEOUT:?} after the disk had space again"),
+            Err(e) => bail!("disarming the alarms after the disk had space again: {e}"),
+        }
+    }
 }

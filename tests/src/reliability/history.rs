@@ -85,6 +85,8 @@ pub struct WatchRecord {
     /// Each time it was told the revision it asked for was compacted: (asked, compacted
     /// revision it was told, where it went on from).
     pub compacted: Vec<(i64, i64)>,
+    /// The revision each of its streams started at (it hops between members).
+    pub starts: Vec<i64>,
 }
 
 /// One lease of a lease client, with its one key.

@@ -28,7 +28,7 @@ fn good() -> History {
             put(0, "k", "b", 21, 30, 3),
             get(1, "k", 31, 40, 3, Some(("b", 3))),
         ],
-        watches: vec![WatchRecord { watcher: 0, from_revision: 1, events: vec![event(2, "k", Some("a")), event(3, "k", Some("b"))], compacted: vec![] }],
+        watches: vec![WatchRecord { watcher: 0, from_revision: 1, events: vec![event(2, "k", Some("a")), event(3, "k", Some("b"))], compacted: vec![], starts: vec![1] }],
         log: vec![event(2, "k", Some("a")), event(3, "k", Some("b"))],
         compactions: vec![],
         leases: vec![],
@@ -128,7 +128,17 @@ fn a_watch_resumed_at_a_compaction_may_miss_only_a_delete_there() {
     // Received revision 2, then told 3 was compacted at 4: it may miss the delete at 4.
     history.watches[0].events = vec![event(2, "k", Some("a"))];
     history.watches[0].compacted = vec![(3, 4)];
+    history.watches[0].starts = vec![1, 3, 4];
     assert_eq!(rules(&history), Vec::<&str>::new());
+    // Asking for revision 4 as it was compacted at 4 is the same.
+    history.watches[0].compacted = vec![];
+    history.watches[0].events = vec![event(2, "k", Some("a")), event(3, "k", Some("b"))];
+    history.watches[0].starts = vec![1, 4];
+    assert_eq!(rules(&history), Vec::<&str>::new());
+    // A stream that went past revision 4 must have had it.
+    history.watches[0].starts = vec![1, 3];
+    assert_eq!(rules(&history), ["watch"]);
+    history.watches[0].starts = vec![1, 3, 4];
     // A put at the compacted revision must still arrive.
     history.log[2] = event(4, "k", Some("c"));
     history.operations[4] = put(0, "k", "c", 41, 50, 4);

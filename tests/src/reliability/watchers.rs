@@ -36,7 +36,7 @@ struct Progress {
 /// (once known) or the settle time is up; `next` tells, all along, the revision it waits for.
 pub async fn watch_all(watcher: usize, endpoints: Vec<String>, from_revision: i64, mut target: watch::Receiver<i64>, next: watch::Sender<i64>) -> WatchRecord {
     let mut rng = StdRng::seed_from_u64(watcher as u64);
-    let mut progress = Progress { record: WatchRecord { watcher, from_revision, events: Vec::new(), compacted: Vec::new() }, next: from_revision };
+    let mut progress = Progress { record: WatchRecord { watcher, from_revision, events: Vec::new(), compacted: Vec::new(), starts: Vec::new() }, next: from_revision };
     let mut attempt = watcher;
     let mut target_known_at: Option<Instant> = None;
     loop {
@@ -55,6 +55,7 @@ pub async fn watch_all(watcher: usize, endpoints: Vec<String>, from_revision: i6
         };
         let options = WatchOptions::new().with_prefix().with_start_revision(progress.next);
         let Ok(mut stream) = client.watch(PREFIX, Some(options)).await else { continue };
+        progress.record.starts.push(progress.next);
         // Once the target is known, a stream that stops short of it is left after the settle time.
         let settle = async {
             match target_known_at {
