@@ -210,7 +210,10 @@ impl Node {
     /// as `etcdctl member add` printed it, and `--initial-cluster-state existing`. Not started.
     pub fn rejoining(&self, initial_cluster: &str) -> Result<Node> {
         let mut extra_args = self.extra_args.clone();
-        extra_args.extend(["--initial-cluster-state".to_string(), "existing".to_string()]);
+        // A member replaced before already has it.
+        if !extra_args.iter().any(|arg| arg == "--initial-cluster-state") {
+            extra_args.extend(["--initial-cluster-state".to_string(), "existing".to_string()]);
+        }
         let parent = self.dir.path().parent().context("a data dir has a parent")?;
         Ok(Node {
             dir: tempfile::Builder::new().prefix("conclave-test-").tempdir_in(parent)?,
@@ -454,4 +457,16 @@ fn drain(stream: impl Read + Send + 'static, log: Arc<Mutex<String>>, ready: Opt
             line.clear();
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_member_replaced_twice_is_told_once_that_its_cluster_exists() {
+        let member = Node::member(Kind::Conclave, "m0", 1, 2, "m0=http://127.0.0.1:2", &[]).unwrap();
+        let again = member.rejoining("m0=http://127.0.0.1:2").unwrap().rejoining("m0=http://127.0.0.1:2").unwrap();
+        assert_eq!(again.extra_args.iter().filter(|arg| *arg == "--initial-cluster-state").count(), 1);
+    }
 }
