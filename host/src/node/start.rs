@@ -87,7 +87,7 @@ impl Node {
         let handover = Handover::new(&raft);
         let proposer = Proposer::start(raft.clone(), peers.clone(), handover.clone(), leader_wait, request_timeout(&config));
         let lease_ids = IdGenerator::new(identity.member_id);
-        let leader_reads = Arc::new(crate::raft::leader_rounds(raft.clone()));
+        let leader_reads = Arc::new(crate::raft::leader_rounds(raft.clone(), leader_wait));
         let reads = super::read_rounds(raft.clone(), peers.clone(), leader_wait, leader_reads.clone());
         let reconfigurer = Reconfigurer::new(
             raft.clone(),

@@ -7,8 +7,9 @@
 //! read arrived: what makes reading at that index linearizable.
 
 use std::future::Future;
+use std::time::{Duration, Instant};
 
-use openraft::error::RaftError;
+use openraft::error::{CheckIsLeaderError, RaftError};
 use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
 
@@ -55,18 +56,61 @@ impl<E: Clone + Send + From<EtcdError> + 'static> ReadRounds<E> {
 }
 
 /// Rounds of this member's own read index, which only a leader has: what its linearizable reads
-/// and its followers' read-index requests wait for.
-pub fn leader_rounds(raft: Raft) -> ReadRounds<Status> {
+/// and its followers' read-index requests wait for. A round's leadership check is tried again
+/// for up to `patience` when a quorum did not answer it in time.
+pub fn leader_rounds(raft: Raft, patience: Duration) -> ReadRounds<Status> {
     ReadRounds::start(move || {
         let raft = raft.clone();
-        async move {
-            match raft.get_read_log_id().await {
-                Ok((read, _applied)) => Ok(read.map_or(0, |id| id.index)),
-                Err(RaftError::APIError(_)) => Err(Status::failed_precondition(NOT_LEADER)),
-                Err(e) => Err(Status::unavailable(e.to_string())),
-            }
-        }
+        confirmed(
+            move || {
+                let raft = raft.clone();
+                async move {
+                    match raft.get_read_log_id().await {
+                        Ok((read, _applied)) => Check::Index(read.map_or(0, |id| id.index)),
+                        Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => Check::Unconfirmed,
+                        Err(RaftError::APIError(_)) => Check::NotLeader,
+                        Err(e) => Check::Failed(e.to_string()),
+                    }
+                }
+            },
+            patience,
+        )
     })
+}
+
+/// Between leadership checks a quorum did not answer.
+const RETRY_PAUSE: Duration = Duration::from_millis(20);
+
+/// What one leadership check says.
+enum Check {
+    /// Leadership confirmed: the read index.
+    Index(u64),
+    /// This member does not lead.
+    NotLeader,
+    /// Too few voters answered in time.
+    Unconfirmed,
+    Failed(String),
+}
+
+/// The read index of the first of `check`s that confirms leadership. openraft gives each voter
+/// one heartbeat interval to answer a check: on a loaded machine a round trip can take longer,
+/// and failing such a read at once (etcd's read index waits for a quorum as long as the request
+/// may) left every linearizable read failing with "no leader" while the cluster had one.
+async fn confirmed<F, Fut>(check: F, patience: Duration) -> Result<u64, Status>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Check>,
+{
+    let deadline = Instant::now() + patience;
+    loop {
+        match check().await {
+            Check::Index(index) => return Ok(index),
+            // A pause: voters that are down refuse at once, and the check would spin.
+            Check::Unconfirmed if Instant::now() < deadline => tokio::time::sleep(RETRY_PAUSE).await,
+            Check::Unconfirmed | Check::NotLeader => return Err(Status::failed_precondition(NOT_LEADER)),
+            Check::Failed(e) => return Err(Status::unavailable(e)),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -80,6 +124,22 @@ mod tests {
         for _ in 0..10 {
             tokio::task::yield_now().await;
         }
+    }
+
+    #[tokio::test]
+    async fn a_check_too_few_voters_answered_in_time_is_tried_again() {
+        let attempts = AtomicU64::new(0);
+        let check = || {
+            let attempt = attempts.fetch_add(1, Ordering::SeqCst);
+            async move { if attempt < 3 { Check::Unconfirmed } else { Check::Index(7) } }
+        };
+        assert_eq!(confirmed(check, Duration::from_secs(60)).await.unwrap(), 7);
+        assert_eq!(attempts.load(Ordering::SeqCst), 4);
+
+        let never = || async { Check::Unconfirmed };
+        assert_eq!(confirmed(never, Duration::ZERO).await.unwrap_err().message(), NOT_LEADER);
+        let deposed = || async { Check::NotLeader };
+        assert_eq!(confirmed(deposed, Duration::from_secs(60)).await.unwrap_err().message(), NOT_LEADER);
     }
 
     #[tokio::test]

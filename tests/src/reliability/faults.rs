@@ -115,17 +115,25 @@ pub struct Injected {
 /// alarm is raised. The last member keeps its data dir on `disk`, if the run has one (the
 /// disk-full fault is left out without it).
 pub async fn inject(cluster: &mut Cluster, network: &Network, disk: Option<&SmallDisk>, config: &RunConfig, clock: Clock) -> Result<Injected> {
-    let mut rng = StdRng::seed_from_u64(config.seed);
-    let mut injected = Injected { faults: Vec::new(), operations: Vec::new() };
     let kinds: Vec<FaultKind> = config.faults.iter().copied().filter(|kind| *kind != FaultKind::DiskFull || disk.is_some()).collect();
     if kinds.is_empty() {
         bail!("no fault to inject: disk-full needs a small disk (root, and Conclave)");
     }
+    let mut injected = Injected { faults: Vec::new(), operations: Vec::new() };
+    match schedule(cluster, network, disk, config, clock, &kinds, &mut injected).await {
+        Ok(()) => Ok(injected),
+        Err(e) => Err(e.context(format!("after these faults:\n  {}", injected.faults.join("\n  ")))),
+    }
+}
+
+/// The faults of the schedule, each line added to `injected` once healed.
+async fn schedule(cluster: &mut Cluster, network: &Network, disk: Option<&SmallDisk>, config: &RunConfig, clock: Clock, kinds: &[FaultKind], injected: &mut Injected) -> Result<()> {
+    let mut rng = StdRng::seed_from_u64(config.seed);
     let started = Instant::now();
     let mut round: Vec<FaultKind> = Vec::new();
     while started.elapsed() < config.duration {
         if round.is_empty() {
-            round = kinds.clone();
+            round = kinds.to_vec();
             round.shuffle(&mut rng);
             // Taken from the back: the catch-up goes first in the list.
             round.sort_by_key(|kind| *kind != FaultKind::CatchUp);
@@ -198,7 +206,7 @@ pub async fn inject(cluster: &mut Cluster, network: &Network, disk: Option<&Smal
         line += &format!(", then {:.1?} until the members agree on a leader", healing.elapsed());
         injected.faults.push(line);
     }
-    Ok(injected)
+    Ok(())
 }
 
 /// Undo `fault`: resume a paused member, open the links, or start killed members again on their
