@@ -1,6 +1,8 @@
 //! The member's space: the database's size for etcd's quota, and the free space on the data
 //! dir's file system. Both are sampled (a stat per request is too dear) and topped up with what
-//! the store committed since, which reaches the disk a little later.
+//! the store committed since. Committed writes reach sled's files only when the store flushes
+//! them (and sled writes its buffers), which may be seconds later when no write follows: a sample
+//! flushes first, so the size it reads holds everything it stops counting as committed since.
 //!
 //! A disk that fills up stops a member: its log and store can no longer take writes. So before it
 //! fills, while less than [`DISK_RESERVE_BYTES`] is left, the member raises etcd's NOSPACE alarm
@@ -50,6 +52,13 @@ impl Space {
 
     fn sample(&self, db: &sled::Db, store: &Store) {
         let committed = store.committed_bytes();
+        let previous = *self.sampled.lock().unwrap_or_else(|e| e.into_inner());
+        if committed != previous.committed
+            && let Err(e) = store.flush()
+        {
+            // Sampled anyway: the top-up then starts from a size that may miss some writes.
+            tracing::warn!(error = %e, "flushing the store to sample its size");
+        }
         let on_disk = db.size_on_disk().unwrap_or(0);
         let free = free_bytes(&self.dir).unwrap_or_else(|e| {
             tracing::warn!(error = %e, dir = %self.dir.display(), "reading the free space on the data dir");
@@ -95,7 +104,11 @@ pub(crate) async fn watch(node: Weak<Node>) {
     loop {
         tick.tick().await;
         let Some(node) = node.upgrade() else { return };
-        node.space.sample(&node.db, &node.store);
+        let sampled = node.clone();
+        // The flush writes files: off the async workers.
+        if tokio::task::spawn_blocking(move || sampled.space.sample(&sampled.db, &sampled.store)).await.is_err() {
+            return;
+        }
         let now_short = node.space.disk_short(&node.store);
         if now_short && !short {
             tracing::warn!(dir = %node.space.dir.display(), reserve = DISK_RESERVE_BYTES, "the data dir's disk is nearly full: raising NOSPACE");
