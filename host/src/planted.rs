@@ -12,8 +12,9 @@ pub enum Bug {
     /// `drop-watch-event`: the first committed batch from revision 50 on reaches no watcher.
     DropWatchEvent,
     /// `ack-before-fsync`: the raft log tells raft (and the state machine) that a group of
-    /// records is durable as soon as it is written, and syncs at most every
-    /// [`ACK_BEFORE_FSYNC_SYNC_EVERY`].
+    /// records is durable as soon as it is written, and syncs it only before a later group, at
+    /// most every [`ACK_BEFORE_FSYNC_SYNC_EVERY`]: whatever the write rate, the newest groups
+    /// acknowledged before a power loss are never synced.
     AckBeforeFsync,
 }
 

@@ -105,6 +105,19 @@ enum Fault {
     DiskFull(usize),
 }
 
+/// The members agreed on no leader after a fault was healed: the system under test did not
+/// recover (a broken guarantee, not a failure of the harness).
+#[derive(Debug)]
+pub struct NotRecovered(pub anyhow::Error);
+
+impl std::fmt::Display for NotRecovered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the cluster did not recover: {:#}", self.0)
+    }
+}
+
+impl std::error::Error for NotRecovered {}
+
 /// What the faults did: a line per fault, and the writes of the catch-up bursts.
 pub struct Injected {
     pub faults: Vec<String>,
@@ -202,7 +215,7 @@ async fn schedule(cluster: &mut Cluster, network: &Network, disk: Option<&SmallD
             disk.resize(SMALL_DISK_BYTES)?;
             disarm_all(&cluster.endpoints()).await?;
         }
-        cluster.leader().await?;
+        cluster.leader().await.map_err(NotRecovered)?;
         line += &format!(", then {:.1?} until the members agree on a leader", healing.elapsed());
         injected.faults.push(line);
     }

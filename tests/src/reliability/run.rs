@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 
 use super::check::{Violation, check, grants_of_gone_keys};
 use super::deploys::{self, Deploy, deploy_loop, deploys_converged};
-use super::faults::{self, FaultKind, SMALL_DISK_BYTES, snapshot_count};
+use super::faults::{self, FaultKind, NotRecovered, SMALL_DISK_BYTES, snapshot_count};
 use super::history::History;
 use super::leases::{MAX_TTL, lease_loop};
 use super::proxy::Network;
@@ -158,9 +158,17 @@ pub async fn run(config: RunConfig) -> Result<Report> {
     let injected = match faults::inject(&mut cluster, &network, disk.as_ref(), &config, clock).await {
         Ok(injected) => injected,
         Err(e) => {
-            let kept: Vec<String> = cluster.members.iter_mut().map(|m| m.keep_data_dir().display().to_string()).collect();
+            stop.store(true, Ordering::Relaxed);
+            [recorder.abort_handle(), compactor.abort_handle()].iter().for_each(|task| task.abort());
+            let kept: Vec<_> = cluster.members.iter_mut().map(|m| m.keep_data_dir()).collect();
             disk.map(SmallDisk::keep);
-            return Err(e.context(format!("seed {}: the faults stopped; members' data dirs and logs kept in {}", config.seed, kept.join(", "))));
+            if e.downcast_ref::<NotRecovered>().is_none() {
+                let dirs: Vec<String> = kept.iter().map(|dir| dir.display().to_string()).collect();
+                return Err(e.context(format!("seed {}: the faults stopped; members' data dirs and logs kept in {}", config.seed, dirs.join(", "))));
+            }
+            let evidence = format!("{e:#}").lines().map(str::to_string).collect();
+            let violations = vec![Violation { rule: "recovery", detail: "the faults stopped: the members agreed on no leader after one healed".into(), evidence }];
+            return Ok(Report { config, history: History::default(), faults: Vec::new(), violations, grants_of_gone_keys: 0, snapshot_installs: 0, deploys: Vec::new(), kept });
         }
     };
     stop.store(true, Ordering::Relaxed);

@@ -24,6 +24,7 @@ async fn passes(config: RunConfig) {
 /// The rules the run broke, once each.
 async fn broken_rules(config: RunConfig) -> (Vec<&'static str>, Report) {
     let report = run(config).await.expect("the run completes");
+    println!("{report}");
     let mut rules: Vec<&'static str> = report.violations.iter().map(|v| v.rule).collect();
     rules.sort();
     rules.dedup();

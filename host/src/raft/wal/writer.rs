@@ -97,7 +97,11 @@ impl Writer {
         while let Ok(first) = queued.recv() {
             let batch: Vec<Write> = std::iter::once(first).chain(queued.try_iter()).collect();
             let acked_unsynced = planted(Bug::AckBeforeFsync);
-            let durable = needs_sync(&batch) && (!acked_unsynced || self.last_sync.elapsed() >= ACK_BEFORE_FSYNC_SYNC_EVERY);
+            if acked_unsynced && self.last_sync.elapsed() >= ACK_BEFORE_FSYNC_SYNC_EVERY {
+                // Only the groups acknowledged before this one: the newest is always unsynced.
+                self.sync_acknowledged();
+            }
+            let durable = needs_sync(&batch) && !acked_unsynced;
             let started = Instant::now();
             let result = self.write_batch(&batch, durable);
             if durable {
@@ -142,6 +146,17 @@ impl Writer {
             self.failed = Some(e.to_string());
         }
         result
+    }
+
+    /// With [`Bug::AckBeforeFsync`]: sync the groups already acknowledged as durable.
+    fn sync_acknowledged(&mut self) {
+        if self.failed.is_some() {
+            return;
+        }
+        if let Err(e) = self.sync() {
+            tracing::error!("syncing the raft log: {e}");
+            self.failed = Some(e.to_string());
+        }
     }
 
     /// Writes `records` and returns once they are durable, before the thread starts (to import
