@@ -162,6 +162,11 @@ impl Config {
         self.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("{}.conclave", self.name)))
     }
 
+    /// Where the member keeps its compiled plugins (see `plugin::compiled_cache`).
+    pub fn compiled_plugins_dir(&self) -> PathBuf {
+        self.data_dir().join("compiled-plugins")
+    }
+
     /// Refuse flag combinations etcd refuses, with etcd's words.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.tls.refuse_unsupported()?;

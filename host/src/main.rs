@@ -18,7 +18,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let listeners = bind_all(&config.listen_client_urls).await?;
     let peer_listeners = bind_all(&config.listen_peer_urls).await?;
     let metrics_listeners = bind_all(&config.listen_metrics_urls).await?;
-    let plugins = Registry::with_builtins(&config.plugin).await?;
+    let plugins = Registry::with_builtins(&config.plugin, Some(&config.compiled_plugins_dir())).await?;
     let node = Node::start(config).await?;
     let service = Service::start(node.clone(), plugins).await;
     let mut servers = tokio::task::JoinSet::new();

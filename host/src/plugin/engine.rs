@@ -1,7 +1,9 @@
 //! The WebAssembly engine every plugin of a member runs on, and turning wasm bytes into a
-//! [`Compiled`] plugin: compiled once (by content hash, see [`super::registry`]), checked against
-//! the `recipe` world, linked, and asked for its metadata.
+//! [`Compiled`] plugin: compiled once (by content hash, see [`super::registry`]; kept across
+//! restarts, see [`super::compiled_cache`]), checked against the `recipe` world, linked, and
+//! asked for its metadata.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
@@ -10,6 +12,7 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 
 use super::bindings::exports::conclave::plugin::plugin::{MethodKind, PluginMetadata};
 use super::bindings::{Recipe, RecipePre};
+use super::compiled_cache::CompiledCache;
 use super::state::CallState;
 use crate::config::PluginFlags;
 
@@ -30,6 +33,7 @@ const MAX_METHODS: usize = 256;
 pub struct Runtime {
     engine: Engine,
     linker: Linker<CallState>,
+    cache: Option<CompiledCache>,
 }
 
 /// A plugin ready to instantiate: compiled, linked against the imports, its metadata read.
@@ -59,7 +63,8 @@ pub fn content_hash(wasm: &[u8]) -> [u8; 32] {
 }
 
 impl Runtime {
-    pub fn new(flags: &PluginFlags) -> anyhow::Result<Arc<Runtime>> {
+    /// The engine, keeping compiled plugins in `cache_dir` if there is one.
+    pub fn new(flags: &PluginFlags, cache_dir: Option<&Path>) -> anyhow::Result<Arc<Runtime>> {
         let max_memory = usize::try_from(flags.plugin_max_memory_bytes)?;
         let instances = flags.plugin_instances;
         let mut pool = PoolingAllocationConfig::new();
@@ -98,7 +103,8 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         Recipe::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
-        Ok(Arc::new(Runtime { engine, linker }))
+        let cache = cache_dir.map(|dir| CompiledCache::new(dir, &engine));
+        Ok(Arc::new(Runtime { engine, linker, cache }))
     }
 
     pub fn engine(&self) -> &Engine {
@@ -107,14 +113,23 @@ impl Runtime {
 
     /// Compile `wasm` and link it: refuses (with a reason for the deployer) bytes that are no
     /// component, a component for another world, or one whose imports Conclave does not give.
-    pub fn compile(&self, wasm: &[u8]) -> Result<(Component, RecipePre<CallState>), String> {
+    pub fn compile(&self, wasm: &[u8], hash: &[u8; 32]) -> Result<(Component, RecipePre<CallState>), String> {
         if !wasm.starts_with(b"\0asm") {
             return Err("not WebAssembly: the file does not start with the \\0asm header".into());
         }
         if is_core_module(wasm) {
             return Err("not a component: this is a core WebAssembly module (build for wasm32-wasip2, or wrap it with `wasm-tools component new`)".into());
         }
-        let component = Component::new(&self.engine, wasm).map_err(|e| format!("not a valid WebAssembly component: {}", super::call::one_line(&format!("{e:#}"))))?;
+        let component = match self.cache.as_ref().and_then(|cache| cache.load(&self.engine, hash)) {
+            Some(component) => component,
+            None => {
+                let component = Component::new(&self.engine, wasm).map_err(|e| format!("not a valid WebAssembly component: {}", super::call::one_line(&format!("{e:#}"))))?;
+                if let Some(cache) = &self.cache {
+                    cache.store(hash, &component);
+                }
+                component
+            }
+        };
         let pre = self
             .linker
             .instantiate_pre(&component)

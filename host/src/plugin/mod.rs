@@ -3,6 +3,7 @@
 //!
 //! - [`bindings`]: the host side of the WIT contract (generated).
 //! - [`engine`]: the wasmtime engine, compiling and checking a component.
+//! - [`compiled_cache`]: compiled components kept in the data dir across restarts.
 //! - [`manifest`]: grants and limits, as deployed.
 //! - [`state`] and [`imports`]: what an instance sees — its call, its grants, an empty WASI.
 //! - [`call`]: running one call within its limits, and naming what failed.
@@ -10,6 +11,7 @@
 
 mod bindings;
 mod builtin_list;
+mod compiled_cache;
 pub mod call;
 pub mod engine;
 mod imports;

@@ -4,6 +4,7 @@
 //! versions between calls, never inside one. Compiled plugins are shared by content hash.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use conclave_proto::conclave::plugin::StoredPlugin;
@@ -53,11 +54,11 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Compile the built-in plugins. This needs no member, so a starting member does it before
-    /// its raft node runs: the lease clocks start then, and clients cannot keep leases alive
-    /// until it serves.
-    pub async fn with_builtins(flags: &PluginFlags) -> anyhow::Result<Registry> {
-        let runtime = Runtime::new(flags)?;
+    /// Compile the built-in plugins (or find them compiled in `cache_dir`). This needs no
+    /// member, so a starting member does it before its raft node runs: the lease clocks start
+    /// then, and clients cannot keep leases alive until it serves.
+    pub async fn with_builtins(flags: &PluginFlags, cache_dir: Option<&Path>) -> anyhow::Result<Registry> {
+        let runtime = Runtime::new(flags, cache_dir)?;
         let mut registry = Registry {
             runtime,
             flags: flags.clone(),
@@ -131,7 +132,7 @@ impl Registry {
         }
         let runtime = self.runtime.clone();
         let bytes = wasm.to_vec();
-        let (_component, pre) = tokio::task::spawn_blocking(move || runtime.compile(&bytes))
+        let (_component, pre) = tokio::task::spawn_blocking(move || runtime.compile(&bytes, &hash))
             .await
             .map_err(|e| format!("compiling failed: {e}"))??;
         let metadata = call::metadata(&self.runtime, &pre, self.flags.plugin_max_memory_bytes).await?;

@@ -29,7 +29,7 @@ async fn service(dir: &tempfile::TempDir) -> Service {
         "--initial-advertise-peer-urls",
         "http://127.0.0.1:1",
     ]);
-    let plugins = Registry::with_builtins(&config.plugin).await.expect("the built-in plugins load");
+    let plugins = Registry::with_builtins(&config.plugin, None).await.expect("the built-in plugins load");
     Service::start(Node::start(config).await.expect("the node starts"), plugins).await
 }
 
