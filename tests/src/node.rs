@@ -275,6 +275,12 @@ impl Node {
         self.child.is_some()
     }
 
+    /// How the process ended, if it was launched and has exited since (without being killed by
+    /// the harness): a crash shows here even when it left nothing in the log.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
+    }
+
     pub fn kind(&self) -> Kind {
         self.kind
     }

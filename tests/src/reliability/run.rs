@@ -166,7 +166,12 @@ pub async fn run(config: RunConfig) -> Result<Report> {
                 let dirs: Vec<String> = kept.iter().map(|dir| dir.display().to_string()).collect();
                 return Err(e.context(format!("seed {}: the faults stopped; members' data dirs and logs kept in {}", config.seed, dirs.join(", "))));
             }
-            let evidence = format!("{e:#}").lines().map(str::to_string).collect();
+            let mut evidence: Vec<String> = format!("{e:#}").lines().map(str::to_string).collect();
+            for member in cluster.members.iter_mut() {
+                if let Some(status) = member.exit_status() {
+                    evidence.push(format!("{} exited on its own: {status}", member.name()));
+                }
+            }
             let violations = vec![Violation { rule: "recovery", detail: "the faults stopped: the members agreed on no leader after one healed".into(), evidence }];
             return Ok(Report { config, history: History::default(), faults: Vec::new(), violations, grants_of_gone_keys: 0, snapshot_installs: 0, deploys: Vec::new(), kept });
         }
