@@ -78,24 +78,25 @@ impl Lessor {
     }
 
     /// Restart a lease's TTL (a grant or keep-alive on the leader). Returns false if it has
-    /// already expired: a keep-alive can't bring it back.
-    pub fn refresh(&self, leader_term: Option<u64>, table: &LeaseTable, id: i64) -> bool {
+    /// already expired (a keep-alive can't bring it back), and `None` if this member does not
+    /// lead (any more): no deadline was restarted, so the keep-alive must go to the leader
+    /// rather than be answered as renewed.
+    pub fn refresh(&self, leader_term: Option<u64>, table: &LeaseTable, id: i64) -> Option<bool> {
         // A full sync walks every lease: only needed when leadership changed. Otherwise the
         // periodic expiry check keeps the deadlines in step with the table.
         if self.lock().term != leader_term {
             self.sync(leader_term, table);
         }
         let mut d = self.lock();
-        let Some(ttl) = table.get(id).map(|l| l.ttl) else { return false };
+        d.term?;
+        let Some(ttl) = table.get(id).map(|l| l.ttl) else { return Some(false) };
         let now = Instant::now();
-        if d.term.is_some() {
-            let deadline = d.at.entry(id).or_insert_with(|| after(now, ttl));
-            if *deadline <= now {
-                return false;
-            }
-            *deadline = after(now, ttl);
+        let deadline = d.at.entry(id).or_insert_with(|| after(now, ttl));
+        if *deadline <= now {
+            return Some(false);
         }
-        true
+        *deadline = after(now, ttl);
+        Some(true)
     }
 
     /// Whole seconds left (truncated, as etcd reports), or the granted TTL when this member
@@ -187,6 +188,17 @@ mod tests {
     }
 
     #[test]
+    fn a_member_that_no_longer_leads_renews_nothing() {
+        let lessor = Lessor::default();
+        let t = table(&[(1, 10)]);
+        assert_eq!(lessor.refresh(Some(3), &t, 1), Some(true));
+        // Leadership ended between choosing to answer here and renewing: no renewal may be
+        // reported (the leader's deadline was not restarted), whether the lease exists or not.
+        assert_eq!(lessor.refresh(None, &t, 1), None);
+        assert_eq!(lessor.refresh(None, &t, 99), None);
+    }
+
+    #[test]
     fn expired_leases_are_taken_once_and_limited() {
         let lessor = Lessor::default();
         let t = table(&[(1, 0), (2, 0), (3, 0), (4, 100)]);
@@ -207,12 +219,12 @@ mod tests {
         let lessor = Lessor::default();
         let t = table(&[(1, 0)]);
         lessor.sync(Some(1), &t);
-        assert!(!lessor.refresh(Some(1), &t, 1), "a keep-alive can't revive an expired lease");
+        assert_eq!(lessor.refresh(Some(1), &t, 1), Some(false), "a keep-alive can't revive an expired lease");
         let t = table(&[(1, 60)]);
         lessor.sync(Some(2), &t);
-        assert!(lessor.refresh(Some(2), &t, 1));
+        assert_eq!(lessor.refresh(Some(2), &t, 1), Some(true));
         assert!(lessor.remaining(1, 60) >= 59);
-        assert!(!lessor.refresh(Some(2), &t, 99), "unknown lease");
+        assert_eq!(lessor.refresh(Some(2), &t, 99), Some(false), "unknown lease");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! Only a revoke names keys (those it deletes), so only it checks the caller's grants.
 
 use std::future::Future;
+use std::time::{Duration, Instant};
 
 use conclave_proto::conclave::raft::raft_request::Request as Req;
 use conclave_proto::conclave::raft::raft_response::Response as Resp;
@@ -24,6 +25,8 @@ use crate::raft::{on_leader, Answer};
 
 /// Renewals answered before a keep-alive stream waits for its caller to take them.
 const KEEP_ALIVE_QUEUE: usize = 16;
+/// Before looking for the leader again, when this member's leadership ended under a request.
+const LEADERSHIP_MOVED_PAUSE: Duration = Duration::from_millis(20);
 
 impl Service {
     pub async fn lease_grant(&self, _caller: &Caller, mut req: LeaseGrantRequest) -> Result<LeaseGrantResponse, EtcdError> {
@@ -101,21 +104,23 @@ impl Service {
     pub async fn keep_alive_as_leader(&self, id: i64) -> Option<LeaseKeepAliveResponse> {
         self.node.leader_term()?;
         crate::metrics::get().leases_renewed.inc();
-        Some(self.keep_alive_here(id).await)
+        self.keep_alive_here(id).await
     }
 
-    async fn keep_alive_here(&self, id: i64) -> LeaseKeepAliveResponse {
+    /// Renew a lease on this member's deadlines; `None` if it does not lead by the time it looks
+    /// (an answer then would claim a renewal the leader never made).
+    async fn keep_alive_here(&self, id: i64) -> Option<LeaseKeepAliveResponse> {
         let node = self.node.clone();
         self.node
             .store
             .read_async(move |view| {
                 let leases = view.leases();
-                let alive = node.lessor.refresh(node.leader_term(), leases, id);
+                let alive = node.lessor.refresh(node.leader_term(), leases, id)?;
                 let ttl = match leases.get(id) {
                     Some(lease) if alive => lease.ttl,
                     _ => 0,
                 };
-                LeaseKeepAliveResponse { header: node.header(view.current_rev()), id, ttl }
+                Some(LeaseKeepAliveResponse { header: node.header(view.current_rev()), id, ttl })
             })
             .await
     }
@@ -125,7 +130,7 @@ impl Service {
         self.refuse_if_learner()?;
         let peers = &self.node.peers;
         let remote = |url: String| async move { peers.time_to_live(&url, req).await };
-        self.here_or_on_leader(remote, || self.time_to_live_here(req), |resp| &mut resp.header).await
+        self.here_or_on_leader(remote, || async move { Some(self.time_to_live_here(req).await) }, |resp| &mut resp.header).await
     }
 
     /// A lease's time to live if this member leads (the peer service's answer to a follower).
@@ -178,22 +183,32 @@ impl Service {
 
     /// Answer with `local` if this member leads, else with the leader's answer to `remote`. The
     /// header is always this member's, at its own revision: etcd fills it where the client asked.
+    /// `local` answers `None` when this member found it no longer leads: then the leader is
+    /// looked for again, for as long as a request waits for one.
     async fn here_or_on_leader<T, Fut, LocalFut>(
         &self,
         remote: impl Fn(String) -> Fut,
-        local: impl FnOnce() -> LocalFut,
+        local: impl Fn() -> LocalFut,
         header: impl FnOnce(&mut T) -> &mut Option<ResponseHeader>,
     ) -> Result<T, EtcdError>
     where
         Fut: Future<Output = Result<T, tonic::Status>>,
-        LocalFut: Future<Output = T>,
+        LocalFut: Future<Output = Option<T>>,
     {
-        match on_leader(&self.node.raft, self.node.leader_wait, remote).await? {
-            Answer::Local => Ok(local().await),
-            Answer::Remote(mut answer) => {
-                let revision = self.node.store.current_rev_async().await;
-                *header(&mut answer) = self.node.header(revision);
-                Ok(answer)
+        let deadline = Instant::now() + self.node.leader_wait;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match on_leader(&self.node.raft, remaining, &remote).await? {
+                Answer::Local => match local().await {
+                    Some(answer) => return Ok(answer),
+                    None if Instant::now() < deadline => tokio::time::sleep(LEADERSHIP_MOVED_PAUSE).await,
+                    None => return Err(EtcdError::NoLeader),
+                },
+                Answer::Remote(mut answer) => {
+                    let revision = self.node.store.current_rev_async().await;
+                    *header(&mut answer) = self.node.header(revision);
+                    return Ok(answer);
+                }
             }
         }
     }
