@@ -36,7 +36,7 @@ async fn main() -> anyhow::Result<()> {
         "--initial-advertise-peer-urls",
         "http://127.0.0.1:1",
     ]);
-    let plugins = Registry::with_builtins(&config.plugin).await?;
+    let plugins = Registry::with_builtins(&config.plugin, None).await?;
     let service = Service::start(Node::start(config).await?, plugins).await;
     let client = Caller::client();
     let started = Instant::now();
