@@ -98,8 +98,9 @@ impl Writer {
             let batch: Vec<Write> = std::iter::once(first).chain(queued.try_iter()).collect();
             let acked_unsynced = planted(Bug::AckBeforeFsync);
             if acked_unsynced && self.last_sync.elapsed() >= ACK_BEFORE_FSYNC_SYNC_EVERY {
-                // Only the groups acknowledged before this one: the newest is always unsynced.
-                self.sync_acknowledged();
+                // Only the groups acknowledged before this one (a failure is kept for the next
+                // write to report): the newest is always unsynced.
+                let _ = self.write_batch(&[], true);
             }
             let durable = needs_sync(&batch) && !acked_unsynced;
             let started = Instant::now();
@@ -146,17 +147,6 @@ impl Writer {
             self.failed = Some(e.to_string());
         }
         result
-    }
-
-    /// With [`Bug::AckBeforeFsync`]: sync the groups already acknowledged as durable.
-    fn sync_acknowledged(&mut self) {
-        if self.failed.is_some() {
-            return;
-        }
-        if let Err(e) = self.sync() {
-            tracing::error!("syncing the raft log: {e}");
-            self.failed = Some(e.to_string());
-        }
     }
 
     /// Writes `records` and returns once they are durable, before the thread starts (to import
