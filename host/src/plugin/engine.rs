@@ -120,15 +120,11 @@ impl Runtime {
         if is_core_module(wasm) {
             return Err("not a component: this is a core WebAssembly module (build for wasm32-wasip2, or wrap it with `wasm-tools component new`)".into());
         }
-        let component = match self.cache.as_ref().and_then(|cache| cache.load(&self.engine, hash)) {
+        let cached = self.cache.as_ref().and_then(|cache| cache.load(&self.engine, hash));
+        let compiled_now = cached.is_none();
+        let component = match cached {
             Some(component) => component,
-            None => {
-                let component = Component::new(&self.engine, wasm).map_err(|e| format!("not a valid WebAssembly component: {}", super::call::one_line(&format!("{e:#}"))))?;
-                if let Some(cache) = &self.cache {
-                    cache.store(hash, &component);
-                }
-                component
-            }
+            None => Component::new(&self.engine, wasm).map_err(|e| format!("not a valid WebAssembly component: {}", super::call::one_line(&format!("{e:#}"))))?,
         };
         let pre = self
             .linker
@@ -142,6 +138,10 @@ impl Runtime {
                 let why = super::call::one_line(&format!("{e:#}"));
                 format!("the component does not export the conclave:plugin@0.1.0 `recipe` world: {why}")
             })?;
+        // Only what links: a refused deploy leaves nothing in the cache.
+        if compiled_now && let Some(cache) = &self.cache {
+            cache.store(hash, &component);
+        }
         Ok((component, pre))
     }
 }
