@@ -17,6 +17,8 @@ use crate::node::{Kind, Node, Schemes, free_port};
 const LEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause between polls of the members' status.
 const POLL: Duration = Duration::from_millis(50);
+/// How long a member may take to answer a status request while the leader is sought.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a membership change may be refused because the cluster is not ready for it (etcd
 /// refuses changes until its members have been connected for a few seconds).
 const RECONFIG_TIMEOUT: Duration = Duration::from_secs(30);
@@ -214,7 +216,8 @@ impl Cluster {
                 ids.push(None);
                 continue;
             }
-            let status = status(&member.endpoint()).await.ok()?;
+            // Bounded: a member that hangs counts as one that disagrees.
+            let status = tokio::time::timeout(STATUS_TIMEOUT, status(&member.endpoint())).await.ok()?.ok()?;
             ids.push(Some(status.0));
             leaders.push(status.1);
         }

@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use etcd_client::{AlarmAction, AlarmOptions, AlarmType, Client};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -50,6 +50,9 @@ pub const SMALL_DISK_BYTES: u64 = 2 << 30;
 /// Free space the disk-full fault leaves: below the 96 MiB a Conclave member keeps in reserve
 /// (so it raises NOSPACE), more than a log segment (so its log can still move to a new one).
 const FREE_WHEN_FULL: u64 = 80 << 20;
+
+/// How long listing the alarms may take.
+const ALARMS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long, at least, a follower stays down after a catch-up burst.
 const CATCH_UP_HOLD: Duration = Duration::from_secs(2);
@@ -105,8 +108,9 @@ enum Fault {
     DiskFull(usize),
 }
 
-/// The members agreed on no leader after a fault was healed: the system under test did not
-/// recover (a broken guarantee, not a failure of the harness).
+/// A member did not start again after a fault, or the members agreed on no leader after it was
+/// healed: the system under test did not recover (a broken guarantee, not a failure of the
+/// harness).
 #[derive(Debug)]
 pub struct NotRecovered(pub anyhow::Error);
 
@@ -155,7 +159,8 @@ async fn schedule(cluster: &mut Cluster, network: &Network, disk: Option<&SmallD
         tokio::time::sleep(Duration::from_millis(rng.random_range(300..1500))).await;
         let hold = Duration::from_millis(rng.random_range(200..2500));
         let size = cluster.members.len();
-        let leader = cluster.leader().await?;
+        // The last fault was healed with a leader agreed: losing it for good since is no recovery.
+        let leader = cluster.leader().await.map_err(NotRecovered)?;
         let follower = (leader + 1 + rng.random_range(0..size - 1)) % size;
         let anyone = rng.random_range(0..size);
         let (direction, ways) = [(Direction::Both, "both ways"), (Direction::Into, "into it"), (Direction::OutOf, "out of it")][rng.random_range(0..3)];
@@ -186,7 +191,11 @@ async fn schedule(cluster: &mut Cluster, network: &Network, disk: Option<&SmallD
             Fault::Pause(member) => cluster.members[*member].pause(),
             Fault::Links(member, direction, link) => network.set(*member, *direction, *link),
             // Removed and added back at once: the hold after it is the new member catching up.
-            Fault::Replace(member) => cluster.replace_member(*member).await?,
+            // It waits for etcdctl and the new member blocking: off the async workers.
+            Fault::Replace(member) => {
+                let runtime = tokio::runtime::Handle::current();
+                tokio::task::block_in_place(|| runtime.block_on(cluster.replace_member(*member)))?
+            }
             Fault::DiskFull(_) => {
                 let disk = disk.expect("disk-full runs only with a small disk");
                 disk.resize(disk.used()? + FREE_WHEN_FULL)?;
@@ -210,7 +219,8 @@ async fn schedule(cluster: &mut Cluster, network: &Network, disk: Option<&SmallD
             line += if raised_alarms(&cluster.endpoints()).await.unwrap_or_default().is_empty() { " (no alarm raised yet)" } else { " (NOSPACE raised)" };
         }
         let healing = Instant::now();
-        heal(cluster, network, &fault)?;
+        // A member that does not start again on its data dir is no recovery either.
+        tokio::task::block_in_place(|| heal(cluster, network, &fault)).map_err(NotRecovered)?;
         if let (Fault::DiskFull(_), Some(disk)) = (&fault, disk) {
             disk.resize(SMALL_DISK_BYTES)?;
             disarm_all(&cluster.endpoints()).await?;
@@ -224,6 +234,7 @@ async fn schedule(cluster: &mut Cluster, network: &Network, disk: Option<&SmallD
 
 /// Undo `fault`: resume a paused member, open the links, or start killed members again on their
 /// data dirs (all launched before any is awaited: a member is only ready once a quorum runs).
+/// Blocks until they are ready.
 fn heal(cluster: &mut Cluster, network: &Network, fault: &Fault) -> Result<()> {
     match fault {
         Fault::Pause(member) => cluster.members[*member].resume(),
@@ -236,8 +247,9 @@ fn heal(cluster: &mut Cluster, network: &Network, fault: &Fault) -> Result<()> {
 }
 
 /// The alarms raised in the cluster, by member.
-async fn raised_alarms(endpoints: &[String]) -> Result<Vec<(u64, AlarmType)>, etcd_client::Error> {
-    let listed = Client::connect(endpoints, None).await?.alarm(AlarmAction::Get, AlarmType::None, None).await?;
+async fn raised_alarms(endpoints: &[String]) -> Result<Vec<(u64, AlarmType)>> {
+    let listed = async { Client::connect(endpoints, None).await?.alarm(AlarmAction::Get, AlarmType::None, None).await };
+    let listed = tokio::time::timeout(ALARMS_TIMEOUT, listed).await.context("listing the alarms")??;
     Ok(listed.alarms().iter().map(|a| (a.member_id(), a.alarm())).collect())
 }
 
@@ -254,9 +266,10 @@ async fn disarm_all(endpoints: &[String]) -> Result<()> {
                 options.with_member(*member);
                 client.alarm(AlarmAction::Deactivate, *alarm, Some(options)).await?;
             }
-            Ok::<_, etcd_client::Error>(raised.is_empty())
+            Ok::<_, anyhow::Error>(raised.is_empty())
         };
-        match disarmed.await {
+        let disarmed = tokio::time::timeout(ALARMS_TIMEOUT, disarmed).await.unwrap_or_else(|_| Err(anyhow!("no answer in {ALARMS_TIMEOUT:?}")));
+        match disarmed {
             Ok(true) => return Ok(()),
             Ok(false) | Err(_) if Instant::now() < deadline => tokio::time::sleep(POLL).await,
             Ok(false) => bail!("alarms still raised {SETTLE_TIMEOUT:?} after the disk had space again"),

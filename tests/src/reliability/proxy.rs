@@ -7,6 +7,11 @@
 //! [`Network`] holds what each directed link meets — open, a blackhole (nothing passes until it
 //! lifts, as when a partition heals and TCP delivers what was held), a delay on every chunk, or
 //! losses (a lost chunk breaks its connection, which the dialer must notice and re-dial).
+//!
+//! The proxies run on a runtime of their own: the network must carry the members' traffic
+//! whatever the harness's tasks do. A harness that blocks its worker threads (waiting for a
+//! member to start, running etcdctl) would otherwise stall the very links that member needs, and
+//! under load that held a joining member unready, or a member cut off, for a minute.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,8 +21,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::runtime::Runtime;
+use tokio::sync::{OnceCell, Semaphore, watch};
 
 /// What traffic on one directed link meets.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -46,24 +51,34 @@ pub enum Direction {
 /// The links between the members of one run.
 pub struct Network {
     links: Arc<watch::Sender<Links>>,
-    proxies: Vec<PeerProxy>,
+    ports: Vec<u16>,
+    /// Runs the proxies; shut down (without waiting) when the network is dropped.
+    runtime: Option<Runtime>,
 }
 
 impl Network {
     /// A proxy for each of `targets` (the members' peer ports, in member order), every link open.
-    pub async fn start(targets: &[u16]) -> Result<Network> {
+    pub fn start(targets: &[u16]) -> Result<Network> {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("network").enable_all().build()?;
         let open = Links(vec![vec![Link::Open; targets.len()]; targets.len()]);
         let links = Arc::new(watch::Sender::new(open));
-        let mut proxies = Vec::new();
+        let mut ports = Vec::new();
         for (member, &target) in targets.iter().enumerate() {
-            proxies.push(PeerProxy::start(member, target, links.clone()).await?);
+            let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+            listener.set_nonblocking(true)?;
+            ports.push(listener.local_addr()?.port());
+            let listener = {
+                let _entered = runtime.enter();
+                TcpListener::from_std(listener)?
+            };
+            runtime.spawn(accept(listener, member, target, links.clone()));
         }
-        Ok(Network { links, proxies })
+        Ok(Network { links, ports, runtime: Some(runtime) })
     }
 
     /// The port the peers of member `member` dial.
     pub fn port(&self, member: usize) -> u16 {
-        self.proxies[member].port
+        self.ports[member]
     }
 
     /// Set the links of `member` in `direction` to `link`, leaving the others as they are.
@@ -86,45 +101,42 @@ impl Network {
     }
 }
 
-/// A proxy on an ephemeral loopback port forwarding to one member's peer port.
-struct PeerProxy {
-    port: u16,
-    accepting: JoinHandle<()>,
-}
-
-impl Drop for PeerProxy {
+impl Drop for Network {
     fn drop(&mut self) {
-        self.accepting.abort();
-    }
-}
-
-impl PeerProxy {
-    async fn start(member: usize, target: u16, links: Arc<watch::Sender<Links>>) -> Result<PeerProxy> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let port = listener.local_addr()?.port();
-        let accepting = tokio::spawn(accept(listener, member, target, links));
-        Ok(PeerProxy { port, accepting })
+        // Dropped from async code too, where waiting for the proxies' tasks is not allowed.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 
 async fn accept(listener: TcpListener, member: usize, target: u16, links: Arc<watch::Sender<Links>>) {
     let Ok(own) = listener.local_addr() else { return };
+    let lookups = Arc::new(Semaphore::new(LOOKUPS));
     let mut connections = 0u64;
-    while let Ok((inbound, from)) = listener.accept().await {
+    loop {
+        let (inbound, from) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            // Out of file descriptors, or a connection reset before it was taken: the proxy
+            // goes on (a proxy that stopped would be a partition nobody asked for).
+            Err(e) => {
+                eprintln!("the proxy to member {member} could not accept a connection: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
         connections += 1;
         let seed = u64::from(target) << 32 | connections;
         let links = links.subscribe();
+        let dialer = Arc::new(Dialer { dialer_port: from.port(), proxy_port: own.port(), found: OnceCell::new(), lookups: lookups.clone() });
         tokio::spawn(async move {
-            // Whoever dialed is known by the process behind the socket; an unknown dialer (it
-            // exited meanwhile) meets the faults of every link into the member.
-            let dialer = tokio::task::spawn_blocking(move || dialer(from.port(), own.port())).await.ok().flatten();
             // The member may be down: the connection just ends, as it would without the proxy.
             let Ok(outbound) = TcpStream::connect(("127.0.0.1", target)).await else { return };
             let _ = (inbound.set_nodelay(true), outbound.set_nodelay(true));
             let (in_read, in_write) = inbound.into_split();
             let (out_read, out_write) = outbound.into_split();
-            let there = Route { from: dialer, to: Some(member) };
-            let back = Route { from: Some(member), to: dialer };
+            let there = Route { member, into_member: true, dialer: dialer.clone() };
+            let back = Route { member, into_member: false, dialer };
             // Either half ending (a close, or a lost chunk) ends the connection both ways.
             tokio::select! {
                 () = pump(in_read, out_write, there, links.clone(), StdRng::seed_from_u64(seed)) => {}
@@ -134,21 +146,61 @@ async fn accept(listener: TcpListener, member: usize, target: u16, links: Arc<wa
     }
 }
 
-/// One direction of a proxied connection: member indexes, `None` for an unknown dialer.
-#[derive(Clone, Copy)]
+/// How many dialer lookups a proxy runs at once: each reads the kernel's socket table, which a
+/// busy machine fills with thousands of sockets.
+const LOOKUPS: usize = 2;
+
+/// Who dialed one proxied connection: looked up once, and only when a fault makes it matter.
+/// While every link is open (most of a run) no connection needs it; a lookup per connection
+/// made the re-dials of a slowed link cost a scan of the socket table each, which under load
+/// starved the proxies past the fault.
+struct Dialer {
+    dialer_port: u16,
+    proxy_port: u16,
+    found: OnceCell<Option<usize>>,
+    lookups: Arc<Semaphore>,
+}
+
+impl Dialer {
+    /// The dialing member, `None` if it is unknown (it exited meanwhile).
+    async fn member(&self) -> Option<usize> {
+        let (dialer_port, proxy_port) = (self.dialer_port, self.proxy_port);
+        *self
+            .found
+            .get_or_init(|| async {
+                let _permit = self.lookups.acquire().await.ok();
+                tokio::task::spawn_blocking(move || dialer(dialer_port, proxy_port)).await.ok().flatten()
+            })
+            .await
+    }
+}
+
+/// One direction of a proxied connection to `member`: from its dialer into it, or back.
 struct Route {
-    from: Option<usize>,
-    to: Option<usize>,
+    member: usize,
+    into_member: bool,
+    dialer: Arc<Dialer>,
 }
 
 impl Route {
-    /// What this direction meets: its link, or for an unknown end the worst link it could be.
-    fn link(self, Links(links): &Links) -> Link {
-        let candidates: Vec<Link> = match (self.from, self.to) {
-            (Some(from), Some(to)) => vec![links[from][to]],
-            (None, Some(to)) => (0..links.len()).filter(|&f| f != to).map(|f| links[f][to]).collect(),
-            (Some(from), None) => (0..links.len()).filter(|&t| t != from).map(|t| links[from][t]).collect(),
-            (None, None) => vec![Link::Open],
+    /// What this direction meets now: its link, or for an unknown dialer the worst link it
+    /// could be.
+    async fn link(&self, links: &mut watch::Receiver<Links>) -> Link {
+        let current = {
+            let current = links.borrow_and_update();
+            if current.0.iter().flatten().all(|l| *l == Link::Open) {
+                return Link::Open;
+            }
+            current.clone()
+        };
+        let Links(links) = current;
+        let member = self.member;
+        let others = (0..links.len()).filter(|&o| o != member);
+        let candidates: Vec<Link> = match (self.dialer.member().await, self.into_member) {
+            (Some(dialer), true) => vec![links[dialer][member]],
+            (Some(dialer), false) => vec![links[member][dialer]],
+            (None, true) => others.map(|o| links[o][member]).collect(),
+            (None, false) => others.map(|o| links[member][o]).collect(),
         };
         candidates.into_iter().find(|l| *l != Link::Open).unwrap_or(Link::Open)
     }
@@ -164,8 +216,7 @@ async fn pump(mut from: impl AsyncReadExt + Unpin, mut to: impl AsyncWriteExt + 
             return;
         }
         loop {
-            let link = route.link(&links.borrow_and_update());
-            match link {
+            match route.link(&mut links).await {
                 Link::Open => break,
                 Link::Blackhole => {
                     if links.changed().await.is_err() {
@@ -215,13 +266,15 @@ fn dialer(dialer_port: u16, proxy_port: u16) -> Option<usize> {
 /// socket tables (`/proc/net/tcp`, `/proc/net/tcp6`: local and remote addresses as hex
 /// `ADDR:PORT`, the inode in the tenth column).
 fn socket_inode(local_port: u16, remote_port: u16) -> Option<String> {
-    let port_of = |address: &str| address.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
+    // Compared as the table prints them (upper-case hex), without parsing every line: the table
+    // can hold thousands of sockets.
+    let (local, remote) = (format!(":{local_port:04X}"), format!(":{remote_port:04X}"));
     ["/proc/net/tcp", "/proc/net/tcp6"].iter().find_map(|table| {
         let table = std::fs::read_to_string(table).ok()?;
         table.lines().skip(1).find_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let matches = fields.len() > 9 && port_of(fields[1]) == Some(local_port) && port_of(fields[2]) == Some(remote_port);
-            matches.then(|| fields[9].to_string())
+            let mut fields = line.split_ascii_whitespace().skip(1);
+            let matches = fields.next()?.ends_with(&local) && fields.next()?.ends_with(&remote);
+            matches.then(|| fields.nth(6).map(str::to_string)).flatten()
         })
     })
 }

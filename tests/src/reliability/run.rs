@@ -122,7 +122,7 @@ pub async fn run(config: RunConfig) -> Result<Report> {
         Kind::Etcd => None,
     };
     let (mut cluster, network, disk) = behind_proxies(&config).await?;
-    cluster.launch_all()?;
+    tokio::task::block_in_place(|| cluster.launch_all())?;
     let endpoints = cluster.endpoints();
     let clock = Clock::start();
     let stop = Arc::new(AtomicBool::new(false));
@@ -172,7 +172,7 @@ pub async fn run(config: RunConfig) -> Result<Report> {
                     evidence.push(format!("{} exited on its own: {status}", member.name()));
                 }
             }
-            let violations = vec![Violation { rule: "recovery", detail: "the faults stopped: the members agreed on no leader after one healed".into(), evidence }];
+            let violations = vec![Violation { rule: "recovery", detail: "the faults stopped: a member did not start again, or the members agreed on no leader, after one healed".into(), evidence }];
             return Ok(Report { config, history: History::default(), faults: Vec::new(), violations, grants_of_gone_keys: 0, snapshot_installs: 0, deploys: Vec::new(), kept });
         }
     };
@@ -232,7 +232,7 @@ fn client_rng(seed: u64, client: usize) -> StdRng {
 /// where a tmpfs cannot be mounted).
 async fn behind_proxies(config: &RunConfig) -> Result<(Cluster, Network, Option<SmallDisk>)> {
     let mut ports: Vec<MemberPorts> = (0..config.members).map(|_| MemberPorts::free()).collect();
-    let network = Network::start(&ports.iter().map(|p| p.peer).collect::<Vec<_>>()).await?;
+    let network = Network::start(&ports.iter().map(|p| p.peer).collect::<Vec<_>>())?;
     for (member, ports) in ports.iter_mut().enumerate() {
         ports.advertised_peer = network.port(member);
     }
