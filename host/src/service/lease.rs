@@ -107,9 +107,13 @@ impl Service {
         self.keep_alive_here(id).await
     }
 
-    /// Renew a lease on this member's deadlines; `None` if it does not lead by the time it looks
-    /// (an answer then would claim a renewal the leader never made).
+    /// Renew a lease on this member's deadlines; `None` if it does not lead by the time it looks,
+    /// or cannot confirm that it still does (an answer then would claim a renewal the leader
+    /// never made).
     async fn keep_alive_here(&self, id: i64) -> Option<LeaseKeepAliveResponse> {
+        if !self.node.confirm_leadership().await {
+            return None;
+        }
         let node = self.node.clone();
         self.node
             .store

@@ -5,7 +5,7 @@
 //! a follower, and a lease's remaining TTL asked of a follower; watches on one member seeing
 //! writes through another; the whole cluster killed and restarted; a member left in a minority
 //! (the others SIGSTOPped) commits nothing and serves no stale linearizable read, and the cluster
-//! heals once they resume. `etcdctl endpoint status`, `endpoint health` and `member list` of a
+//! heals once they resume; a leader cut off from its quorum renews no lease. `etcdctl endpoint status`, `endpoint health` and `member list` of a
 //! cluster read as they do with etcd (the same columns, one leader, one term, every member's
 //! URLs), and a leader cut off from the others reports that there is no leader, as etcd's does.
 
@@ -116,6 +116,48 @@ async fn keep_alives_through_a_follower_reach_the_leader() {
     }
     let mut on_leader = connect(&cluster.members[leader].endpoint()).await;
     assert_eq!(value(&mut on_leader, "leased", false).await.as_deref(), Some("v"), "the lease expired despite keep-alives");
+}
+
+/// A leader that has not heard from a quorum for longer than a vote could take elsewhere renews
+/// no lease until it confirms it still leads: a new leader counts every TTL from its own
+/// election, so a renewal answered by a replaced leader promises the key a life it does not get.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_its_quorum_renews_no_lease() {
+    const TTL: i64 = 30;
+    let cluster = Cluster::start(Kind::subject(), 3, &[]).expect("cluster starts");
+    let leader = cluster.leader().await.expect("a leader");
+    let mut client = connect(&cluster.members[leader].endpoint()).await;
+    let lease = client.lease_grant(TTL, None).await.expect("grant").id();
+    let (mut keeper, mut answers) = client.lease_keep_alive(lease).await.expect("keep-alive stream");
+    keeper.keep_alive().await.expect("send keep-alive");
+    assert_eq!(answers.message().await.expect("answer").expect("stream open").ttl(), TTL);
+
+    let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    others.iter().for_each(|&i| cluster.members[i].pause());
+    // Past the followers' shortest election timeout (0.5 s at the default --election-timeout),
+    // within the 1.5 s after which the leader no longer names itself leader.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    keeper.keep_alive().await.expect("send keep-alive");
+    let answered = tokio::time::timeout(Duration::from_secs(2), answers.message()).await;
+    others.iter().for_each(|&i| cluster.members[i].resume());
+    assert!(!matches!(&answered, Ok(Ok(Some(a))) if a.ttl() > 0), "renewed by a leader cut off from its quorum: {answered:?}");
+
+    // With the quorum back, the lease is renewed again.
+    let deadline = Instant::now() + PROGRESS_TIMEOUT;
+    loop {
+        let leader = cluster.leader().await.expect("a leader");
+        let mut client = connect(&cluster.members[leader].endpoint()).await;
+        let renewed = async {
+            let (mut keeper, mut answers) = client.lease_keep_alive(lease).await.ok()?;
+            keeper.keep_alive().await.ok()?;
+            answers.message().await.ok().flatten()
+        };
+        match tokio::time::timeout(Duration::from_secs(2), renewed).await {
+            Ok(Some(answer)) if answer.ttl() == TTL => break,
+            other => assert!(Instant::now() < deadline, "lease {lease} not renewed {PROGRESS_TIMEOUT:?} after the quorum came back: {other:?}"),
+        }
+        tokio::time::sleep(POLL).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
