@@ -51,7 +51,7 @@ pub const SMALL_DISK_BYTES: u64 = 2 << 30;
 /// (so it raises NOSPACE), more than a log segment (so its log can still move to a new one).
 const FREE_WHEN_FULL: u64 = 80 << 20;
 
-/// How long listing the alarms may take.
+/// How long an alarm request may take: listing the alarms, or one round of disarming them.
 const ALARMS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long, at least, a follower stays down after a catch-up burst.
