@@ -93,6 +93,18 @@ impl FaultKind {
         FaultKind::Replace,
         FaultKind::DiskFull,
     ];
+
+    /// The kinds a run injects by default: every kind, but for etcd 3.4 (Debian's 3.4.23) no
+    /// pauses. A leader SIGSTOPped past a lease's TTL revokes that lease when it resumes, before
+    /// it learns it was deposed, and the new leader commits the revoke although the client kept
+    /// the lease alive there: etcd issue #15247, fixed in 3.4 by PR #17465 (2024), after 3.4.23.
+    /// The lease check finds it, so a run on etcd with pauses is not a baseline.
+    pub fn defaults(kind: Kind) -> Vec<FaultKind> {
+        match kind {
+            Kind::Conclave => FaultKind::ALL.to_vec(),
+            Kind::Etcd => FaultKind::ALL.into_iter().filter(|k| *k != FaultKind::Pause).collect(),
+        }
+    }
 }
 
 /// One fault of the schedule.

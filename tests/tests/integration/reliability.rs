@@ -11,7 +11,7 @@ use conclave_tests::reliability::faults::FaultKind;
 use conclave_tests::reliability::run::{Report, RunConfig, run};
 
 fn config(kind: Kind, seconds: u64, planted_bug: Option<&'static str>) -> RunConfig {
-    RunConfig { kind, members: 3, clients: 8, watchers: 4, lease_clients: 2, recipe_clients: 2, keys: 10, duration: Duration::from_secs(seconds), seed: 1, faults: FaultKind::ALL.to_vec(), planted_bug }
+    RunConfig { kind, members: 3, clients: 8, watchers: 4, lease_clients: 2, recipe_clients: 2, keys: 10, duration: Duration::from_secs(seconds), seed: 1, faults: FaultKind::defaults(kind), planted_bug }
 }
 
 async fn passes(config: RunConfig) {
