@@ -10,22 +10,29 @@
 //! so a gRPC stream, a plugin or an HTTP stream holds a watch the same way.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use conclave_proto::etcdserverpb::watch_request::RequestUnion;
 use conclave_proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
 use conclave_proto::etcdserverpb::watch_create_request::FilterType;
+use bytes::Bytes;
 use conclave_proto::mvccpb::event::EventType;
-use conclave_proto::mvccpb::Event;
+use conclave_proto::mvccpb::{Event, KeyValue};
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use prost::Message;
+use tokio::sync::mpsc;
 
 use super::WatchContext;
+use super::hub::Published;
 use crate::error::EtcdError;
 use crate::mvcc::{KeySpan, StoreError, View};
 
 /// Events read from history per step of a replay, so the store is never held for long.
 const REPLAY_CHUNK: usize = 1000;
+
+/// Most events a stream that fell behind takes from its queue into one delivery.
+const COALESCE_EVENTS: usize = 1000;
 
 /// etcd's id for responses that belong to no watcher (progress, failed creates).
 const NO_WATCHER: i64 = -1;
@@ -119,6 +126,7 @@ where
                 },
                 batch = live.batches.recv() => match batch {
                     Some(batch) => {
+                        let batch = coalesce(batch, &mut live.batches);
                         worker.deliver(&batch.events, None, batch.revision).await?;
                         worker.seen = worker.seen.max(batch.revision);
                     }
@@ -137,6 +145,24 @@ where
         }
     }
     .await;
+}
+
+/// `first` and the batches queued behind it, up to [`COALESCE_EVENTS`] events, as one batch. A
+/// stream that keeps up gets each batch on its own; one that fell behind (its watchers busy with
+/// thousands of others) catches up with one response per watcher for several batches, as etcd's
+/// watchers catch up, instead of paying a response for each.
+fn coalesce(first: Arc<Published>, queued: &mut mpsc::Receiver<Arc<Published>>) -> Arc<Published> {
+    let Ok(second) = queued.try_recv() else { return first };
+    let mut merged = Published { events: first.events.clone(), revision: first.revision };
+    let mut next = Some(second);
+    while let Some(batch) = next.take() {
+        merged.events.extend_from_slice(&batch.events);
+        merged.revision = merged.revision.max(batch.revision);
+        if merged.events.len() < COALESCE_EVENTS {
+            next = queued.try_recv().ok();
+        }
+    }
+    Arc::new(merged)
 }
 
 impl<O: Sink<WatchResponse> + Unpin> Worker<O> {
@@ -272,12 +298,15 @@ impl<O: Sink<WatchResponse> + Unpin> Worker<O> {
         let mut responses = Vec::new();
         // One header for all: it reads the raft term, shared with every other stream.
         let header = (self.ctx.header)(revision);
+        let mut copies = StreamCopies::new(events);
         for (id, watcher) in self.watchers.iter_mut().filter(|(id, _)| only.is_none_or(|o| o == **id)) {
-            let matched: Vec<Event> = events
-                .iter()
-                .filter(|e| watcher.wants(e))
-                // Each watcher gets its own copy: the previous value only if it asked for it.
-                .map(|e| Event { r#type: e.r#type, kv: e.kv.clone(), prev_kv: if watcher.prev_kv { e.prev_kv.clone() } else { None } })
+            let matched: Vec<Event> = (0..events.len())
+                .filter(|&i| watcher.wants(&events[i]))
+                .map(|i| {
+                    let event = copies.get(i);
+                    // Each watcher gets its own event: the previous value only if it asked for it.
+                    Event { r#type: event.r#type, kv: event.kv.clone(), prev_kv: if watcher.prev_kv { event.prev_kv.clone() } else { None } }
+                })
                 .collect();
             let Some(last) = matched.last().and_then(|e| e.kv.as_ref()) else { continue };
             watcher.next_rev = last.mod_revision + 1;
@@ -298,6 +327,40 @@ impl<O: Sink<WatchResponse> + Unpin> Worker<O> {
             self.send(response).await?;
         }
         Ok(())
+    }
+}
+
+/// This stream's own copies of a batch's events, made the first time one of its watchers wants
+/// each. An event's key and value are reference-counted buffers, and every copy of an event
+/// handed to a watcher (and its encoding) bumps their count: with the batch's buffers, which every
+/// stream shares, thousands of watchers on both cores fought over those counts (a third of the
+/// member's CPU with 10,000 watchers of one key). A stream's own copy keeps the counting in it.
+struct StreamCopies<'a> {
+    events: &'a [Event],
+    copies: Vec<Option<Event>>,
+}
+
+impl<'a> StreamCopies<'a> {
+    fn new(events: &'a [Event]) -> Self {
+        StreamCopies { events, copies: vec![None; events.len()] }
+    }
+
+    fn get(&mut self, i: usize) -> &Event {
+        self.copies[i].get_or_insert_with(|| {
+            let event = &self.events[i];
+            Event { r#type: event.r#type, kv: event.kv.as_ref().map(deep_copy), prev_kv: event.prev_kv.as_ref().map(deep_copy) }
+        })
+    }
+}
+
+fn deep_copy(kv: &KeyValue) -> KeyValue {
+    KeyValue {
+        key: Bytes::copy_from_slice(&kv.key),
+        create_revision: kv.create_revision,
+        mod_revision: kv.mod_revision,
+        version: kv.version,
+        value: Bytes::copy_from_slice(&kv.value),
+        lease: kv.lease,
     }
 }
 

@@ -173,3 +173,26 @@ async fn after_a_snapshot_that_compacted_what_a_watcher_needs_it_is_canceled_as_
     let canceled = client.next().await;
     assert!(canceled.canceled && canceled.compact_revision == 8 && canceled.events.is_empty(), "{canceled:?}");
 }
+
+#[tokio::test]
+async fn a_stream_behind_its_queue_gets_the_queued_batches_in_one_response_per_watcher() {
+    let member = Member::new();
+    let mut client = Client::open(member.context());
+    client.watch_prefix("k", 0).await;
+    client.watch_prefix("k", 1).await;
+    // The test's runtime has one thread: the worker runs only once this test waits, with all ten
+    // commits queued.
+    for i in 1..=10 {
+        member.put(&format!("k{i}"));
+    }
+    let want: Vec<(i64, String)> = (1..=10).map(|i| (i + 1, format!("k{i}"))).collect();
+    for watch_id in [0, 1] {
+        let response = client.next().await;
+        assert_eq!(response.watch_id, watch_id);
+        assert_eq!(response.header.as_ref().map(|h| h.revision), Some(11));
+        let got: Vec<(i64, String)> = response.events.iter().filter_map(|e| e.kv.as_ref()).map(|kv| (kv.mod_revision, String::from_utf8_lossy(&kv.key).into_owned())).collect();
+        assert_eq!(got, want);
+    }
+    member.put("k-live");
+    assert_eq!(client.events_until(12).await, [(12, "k-live".into())], "nothing twice");
+}
