@@ -12,6 +12,7 @@ pub mod api;
 pub mod compactor;
 pub mod config;
 pub mod error;
+pub mod heap;
 pub mod identity;
 pub mod lease;
 pub mod logging;

@@ -21,7 +21,7 @@ use crate::identity::{load_identity, Identity};
 use crate::lease::{IdGenerator, Lessor};
 use crate::membership::{self, Reconfigurer};
 use crate::mvcc::Store;
-use crate::raft::{Handover, LogStore, MemberNode, Network, Peers, Proposer, Raft, StateMachine};
+use crate::raft::{ask_for_snapshots, Handover, LogStore, MemberNode, Network, Peers, Proposer, Raft, SnapshotDue, StateMachine};
 use crate::watch::Hub;
 
 /// sled's page cache. Its default (1 GiB) made a member hold several times etcd's memory for the
@@ -65,6 +65,7 @@ impl Node {
         let alarms = Arc::new(Alarms::load(&store)?);
         let lessor = Arc::new(Lessor::default());
         let plugin_changes = tokio::sync::watch::Sender::new(0);
+        let snapshot_due = SnapshotDue::new(config.snapshot_count);
         let state_machine = StateMachine::new(
             store.clone(),
             hub.clone(),
@@ -73,6 +74,7 @@ impl Node {
             plugin_changes.clone(),
             dir.join("snap"),
             log_store.durable(),
+            snapshot_due.clone(),
         )?;
 
         let raft_config = raft_config(&config)?;
@@ -81,6 +83,7 @@ impl Node {
             .await
             .context("starting raft")?;
         bootstrap(&raft, &identity, fresh).await?;
+        tokio::spawn(ask_for_snapshots(raft.clone(), snapshot_due));
 
         let space = Space::new(&dir, &db, &store);
         let leader_wait = leader_wait(&config);

@@ -240,6 +240,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         self.log().purge(log_id);
+        // A snapshot interval of entries was just freed, scattered through the heap.
+        tokio::task::spawn_blocking(crate::heap::release_free_pages);
         self.write(vec![wal::pending(PURGED, &log_id, None).map_err(write_err)?], Some(log_id.index)).await
     }
 }

@@ -18,6 +18,7 @@ use openraft::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::snapshot_due::SnapshotDue;
 use super::wal::Durable;
 use super::{decode, encode, read_err, write_err, MemberNode, NodeId, Proto, Response, TypeConfig};
 use crate::alarm::Alarms;
@@ -55,6 +56,8 @@ pub struct StateMachine {
     /// This member's raft log: an entry is applied only once it is durable here (a leader's own
     /// entries may commit before, see `log_store.rs`).
     durable: Durable,
+    /// Counts applied requests towards the next snapshot.
+    snapshot_due: Arc<SnapshotDue>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -66,7 +69,8 @@ impl StateMachine {
     /// A state machine applying to `store`, publishing to `hub`, keeping `alarms`, and starting
     /// the TTL of leases it grants in `lessor` (which only the leader's keeps), and telling the
     /// plugin registry through `plugins` when the deployed plugins change; applying each entry
-    /// once `durable` says this member's log holds it.
+    /// once `durable` says this member's log holds it, and counting requests in `snapshot_due`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Arc<Store>,
         hub: Arc<Hub>,
@@ -75,9 +79,10 @@ impl StateMachine {
         plugins: tokio::sync::watch::Sender<u64>,
         snap_dir: PathBuf,
         durable: Durable,
+        snapshot_due: Arc<SnapshotDue>,
     ) -> std::io::Result<Self> {
         std::fs::create_dir_all(&snap_dir)?;
-        let machine = StateMachine { store, hub, alarms, lessor, plugins, snap_dir, current: Arc::default(), durable };
+        let machine = StateMachine { store, hub, alarms, lessor, plugins, snap_dir, current: Arc::default(), durable, snapshot_due };
         machine.catch_up_with_snapshot()?;
         Ok(machine)
     }
@@ -174,6 +179,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut last = None;
         for entry in entries {
             last = Some(entry.log_id);
+            self.snapshot_due.applied(match &entry.payload {
+                EntryPayload::Normal(requests) => requests.0.requests.len().max(1) as u64,
+                _ => 1,
+            });
             let response = match entry.payload {
                 EntryPayload::Blank => RaftBatchResponse::default(),
                 EntryPayload::Normal(requests) => RaftBatchResponse {
@@ -287,6 +296,7 @@ fn save_snapshot_info(path: &std::path::Path, meta: &SnapshotMeta<NodeId, Member
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        self.snapshot_due.building();
         let store = self.store.clone();
         let path = self.snapshot_path(BUILDING_FILE);
         let captured = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<Option<sled::IVec>>> {
@@ -322,7 +332,7 @@ mod tests {
         let store = Arc::new(Store::open(sled::Config::new().temporary(true).open().unwrap().open_tree("mvcc").unwrap()).unwrap());
         let alarms = Arc::new(Alarms::load(&store).unwrap());
         let plugins = tokio::sync::watch::Sender::new(0);
-        StateMachine::new(store, Arc::default(), alarms, Arc::default(), plugins, snap_dir.to_path_buf(), Durable::everything())
+        StateMachine::new(store, Arc::default(), alarms, Arc::default(), plugins, snap_dir.to_path_buf(), Durable::everything(), SnapshotDue::new(u64::MAX))
     }
 
     fn machine(snap_dir: &std::path::Path) -> StateMachine {
@@ -339,6 +349,23 @@ mod tests {
 
         let mut lost = machine(dir.path());
         assert_eq!(lost.applied_state().await.unwrap().0, Some(applied));
+    }
+
+    /// etcd's --snapshot-count counts requests: an entry batching three puts counts three.
+    #[tokio::test]
+    async fn a_snapshot_is_due_after_snapshot_count_requests_however_they_are_batched() {
+        use conclave_proto::conclave::raft::{raft_request, RaftBatch, RaftRequest};
+        use conclave_proto::etcdserverpb::PutRequest;
+
+        let dir = tempfile::tempdir().unwrap();
+        let due = SnapshotDue::new(3);
+        let mut machine = StateMachine { snapshot_due: due.clone(), ..machine(dir.path()) };
+        let put = |key: &str| RaftRequest { id: 1, request: Some(raft_request::Request::Put(PutRequest { key: key.into(), ..Default::default() })) };
+        let batch = Proto(RaftBatch { requests: vec![put("a"), put("b"), put("c")] });
+        machine.apply([Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), 1), payload: EntryPayload::Normal(batch) }]).await.unwrap();
+        assert!(due.is_due(), "one entry of three requests");
+        machine.build_snapshot().await.unwrap();
+        assert!(!due.is_due(), "the snapshot holds them");
     }
 
     #[tokio::test]
