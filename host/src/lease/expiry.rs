@@ -150,6 +150,14 @@ pub async fn run_expiry(node: Weak<Node>) {
                 sweeper.lessor.take_expired(Instant::now(), REVOKES_PER_TICK)
             })
             .await;
+        // A leader paused or cut off past some leases' TTLs may still believe it leads when it
+        // comes back, before it hears of its successor, which counts those TTLs from its own
+        // election: its revokes would delete keys their clients kept alive there (etcd 3.4's
+        // #15247). Revoke only once a quorum confirmed this member still leads.
+        if !expired.is_empty() && !node.leads_by_quorum().await {
+            expired.iter().for_each(|&id| node.lessor.revoked(id));
+            continue;
+        }
         for id in expired {
             let node = node.clone();
             // Concurrent proposals share log entries (the proposer batches them).

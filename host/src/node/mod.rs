@@ -139,7 +139,13 @@ impl Node {
             metrics.state == openraft::ServerState::Leader
                 && metrics.millis_since_quorum_ack.is_some_and(|ms| Duration::from_millis(ms) < within)
         };
-        answered_lately || self.leader_reads.next().await.is_ok()
+        answered_lately || self.leads_by_quorum().await
+    }
+
+    /// Whether this member still leads, by a read-index round with a quorum, whatever raft's
+    /// metrics last said (a member just back from a pause reads metrics from before it).
+    pub async fn leads_by_quorum(&self) -> bool {
+        self.leader_reads.next().await.is_ok()
     }
 
     /// The current raft term if this member is the leader.
