@@ -26,7 +26,7 @@ impl SnapshotDue {
         Arc::new(SnapshotDue { applied: AtomicU64::new(0), snapshot_count, due: Notify::new() })
     }
 
-    /// `requests` more were applied (an entry without requests counts as one, as etcd counts it).
+    /// `requests` more were applied.
     pub fn applied(&self, requests: u64) {
         if self.applied.fetch_add(requests, Ordering::Relaxed) + requests >= self.snapshot_count {
             self.due.notify_one();

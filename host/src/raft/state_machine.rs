@@ -179,10 +179,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut last = None;
         for entry in entries {
             last = Some(entry.log_id);
-            self.snapshot_due.applied(match &entry.payload {
-                EntryPayload::Normal(requests) => requests.0.requests.len().max(1) as u64,
-                _ => 1,
-            });
             let response = match entry.payload {
                 EntryPayload::Blank => RaftBatchResponse::default(),
                 EntryPayload::Normal(requests) => RaftBatchResponse {
@@ -200,6 +196,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     RaftBatchResponse::default()
                 }
             };
+            // One per request; an entry without requests counts as one, as etcd counts it.
+            self.snapshot_due.applied(response.responses.len().max(1) as u64);
             responses.push(Proto(response));
         }
         if last.is_none() {

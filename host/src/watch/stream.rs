@@ -13,10 +13,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use conclave_proto::etcdserverpb::watch_request::RequestUnion;
 use conclave_proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
 use conclave_proto::etcdserverpb::watch_create_request::FilterType;
-use bytes::Bytes;
 use conclave_proto::mvccpb::event::EventType;
 use conclave_proto::mvccpb::{Event, KeyValue};
 use futures::{Sink, SinkExt, Stream, StreamExt};
@@ -298,7 +298,7 @@ impl<O: Sink<WatchResponse> + Unpin> Worker<O> {
         let mut responses = Vec::new();
         // One header for all: it reads the raft term, shared with every other stream.
         let header = (self.ctx.header)(revision);
-        let mut copies = StreamCopies::new(events);
+        let mut copies = StreamCopies::new(events, only.is_none() && self.watchers.len() > 1);
         for (id, watcher) in self.watchers.iter_mut().filter(|(id, _)| only.is_none_or(|o| o == **id)) {
             let matched: Vec<Event> = (0..events.len())
                 .filter(|&i| watcher.wants(&events[i]))
@@ -335,18 +335,21 @@ impl<O: Sink<WatchResponse> + Unpin> Worker<O> {
 /// handed to a watcher (and its encoding) bumps their count: with the batch's buffers, which every
 /// stream shares, thousands of watchers on both cores fought over those counts (a third of the
 /// member's CPU with 10,000 watchers of one key). A stream's own copy keeps the counting in it.
+/// Only worth it where several watchers share it: one watcher takes the events as they are.
 struct StreamCopies<'a> {
     events: &'a [Event],
-    copies: Vec<Option<Event>>,
+    /// `None` when the events are taken as they are.
+    copies: Option<Vec<Option<Event>>>,
 }
 
 impl<'a> StreamCopies<'a> {
-    fn new(events: &'a [Event]) -> Self {
-        StreamCopies { events, copies: vec![None; events.len()] }
+    fn new(events: &'a [Event], shared_by_watchers: bool) -> Self {
+        StreamCopies { events, copies: shared_by_watchers.then(|| vec![None; events.len()]) }
     }
 
     fn get(&mut self, i: usize) -> &Event {
-        self.copies[i].get_or_insert_with(|| {
+        let Some(copies) = &mut self.copies else { return &self.events[i] };
+        copies[i].get_or_insert_with(|| {
             let event = &self.events[i];
             Event { r#type: event.r#type, kv: event.kv.as_ref().map(deep_copy), prev_kv: event.prev_kv.as_ref().map(deep_copy) }
         })

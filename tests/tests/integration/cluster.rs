@@ -5,9 +5,10 @@
 //! a follower, and a lease's remaining TTL asked of a follower; watches on one member seeing
 //! writes through another; the whole cluster killed and restarted; a member left in a minority
 //! (the others SIGSTOPped) commits nothing and serves no stale linearizable read, and the cluster
-//! heals once they resume; a leader cut off from its quorum renews no lease. `etcdctl endpoint status`, `endpoint health` and `member list` of a
-//! cluster read as they do with etcd (the same columns, one leader, one term, every member's
-//! URLs), and a leader cut off from the others reports that there is no leader, as etcd's does.
+//! heals once they resume; a leader cut off from its quorum renews no lease. `etcdctl endpoint
+//! status`, `endpoint health` and `member list` of a cluster read as they do with etcd (the same
+//! columns, one leader, one term, every member's URLs), and a leader cut off from the others
+//! reports that there is no leader, as etcd's does.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
