@@ -133,7 +133,7 @@ impl Request {
         let mut kv = KvClient::new(channel.clone()).max_decoding_message_size(usize::MAX);
         session.sent += 1;
         let workload = match self.workload {
-            Workload::TxnMixed if session.sent % (u64::from(self.reads_per_write) + 1) == 0 => Workload::TxnPut,
+            Workload::TxnMixed if session.sent.is_multiple_of(u64::from(self.reads_per_write) + 1) => Workload::TxnPut,
             Workload::TxnMixed => Workload::Range,
             other => other,
         };

@@ -25,7 +25,7 @@ use crate::identity::Identity;
 use crate::lease::{IdGenerator, Lessor};
 use crate::membership::Reconfigurer;
 use crate::mvcc::Store;
-use crate::raft::{check_quorum, on_leader, recognised_leader, Answer, CommittedIndex, Handover, PeerService, Peers, Proposer, Raft, ReadRounds};
+use crate::raft::{check_quorum, on_leader, recognised_leader, Answer, CommittedIndex, Handover, PeerService, Peers, Proposer, QuorumContact, Raft, ReadRounds};
 use crate::watch::Hub;
 
 /// A running member. Its parts are the crate's to use; the binary only starts, serves and stops it.
@@ -64,6 +64,8 @@ pub struct Node {
     reads: ReadRounds<EtcdError>,
     /// This member's own read index while it leads (for its reads and its followers').
     leader_reads: Arc<ReadRounds<Status>>,
+    /// When a quorum last acknowledged this member as leader.
+    quorum_contact: QuorumContact,
 }
 
 impl Node {
@@ -128,18 +130,12 @@ impl Node {
     /// lease renewal needs: a new leader counts every lease's TTL from its own election, so a
     /// renewal by a replaced leader promises a key a life it does not get (etcd 3.4 answers
     /// such renewals; 3.5 confirms leadership first). Confirmed for free while a quorum
-    /// answered within openraft's shortest election timeout (a voter votes for nobody else for
-    /// a leader lease of the longest one after hearing from its leader), else by a read-index
-    /// round with a quorum.
+    /// answered within openraft's shortest election timeout by this process's clock (a voter
+    /// votes for nobody else for a leader lease of the longest one after hearing from its
+    /// leader), else by a read-index round with a quorum.
     pub async fn confirm_leadership(&self) -> bool {
-        let answered_lately = {
-            let metrics = self.raft.metrics();
-            let metrics = metrics.borrow();
-            let within = Duration::from_millis(self.raft.config().election_timeout_min);
-            metrics.state == openraft::ServerState::Leader
-                && metrics.millis_since_quorum_ack.is_some_and(|ms| Duration::from_millis(ms) < within)
-        };
-        answered_lately || self.leads_by_quorum().await
+        let within = Duration::from_millis(self.raft.config().election_timeout_min);
+        self.quorum_contact.acked_within(within) || self.leads_by_quorum().await
     }
 
     /// Whether this member still leads, by a read-index round with a quorum, whatever raft's

@@ -21,7 +21,7 @@ use crate::identity::{load_identity, Identity};
 use crate::lease::{IdGenerator, Lessor};
 use crate::membership::{self, Reconfigurer};
 use crate::mvcc::Store;
-use crate::raft::{ask_for_snapshots, Handover, LogStore, MemberNode, Network, Peers, Proposer, Raft, SnapshotDue, StateMachine};
+use crate::raft::{ask_for_snapshots, Handover, LogStore, MemberNode, Network, Peers, Proposer, QuorumContact, Raft, SnapshotDue, StateMachine};
 use crate::watch::Hub;
 
 /// sled's page cache. Its default (1 GiB) made a member hold several times etcd's memory for the
@@ -90,6 +90,7 @@ impl Node {
         let handover = Handover::new(&raft);
         let proposer = Proposer::start(raft.clone(), peers.clone(), handover.clone(), leader_wait, request_timeout(&config));
         let lease_ids = IdGenerator::new(identity.member_id);
+        let quorum_contact = QuorumContact::follow(&raft);
         let leader_reads = Arc::new(crate::raft::leader_rounds(raft.clone(), leader_wait));
         let reads = super::read_rounds(raft.clone(), peers.clone(), leader_wait, leader_reads.clone());
         let reconfigurer = Reconfigurer::new(
@@ -122,6 +123,7 @@ impl Node {
             plugin_changes,
             reads,
             leader_reads,
+            quorum_contact,
         });
         tokio::spawn(space::watch(Arc::downgrade(&node)));
         tokio::spawn(crate::lease::run_expiry(Arc::downgrade(&node)));

@@ -12,6 +12,7 @@ mod network;
 mod peer_service;
 mod peers;
 mod proposer;
+mod quorum_contact;
 mod read_index;
 mod snapshot_due;
 mod state_machine;
@@ -30,6 +31,7 @@ pub use network::Network;
 pub use peer_service::{serve_peers, LeaderDuties, PeerService, NOT_LEADER};
 pub use peers::{check_quorum, on_leader, recognised_leader, Answer, Peers};
 pub use proposer::Proposer;
+pub use quorum_contact::QuorumContact;
 pub use read_index::{leader_rounds, ReadRounds};
 pub use snapshot_due::{ask_for_snapshots, SnapshotDue};
 pub use state_machine::{read_snapshot_meta, store_hash, StateMachine, APPLIED as APPLIED_META, MEMBERSHIP as MEMBERSHIP_META};
@@ -39,6 +41,8 @@ pub use wal::SEGMENT_BYTES as WAL_SEGMENT_BYTES;
 /// Raft member ids are etcd member ids.
 pub type NodeId = u64;
 pub type Raft = openraft::Raft<TypeConfig>;
+/// What raft publishes about itself.
+type Metrics = openraft::RaftMetrics<NodeId, MemberNode>;
 
 openraft::declare_raft_types!(
     /// Conclave's raft types: log entries carry etcd requests; members are etcd members.

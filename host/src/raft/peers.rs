@@ -21,10 +21,8 @@ use tonic::{Code, Status};
 
 use super::append_stream::{self, AppendClient, AppendConnections};
 use super::peer_service::NOT_LEADER;
-use super::{MemberNode, NodeId, Raft};
+use super::{Metrics, NodeId, Raft};
 use crate::error::EtcdError;
-
-type Metrics = openraft::RaftMetrics<NodeId, MemberNode>;
 
 /// Largest peer message: the answer to a forwarded write can carry a txn's range, which etcd lets
 /// reach 2 GiB (gRPC-Go's limit); raft messages themselves stay small (entries are sent 2 MiB at a

@@ -17,10 +17,9 @@ use tokio::sync::{watch, OwnedRwLockWriteGuard, RwLock, RwLockReadGuard};
 use tonic::Status;
 
 use super::peers::Peers;
-use super::{MemberNode, NodeId, Raft};
+use super::{MemberNode, Metrics, NodeId, Raft};
 use crate::error::EtcdError;
 
-type Metrics = openraft::RaftMetrics<NodeId, MemberNode>;
 type ServerMetrics = openraft::metrics::RaftServerMetrics<NodeId, MemberNode>;
 
 /// Whether this member is handing its leadership over (new proposals wait until it is done, as a

@@ -5,9 +5,10 @@
 //! a follower, and a lease's remaining TTL asked of a follower; watches on one member seeing
 //! writes through another; the whole cluster killed and restarted; a member left in a minority
 //! (the others SIGSTOPped) commits nothing and serves no stale linearizable read, and the cluster
-//! heals once they resume; a leader cut off from its quorum renews no lease. `etcdctl endpoint
-//! status`, `endpoint health` and `member list` of a cluster read as they do with etcd (the same
-//! columns, one leader, one term, every member's URLs), and a leader cut off from the others
+//! heals once they resume; a leader cut off from its quorum renews no lease, nor does a leader
+//! resumed after a successor was elected. `etcdctl endpoint status`, `endpoint health` and
+//! `member list` of a cluster read as they do with etcd (the same columns, one leader, one term,
+//! every member's URLs), and a leader cut off from the others
 //! reports that there is no leader, as etcd's does.
 
 use std::collections::HashMap;
@@ -157,6 +158,58 @@ async fn a_leader_cut_off_from_its_quorum_renews_no_lease() {
             Ok(Some(answer)) if answer.ttl() == TTL => break,
             other => assert!(Instant::now() < deadline, "lease {lease} not renewed {PROGRESS_TIMEOUT:?} after the quorum came back: {other:?}"),
         }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// A leader stopped (SIGSTOP) until another was elected renews no lease on resuming: raft's
+/// metrics from before the stop still say a quorum answered moments ago, but a renewal answered
+/// from them is one the new leader never made, which counts the TTL from its own election.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_resumed_after_its_successor_was_elected_renews_no_lease() {
+    const TTL: i64 = 30;
+    let cluster = Cluster::start(Kind::subject(), 3, &[]).expect("cluster starts");
+    let old = cluster.leader().await.expect("a leader");
+    let mut client = connect(&cluster.members[old].endpoint()).await;
+    let lease = client.lease_grant(TTL, None).await.expect("grant").id();
+    let (mut keeper, mut answers) = client.lease_keep_alive(lease).await.expect("keep-alive stream");
+    keeper.keep_alive().await.expect("send keep-alive");
+    assert_eq!(answers.message().await.expect("answer").expect("stream open").ttl(), TTL);
+
+    cluster.members[old].pause();
+    let others: Vec<String> = (0..3).filter(|&i| i != old).map(|i| cluster.members[i].endpoint()).collect();
+    let successor = leader_among(&others).await;
+    // Long enough after the election for a renewal made there to show in the TTL left.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The renewal waits in the stopped leader's socket, read the moment it resumes.
+    keeper.keep_alive().await.expect("send keep-alive");
+    cluster.members[old].resume();
+    let answered = tokio::time::timeout(WRITE_TIMEOUT, answers.message()).await;
+    if let Ok(Ok(Some(answer))) = &answered
+        && answer.ttl() > 0
+    {
+        let left = connect(&successor).await.lease_time_to_live(lease, None).await.expect("time to live on the new leader").ttl();
+        assert!(left >= TTL - 1, "a renewal answered with TTL {} left the lease {left} s on the new leader", answer.ttl());
+    }
+}
+
+/// The endpoint of the leader that every member at `endpoints` names, once they agree on one of
+/// them.
+async fn leader_among(endpoints: &[String]) -> String {
+    let deadline = Instant::now() + PROGRESS_TIMEOUT;
+    loop {
+        let mut named = Vec::new();
+        for endpoint in endpoints {
+            let status = async { connect(endpoint).await.status().await.ok() };
+            if let Ok(Some(status)) = tokio::time::timeout(WRITE_TIMEOUT, status).await {
+                named.push((status.header().map(|h| h.member_id()), status.leader(), endpoint));
+            }
+        }
+        let agreed = named.len() == endpoints.len() && named.iter().all(|n| n.1 == named[0].1);
+        if let Some((_, _, endpoint)) = named.iter().find(|n| agreed && n.0 == Some(n.1)) {
+            return endpoint.to_string();
+        }
+        assert!(Instant::now() < deadline, "no leader among {endpoints:?} after {PROGRESS_TIMEOUT:?}: {named:?}");
         tokio::time::sleep(POLL).await;
     }
 }
