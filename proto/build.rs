@@ -49,6 +49,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Stored keys and values as shared buffers: a watch event fanned out to many watchers,
         // or a key read into many responses, is a reference count, not a copy.
         .bytes(".mvccpb.KeyValue")
+        // prost's encoding, without its copies of those buffers' reference counts.
+        .codec_path("crate::codec::EtcdCodec")
         .compile_fds(fds)?;
     Ok(())
 }

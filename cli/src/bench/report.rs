@@ -110,6 +110,12 @@ impl Report {
         per_second(self.succeeded(), self.elapsed)
     }
 
+    /// Requests per second counted until their events reached every watcher: a server that
+    /// takes writes faster than it delivers them builds a backlog, which this does not count.
+    fn delivered_per_second(&self, events: &Events) -> f64 {
+        per_second(self.succeeded(), events.elapsed)
+    }
+
     pub fn text(&self) -> String {
         let mut text = String::new();
         let _ = writeln!(
@@ -125,6 +131,7 @@ impl Report {
             let rate = per_second(events.delivered, events.elapsed);
             let _ = writeln!(text, "{} events in {:.2}s = {rate:.0}/s", events.delivered, events.elapsed.as_secs_f64());
             let _ = writeln!(text, "event latency ms: {}", latency_text(&events.latencies));
+            let _ = writeln!(text, "requests with every event delivered: {:.0}/s", self.delivered_per_second(events));
         }
         for (kind, count) in &self.failures {
             let _ = writeln!(text, "failed {count}: {kind}");
@@ -147,6 +154,7 @@ impl Report {
             json["events_per_second"] = json!(per_second(events.delivered, events.elapsed));
             json["event_latency_ms"] = latency_json(&events.latencies);
             json["mean_event_latency_ms"] = json!(events.latencies.mean() / 1000.0);
+            json["delivered_requests_per_second"] = json!(self.delivered_per_second(events));
         }
         json
     }
@@ -190,13 +198,19 @@ mod tests {
         missing.fail("missing events".into(), 4);
         let mut report = Report { elapsed: Duration::from_secs(1), ..Report::default() };
         report.add(missing);
+        let mut puts = Part::new();
+        puts.record(Duration::from_millis(1), None);
+        report.add(puts);
         report.events = Some(Events { latencies, delivered: 2, elapsed: Duration::from_secs(2) });
         let json = report.json();
         assert_eq!((json["events"].as_u64(), json["events_per_second"].as_f64()), (Some(2), Some(1.0)), "{json}");
         assert_eq!((json["failed"].as_u64(), json["failures"]["missing events"].as_u64()), (Some(4), Some(4)), "{json}");
+        // One put in 1 s, its events all in by 2 s.
+        assert_eq!((json["requests_per_second"].as_f64(), json["delivered_requests_per_second"].as_f64()), (Some(1.0), Some(0.5)), "{json}");
         let max = json["event_latency_ms"]["max"].as_f64().unwrap();
         assert!((5.99..6.01).contains(&max), "{max}");
         assert!(report.text().contains("\n2 events in 2.00s = 1/s\nevent latency ms: min 4.000 "), "{}", report.text());
+        assert!(report.text().contains("\nrequests with every event delivered: 0/s\n"), "{}", report.text());
         assert!(report.text().ends_with("failed 4: missing events\n"), "{}", report.text());
     }
 }
