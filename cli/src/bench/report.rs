@@ -46,7 +46,7 @@ pub struct Events {
     /// From each put's send to each watcher's event of it.
     pub latencies: Histogram<u64>,
     pub delivered: u64,
-    /// From the first put until the last event came (or the wait for it ended).
+    /// From the first put until the last event came.
     pub elapsed: Duration,
 }
 

@@ -12,7 +12,7 @@ use conclave_proto::etcdserverpb::watch_client::WatchClient;
 use conclave_proto::etcdserverpb::watch_request::RequestUnion;
 use conclave_proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
 use hdrhistogram::Histogram;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
@@ -43,12 +43,15 @@ fn age(value: &[u8]) -> Option<Duration> {
     ORIGIN.elapsed().checked_sub(Duration::from_micros(stamp))
 }
 
-/// Events received so far by all watchers, and a wake-up for the wait after the puts.
+/// How often the wait after the puts adds up the listeners' counts.
+const COUNT_POLL: Duration = Duration::from_millis(5);
+
+/// Events one listener received so far, alone on its cache line: one count shared by every
+/// listener, bumped by both cores on every response, cost the bench more CPU per response than
+/// decoding it, and so slowed most the server that answers soonest, in the most responses.
+#[repr(align(128))]
 #[derive(Default)]
-struct Delivered {
-    events: AtomicU64,
-    arrived: Notify,
-}
+struct Count(AtomicU64);
 
 /// What one stream's watchers heard.
 struct Heard {
@@ -57,12 +60,15 @@ struct Heard {
     counts: Vec<u64>,
     /// Canceled watches and broken streams.
     part: Part,
+    /// When the last event came.
+    last_event: Option<Instant>,
 }
 
 /// The watchers while they listen.
 pub struct Watchers {
     listeners: JoinSet<Heard>,
-    delivered: Arc<Delivered>,
+    /// Each listener's.
+    counts: Vec<Arc<Count>>,
     /// Dropped to stop the listeners.
     stop: watch::Sender<()>,
     watchers: u64,
@@ -78,13 +84,15 @@ impl Watchers {
             open_stream(channels[stream % channels.len()].clone(), per_stream, create.clone())
         });
         let opened = futures::future::try_join_all(opened).await?;
-        let delivered = Arc::new(Delivered::default());
         let (stop, stopped) = watch::channel(());
         let mut listeners = JoinSet::new();
+        let mut counts = Vec::new();
         for (requests, responses, ids) in opened {
-            listeners.spawn(listen(requests, responses, ids, delivered.clone(), stopped.clone()));
+            let count = Arc::new(Count::default());
+            listeners.spawn(listen(requests, responses, ids, count.clone(), stopped.clone()));
+            counts.push(count);
         }
-        Ok(Watchers { listeners, delivered, stop, watchers: watchers as u64 })
+        Ok(Watchers { listeners, counts, stop, watchers: watchers as u64 })
     }
 
     /// After the puts of `report` since `started`: wait for their events to every watcher, then
@@ -92,18 +100,21 @@ impl Watchers {
     pub async fn finish(mut self, started: Instant, report: &mut Report) {
         let puts = report.succeeded();
         let expected = puts * self.watchers;
-        while self.delivered.events.load(Ordering::Relaxed) < expected {
-            if tokio::time::timeout(EVENT_WAIT, self.delivered.arrived.notified()).await.is_err() {
-                break;
+        let (mut received, mut progressed) = (0, Instant::now());
+        while received < expected && progressed.elapsed() < EVENT_WAIT {
+            tokio::time::sleep(COUNT_POLL).await;
+            let now: u64 = self.counts.iter().map(|count| count.0.load(Ordering::Relaxed)).sum();
+            if now > received {
+                (received, progressed) = (now, Instant::now());
             }
         }
-        let elapsed = started.elapsed();
         drop(self.stop);
-        let (mut latencies, mut missing) = (super::histogram(), 0);
+        let (mut latencies, mut missing, mut last_event) = (super::histogram(), 0, None);
         while let Some(heard) = self.listeners.join_next().await {
             let heard = heard.expect("a listener does not panic");
             latencies.add(&heard.latencies).expect("histograms with the same bounds");
             missing += heard.counts.iter().map(|&count| puts.saturating_sub(count)).sum::<u64>();
+            last_event = last_event.max(heard.last_event);
             report.add(heard.part);
         }
         if missing > 0 {
@@ -111,7 +122,8 @@ impl Watchers {
             part.fail("missing events".into(), missing);
             report.add(part);
         }
-        let delivered = self.delivered.events.load(Ordering::Relaxed);
+        let delivered = self.counts.iter().map(|count| count.0.load(Ordering::Relaxed)).sum();
+        let elapsed = last_event.map_or_else(|| started.elapsed(), |last| last.duration_since(started));
         report.events = Some(Events { latencies, delivered, elapsed });
     }
 }
@@ -151,11 +163,12 @@ async fn listen(
     _requests: mpsc::Sender<WatchRequest>,
     mut responses: Streaming<WatchResponse>,
     ids: Vec<i64>,
-    delivered: Arc<Delivered>,
+    count: Arc<Count>,
     mut stop: watch::Receiver<()>,
 ) -> Heard {
     let watcher: HashMap<i64, usize> = ids.iter().enumerate().map(|(index, &id)| (id, index)).collect();
-    let mut heard = Heard { latencies: super::histogram(), counts: vec![0; ids.len()], part: Part::new() };
+    let mut heard = Heard { latencies: super::histogram(), counts: vec![0; ids.len()], part: Part::new(), last_event: None };
+    let mut received = 0;
     loop {
         let response = tokio::select! {
             response = responses.message() => response,
@@ -181,9 +194,13 @@ async fn listen(
                 heard.latencies.saturating_record(age.as_micros().max(1) as u64);
             }
         }
+        if response.events.is_empty() {
+            continue;
+        }
         heard.counts[index] += response.events.len() as u64;
-        delivered.events.fetch_add(response.events.len() as u64, Ordering::Relaxed);
-        delivered.arrived.notify_one();
+        received += response.events.len() as u64;
+        count.0.store(received, Ordering::Relaxed);
+        heard.last_event = Some(Instant::now());
     }
     heard
 }
