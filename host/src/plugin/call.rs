@@ -299,3 +299,46 @@ pub async fn metadata(
         Ok(Ok(metadata)) => Ok(metadata),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_call_finishes_in_place_and_its_caller_is_told_nothing() {
+        let (caller_here, mut caller_gone) = watch::channel(());
+        let call = Detachable::new(async { 7 }, caller_here);
+        assert_eq!(call.await, 7);
+        // The sender went with the finished call; nothing was signalled while it ran.
+        assert!(caller_gone.changed().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_call_dropped_by_its_caller_hears_so_and_runs_to_its_end_elsewhere() {
+        let (caller_here, mut caller_gone) = watch::channel(());
+        let (started_tx, started) = tokio::sync::oneshot::channel();
+        let cleaned_up = Arc::new(AtomicBool::new(false));
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        let cleaned = cleaned_up.clone();
+        let call = Detachable::new(
+            async move {
+                started_tx.send(()).expect("the test waits for the start");
+                // A guest's wait: it ends when the caller goes away.
+                let _ = caller_gone.changed().await;
+                cleaned.store(true, Ordering::SeqCst);
+                done_tx.send(()).expect("the test waits for the end");
+            },
+            caller_here,
+        );
+        let mut call = Box::pin(call);
+        tokio::select! {
+            _ = &mut call => panic!("the call cannot end before its caller goes away"),
+            _ = started => {}
+        }
+        drop(call);
+        done.await.expect("the detached call ran to its end");
+        assert!(cleaned_up.load(Ordering::SeqCst));
+    }
+}
