@@ -196,36 +196,42 @@ impl Cluster {
     /// The index of the leader, once every running member agrees on one that runs (polled, up to
     /// a bounded timeout).
     pub async fn leader(&self) -> Result<usize> {
+        self.leader_among(&(0..self.members.len()).collect::<Vec<_>>()).await
+    }
+
+    /// The index of the leader, once the running members among `indices` agree on one of them
+    /// (polled, up to a bounded timeout): the others, stopped or cut off, are not asked.
+    pub async fn leader_among(&self, indices: &[usize]) -> Result<usize> {
         let deadline = Instant::now() + LEADER_TIMEOUT;
         loop {
-            if let Some(leader) = self.agreed_leader().await {
+            if let Some(leader) = self.agreed_leader(indices).await {
                 return Ok(leader);
             }
             if Instant::now() > deadline {
-                bail!("no agreed leader after {LEADER_TIMEOUT:?}");
+                bail!("no agreed leader among members {indices:?} after {LEADER_TIMEOUT:?}");
             }
             tokio::time::sleep(POLL).await;
         }
     }
 
-    async fn agreed_leader(&self) -> Option<usize> {
+    async fn agreed_leader(&self, indices: &[usize]) -> Option<usize> {
         let mut ids = Vec::new();
         let mut leaders = Vec::new();
-        for member in &self.members {
+        for &index in indices {
+            let member = &self.members[index];
             if !member.is_running() {
-                ids.push(None);
                 continue;
             }
             // Bounded: a member that hangs counts as one that disagrees.
             let status = tokio::time::timeout(STATUS_TIMEOUT, status(&member.endpoint())).await.ok()?.ok()?;
-            ids.push(Some(status.0));
+            ids.push((index, status.0));
             leaders.push(status.1);
         }
         let first = *leaders.first()?;
         if leaders.iter().any(|&l| l != first) {
             return None;
         }
-        ids.iter().position(|&id| id == Some(first))
+        ids.iter().find(|(_, id)| *id == first).map(|(index, _)| *index)
     }
 }
 

@@ -18,7 +18,7 @@ use conclave_tests::{
     Cluster, Kind, Load, Normalizer, POLL, PROGRESS_TIMEOUT, Table, WRITE_TIMEOUT, assert_all_readable, assert_caught_up,
     connect, etcdctl, put_keys, same_on_etcd_and_subject_clusters, shape, value, wait_until_caught_up,
 };
-use etcd_client::GetOptions;
+use etcd_client::{GetOptions, LeaseKeepAliveStream, LeaseKeeper};
 use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -126,13 +126,7 @@ async fn keep_alives_through_a_follower_reach_the_leader() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_cut_off_from_its_quorum_renews_no_lease() {
     const TTL: i64 = 30;
-    let cluster = Cluster::start(Kind::subject(), 3, &[]).expect("cluster starts");
-    let leader = cluster.leader().await.expect("a leader");
-    let mut client = connect(&cluster.members[leader].endpoint()).await;
-    let lease = client.lease_grant(TTL, None).await.expect("grant").id();
-    let (mut keeper, mut answers) = client.lease_keep_alive(lease).await.expect("keep-alive stream");
-    keeper.keep_alive().await.expect("send keep-alive");
-    assert_eq!(answers.message().await.expect("answer").expect("stream open").ttl(), TTL);
+    let (cluster, leader, lease, mut keeper, mut answers) = lease_kept_on_the_leader(TTL).await;
 
     let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
     others.iter().for_each(|&i| cluster.members[i].pause());
@@ -168,17 +162,11 @@ async fn a_leader_cut_off_from_its_quorum_renews_no_lease() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_resumed_after_its_successor_was_elected_renews_no_lease() {
     const TTL: i64 = 30;
-    let cluster = Cluster::start(Kind::subject(), 3, &[]).expect("cluster starts");
-    let old = cluster.leader().await.expect("a leader");
-    let mut client = connect(&cluster.members[old].endpoint()).await;
-    let lease = client.lease_grant(TTL, None).await.expect("grant").id();
-    let (mut keeper, mut answers) = client.lease_keep_alive(lease).await.expect("keep-alive stream");
-    keeper.keep_alive().await.expect("send keep-alive");
-    assert_eq!(answers.message().await.expect("answer").expect("stream open").ttl(), TTL);
+    let (cluster, old, lease, mut keeper, mut answers) = lease_kept_on_the_leader(TTL).await;
 
     cluster.members[old].pause();
-    let others: Vec<String> = (0..3).filter(|&i| i != old).map(|i| cluster.members[i].endpoint()).collect();
-    let successor = leader_among(&others).await;
+    let others: Vec<usize> = (0..3).filter(|&i| i != old).collect();
+    let successor = cluster.members[cluster.leader_among(&others).await.expect("a successor")].endpoint();
     // Long enough after the election for a renewal made there to show in the TTL left.
     tokio::time::sleep(Duration::from_secs(3)).await;
     // The renewal waits in the stopped leader's socket, read the moment it resumes.
@@ -193,25 +181,17 @@ async fn a_leader_resumed_after_its_successor_was_elected_renews_no_lease() {
     }
 }
 
-/// The endpoint of the leader that every member at `endpoints` names, once they agree on one of
-/// them.
-async fn leader_among(endpoints: &[String]) -> String {
-    let deadline = Instant::now() + PROGRESS_TIMEOUT;
-    loop {
-        let mut named = Vec::new();
-        for endpoint in endpoints {
-            let status = async { connect(endpoint).await.status().await.ok() };
-            if let Ok(Some(status)) = tokio::time::timeout(WRITE_TIMEOUT, status).await {
-                named.push((status.header().map(|h| h.member_id()), status.leader(), endpoint));
-            }
-        }
-        let agreed = named.len() == endpoints.len() && named.iter().all(|n| n.1 == named[0].1);
-        if let Some((_, _, endpoint)) = named.iter().find(|n| agreed && n.0 == Some(n.1)) {
-            return endpoint.to_string();
-        }
-        assert!(Instant::now() < deadline, "no leader among {endpoints:?} after {PROGRESS_TIMEOUT:?}: {named:?}");
-        tokio::time::sleep(POLL).await;
-    }
+/// A 3-member cluster, the index of its leader, and a lease of `ttl` seconds kept alive on a
+/// stream to the leader that has renewed it once.
+async fn lease_kept_on_the_leader(ttl: i64) -> (Cluster, usize, i64, LeaseKeeper, LeaseKeepAliveStream) {
+    let cluster = Cluster::start(Kind::subject(), 3, &[]).expect("cluster starts");
+    let leader = cluster.leader().await.expect("a leader");
+    let mut client = connect(&cluster.members[leader].endpoint()).await;
+    let lease = client.lease_grant(ttl, None).await.expect("grant").id();
+    let (mut keeper, mut answers) = client.lease_keep_alive(lease).await.expect("keep-alive stream");
+    keeper.keep_alive().await.expect("send keep-alive");
+    assert_eq!(answers.message().await.expect("answer").expect("stream open").ttl(), ttl);
+    (cluster, leader, lease, keeper, answers)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
