@@ -53,6 +53,11 @@ const COUNT_POLL: Duration = Duration::from_millis(5);
 #[derive(Default)]
 struct Count(AtomicU64);
 
+/// Events received so far by the listeners of `counts`.
+fn received_by(counts: &[Arc<Count>]) -> u64 {
+    counts.iter().map(|count| count.0.load(Ordering::Relaxed)).sum()
+}
+
 /// What one stream's watchers heard.
 struct Heard {
     latencies: Histogram<u64>,
@@ -103,7 +108,7 @@ impl Watchers {
         let (mut received, mut progressed) = (0, Instant::now());
         while received < expected && progressed.elapsed() < EVENT_WAIT {
             tokio::time::sleep(COUNT_POLL).await;
-            let now: u64 = self.counts.iter().map(|count| count.0.load(Ordering::Relaxed)).sum();
+            let now = received_by(&self.counts);
             if now > received {
                 (received, progressed) = (now, Instant::now());
             }
@@ -122,7 +127,7 @@ impl Watchers {
             part.fail("missing events".into(), missing);
             report.add(part);
         }
-        let delivered = self.counts.iter().map(|count| count.0.load(Ordering::Relaxed)).sum();
+        let delivered = received_by(&self.counts);
         let elapsed = last_event.map_or_else(|| started.elapsed(), |last| last.duration_since(started));
         report.events = Some(Events { latencies, delivered, elapsed });
     }

@@ -332,9 +332,10 @@ impl<O: Sink<WatchResponse> + Unpin> Worker<O> {
 
 /// This stream's own copies of a batch's events, made the first time one of its watchers wants
 /// each. An event's key and value are reference-counted buffers, and every copy of an event
-/// handed to a watcher (and its encoding) bumps their count: with the batch's buffers, which every
-/// stream shares, thousands of watchers on both cores fought over those counts (a third of the
-/// member's CPU with 10,000 watchers of one key). A stream's own copy keeps the counting in it.
+/// handed to a watcher bumps their count (encoding it no longer does: see
+/// `conclave_proto::codec`): with the batch's buffers, which every stream shares, thousands of
+/// watchers on both cores fought over those counts (a third of the member's CPU with 10,000
+/// watchers of one key, counting the encoding's). A stream's own copy keeps the counting in it.
 /// Only worth it where several watchers share it: one watcher takes the events as they are.
 struct StreamCopies<'a> {
     events: &'a [Event],
