@@ -101,21 +101,35 @@ fn range_response(r: &RangeResponse, buf: &mut impl BufMut) {
     int64(4, r.count, buf);
 }
 
+/// Each key-value's length is computed once, for its own header and for the event's (prost's
+/// `Event::encoded_len` would walk them again).
 fn event(tag: u32, e: &Event, buf: &mut impl BufMut) {
-    nested(tag, e.encoded_len(), buf);
+    let kv_len = e.kv.as_ref().map(Message::encoded_len);
+    let prev_len = e.prev_kv.as_ref().map(Message::encoded_len);
+    let type_len = if e.r#type != 0 { prost::encoding::int32::encoded_len(1, &e.r#type) } else { 0 };
+    nested(tag, type_len + field_len(2, kv_len) + field_len(3, prev_len), buf);
     if e.r#type != 0 {
         prost::encoding::int32::encode(1, &e.r#type, buf);
     }
-    if let Some(kv) = &e.kv {
-        key_value(2, kv, buf);
+    if let (Some(kv), Some(len)) = (&e.kv, kv_len) {
+        key_value_of_len(2, kv, len, buf);
     }
-    if let Some(kv) = &e.prev_kv {
-        key_value(3, kv, buf);
+    if let (Some(kv), Some(len)) = (&e.prev_kv, prev_len) {
+        key_value_of_len(3, kv, len, buf);
     }
 }
 
+/// A nested message field's length on the wire, given the message's (`None`: left out).
+fn field_len(tag: u32, len: Option<usize>) -> usize {
+    len.map_or(0, |len| prost::encoding::key_len(tag) + prost::encoding::encoded_len_varint(len as u64) + len)
+}
+
 fn key_value(tag: u32, kv: &KeyValue, buf: &mut impl BufMut) {
-    nested(tag, kv.encoded_len(), buf);
+    key_value_of_len(tag, kv, kv.encoded_len(), buf);
+}
+
+fn key_value_of_len(tag: u32, kv: &KeyValue, len: usize, buf: &mut impl BufMut) {
+    nested(tag, len, buf);
     bytes(1, &kv.key, buf);
     int64(2, kv.create_revision, buf);
     int64(3, kv.mod_revision, buf);
