@@ -46,6 +46,9 @@ pub struct Events {
     /// From each put's send to each watcher's event of it.
     pub latencies: Histogram<u64>,
     pub delivered: u64,
+    /// Responses that carried them: each costs the watcher a message to decode, so fewer, fuller
+    /// responses cost the client (which shares the machine) less per event.
+    pub responses: u64,
     /// From the first put until the last event came.
     pub elapsed: Duration,
 }
@@ -129,7 +132,13 @@ impl Report {
         let _ = writeln!(text, "latency ms: {}", latency_text(&self.latencies));
         if let Some(events) = &self.events {
             let rate = per_second(events.delivered, events.elapsed);
-            let _ = writeln!(text, "{} events in {:.2}s = {rate:.0}/s", events.delivered, events.elapsed.as_secs_f64());
+            let _ = writeln!(
+                text,
+                "{} events in {:.2}s = {rate:.0}/s, {:.1} per response",
+                events.delivered,
+                events.elapsed.as_secs_f64(),
+                events.delivered as f64 / events.responses.max(1) as f64
+            );
             let _ = writeln!(text, "event latency ms: {}", latency_text(&events.latencies));
             let _ = writeln!(text, "requests with every event delivered: {:.0}/s", self.delivered_per_second(events));
         }
@@ -152,6 +161,7 @@ impl Report {
         if let Some(events) = &self.events {
             json["events"] = json!(events.delivered);
             json["events_per_second"] = json!(per_second(events.delivered, events.elapsed));
+            json["event_responses"] = json!(events.responses);
             json["event_latency_ms"] = latency_json(&events.latencies);
             json["mean_event_latency_ms"] = json!(events.latencies.mean() / 1000.0);
             json["delivered_requests_per_second"] = json!(self.delivered_per_second(events));
@@ -201,7 +211,7 @@ mod tests {
         let mut puts = Part::new();
         puts.record(Duration::from_millis(1), None);
         report.add(puts);
-        report.events = Some(Events { latencies, delivered: 2, elapsed: Duration::from_secs(2) });
+        report.events = Some(Events { latencies, delivered: 2, responses: 1, elapsed: Duration::from_secs(2) });
         let json = report.json();
         assert_eq!((json["events"].as_u64(), json["events_per_second"].as_f64()), (Some(2), Some(1.0)), "{json}");
         assert_eq!((json["failed"].as_u64(), json["failures"]["missing events"].as_u64()), (Some(4), Some(4)), "{json}");
@@ -209,7 +219,8 @@ mod tests {
         assert_eq!((json["requests_per_second"].as_f64(), json["delivered_requests_per_second"].as_f64()), (Some(1.0), Some(0.5)), "{json}");
         let max = json["event_latency_ms"]["max"].as_f64().unwrap();
         assert!((5.99..6.01).contains(&max), "{max}");
-        assert!(report.text().contains("\n2 events in 2.00s = 1/s\nevent latency ms: min 4.000 "), "{}", report.text());
+        assert!(report.text().contains("\n2 events in 2.00s = 1/s, 2.0 per response\nevent latency ms: min 4.000 "), "{}", report.text());
+        assert_eq!(json["event_responses"].as_u64(), Some(1), "{json}");
         assert!(report.text().contains("\nrequests with every event delivered: 0/s\n"), "{}", report.text());
         assert!(report.text().ends_with("failed 4: missing events\n"), "{}", report.text());
     }

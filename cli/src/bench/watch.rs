@@ -67,6 +67,8 @@ struct Heard {
     part: Part,
     /// When the last event came.
     last_event: Option<Instant>,
+    /// Responses with events.
+    responses: u64,
 }
 
 /// The watchers while they listen.
@@ -114,12 +116,13 @@ impl Watchers {
             }
         }
         drop(self.stop);
-        let (mut latencies, mut missing, mut last_event) = (super::histogram(), 0, None);
+        let (mut latencies, mut missing, mut last_event, mut responses) = (super::histogram(), 0, None, 0);
         while let Some(heard) = self.listeners.join_next().await {
             let heard = heard.expect("a listener does not panic");
             latencies.add(&heard.latencies).expect("histograms with the same bounds");
             missing += heard.counts.iter().map(|&count| puts.saturating_sub(count)).sum::<u64>();
             last_event = last_event.max(heard.last_event);
+            responses += heard.responses;
             report.add(heard.part);
         }
         if missing > 0 {
@@ -129,7 +132,7 @@ impl Watchers {
         }
         let delivered = received_by(&self.counts);
         let elapsed = last_event.map_or_else(|| started.elapsed(), |last| last.duration_since(started));
-        report.events = Some(Events { latencies, delivered, elapsed });
+        report.events = Some(Events { latencies, delivered, responses, elapsed });
     }
 }
 
@@ -172,7 +175,7 @@ async fn listen(
     mut stop: watch::Receiver<()>,
 ) -> Heard {
     let watcher: HashMap<i64, usize> = ids.iter().enumerate().map(|(index, &id)| (id, index)).collect();
-    let mut heard = Heard { latencies: super::histogram(), counts: vec![0; ids.len()], part: Part::new(), last_event: None };
+    let mut heard = Heard { latencies: super::histogram(), counts: vec![0; ids.len()], part: Part::new(), last_event: None, responses: 0 };
     let mut received = 0;
     loop {
         let response = tokio::select! {
@@ -203,6 +206,7 @@ async fn listen(
             continue;
         }
         heard.counts[index] += response.events.len() as u64;
+        heard.responses += 1;
         received += response.events.len() as u64;
         count.0.store(received, Ordering::Relaxed);
         heard.last_event = Some(Instant::now());
