@@ -4,6 +4,7 @@
 //! by kind. The watch workloads' watchers are set up before the first request.
 
 pub mod compare;
+mod mutex_recipe;
 mod progress;
 mod report;
 mod watch;
@@ -40,6 +41,9 @@ pub enum Workload {
     TxnMixed,
     /// Take and release a v3lock lock (the client's own; with --contended, one for all).
     Lock,
+    /// Take and release a lock with etcd's client-side recipe (concurrency.Mutex, as `etcdctl
+    /// lock` runs it: txns, reads and watches), the client's own or with --contended one for all.
+    LockRecipe,
     /// Campaign and resign in a v3election election (the client's own; with --contended, one for all).
     Election,
     /// Call a plugin method that only reads (the built-in counter's `get`).

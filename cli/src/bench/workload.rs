@@ -88,7 +88,7 @@ pub struct Request {
     reads_per_write: u32,
 }
 
-/// A client's own state: its lease (for `lease-keepalive` and `lock`) and keep-alive stream.
+/// A client's own state: its lease (for `lease-keepalive` and the locks) and keep-alive stream.
 pub struct Session {
     lease: i64,
     keepalive: Option<(mpsc::Sender<LeaseKeepAliveRequest>, Streaming<LeaseKeepAliveResponse>)>,
@@ -111,7 +111,7 @@ impl Request {
         if self.shared_lock {
             session.name = b"bench".to_vec();
         }
-        if matches!(self.workload, Workload::LeaseKeepalive | Workload::Lock | Workload::Election) {
+        if matches!(self.workload, Workload::LeaseKeepalive | Workload::Lock | Workload::LockRecipe | Workload::Election) {
             let grant = LeaseGrantRequest { ttl: LEASE_TTL, id: 0 };
             session.lease = LeaseClient::new(channel.clone()).lease_grant(grant).await?.into_inner().id;
         }
@@ -164,6 +164,7 @@ impl Request {
                 let held = lock.lock(LockRequest { name: session.name.clone(), lease: session.lease }).await?.into_inner();
                 lock.unlock(UnlockRequest { key: held.key }).await.map(drop)
             }
+            Workload::LockRecipe => super::mutex_recipe::lock_and_unlock(channel, &session.name, session.lease).await,
             Workload::Election => {
                 let mut election = ElectionClient::new(channel.clone());
                 let campaign = CampaignRequest { name: session.name.clone(), lease: session.lease, value: b"bench".to_vec() };

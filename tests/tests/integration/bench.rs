@@ -24,6 +24,8 @@ fn counts_requests_and_failures_on_both_servers() {
             &["lease-keepalive"][..],
             &["lock"],
             &["lock", "--contended"],
+            &["lock-recipe"],
+            &["lock-recipe", "--contended"],
             &["election"],
             &["election", "--contended"],
             &["txn-mixed", "--rw-ratio", "3"],
@@ -48,7 +50,7 @@ fn counts_requests_and_failures_on_both_servers() {
 #[test]
 fn watch_workloads_deliver_every_event_on_both_servers() {
     let keys = ["requests", "failed", "seconds", "requests_per_second", "latency_ms", "mean_latency_ms", "failures"];
-    let watch_keys = ["events", "events_per_second", "event_latency_ms", "mean_event_latency_ms"];
+    let watch_keys = ["events", "events_per_second", "event_responses", "event_latency_ms", "mean_event_latency_ms"];
     for kind in [Kind::Etcd, Kind::subject()] {
         let node = Node::start(kind, &[]).unwrap();
         let runs: [(&[&str], u64); 3] = [
