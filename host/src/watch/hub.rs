@@ -1,4 +1,4 @@
-//! Fans out each applied batch of events to the subscribed watch streams.
+//! Fans out each applied batch of events to the subscribed watch streams that want it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -7,11 +7,14 @@ use std::sync::{Arc, Mutex};
 use conclave_proto::mvccpb::Event;
 use tokio::sync::mpsc;
 
-use crate::mvcc::{Store, View};
+use crate::mvcc::{KeySpan, Store, View};
 
 /// Batches a stream may have queued before it is considered behind and dropped (each batch holds
 /// all the events of one apply, often many writes).
 const STREAM_QUEUE: usize = 64;
+/// Most distinct key spans a stream's interest names; a stream with more takes every batch, as
+/// matching each event against many spans in the apply loop would cost more than its wake-up.
+const MAX_INTEREST_SPANS: usize = 8;
 
 /// Events of consecutive revisions, as committed by one apply.
 pub struct Published {
@@ -20,9 +23,59 @@ pub struct Published {
     pub revision: i64,
 }
 
+/// The batches a stream wants: those with an event in one of its watchers' spans. The hub
+/// skips the others, so a stream is not woken by every commit whatever keys it watches (64 lock
+/// waiters each watching one key were woken 64 times per commit). Its worker updates the spans
+/// as watchers come and go, under the same lock the hub checks them with.
+#[derive(Default)]
+pub struct Interest {
+    /// Each span watched, with its number of watchers.
+    spans: Vec<(KeySpan, usize)>,
+    /// The newest revision the hub skipped while the stream had no batch queued: the stream has
+    /// had every batch up to it that it wanted, and may count it as seen.
+    skipped_through: i64,
+}
+
+impl Interest {
+    /// A watcher of `span` came; returns [`Interest::skipped_through`], so that a new watcher
+    /// starting in what was skipped replays it from history.
+    pub fn add(&mut self, span: &KeySpan) -> i64 {
+        match self.spans.iter_mut().find(|(s, _)| s == span) {
+            Some((_, watchers)) => *watchers += 1,
+            None => self.spans.push((span.clone(), 1)),
+        }
+        self.skipped_through
+    }
+
+    /// A watcher of `span` went.
+    pub fn remove(&mut self, span: &KeySpan) {
+        if let Some(i) = self.spans.iter().position(|(s, _)| s == span) {
+            self.spans[i].1 -= 1;
+            if self.spans[i].1 == 0 {
+                self.spans.swap_remove(i);
+            }
+        }
+    }
+
+    pub fn skipped_through(&self) -> i64 {
+        self.skipped_through
+    }
+
+    fn wants(&self, events: &[Event]) -> bool {
+        self.spans.len() > MAX_INTEREST_SPANS
+            || events.iter().filter_map(|e| e.kv.as_ref()).any(|kv| self.spans.iter().any(|(span, _)| span.contains(&kv.key)))
+    }
+}
+
+/// A subscribed stream: its feed and what it wants.
+struct Stream {
+    feed: mpsc::Sender<Arc<Published>>,
+    interest: Arc<Mutex<Interest>>,
+}
+
 #[derive(Default)]
 pub struct Hub {
-    streams: Mutex<HashMap<u64, mpsc::Sender<Arc<Published>>>>,
+    streams: Mutex<HashMap<u64, Stream>>,
     next_id: AtomicU64,
 }
 
@@ -43,7 +96,7 @@ impl Drop for Subscription {
 }
 
 impl Hub {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, mpsc::Sender<Arc<Published>>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Stream>> {
         self.streams.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -54,7 +107,18 @@ impl Hub {
             return;
         }
         let batch = Arc::new(Published { events, revision });
-        self.lock().retain(|_, stream| stream.try_send(batch.clone()).is_ok());
+        self.lock().retain(|_, stream| {
+            let mut interest = lock(&stream.interest);
+            if !interest.wants(&batch.events) {
+                // With a batch still queued, the stream has not had everything before this one.
+                if stream.feed.capacity() == stream.feed.max_capacity() {
+                    interest.skipped_through = interest.skipped_through.max(revision);
+                }
+                return true;
+            }
+            drop(interest);
+            stream.feed.try_send(batch.clone()).is_ok()
+        });
     }
 
     /// The store was replaced wholesale (a snapshot was installed): end every live feed, so each
@@ -65,17 +129,23 @@ impl Hub {
         self.lock().clear();
     }
 
-    /// Start receiving every batch committed from now on. Holding the store's read lock while
-    /// registering means no commit can fall between the revision read and the registration.
-    pub async fn subscribe(self: &Arc<Self>, store: &Arc<Store>) -> Subscription {
+    /// Start receiving every batch committed from now on that `interest` wants. Holding the
+    /// store's read lock while registering means no commit can fall between the revision read
+    /// and the registration.
+    pub async fn subscribe(self: &Arc<Self>, store: &Arc<Store>, interest: Arc<Mutex<Interest>>) -> Subscription {
         let hub = self.clone();
         store
             .read_async(move |view| {
-                let (sender, batches) = mpsc::channel(STREAM_QUEUE);
+                let (feed, batches) = mpsc::channel(STREAM_QUEUE);
                 let id = hub.next_id.fetch_add(1, Ordering::Relaxed);
-                hub.lock().insert(id, sender);
+                hub.lock().insert(id, Stream { feed, interest });
                 Subscription { batches, from: view.current_rev(), id, hub }
             })
             .await
     }
+}
+
+/// An interest's lock (a panic elsewhere leaves the spans as they were: still usable).
+pub fn lock(interest: &Mutex<Interest>) -> std::sync::MutexGuard<'_, Interest> {
+    interest.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -24,7 +24,7 @@ use prost::Message;
 use tokio::sync::mpsc;
 
 use super::WatchContext;
-use super::hub::Published;
+use super::hub::{self, Interest, Published};
 use crate::error::EtcdError;
 use crate::mvcc::{KeySpan, StoreError, View};
 
@@ -102,6 +102,8 @@ struct Worker<O> {
     next_id: i64,
     /// Every event up to this revision has been offered to every watcher.
     seen: i64,
+    /// The key spans of the watchers, which the hub matches batches against.
+    interest: Arc<std::sync::Mutex<Interest>>,
 }
 
 /// Serve one watch stream until `requests` ends or `out` refuses a response (the client went
@@ -112,8 +114,9 @@ where
     R: Stream<Item = WatchRequest> + Unpin + Send,
     O: Sink<WatchResponse> + Unpin + Send,
 {
-    let mut live = ctx.hub.subscribe(&ctx.store).await;
-    let mut worker = Worker { seen: live.from, ctx, settings, out, watchers: BTreeMap::new(), next_id: 0 };
+    let interest = Arc::default();
+    let mut live = ctx.hub.subscribe(&ctx.store, Arc::clone(&interest)).await;
+    let mut worker = Worker { seen: live.from, ctx, settings, out, watchers: BTreeMap::new(), next_id: 0, interest };
     let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + settings.progress_interval, settings.progress_interval);
     let mut counted = Counted::stream();
     // Ends with Err(Gone) when the client stops reading: nothing more to do either way.
@@ -134,7 +137,8 @@ where
                         // Dropped for falling behind, or the store was replaced by a snapshot:
                         // subscribe again, replay the gap from (the new) history.
                         tracing::info!("watch stream fell behind at revision {}; catching up from history", worker.seen);
-                        live = worker.ctx.hub.subscribe(&worker.ctx.store).await;
+                        worker.count_skipped();
+                        live = worker.ctx.hub.subscribe(&worker.ctx.store, Arc::clone(&worker.interest)).await;
                         worker.replay(worker.seen + 1, live.from, None).await?;
                         worker.seen = live.from;
                     }
@@ -170,6 +174,13 @@ impl<O: Sink<WatchResponse> + Unpin> Worker<O> {
         self.out.send(response).await.map_err(|_| Gone)
     }
 
+    /// Count as seen what the hub skipped for having nothing for these watchers. Only between
+    /// batches: a batch taken from the queue is then delivered, and the hub skips into
+    /// `skipped_through` only while none is queued.
+    fn count_skipped(&mut self) {
+        self.seen = self.seen.max(hub::lock(&self.interest).skipped_through());
+    }
+
     fn response(&self, watch_id: i64, revision: i64) -> WatchResponse {
         WatchResponse { header: (self.ctx.header)(revision), watch_id, ..Default::default() }
     }
@@ -178,7 +189,8 @@ impl<O: Sink<WatchResponse> + Unpin> Worker<O> {
         match request.request_union {
             Some(RequestUnion::CreateRequest(create)) => self.create(create).await,
             Some(RequestUnion::CancelRequest(cancel)) => {
-                if self.watchers.remove(&cancel.watch_id).is_some() {
+                if let Some(cancelled) = self.watchers.remove(&cancel.watch_id) {
+                    hub::lock(&self.interest).remove(&cancelled.span);
                     // Read first: a `&self` held across the wait would need the sink to be `Sync`.
                     let revision = self.ctx.store.current_rev_async().await;
                     let mut response = self.response(cancel.watch_id, revision);
@@ -188,6 +200,7 @@ impl<O: Sink<WatchResponse> + Unpin> Worker<O> {
                 Ok(())
             }
             Some(RequestUnion::ProgressRequest(_)) => {
+                self.count_skipped();
                 let response = self.response(NO_WATCHER, self.seen);
                 self.send(response).await
             }
@@ -232,6 +245,10 @@ impl<O: Sink<WatchResponse> + Unpin> Worker<O> {
             fragment: create.fragment,
             next_rev: start,
         };
+        // From here on the hub sends what this watcher wants; what it skipped before, the replay
+        // below reads from history (the spans and the skipped revision under one lock).
+        let skipped = hub::lock(&self.interest).add(&watcher.span);
+        self.seen = self.seen.max(skipped);
         self.watchers.insert(id, watcher);
         let mut created = self.response(id, current);
         created.created = true;
@@ -254,7 +271,9 @@ impl<O: Sink<WatchResponse> + Unpin> Worker<O> {
     }
 
     async fn cancel_compacted(&mut self, id: i64, compact_revision: i64) -> Result<(), Gone> {
-        self.watchers.remove(&id);
+        if let Some(cancelled) = self.watchers.remove(&id) {
+            hub::lock(&self.interest).remove(&cancelled.span);
+        }
         // etcd's compaction notice carries no revision in its header.
         let mut response = self.response(id, 0);
         response.compact_revision = compact_revision;
@@ -321,6 +340,7 @@ impl<O: Sink<WatchResponse> + Unpin> Worker<O> {
     }
 
     async fn notify_progress(&mut self) -> Result<(), Gone> {
+        self.count_skipped();
         let ids: Vec<i64> = self.watchers.iter().filter(|(_, w)| w.progress_notify).map(|(id, _)| *id).collect();
         for id in ids {
             let response = self.response(id, self.seen);

@@ -7,14 +7,16 @@ use std::time::Duration;
 
 use conclave_proto::etcdserverpb::watch_request::RequestUnion;
 use conclave_proto::etcdserverpb::{
-    CompactionRequest, PutRequest, ResponseHeader, WatchCancelRequest, WatchCreateRequest, WatchRequest, WatchResponse,
+    CompactionRequest, PutRequest, ResponseHeader, WatchCancelRequest, WatchCreateRequest, WatchProgressRequest, WatchRequest,
+    WatchResponse,
 };
 use futures::channel::mpsc;
 use futures::StreamExt;
 
+use super::hub::{self, Interest};
 use super::{run_stream, Hub, StreamSettings, WatchContext};
 use crate::error::EtcdError;
-use crate::mvcc::{Store, StoreError, Writer};
+use crate::mvcc::{KeySpan, Store, StoreError, Writer};
 
 /// Bound on each wait for a response.
 const WAIT: Duration = Duration::from_secs(10);
@@ -195,4 +197,49 @@ async fn a_stream_behind_its_queue_gets_the_queued_batches_in_one_response_per_w
     }
     member.put("k-live");
     assert_eq!(client.events_until(12).await, [(12, "k-live".into())], "nothing twice");
+}
+
+#[tokio::test]
+async fn a_commit_with_nothing_for_a_streams_watchers_does_not_wake_it() {
+    let member = Member::new();
+    let interest = Arc::new(std::sync::Mutex::new(Interest::default()));
+    hub::lock(&interest).add(&KeySpan::single(b"a"));
+    let mut live = member.hub.subscribe(&member.store, interest.clone()).await;
+    member.put("b");
+    assert!(live.batches.try_recv().is_err(), "a commit of another key is not sent");
+    assert_eq!(hub::lock(&interest).skipped_through(), 2);
+    member.put("a");
+    member.put("b");
+    assert_eq!(live.batches.try_recv().map(|batch| batch.revision).ok(), Some(3));
+    assert!(live.batches.try_recv().is_err(), "revision 4 was skipped too");
+    assert_eq!(hub::lock(&interest).skipped_through(), 2, "skipped behind a queued batch, 4 does not count as seen");
+    hub::lock(&interest).remove(&KeySpan::single(b"a"));
+    member.put("a");
+    assert!(live.batches.try_recv().is_err(), "a stream without watchers gets nothing");
+}
+
+#[tokio::test]
+async fn a_watcher_that_starts_among_commits_its_stream_skipped_gets_them_from_history() {
+    let member = Member::new();
+    let mut client = Client::open(member.context());
+    client.watch_prefix("a", 0).await;
+    member.put("b1");
+    member.put("b2");
+    client.send(RequestUnion::ProgressRequest(WatchProgressRequest {}));
+    let progress = client.next().await;
+    assert_eq!(progress.header.map(|h| h.revision), Some(3), "the skipped commits count as seen");
+    client.send(RequestUnion::CreateRequest(WatchCreateRequest {
+        key: "b".into(),
+        range_end: "c".into(),
+        start_revision: 2,
+        watch_id: 1,
+        ..Default::default()
+    }));
+    let created = client.next().await;
+    assert!(created.created && created.watch_id == 1, "{created:?}");
+    assert_eq!(client.events_until(3).await, [(2, "b1".into()), (3, "b2".into())]);
+    member.put("b3");
+    assert_eq!(client.events_until(4).await, [(4, "b3".into())], "live, once");
+    member.put("a1");
+    assert_eq!(client.events_until(5).await, [(5, "a1".into())], "the first watcher still has its own");
 }
