@@ -1,7 +1,7 @@
 //! Fans out each applied batch of events to the subscribed watch streams that want it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use conclave_proto::mvccpb::Event;
@@ -32,19 +32,16 @@ pub struct Interest {
     /// Each span watched, with its number of watchers.
     spans: Vec<(KeySpan, usize)>,
     /// The newest revision the hub skipped while the stream had no batch queued: the stream has
-    /// had every batch up to it that it wanted, and may count it as seen.
+    /// had every batch up to it that its watchers wanted, and may count it as seen.
     skipped_through: i64,
 }
 
 impl Interest {
-    /// A watcher of `span` came; returns [`Interest::skipped_through`], so that a new watcher
-    /// starting in what was skipped replays it from history.
-    pub fn add(&mut self, span: &KeySpan) -> i64 {
+    fn add(&mut self, span: &KeySpan) {
         match self.spans.iter_mut().find(|(s, _)| s == span) {
             Some((_, watchers)) => *watchers += 1,
             None => self.spans.push((span.clone(), 1)),
         }
-        self.skipped_through
     }
 
     /// A watcher of `span` went.
@@ -77,6 +74,8 @@ struct Stream {
 pub struct Hub {
     streams: Mutex<HashMap<u64, Stream>>,
     next_id: AtomicU64,
+    /// The newest revision published (written under the `streams` lock).
+    last_published: AtomicI64,
 }
 
 /// A stream's live feed: every batch with revisions after `from` arrives on `batches`, until the
@@ -107,7 +106,9 @@ impl Hub {
             return;
         }
         let batch = Arc::new(Published { events, revision });
-        self.lock().retain(|_, stream| {
+        let mut streams = self.lock();
+        self.last_published.fetch_max(revision, Ordering::Relaxed);
+        streams.retain(|_, stream| {
             let mut interest = lock(&stream.interest);
             if !interest.wants(&batch.events) {
                 // With a batch still queued, the stream has not had everything before this one.
@@ -119,6 +120,15 @@ impl Hub {
             drop(interest);
             stream.feed.try_send(batch.clone()).is_ok()
         });
+    }
+
+    /// A watcher of `span` joined the stream of `interest`. Returns the newest revision
+    /// published: every later commit with a key in `span` is sent to the stream, and the earlier
+    /// ones (skipped or not) are the new watcher's to read from history.
+    pub fn watch_span(&self, interest: &Mutex<Interest>, span: &KeySpan) -> i64 {
+        let _no_publish = self.lock();
+        lock(interest).add(span);
+        self.last_published.load(Ordering::Relaxed)
     }
 
     /// The store was replaced wholesale (a snapshot was installed): end every live feed, so each

@@ -245,10 +245,10 @@ impl<O: Sink<WatchResponse> + Unpin> Worker<O> {
             fragment: create.fragment,
             next_rev: start,
         };
-        // From here on the hub sends what this watcher wants; what it skipped before, the replay
-        // below reads from history (the spans and the skipped revision under one lock).
-        let skipped = hub::lock(&self.interest).add(&watcher.span);
-        self.seen = self.seen.max(skipped);
+        // Commits after `published` the hub sends if this watcher wants them; the earlier ones
+        // (some skipped while its keys were no one's interest) it reads from history below.
+        let published = self.ctx.hub.watch_span(&self.interest, &watcher.span);
+        self.count_skipped();
         self.watchers.insert(id, watcher);
         let mut created = self.response(id, current);
         created.created = true;
@@ -256,8 +256,13 @@ impl<O: Sink<WatchResponse> + Unpin> Worker<O> {
         if start < compacted {
             return self.cancel_compacted(id, compacted).await;
         }
-        if start <= self.seen {
-            self.replay(start, self.seen, Some(id)).await?;
+        let upto = self.seen.max(published);
+        if start <= upto {
+            self.replay(start, upto, Some(id)).await?;
+            // Batches still queued are no newer than `upto`: the replay has given their events.
+            if let Some(watcher) = self.watchers.get_mut(&id) {
+                watcher.next_rev = watcher.next_rev.max(upto + 1);
+            }
         }
         Ok(())
     }

@@ -203,8 +203,8 @@ async fn a_stream_behind_its_queue_gets_the_queued_batches_in_one_response_per_w
 async fn a_commit_with_nothing_for_a_streams_watchers_does_not_wake_it() {
     let member = Member::new();
     let interest = Arc::new(std::sync::Mutex::new(Interest::default()));
-    hub::lock(&interest).add(&KeySpan::single(b"a"));
     let mut live = member.hub.subscribe(&member.store, interest.clone()).await;
+    assert_eq!(member.hub.watch_span(&interest, &KeySpan::single(b"a")), 0, "nothing published yet");
     member.put("b");
     assert!(live.batches.try_recv().is_err(), "a commit of another key is not sent");
     assert_eq!(hub::lock(&interest).skipped_through(), 2);
@@ -242,4 +242,33 @@ async fn a_watcher_that_starts_among_commits_its_stream_skipped_gets_them_from_h
     assert_eq!(client.events_until(4).await, [(4, "b3".into())], "live, once");
     member.put("a1");
     assert_eq!(client.events_until(5).await, [(5, "a1".into())], "the first watcher still has its own");
+}
+
+#[tokio::test]
+async fn a_watcher_that_starts_among_commits_skipped_behind_a_queued_one_gets_them_too() {
+    let member = Member::new();
+    let mut client = Client::open(member.context());
+    client.watch_prefix("a", 0).await;
+    // The test's runtime has one thread: the worker runs only once the test waits, so the commit
+    // of a1 is still queued when the hub skips b1's (nothing for this stream yet).
+    member.put("a1");
+    member.put("b1");
+    client.send(RequestUnion::CreateRequest(WatchCreateRequest {
+        key: "b".into(),
+        range_end: "c".into(),
+        start_revision: 3,
+        watch_id: 1,
+        ..Default::default()
+    }));
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let response = client.next().await;
+        for kv in response.events.iter().filter_map(|e| e.kv.as_ref()) {
+            got.push((response.watch_id, kv.mod_revision, String::from_utf8_lossy(&kv.key).into_owned()));
+        }
+    }
+    got.sort();
+    assert_eq!(got, [(0, 2, "a1".into()), (1, 3, "b1".into())]);
+    member.put("b2");
+    assert_eq!(client.events_until(4).await, [(4, "b2".into())], "nothing twice");
 }
