@@ -131,6 +131,14 @@ impl Hub {
         self.last_published.load(Ordering::Relaxed)
     }
 
+    /// The newest revision published, if `subscription` has had every batch up to it that its
+    /// watchers want: it is still fed and has none queued. For its worker, between batches.
+    pub fn caught_up(&self, subscription: &Subscription) -> Option<i64> {
+        let streams = self.lock();
+        let fed = streams.contains_key(&subscription.id) && subscription.batches.is_empty();
+        fed.then(|| self.last_published.load(Ordering::Relaxed))
+    }
+
     /// The store was replaced wholesale (a snapshot was installed): end every live feed, so each
     /// stream replays what it missed from the new store and subscribes again. Call it once the
     /// new store is readable, before the next apply: batches already queued are older than the

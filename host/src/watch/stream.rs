@@ -24,7 +24,7 @@ use prost::Message;
 use tokio::sync::mpsc;
 
 use super::WatchContext;
-use super::hub::{self, Interest, Published};
+use super::hub::{self, Interest, Published, Subscription};
 use crate::error::EtcdError;
 use crate::mvcc::{KeySpan, StoreError, View};
 
@@ -124,7 +124,7 @@ where
         loop {
             tokio::select! {
                 request = requests.next() => match request {
-                    Some(request) => worker.handle(request).await?,
+                    Some(request) => worker.handle(request, &live).await?,
                     None => return Ok(()),
                 },
                 batch = live.batches.recv() => match batch {
@@ -143,7 +143,7 @@ where
                         worker.seen = live.from;
                     }
                 },
-                _ = progress.tick() => worker.notify_progress().await?,
+                _ = progress.tick() => worker.notify_progress(&live).await?,
             }
             counted.watchers(worker.watchers.len());
         }
@@ -181,11 +181,21 @@ impl<O: Sink<WatchResponse> + Unpin> Worker<O> {
         self.seen = self.seen.max(hub::lock(&self.interest).skipped_through());
     }
 
+    /// [`Worker::count_skipped`], and up to the newest commit when nothing is queued for this
+    /// stream: a progress report names the revision all events up to which were sent, as
+    /// etcd's does once its watchers are synced.
+    fn count_caught_up(&mut self, live: &Subscription) {
+        self.count_skipped();
+        if let Some(published) = self.ctx.hub.caught_up(live) {
+            self.seen = self.seen.max(published);
+        }
+    }
+
     fn response(&self, watch_id: i64, revision: i64) -> WatchResponse {
         WatchResponse { header: (self.ctx.header)(revision), watch_id, ..Default::default() }
     }
 
-    async fn handle(&mut self, request: WatchRequest) -> Result<(), Gone> {
+    async fn handle(&mut self, request: WatchRequest, live: &Subscription) -> Result<(), Gone> {
         match request.request_union {
             Some(RequestUnion::CreateRequest(create)) => self.create(create).await,
             Some(RequestUnion::CancelRequest(cancel)) => {
@@ -200,7 +210,7 @@ impl<O: Sink<WatchResponse> + Unpin> Worker<O> {
                 Ok(())
             }
             Some(RequestUnion::ProgressRequest(_)) => {
-                self.count_skipped();
+                self.count_caught_up(live);
                 let response = self.response(NO_WATCHER, self.seen);
                 self.send(response).await
             }
@@ -344,8 +354,8 @@ impl<O: Sink<WatchResponse> + Unpin> Worker<O> {
         Ok(())
     }
 
-    async fn notify_progress(&mut self) -> Result<(), Gone> {
-        self.count_skipped();
+    async fn notify_progress(&mut self, live: &Subscription) -> Result<(), Gone> {
+        self.count_caught_up(live);
         let ids: Vec<i64> = self.watchers.iter().filter(|(_, w)| w.progress_notify).map(|(id, _)| *id).collect();
         for id in ids {
             let response = self.response(id, self.seen);

@@ -272,3 +272,17 @@ async fn a_watcher_that_starts_among_commits_skipped_behind_a_queued_one_gets_th
     member.put("b2");
     assert_eq!(client.events_until(4).await, [(4, "b2".into())], "nothing twice");
 }
+
+#[tokio::test]
+async fn progress_names_the_newest_commit_once_nothing_is_queued() {
+    let member = Member::new();
+    let mut client = Client::open(member.context());
+    client.watch_prefix("a", 0).await;
+    // b1's commit is skipped while a1's is still queued (one-thread runtime, as above).
+    member.put("a1");
+    member.put("b1");
+    assert_eq!(client.events_until(2).await, [(2, "a1".into())]);
+    client.send(RequestUnion::ProgressRequest(WatchProgressRequest {}));
+    let progress = client.next().await;
+    assert_eq!((progress.watch_id, progress.header.map(|h| h.revision)), (-1, Some(3)));
+}
