@@ -2,10 +2,8 @@
 //! front (its `--initial-cluster` names them all), every member is launched, then each is awaited
 //! until it serves clients.
 
-use std::collections::HashMap;
 use std::fmt::Debug;
 use std::future::Future;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -29,9 +27,6 @@ const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct Cluster {
     pub members: Vec<Node>,
-    /// A client per member endpoint for the status polls, kept between polls: a connection per
-    /// poll left thousands of sockets in TIME_WAIT late in the suite.
-    status_clients: Mutex<HashMap<String, Client>>,
 }
 
 /// Where a member listens, and the peer port its peers are told to dial: the same, or a proxy's.
@@ -85,7 +80,7 @@ impl Cluster {
                 Ok(member)
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Cluster { members, status_clients: Mutex::default() })
+        Ok(Cluster { members })
     }
 
     /// kill -9 every member, then start them all again on their data dirs (all launched before
@@ -163,7 +158,7 @@ impl Cluster {
 
     /// The member id of the member at `index`, as its status reports it.
     pub async fn member_id(&self, index: usize) -> Result<u64> {
-        Ok(self.status(&self.members[index].endpoint()).await?.0)
+        Ok(status(&self.members[index].endpoint()).await?.0)
     }
 
     /// Removes the member at `index` with `etcdctl member remove`, then waits until its process
@@ -228,7 +223,7 @@ impl Cluster {
                 continue;
             }
             // Bounded: a member that hangs counts as one that disagrees.
-            let status = tokio::time::timeout(STATUS_TIMEOUT, self.status(&member.endpoint())).await.ok()?.ok()?;
+            let status = tokio::time::timeout(STATUS_TIMEOUT, status(&member.endpoint())).await.ok()?.ok()?;
             ids.push((index, status.0));
             leaders.push(status.1);
         }
@@ -237,26 +232,6 @@ impl Cluster {
             return None;
         }
         ids.iter().find(|(_, id)| *id == first).map(|(index, _)| *index)
-    }
-
-    /// (member id, leader id) as the member at `endpoint` reports them. A client that failed is
-    /// not kept: the member may have been restarted, or replaced.
-    async fn status(&self, endpoint: &str) -> Result<(u64, u64)> {
-        let kept = self.status_clients.lock().expect("status clients lock").get(endpoint).cloned();
-        let mut client = match kept {
-            Some(client) => client,
-            None => Client::connect([endpoint], None).await.context("connect")?,
-        };
-        let status = match client.status().await {
-            Ok(status) => status,
-            Err(e) => {
-                self.status_clients.lock().expect("status clients lock").remove(endpoint);
-                return Err(e).context("status");
-            }
-        };
-        self.status_clients.lock().expect("status clients lock").insert(endpoint.to_string(), client);
-        let header = status.header().context("status has a header")?;
-        Ok((header.member_id(), status.leader()))
     }
 }
 
@@ -270,6 +245,14 @@ where
     T: PartialEq + Debug,
 {
     same_on_both(|kind| Cluster::start(kind, size, extra_args), check).await
+}
+
+/// (member id, leader id) as the member at `endpoint` reports them.
+async fn status(endpoint: &str) -> Result<(u64, u64)> {
+    let mut client = Client::connect([endpoint], None).await.context("connect")?;
+    let status = client.status().await.context("status")?;
+    let header = status.header().context("status has a header")?;
+    Ok((header.member_id(), status.leader()))
 }
 
 /// The `ETCD_INITIAL_CLUSTER` that `etcdctl member add` printed.
