@@ -20,6 +20,7 @@ use conclave_proto::etcdserverpb::{
 };
 use conclave_proto::mvccpb::KeyValue;
 use conclave_proto::mvccpb::event::EventType;
+use conclave_host::plugin::manifest::prefix_end;
 use tonic::Status;
 use tonic::transport::Channel;
 
@@ -52,17 +53,6 @@ fn edge(prefix: &[u8], descending: bool, max_create_revision: i64) -> RangeReque
         max_create_revision,
         ..Default::default()
     }
-}
-
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
 }
 
 /// Join the queue: our key's create revision, and the oldest key under `prefix`.
@@ -122,14 +112,3 @@ async fn wait_delete(channel: &Channel, key: Vec<u8>, from: i64) -> Result<(), S
     Err(Status::unavailable("watch stream ended"))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_prefix_ends_after_its_last_byte_that_can_grow() {
-        assert_eq!(prefix_end(b"bench/"), b"bench0");
-        assert_eq!(prefix_end(b"a\xff"), b"b");
-        assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
-    }
-}

@@ -44,7 +44,8 @@ impl Interest {
         }
     }
 
-    /// A watcher of `span` went.
+    /// A watcher of `span` went (its stream's worker calls this without the hub's lock: a span
+    /// kept a moment too long only costs a wake-up).
     pub fn remove(&mut self, span: &KeySpan) {
         if let Some(i) = self.spans.iter().position(|(s, _)| s == span) {
             self.spans[i].1 -= 1;

@@ -191,6 +191,13 @@ impl<O: Sink<WatchResponse> + Unpin> Worker<O> {
         }
     }
 
+    /// Drop watcher `id` and its span from the interest; whether it was there.
+    fn forget(&mut self, id: i64) -> bool {
+        let Some(gone) = self.watchers.remove(&id) else { return false };
+        hub::lock(&self.interest).remove(&gone.span);
+        true
+    }
+
     fn response(&self, watch_id: i64, revision: i64) -> WatchResponse {
         WatchResponse { header: (self.ctx.header)(revision), watch_id, ..Default::default() }
     }
@@ -199,8 +206,7 @@ impl<O: Sink<WatchResponse> + Unpin> Worker<O> {
         match request.request_union {
             Some(RequestUnion::CreateRequest(create)) => self.create(create).await,
             Some(RequestUnion::CancelRequest(cancel)) => {
-                if let Some(cancelled) = self.watchers.remove(&cancel.watch_id) {
-                    hub::lock(&self.interest).remove(&cancelled.span);
+                if self.forget(cancel.watch_id) {
                     // Read first: a `&self` held across the wait would need the sink to be `Sync`.
                     let revision = self.ctx.store.current_rev_async().await;
                     let mut response = self.response(cancel.watch_id, revision);
@@ -258,7 +264,6 @@ impl<O: Sink<WatchResponse> + Unpin> Worker<O> {
         // Commits after `published` the hub sends if this watcher wants them; the earlier ones
         // (some skipped while its keys were no one's interest) it reads from history below.
         let published = self.ctx.hub.watch_span(&self.interest, &watcher.span);
-        self.count_skipped();
         self.watchers.insert(id, watcher);
         let mut created = self.response(id, current);
         created.created = true;
@@ -286,9 +291,7 @@ impl<O: Sink<WatchResponse> + Unpin> Worker<O> {
     }
 
     async fn cancel_compacted(&mut self, id: i64, compact_revision: i64) -> Result<(), Gone> {
-        if let Some(cancelled) = self.watchers.remove(&id) {
-            hub::lock(&self.interest).remove(&cancelled.span);
-        }
+        self.forget(id);
         // etcd's compaction notice carries no revision in its header.
         let mut response = self.response(id, 0);
         response.compact_revision = compact_revision;

@@ -85,15 +85,21 @@ impl Client {
 
     /// Create a watcher on the keys starting with `prefix` and return its created response.
     async fn watch_prefix(&mut self, prefix: &str, watch_id: i64) -> WatchResponse {
+        self.create_prefix(prefix, watch_id, 0);
+        self.next().await
+    }
+
+    /// Ask for a watcher on the keys starting with `prefix` from `start_revision` (0: from now).
+    fn create_prefix(&self, prefix: &str, watch_id: i64, start_revision: i64) {
         let mut range_end = prefix.as_bytes().to_vec();
         *range_end.last_mut().unwrap() += 1;
         self.send(RequestUnion::CreateRequest(WatchCreateRequest {
             key: prefix.into(),
             range_end,
             watch_id,
+            start_revision,
             ..Default::default()
         }));
-        self.next().await
     }
 
     async fn next(&mut self) -> WatchResponse {
@@ -228,13 +234,7 @@ async fn a_watcher_that_starts_among_commits_its_stream_skipped_gets_them_from_h
     client.send(RequestUnion::ProgressRequest(WatchProgressRequest {}));
     let progress = client.next().await;
     assert_eq!(progress.header.map(|h| h.revision), Some(3), "the skipped commits count as seen");
-    client.send(RequestUnion::CreateRequest(WatchCreateRequest {
-        key: "b".into(),
-        range_end: "c".into(),
-        start_revision: 2,
-        watch_id: 1,
-        ..Default::default()
-    }));
+    client.create_prefix("b", 1, 2);
     let created = client.next().await;
     assert!(created.created && created.watch_id == 1, "{created:?}");
     assert_eq!(client.events_until(3).await, [(2, "b1".into()), (3, "b2".into())]);
@@ -253,13 +253,7 @@ async fn a_watcher_that_starts_among_commits_skipped_behind_a_queued_one_gets_th
     // of a1 is still queued when the hub skips b1's (nothing for this stream yet).
     member.put("a1");
     member.put("b1");
-    client.send(RequestUnion::CreateRequest(WatchCreateRequest {
-        key: "b".into(),
-        range_end: "c".into(),
-        start_revision: 3,
-        watch_id: 1,
-        ..Default::default()
-    }));
+    client.create_prefix("b", 1, 3);
     let mut got = Vec::new();
     while got.len() < 2 {
         let response = client.next().await;
