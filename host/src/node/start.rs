@@ -21,7 +21,7 @@ use crate::identity::{load_identity, Identity};
 use crate::lease::{IdGenerator, Lessor};
 use crate::membership::{self, Reconfigurer};
 use crate::mvcc::Store;
-use crate::raft::{ask_for_snapshots, Handover, LogStore, MemberNode, Network, Peers, Proposer, QuorumContact, Raft, SnapshotDue, StateMachine};
+use crate::raft::{ask_for_snapshots, purge_behind_snapshots, Handover, LogStore, MemberNode, Network, Peers, Proposer, QuorumContact, Raft, SnapshotDue, StateMachine};
 use crate::watch::Hub;
 
 /// sled's page cache. Its default (1 GiB) made a member hold several times etcd's memory for the
@@ -79,11 +79,12 @@ impl Node {
 
         let raft_config = raft_config(&config)?;
         let network = Network::new(identity.member_id, peers.clone(), log_store.durable());
-        let raft = Raft::new(identity.member_id, Arc::new(raft_config), network, log_store, state_machine)
+        let raft = Raft::new(identity.member_id, Arc::new(raft_config), network, log_store.clone(), state_machine)
             .await
             .context("starting raft")?;
         bootstrap(&raft, &identity, fresh).await?;
-        tokio::spawn(ask_for_snapshots(raft.clone(), snapshot_due));
+        tokio::spawn(ask_for_snapshots(raft.clone(), snapshot_due.clone()));
+        tokio::spawn(purge_behind_snapshots(raft.clone(), log_store, snapshot_due));
 
         let space = Space::new(&dir, &db, &store);
         let leader_wait = leader_wait(&config);
@@ -151,7 +152,8 @@ fn raft_config(config: &Config) -> anyhow::Result<openraft::Config> {
         election_timeout_max: config.election_timeout * 3 / 4,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_count),
         // Like etcd, keep entries behind a snapshot for slow followers (etcd keeps 5,000),
-        // but never more than a snapshot interval, so a small --snapshot-count bounds the log.
+        // but never more than a snapshot interval, so a small --snapshot-count bounds the log;
+        // `purge_behind_snapshots` purges further, to 5,000 requests rather than entries.
         max_in_snapshot_log_to_keep: config.snapshot_count.min(5_000),
         // A snapshot goes in 1 MiB chunks, and the last one is answered only once the whole
         // store is imported: openraft's 200 ms per chunk would fail (and retry forever) any

@@ -74,6 +74,12 @@ impl LogStore {
         self.committed.clone()
     }
 
+    /// The last index to purge so that the log kept up to `through` holds `keep` client
+    /// requests; `None` if it holds no more than that.
+    pub fn purge_keeping(&self, through: u64, keep: u64) -> Option<u64> {
+        self.log().purge_keeping(through, keep)
+    }
+
     fn log(&self) -> MutexGuard<'_, Log> {
         self.log.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }

@@ -33,7 +33,7 @@ pub use peers::{check_quorum, on_leader, recognised_leader, Answer, Peers};
 pub use proposer::Proposer;
 pub use quorum_contact::QuorumContact;
 pub use read_index::{leader_rounds, ReadRounds};
-pub use snapshot_due::{ask_for_snapshots, SnapshotDue};
+pub use snapshot_due::{ask_for_snapshots, purge_behind_snapshots, SnapshotDue};
 pub use state_machine::{read_snapshot_meta, store_hash, StateMachine, APPLIED as APPLIED_META, MEMBERSHIP as MEMBERSHIP_META};
 pub use transfer::{move_leader, Handover};
 pub use wal::SEGMENT_BYTES as WAL_SEGMENT_BYTES;

@@ -311,6 +311,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         .map_err(write_err)?;
         let last_log_id: Option<LogId<NodeId>> = decode_meta(captured[0].as_deref())?;
         let last_membership: StoredConfig = decode_meta(captured[1].as_deref())?;
+        if let Some(last) = &last_log_id {
+            self.snapshot_due.built(last.index);
+        }
         let snapshot_id = match &last_log_id {
             Some(id) => format!("{}-{}", id.leader_id.term, id.index),
             None => "empty".to_string(),

@@ -20,7 +20,7 @@ use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 
-use openraft::{Entry, LogId, Vote};
+use openraft::{Entry, EntryPayload, LogId, Vote};
 
 pub use record::{COMMITTED, ENTRY, PURGED, TRUNCATED, VOTE};
 pub use durable::Durable;
@@ -98,6 +98,19 @@ impl Log {
         self.entries.iter()
     }
 
+    /// The last index to purge so that the entries kept up to `through` hold at least `keep`
+    /// client requests (an entry carries a batch of them); `None` while they hold fewer.
+    pub fn purge_keeping(&self, through: u64, keep: u64) -> Option<u64> {
+        let mut kept = 0;
+        for entry in self.entries.iter().rev().skip_while(|e| e.log_id.index > through) {
+            if kept >= keep {
+                return Some(entry.log_id.index);
+            }
+            kept += requests_in(entry);
+        }
+        None
+    }
+
     fn replay(&mut self, kind: u8, payload: &[u8]) -> Result<Option<u64>, String> {
         let bad = |e: postcard::Error| format!("undecodable raft log record of kind {kind}: {e}");
         match kind {
@@ -118,6 +131,14 @@ impl Log {
 }
 
 /// Frames `value` as a record of `kind`.
+/// Client requests in an entry, counted as etcd counts entries: one at least.
+fn requests_in(entry: &Entry<TypeConfig>) -> u64 {
+    match &entry.payload {
+        EntryPayload::Normal(batch) => batch.0.requests.len().max(1) as u64,
+        EntryPayload::Blank | EntryPayload::Membership(_) => 1,
+    }
+}
+
 pub fn pending<T: serde::Serialize>(kind: u8, value: &T, index: Option<u64>) -> io::Result<Pending> {
     let payload = encode(value).map_err(io::Error::other)?;
     Ok(Pending { kind, bytes: record::frame(kind, &payload), index })
@@ -214,7 +235,8 @@ impl WriterHandle {
 
 #[cfg(test)]
 mod tests {
-    use openraft::{CommittedLeaderId, EntryPayload};
+    use conclave_proto::conclave::raft::{RaftBatch, RaftRequest};
+    use openraft::CommittedLeaderId;
 
     use super::*;
 
@@ -274,5 +296,26 @@ mod tests {
         drop(writes);
         let (log, _) = open_with(dir.path(), 4096).unwrap();
         assert_eq!(log.entries().map(|e| e.log_id.index).collect::<Vec<_>>(), [1, 2]);
+    }
+
+    #[test]
+    fn the_purge_keeps_the_entries_that_hold_the_last_requests_wanted() {
+        let mut log = Log::default();
+        // Entries 1-10: entry i carries i requests (entry 1 is a blank one, counted as one).
+        log.append(entry(1)).unwrap();
+        for index in 2..=10 {
+            let batch = RaftBatch { requests: vec![RaftRequest::default(); index as usize] };
+            let payload = EntryPayload::Normal(super::super::Proto(batch));
+            log.append(Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), index), payload }).unwrap();
+        }
+        // Through 9: 9 + 8 = 17 requests in 8-9, so 7 and before may go.
+        assert_eq!(log.purge_keeping(9, 17), Some(7));
+        assert_eq!(log.purge_keeping(9, 18), Some(6));
+        // Entries after `through` are kept anyway and not counted.
+        assert_eq!(log.purge_keeping(9, 1), Some(8));
+        assert_eq!(log.purge_keeping(9, 0), Some(9));
+        // Everything through 9 holds 45 requests: nothing may go to keep more.
+        assert_eq!(log.purge_keeping(9, 45), None);
+        assert_eq!(log.purge_keeping(9, 100), None);
     }
 }
