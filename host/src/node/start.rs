@@ -58,7 +58,9 @@ impl Node {
             restore(&store, snapshot)?;
             db.flush()?;
         }
-        let log_store = LogStore::open(identity.member_id, &dir.join("wal"), &db)
+        // The last index in the snapshot on disk: the state machine tells, the log's purges wait.
+        let snapshot_on_disk = tokio::sync::watch::Sender::new(0);
+        let log_store = LogStore::open(identity.member_id, &dir.join("wal"), &db, snapshot_on_disk.subscribe())
             .with_context(|| format!("opening the raft log in {}", dir.join("wal").display()))?;
         let committed = log_store.committed_index();
         let hub = Arc::new(Hub::default());
@@ -75,6 +77,7 @@ impl Node {
             dir.join("snap"),
             log_store.durable(),
             snapshot_due.clone(),
+            snapshot_on_disk,
         )?;
 
         let raft_config = raft_config(&config)?;

@@ -10,6 +10,11 @@
 //! copy is durable too: the state machine applies an entry (and so answers its client) only once
 //! it is ([`Durable`]), and the leader tells followers of a commit only once it is
 //! (`network.rs`). A follower's appends are acknowledged only once synced, as raft requires.
+//!
+//! A purge is made durable only once the snapshot on disk covers it. openraft purges a follower's
+//! log as soon as it hands a received snapshot to the state machine, before the snapshot is
+//! installed; made durable at once, a kill -9 in between left a member whose log was purged past
+//! its snapshot, which it could neither start from nor catch up from.
 
 use std::fmt::Debug;
 use std::io;
@@ -20,6 +25,7 @@ use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, LogId, RaftLogReader, StorageError, Vote};
+use tokio::sync::watch;
 
 use super::wal::{self, Done, Durable, Log, Pending, Write, COMMITTED, ENTRY, PURGED, VOTE};
 use super::{decode, write_err, NodeId, TypeConfig};
@@ -47,12 +53,17 @@ pub struct LogStore {
     writer: mpsc::Sender<Write>,
     committed: CommittedIndex,
     durable: Durable,
+    /// The last index in the snapshot on disk.
+    snapshot: watch::Receiver<u64>,
+    /// Purges to make durable, in order, each once the snapshot on disk covers it.
+    purges: tokio::sync::mpsc::UnboundedSender<(LogId<NodeId>, Done)>,
 }
 
 impl LogStore {
     /// Opens member `id`'s log in `dir` (its `<data-dir>/wal`), first moving into it a log that
-    /// an earlier version kept in the sled database `db`.
-    pub fn open(id: NodeId, dir: &Path, db: &sled::Db) -> io::Result<Self> {
+    /// an earlier version kept in the sled database `db`; `snapshot` tells the last index in the
+    /// snapshot on disk. Must be called inside a tokio runtime.
+    pub fn open(id: NodeId, dir: &Path, db: &sled::Db, snapshot: watch::Receiver<u64>) -> io::Result<Self> {
         let (mut log, mut writer) = wal::open(dir)?;
         if import_from_sled(db, &mut log, &mut writer)? {
             tracing::info!(log = %dir.display(), "moved the raft log out of the database");
@@ -61,7 +72,10 @@ impl LogStore {
         let committed = CommittedIndex::default();
         committed.set(log.committed.as_ref());
         let durable = writer.durable();
-        Ok(LogStore { id, log: Arc::new(Mutex::new(log)), writer: writer.spawn()?, committed, durable })
+        let writer = writer.spawn()?;
+        let (purges, waiting) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(record_purges(writer.clone(), waiting, snapshot.clone()));
+        Ok(LogStore { id, log: Arc::new(Mutex::new(log)), writer, committed, durable, snapshot, purges })
     }
 
     /// How far the log is durable.
@@ -248,7 +262,34 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.log().purge(log_id);
         // A snapshot interval of entries was just freed, scattered through the heap.
         tokio::task::spawn_blocking(crate::heap::release_free_pages);
-        self.write(vec![wal::pending(PURGED, &log_id, None).map_err(write_err)?], Some(log_id.index)).await
+        let (done, durable) = tokio::sync::oneshot::channel();
+        let stopped = || write_err(io::Error::other("raft log writer stopped"));
+        self.purges.send((log_id, Done::Notify(done))).map_err(|_| stopped())?;
+        // Durable before this returns when a snapshot covers it already (every purge before it
+        // is covered too), as for a member's own snapshots; later otherwise.
+        if *self.snapshot.borrow() >= log_id.index {
+            durable.await.map_err(|_| stopped())?.map_err(write_err)?;
+        }
+        Ok(())
+    }
+}
+
+/// Make each purge durable (a record, and whole segments deleted) once the snapshot on disk
+/// covers it: until then a restart finds the entries, and raft purges them again. Ends with the
+/// state machine or the log.
+async fn record_purges(
+    writer: mpsc::Sender<Write>,
+    mut waiting: tokio::sync::mpsc::UnboundedReceiver<(LogId<NodeId>, Done)>,
+    mut snapshot: watch::Receiver<u64>,
+) {
+    while let Some((log_id, done)) = waiting.recv().await {
+        if snapshot.wait_for(|&index| index >= log_id.index).await.is_err() {
+            return;
+        }
+        let Ok(record) = wal::pending(PURGED, &log_id, None) else { return };
+        if writer.send(Write { records: vec![record], done, purge_upto: Some(log_id.index) }).is_err() {
+            return;
+        }
     }
 }
 
@@ -283,6 +324,11 @@ mod tests {
         assert!(!proposed_here(1, None, &entry(3, 1)));
     }
 
+    /// A snapshot on disk that covers every purge.
+    fn any_snapshot() -> watch::Receiver<u64> {
+        watch::channel(u64::MAX).1
+    }
+
     fn indexes(store: &mut LogStore) -> Vec<u64> {
         store.log().entries().map(|e| e.log_id.index).collect()
     }
@@ -291,7 +337,7 @@ mod tests {
     async fn entries_votes_truncations_and_purges_survive_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::Config::new().temporary(true).open().unwrap();
-        let mut store = LogStore::open(1, &dir.path().join("wal"), &db).unwrap();
+        let mut store = LogStore::open(1, &dir.path().join("wal"), &db, any_snapshot()).unwrap();
         append(&mut store, (1..=6).map(|i| entry(1, i)).collect()).await;
         store.truncate(LogId::new(CommittedLeaderId::new(1, 1), 5)).await.unwrap();
         append(&mut store, vec![entry(2, 5)]).await;
@@ -302,7 +348,7 @@ mod tests {
         store.save_vote(&vote).await.unwrap();
         drop(store);
 
-        let mut reopened = LogStore::open(1, &dir.path().join("wal"), &db).unwrap();
+        let mut reopened = LogStore::open(1, &dir.path().join("wal"), &db, any_snapshot()).unwrap();
         assert_eq!(indexes(&mut reopened), [3, 4, 5]);
         assert_eq!(reopened.log().entries().last().unwrap().log_id.leader_id.term, 2);
         assert_eq!(reopened.read_vote().await.unwrap(), Some(vote));
@@ -320,15 +366,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::Config::new().temporary(true).open().unwrap();
         let wal = dir.path().join("wal");
-        let mut store = LogStore::open(1, &wal, &db).unwrap();
+        let mut store = LogStore::open(1, &wal, &db, any_snapshot()).unwrap();
         store.save_vote(&Vote::new_committed(4, 1)).await.unwrap();
         drop(store);
-        let mut reopened = LogStore::open(1, &wal, &db).unwrap();
+        let mut reopened = LogStore::open(1, &wal, &db, any_snapshot()).unwrap();
         assert_eq!(reopened.read_vote().await.unwrap(), Some(Vote::new(4, 1)), "this member's own vote, no longer committed");
         assert!(!proposed_here(1, reopened.log().vote.as_ref(), &entry(4, 1).log_id), "nor are entries of term 4 its own any more");
         reopened.save_vote(&Vote::new_committed(5, 2)).await.unwrap();
         drop(reopened);
-        let mut follower = LogStore::open(1, &wal, &db).unwrap();
+        let mut follower = LogStore::open(1, &wal, &db, any_snapshot()).unwrap();
         assert_eq!(follower.read_vote().await.unwrap(), Some(Vote::new_committed(5, 2)), "another leader's vote as it was");
     }
 
@@ -343,9 +389,9 @@ mod tests {
         for i in 1..=3u64 {
             old.insert(i.to_be_bytes(), super::super::encode(&entry(1, i)).unwrap()).unwrap();
         }
-        drop(LogStore::open(1, &dir.path().join("wal"), &db).unwrap());
+        drop(LogStore::open(1, &dir.path().join("wal"), &db, any_snapshot()).unwrap());
         assert!(!db.tree_names().iter().any(|n| n == b"raft_log"));
-        let mut store = LogStore::open(1, &dir.path().join("wal"), &db).unwrap();
+        let mut store = LogStore::open(1, &dir.path().join("wal"), &db, any_snapshot()).unwrap();
         assert_eq!(indexes(&mut store), [2, 3]);
         assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new(3, 2)));
     }
@@ -355,14 +401,35 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::Config::new().temporary(true).open().unwrap();
         let wal = dir.path().join("wal");
-        let mut store = LogStore::open(1, &wal, &db).unwrap();
+        let mut store = LogStore::open(1, &wal, &db, any_snapshot()).unwrap();
         append(&mut store, (1..=3).map(|i| entry(1, i)).collect()).await;
         drop(store);
         let segment = std::fs::read_dir(&wal).unwrap().next().unwrap().unwrap().path();
         let mut bytes = std::fs::read(&segment).unwrap();
         bytes[20] ^= 0xff;
         std::fs::write(&segment, bytes).unwrap();
-        let error = LogStore::open(1, &wal, &db).err().unwrap().to_string();
+        let error = LogStore::open(1, &wal, &db, any_snapshot()).err().unwrap().to_string();
         assert!(error.contains(&segment.display().to_string()), "{error}");
+    }
+
+    /// Found by `a_member_killed_while_catching_up_by_snapshot_still_catches_up`: openraft purges
+    /// a follower's log as it hands a received snapshot to the state machine, and a kill -9
+    /// before the snapshot was installed left a log purged past the snapshot on disk.
+    #[tokio::test]
+    async fn a_purge_past_the_snapshot_on_disk_is_not_made_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let wal = dir.path().join("wal");
+        let (snapshot, on_disk) = watch::channel(1);
+        let mut store = LogStore::open(1, &wal, &db, on_disk).unwrap();
+        append(&mut store, (1..=6).map(|i| entry(1, i)).collect()).await;
+        store.purge(LogId::new(CommittedLeaderId::new(1, 1), 4)).await.unwrap();
+        assert_eq!(indexes(&mut store), [5, 6], "purged from memory at once");
+        // Killed before any snapshot covered index 4.
+        drop(snapshot);
+        drop(store);
+        let mut reopened = LogStore::open(1, &wal, &db, any_snapshot()).unwrap();
+        assert_eq!(indexes(&mut reopened), [1, 2, 3, 4, 5, 6]);
+        assert_eq!(reopened.get_log_state().await.unwrap().last_purged_log_id, None);
     }
 }

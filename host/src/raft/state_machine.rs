@@ -58,6 +58,8 @@ pub struct StateMachine {
     durable: Durable,
     /// Counts applied requests towards the next snapshot.
     snapshot_due: Arc<SnapshotDue>,
+    /// The last index in the snapshot on disk (the raft log's purges wait for it).
+    on_disk: tokio::sync::watch::Sender<u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -69,7 +71,8 @@ impl StateMachine {
     /// A state machine applying to `store`, publishing to `hub`, keeping `alarms`, and starting
     /// the TTL of leases it grants in `lessor` (which only the leader's keeps), and telling the
     /// plugin registry through `plugins` when the deployed plugins change; applying each entry
-    /// once `durable` says this member's log holds it, and counting requests in `snapshot_due`.
+    /// once `durable` says this member's log holds it, counting requests in `snapshot_due`, and
+    /// telling `on_disk` the last index in the snapshot on disk.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Arc<Store>,
@@ -80,9 +83,12 @@ impl StateMachine {
         snap_dir: PathBuf,
         durable: Durable,
         snapshot_due: Arc<SnapshotDue>,
+        on_disk: tokio::sync::watch::Sender<u64>,
     ) -> std::io::Result<Self> {
         std::fs::create_dir_all(&snap_dir)?;
-        let machine = StateMachine { store, hub, alarms, lessor, plugins, snap_dir, current: Arc::default(), durable, snapshot_due };
+        on_disk.send_replace(read_snapshot_meta(&snap_dir)?.and_then(|meta| meta.last_log_id).map_or(0, |id| id.index));
+        let current = Arc::default();
+        let machine = StateMachine { store, hub, alarms, lessor, plugins, snap_dir, current, durable, snapshot_due, on_disk };
         machine.catch_up_with_snapshot()?;
         Ok(machine)
     }
@@ -141,6 +147,7 @@ impl StateMachine {
             } else {
                 std::fs::rename(&path, self.snapshot_path(SNAPSHOT_FILE)).map_err(write_err)?;
                 save_snapshot_info(&self.snapshot_path(SNAPSHOT_META_FILE), &meta)?;
+                self.on_disk.send_replace(meta.last_log_id.map_or(0, |id| id.index));
             }
         }
         self.open_current()?.ok_or_else(|| read_err(std::io::Error::other("the current snapshot is gone")))
@@ -333,7 +340,7 @@ mod tests {
         let store = Arc::new(Store::open(sled::Config::new().temporary(true).open().unwrap().open_tree("mvcc").unwrap()).unwrap());
         let alarms = Arc::new(Alarms::load(&store).unwrap());
         let plugins = tokio::sync::watch::Sender::new(0);
-        StateMachine::new(store, Arc::default(), alarms, Arc::default(), plugins, snap_dir.to_path_buf(), Durable::everything(), SnapshotDue::new(u64::MAX))
+        StateMachine::new(store, Arc::default(), alarms, Arc::default(), plugins, snap_dir.to_path_buf(), Durable::everything(), SnapshotDue::new(u64::MAX), tokio::sync::watch::Sender::new(0))
     }
 
     fn machine(snap_dir: &std::path::Path) -> StateMachine {
