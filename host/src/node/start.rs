@@ -154,10 +154,11 @@ fn raft_config(config: &Config) -> anyhow::Result<openraft::Config> {
         election_timeout_min: config.election_timeout / 2,
         election_timeout_max: config.election_timeout * 3 / 4,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_count),
-        // Like etcd, keep entries behind a snapshot for slow followers (etcd keeps 5,000),
-        // but never more than a snapshot interval, so a small --snapshot-count bounds the log;
-        // `purge_behind_snapshots` purges further, to 5,000 requests rather than entries.
-        max_in_snapshot_log_to_keep: config.snapshot_count.min(5_000),
+        // openraft's own purge after a snapshot is off: it counts entries, and would also move
+        // back behind a purge postponed while a follower reads the log (which it refuses).
+        // `purge_behind_snapshots` purges instead, keeping 5,000 requests as etcd keeps 5,000
+        // entries, never more than a snapshot interval.
+        max_in_snapshot_log_to_keep: u64::MAX,
         // A snapshot goes in 1 MiB chunks, and the last one is answered only once the whole
         // store is imported: openraft's 200 ms per chunk would fail (and retry forever) any
         // snapshot of more than a few MiB.

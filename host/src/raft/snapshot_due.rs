@@ -73,8 +73,8 @@ pub async fn ask_for_snapshots(raft: Raft, due: Arc<SnapshotDue>) {
 }
 
 /// After each snapshot this member builds, have `raft` purge the log `log` holds behind it but
-/// the entries with the last [`CATCH_UP_REQUESTS`] (openraft's own purge, bounded in entries,
-/// may keep far more), until raft shuts down.
+/// the entries with the last [`CATCH_UP_REQUESTS`] (openraft's own purge, which counts entries,
+/// is off), until raft shuts down. A snapshot installed from the leader purges the log itself.
 pub async fn purge_behind_snapshots(raft: Raft, log: LogStore, due: Arc<SnapshotDue>) {
     let keep = CATCH_UP_REQUESTS.min(due.snapshot_count);
     let mut built = due.built.subscribe();

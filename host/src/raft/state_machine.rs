@@ -296,7 +296,11 @@ fn save_snapshot_info(path: &std::path::Path, meta: &SnapshotMeta<NodeId, Member
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes).map_err(write_err)?;
     std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(write_err)?;
-    std::fs::rename(&tmp, path).map_err(write_err)
+    std::fs::rename(&tmp, path).map_err(write_err)?;
+    // The renames (the snapshot file's before, then this) outlive a power cut only once their
+    // directory is synced; the raft log's purges wait for this snapshot.
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(write_err)
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
