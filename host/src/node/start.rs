@@ -58,8 +58,10 @@ impl Node {
             restore(&store, snapshot)?;
             db.flush()?;
         }
-        // The last index in the snapshot on disk: the state machine tells, the log's purges wait.
+        // The last index in the snapshot on disk: the state machine tells, the log's purges wait,
+        // and the purge behind each new snapshot follows.
         let snapshot_on_disk = tokio::sync::watch::Sender::new(0);
+        let mut new_snapshots = snapshot_on_disk.subscribe();
         let log_store = LogStore::open(identity.member_id, &dir.join("wal"), &db, snapshot_on_disk.subscribe())
             .with_context(|| format!("opening the raft log in {}", dir.join("wal").display()))?;
         let committed = log_store.committed_index();
@@ -79,6 +81,8 @@ impl Node {
             snapshot_due.clone(),
             snapshot_on_disk,
         )?;
+        // The snapshot found at start is no new one.
+        new_snapshots.mark_unchanged();
 
         let raft_config = raft_config(&config)?;
         let network = Network::new(identity.member_id, peers.clone(), log_store.durable());
@@ -86,8 +90,8 @@ impl Node {
             .await
             .context("starting raft")?;
         bootstrap(&raft, &identity, fresh).await?;
-        tokio::spawn(ask_for_snapshots(raft.clone(), snapshot_due.clone()));
-        tokio::spawn(purge_behind_snapshots(raft.clone(), log_store, snapshot_due));
+        tokio::spawn(ask_for_snapshots(raft.clone(), snapshot_due));
+        tokio::spawn(purge_behind_snapshots(raft.clone(), log_store, new_snapshots, config.snapshot_count));
 
         let space = Space::new(&dir, &db, &store);
         let leader_wait = leader_wait(&config);

@@ -98,6 +98,15 @@ pub type Request = Proto<RaftBatch>;
 /// The outcomes of applying a [`Request`], one per client request.
 pub type Response = Proto<RaftBatchResponse>;
 
+/// Client requests in a log entry, as etcd counts entries: one at least (a blank entry or a
+/// membership change counts as one), for snapshots due and log kept behind them.
+fn requests_in(entry: &openraft::Entry<TypeConfig>) -> u64 {
+    match &entry.payload {
+        openraft::EntryPayload::Normal(batch) => batch.0.requests.len().max(1) as u64,
+        openraft::EntryPayload::Blank | openraft::EntryPayload::Membership(_) => 1,
+    }
+}
+
 impl<M: Message> Serialize for Proto<M> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_bytes(&self.0.encode_to_vec())

@@ -9,7 +9,7 @@
 //! requests, the 5,000 entries kept behind one held 545 k puts from 1,000 clients, 250 MB more on
 //! every member than etcd, one request per entry, keeps. The state machine counts the requests it
 //! applies here, and tasks ask raft for a snapshot once enough have been applied since the last
-//! one began, and for a purge once one is built.
+//! one began, and for a purge once one is on disk.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -30,13 +30,11 @@ pub struct SnapshotDue {
     applied: AtomicU64,
     snapshot_count: u64,
     due: Notify,
-    /// The last index in the latest snapshot this member built.
-    built: watch::Sender<u64>,
 }
 
 impl SnapshotDue {
     pub fn new(snapshot_count: u64) -> Arc<Self> {
-        Arc::new(SnapshotDue { applied: AtomicU64::new(0), snapshot_count, due: Notify::new(), built: watch::Sender::new(0) })
+        Arc::new(SnapshotDue { applied: AtomicU64::new(0), snapshot_count, due: Notify::new() })
     }
 
     /// `requests` more were applied.
@@ -49,11 +47,6 @@ impl SnapshotDue {
     /// A snapshot is being built: it holds everything applied so far.
     pub fn building(&self) {
         self.applied.store(0, Ordering::Relaxed);
-    }
-
-    /// A snapshot holding the log through `index` was built.
-    pub fn built(&self, index: u64) {
-        self.built.send_replace(index);
     }
 
     pub(super) fn is_due(&self) -> bool {
@@ -72,21 +65,24 @@ pub async fn ask_for_snapshots(raft: Raft, due: Arc<SnapshotDue>) {
     }
 }
 
-/// After each snapshot this member builds, have `raft` purge the log `log` holds behind it but
-/// the entries with the last [`CATCH_UP_REQUESTS`] (openraft's own purge, which counts entries,
-/// is off), until raft shuts down. A snapshot installed from the leader purges the log itself.
-pub async fn purge_behind_snapshots(raft: Raft, log: LogStore, due: Arc<SnapshotDue>) {
-    let keep = CATCH_UP_REQUESTS.min(due.snapshot_count);
-    let mut built = due.built.subscribe();
-    while built.changed().await.is_ok() {
-        let index = *built.borrow_and_update();
+/// Each time `on_disk` tells of a new snapshot on disk (its last index), have `raft` purge the
+/// log `log` holds behind it but the entries with the last [`CATCH_UP_REQUESTS`], at most
+/// `snapshot_count` (openraft's own purge, which counts entries, is off), until the state machine
+/// or raft stops. A snapshot installed from the leader has raft purge up to it already.
+pub async fn purge_behind_snapshots(raft: Raft, log: LogStore, mut on_disk: watch::Receiver<u64>, snapshot_count: u64) {
+    let keep = CATCH_UP_REQUESTS.min(snapshot_count);
+    while on_disk.changed().await.is_ok() {
+        let index = *on_disk.borrow_and_update();
         // raft refuses to purge past the snapshot it knows of: wait until it has this one.
         let recorded = raft
             .wait(Some(SNAPSHOT_RECORDED))
             .metrics(|m| m.snapshot.is_some_and(|s| s.index >= index), "snapshot recorded")
             .await;
+        if recorded.is_err() {
+            continue;
+        }
         let Some(upto) = log.purge_keeping(index, keep) else { continue };
-        if recorded.is_ok() && raft.trigger().purge_log(upto).await.is_err() {
+        if raft.trigger().purge_log(upto).await.is_err() {
             return;
         }
     }

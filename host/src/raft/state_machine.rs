@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::snapshot_due::SnapshotDue;
 use super::wal::Durable;
-use super::{decode, encode, read_err, write_err, MemberNode, NodeId, Proto, Response, TypeConfig};
+use super::{decode, encode, read_err, requests_in, write_err, MemberNode, NodeId, Proto, Response, TypeConfig};
 use crate::alarm::Alarms;
 use crate::apply::{Applier, Effects};
 use crate::lease::Lessor;
@@ -58,7 +58,8 @@ pub struct StateMachine {
     durable: Durable,
     /// Counts applied requests towards the next snapshot.
     snapshot_due: Arc<SnapshotDue>,
-    /// The last index in the snapshot on disk (the raft log's purges wait for it).
+    /// The last index in the snapshot on disk (the raft log's purges wait for it, and the purge
+    /// behind a new one follows it).
     on_disk: tokio::sync::watch::Sender<u64>,
 }
 
@@ -86,10 +87,11 @@ impl StateMachine {
         on_disk: tokio::sync::watch::Sender<u64>,
     ) -> std::io::Result<Self> {
         std::fs::create_dir_all(&snap_dir)?;
-        on_disk.send_replace(read_snapshot_meta(&snap_dir)?.and_then(|meta| meta.last_log_id).map_or(0, |id| id.index));
+        let snapshot = read_snapshot_meta(&snap_dir)?;
+        on_disk.send_replace(snapshot.as_ref().and_then(|meta| meta.last_log_id).map_or(0, |id| id.index));
         let current = Arc::default();
         let machine = StateMachine { store, hub, alarms, lessor, plugins, snap_dir, current, durable, snapshot_due, on_disk };
-        machine.catch_up_with_snapshot()?;
+        machine.catch_up_with_snapshot(snapshot)?;
         Ok(machine)
     }
 
@@ -98,8 +100,8 @@ impl StateMachine {
     /// the purged log. It then restarts from the snapshot, as a member that fell behind would.
     /// Either way the snapshot is read whole and checked: a damaged one is refused here, naming
     /// its file, before it could be restored or sent to a member.
-    fn catch_up_with_snapshot(&self) -> std::io::Result<()> {
-        let Some(meta) = read_snapshot_meta(&self.snap_dir)? else { return Ok(()) };
+    fn catch_up_with_snapshot(&self, snapshot: Option<SnapshotMeta<NodeId, MemberNode>>) -> std::io::Result<()> {
+        let Some(meta) = snapshot else { return Ok(()) };
         let path = self.snapshot_path(SNAPSHOT_FILE);
         let applied = self.applied().map_err(std::io::Error::other)?.0;
         let mut snapshot = std::io::BufReader::new(std::fs::File::open(&path).map_err(|e| damaged(&path, e))?);
@@ -186,6 +188,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut last = None;
         for entry in entries {
             last = Some(entry.log_id);
+            self.snapshot_due.applied(requests_in(&entry));
             let response = match entry.payload {
                 EntryPayload::Blank => RaftBatchResponse::default(),
                 EntryPayload::Normal(requests) => RaftBatchResponse {
@@ -203,8 +206,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     RaftBatchResponse::default()
                 }
             };
-            // One per request; an entry without requests counts as one, as etcd counts it.
-            self.snapshot_due.applied(response.responses.len().max(1) as u64);
             responses.push(Proto(response));
         }
         if last.is_none() {
@@ -322,9 +323,6 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         .map_err(write_err)?;
         let last_log_id: Option<LogId<NodeId>> = decode_meta(captured[0].as_deref())?;
         let last_membership: StoredConfig = decode_meta(captured[1].as_deref())?;
-        if let Some(last) = &last_log_id {
-            self.snapshot_due.built(last.index);
-        }
         let snapshot_id = match &last_log_id {
             Some(id) => format!("{}-{}", id.leader_id.term, id.index),
             None => "empty".to_string(),

@@ -244,15 +244,20 @@ async fn a_watcher_that_starts_among_commits_its_stream_skipped_gets_them_from_h
     assert_eq!(client.events_until(5).await, [(5, "a1".into())], "the first watcher still has its own");
 }
 
-#[tokio::test]
-async fn a_watcher_that_starts_among_commits_skipped_behind_a_queued_one_gets_them_too() {
+/// A stream watching `a` with a1's commit (revision 2) still queued when the hub skips b1's
+/// (revision 3): the test's runtime has one thread, so the worker runs only once the test waits.
+async fn b1_skipped_behind_a1_queued() -> (Member, Client) {
     let member = Member::new();
     let mut client = Client::open(member.context());
     client.watch_prefix("a", 0).await;
-    // The test's runtime has one thread: the worker runs only once the test waits, so the commit
-    // of a1 is still queued when the hub skips b1's (nothing for this stream yet).
     member.put("a1");
     member.put("b1");
+    (member, client)
+}
+
+#[tokio::test]
+async fn a_watcher_that_starts_among_commits_skipped_behind_a_queued_one_gets_them_too() {
+    let (member, mut client) = b1_skipped_behind_a1_queued().await;
     client.create_prefix("b", 1, 3);
     let mut got = Vec::new();
     while got.len() < 2 {
@@ -269,12 +274,7 @@ async fn a_watcher_that_starts_among_commits_skipped_behind_a_queued_one_gets_th
 
 #[tokio::test]
 async fn progress_names_the_newest_commit_once_nothing_is_queued() {
-    let member = Member::new();
-    let mut client = Client::open(member.context());
-    client.watch_prefix("a", 0).await;
-    // b1's commit is skipped while a1's is still queued (one-thread runtime, as above).
-    member.put("a1");
-    member.put("b1");
+    let (_member, mut client) = b1_skipped_behind_a1_queued().await;
     assert_eq!(client.events_until(2).await, [(2, "a1".into())]);
     client.send(RequestUnion::ProgressRequest(WatchProgressRequest {}));
     let progress = client.next().await;

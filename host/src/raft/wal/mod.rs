@@ -20,13 +20,13 @@ use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 
-use openraft::{Entry, EntryPayload, LogId, Vote};
+use openraft::{Entry, LogId, Vote};
 
 pub use record::{COMMITTED, ENTRY, PURGED, TRUNCATED, VOTE};
 pub use durable::Durable;
 pub use writer::{Done, Pending, Write};
 
-use super::{decode, encode, NodeId, TypeConfig};
+use super::{decode, encode, requests_in, NodeId, TypeConfig};
 use writer::Writer;
 
 /// The log as replayed: what raft reads.
@@ -131,14 +131,6 @@ impl Log {
 }
 
 /// Frames `value` as a record of `kind`.
-/// Client requests in an entry, counted as etcd counts entries: one at least.
-fn requests_in(entry: &Entry<TypeConfig>) -> u64 {
-    match &entry.payload {
-        EntryPayload::Normal(batch) => batch.0.requests.len().max(1) as u64,
-        EntryPayload::Blank | EntryPayload::Membership(_) => 1,
-    }
-}
-
 pub fn pending<T: serde::Serialize>(kind: u8, value: &T, index: Option<u64>) -> io::Result<Pending> {
     let payload = encode(value).map_err(io::Error::other)?;
     Ok(Pending { kind, bytes: record::frame(kind, &payload), index })
@@ -236,7 +228,7 @@ impl WriterHandle {
 #[cfg(test)]
 mod tests {
     use conclave_proto::conclave::raft::{RaftBatch, RaftRequest};
-    use openraft::CommittedLeaderId;
+    use openraft::{CommittedLeaderId, EntryPayload};
 
     use super::*;
 
