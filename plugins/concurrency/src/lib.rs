@@ -6,4 +6,4 @@
 pub mod queue;
 pub mod wire;
 
-pub use queue::{Deadline, Queued, enqueue, first, wait_deletes};
+pub use queue::{Deadline, Queued, enqueue, first, wait_turn};

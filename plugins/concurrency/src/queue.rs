@@ -86,28 +86,40 @@ pub fn enqueue(prefix: &[u8], lease: i64, value: &[u8]) -> Result<Queued> {
         .and_then([Op::put_with_lease(key.clone(), value.to_vec(), lease), Op::range(first_request(prefix))])
         .or_else([Op::get(key.clone()), Op::range(first_request(prefix))])
         .commit()?;
-    let mut ranges = response.responses.into_iter().filter_map(|op| match op {
-        OpResponse::Range(range) => Some(range.kvs.into_iter().next()),
-        _ => None,
-    });
+    let mut ranges = first_of_ranges(response.responses);
     let existing = if response.succeeded { None } else { ranges.next().flatten() };
     let first = ranges.next().flatten();
     let revision = existing.as_ref().map_or(response.header.revision, |kv| kv.create_revision);
     Ok(Queued { key, revision, existing, first, header: response.header })
 }
 
-/// Wait until no key under `prefix` was created at or before `max_revision`: each time, wait for
-/// the deletion of the youngest such key only, so one release wakes one waiter. The answer is
-/// the header of the read that found none.
-pub fn wait_deletes(prefix: &[u8], max_revision: i64, deadline: Deadline) -> Result<Header> {
+/// The first key of each range among a txn's responses, in order.
+fn first_of_ranges(responses: Vec<OpResponse>) -> impl Iterator<Item = Option<KeyValue>> {
+    responses.into_iter().filter_map(|op| match op {
+        OpResponse::Range(range) => Some(range.kvs.into_iter().next()),
+        _ => None,
+    })
+}
+
+/// Wait until `queued`'s key is the oldest under `prefix`: each time, wait for the deletion of
+/// the youngest older key only, so one release wakes one waiter. Each read fetches our key with
+/// the older ones, so the read that ends the wait also tells whether our key kept its place (a
+/// waiter's lease may end while it waits): `Some(header of that read)` when it did, `None` as soon
+/// as it is gone.
+pub fn wait_turn(prefix: &[u8], queued: &Queued, deadline: Deadline) -> Result<Option<Header>> {
+    let mut older = RangeRequest::prefix(prefix).sort(SortOrder::Descend, SortTarget::Create).limit(1);
+    older.max_create_revision = queued.revision - 1;
     loop {
-        let mut older = RangeRequest::prefix(prefix).sort(SortOrder::Descend, SortTarget::Create).limit(1);
-        older.max_create_revision = max_revision;
-        let range = kv::range(&older)?;
-        let Some(last) = range.kvs.into_iter().next() else {
-            return Ok(range.header);
+        let read = Txn::new().and_then([Op::range(older.clone()), Op::get(queued.key.clone())]).commit()?;
+        let mut ranges = first_of_ranges(read.responses);
+        let (last_older, ours) = (ranges.next().flatten(), ranges.next().flatten());
+        if ours.is_none_or(|kv| kv.create_revision != queued.revision) {
+            return Ok(None);
+        }
+        let Some(last) = last_older else {
+            return Ok(Some(read.header));
         };
-        wait_delete(&last.key, range.header.revision + 1, deadline)?;
+        wait_delete(&last.key, read.header.revision + 1, deadline)?;
     }
 }
 

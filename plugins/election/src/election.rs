@@ -4,11 +4,11 @@
 
 use std::time::Duration;
 
-use concurrency::{Deadline, enqueue, first, wait_deletes};
+use concurrency::{Deadline, enqueue, first, wait_turn};
 use conclave_guest::kv::Header;
 use conclave_guest::node::log;
 use conclave_guest::watch::{EventKind, Watcher};
-use conclave_guest::{Compare, Error, KeyValue, Op, Result, Txn, kv, lease};
+use conclave_guest::{Compare, Error, KeyValue, Op, Result, Txn, lease};
 
 /// etcd's words, which its clients match on.
 pub const NOT_LEADER: &str = "election: not leader";
@@ -54,10 +54,8 @@ pub fn campaign(name: &[u8], lease: i64, value: &[u8], deadline: Deadline) -> Re
         withdraw(&leader);
         return Err(e);
     }
-    let elected = wait_deletes(&prefix, leader.rev - 1, deadline).and_then(|_| match kv::get(leader.key.clone())? {
-        Some(kv) if kv.create_revision == leader.rev => Ok(()),
-        _ => Err(Error::failed_precondition(SESSION_EXPIRED)),
-    });
+    let elected = wait_turn(&prefix, &queued, deadline)
+        .and_then(|turn| turn.map(drop).ok_or_else(|| Error::failed_precondition(SESSION_EXPIRED)));
     match elected {
         Ok(()) => Ok((leader, queued.header)),
         Err(e) => {

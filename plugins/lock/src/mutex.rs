@@ -1,7 +1,7 @@
 //! etcd's `concurrency.Mutex`: join the queue under `NAME/`, then wait until every older key
 //! is gone.
 
-use concurrency::{Deadline, enqueue, wait_deletes};
+use concurrency::{Deadline, enqueue, wait_turn};
 use conclave_guest::kv::Header;
 use conclave_guest::node::log;
 use conclave_guest::{Error, Result, kv};
@@ -38,13 +38,9 @@ pub fn lock(name: &[u8], lease: i64, wait: Wait) -> Result<Held> {
             return Err(Error::failed_precondition(format!("locked by {}", String::from_utf8_lossy(&holder))));
         }
     };
-    let waited = wait_deletes(&prefix, queued.revision - 1, deadline).and_then(|header| {
-        // Our lease may have ended while we waited: then the lock is not ours.
-        match kv::get(queued.key.clone())? {
-            Some(_) => Ok(header),
-            None => Err(Error::failed_precondition("mutex: session is expired")),
-        }
-    });
+    // Our lease may have ended while we waited: then the lock is not ours.
+    let waited = wait_turn(&prefix, &queued, deadline)
+        .and_then(|turn| turn.ok_or_else(|| Error::failed_precondition("mutex: session is expired")));
     match waited {
         Ok(header) => Ok(Held { key: queued.key, revision: queued.revision, header }),
         Err(e) => {
