@@ -6,7 +6,7 @@
 // here that build one: boxing it would only be undone at every trait boundary.
 #![allow(clippy::result_large_err)]
 
-mod append_stream;
+mod direct;
 mod log_store;
 mod network;
 mod peer_service;

@@ -1,6 +1,6 @@
 //! Raft's peer network, client side: each openraft RPC is postcard-encoded and sent to the
 //! target's peer URL (`MemberNode::peer_url`) with this member's cluster id: AppendEntries over
-//! the append connection ([`super::append_stream`]), votes and snapshots as a `PeerMessage` over
+//! a direct connection ([`super::direct`]), votes and snapshots as a `PeerMessage` over
 //! the `conclave.raft.Peer` gRPC service (the id in the call's metadata). A peer that cannot be
 //! reached is reported `Unreachable` (openraft backs off), an RPC that outlives its `RPCOption`
 //! deadline `Timeout`, and the target's own raft error comes back as a `RemoteError`.
@@ -26,7 +26,7 @@ use tonic::{Code, Status};
 
 use crate::error::EtcdError;
 
-use super::append_stream::{AppendClient, AppendError};
+use super::direct::{DirectClient, DirectError, Kind};
 use super::peers::Peers;
 use super::wal::Durable;
 use super::{decode, encode, MemberNode, NodeId, TypeConfig};
@@ -53,7 +53,7 @@ pub struct PeerConnection {
     url: String,
     peers: Peers,
     client: Result<PeerClient<Channel>, Status>,
-    appends: AppendClient,
+    appends: DirectClient,
     durable: Durable,
 }
 
@@ -70,7 +70,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, node: &MemberNode) -> PeerConnection {
         let client = self.peers.client(node.peer_url());
         let url = node.peer_url().to_string();
-        let appends = self.peers.append_client(&url);
+        let appends = self.peers.direct_client(&url, Kind::Append);
         PeerConnection { id: self.id, target, url, peers: self.peers.clone(), client, appends, durable: self.durable.clone() }
     }
 }
@@ -123,17 +123,17 @@ impl PeerConnection {
         let timeout = option.hard_ttl();
         let cluster_id = self.peers.cluster_id();
         let committed = request.leader_commit.map_or(0, |id| id.index);
-        let (durable, appends) = (&mut self.durable, &mut self.appends);
+        let (durable, appends) = (&mut self.durable, &self.appends);
         let sent = async move {
             durable.reached(committed).await?;
-            Ok::<_, std::io::Error>(appends.append(cluster_id, &body).await)
+            Ok::<_, std::io::Error>(appends.exchange(cluster_id, &body).await)
         };
         match tokio::time::timeout(timeout, sent).await {
             Err(_) => Err(self.timeout(RPCTypes::AppendEntries, timeout)),
             // This member's own log failed.
             Ok(Err(e)) => Err(network(&e)),
-            Ok(Ok(Err(AppendError::Unreachable(e)))) => Err(self.unreachable(&e.to_string())),
-            Ok(Ok(Err(AppendError::Refused))) => Err(network(&EtcdError::ClusterIdMismatch)),
+            Ok(Ok(Err(DirectError::Unreachable(e) | DirectError::Broken(e)))) => Err(self.unreachable(&e.to_string())),
+            Ok(Ok(Err(DirectError::Refused))) => Err(network(&EtcdError::ClusterIdMismatch)),
             Ok(Ok(Ok(reply))) => self.answered(&reply),
         }
     }

@@ -1,8 +1,8 @@
 //! Raft's peer network, server side: the `conclave.raft.Peer` gRPC service on the peer URLs,
-//! beside the append connections ([`super::append_stream`]) that share the port. It hands
-//! openraft's votes and snapshots to the local raft and answers with the postcard-encoded `Result`,
-//! and, when this member leads, proposes batches forwarded by followers (held back while it hands
-//! its leadership over), tells them its read index, and has the service layer ([`LeaderDuties`])
+//! beside the direct connections ([`super::direct`]: appends, and batches forwarded by followers)
+//! that share the port. It hands openraft's votes and snapshots to the local raft and answers with
+//! the postcard-encoded `Result`, and, when this member leads, tells followers its read index, and
+//! has the service layer ([`LeaderDuties`])
 //! renew leases, tell how long a lease has left and make membership changes for them; it
 //! campaigns when the leader hands its leadership over to this member. Every call must come from
 //! a member of this cluster (its id in the request metadata), except the question any member may
@@ -12,22 +12,21 @@ use std::sync::Arc;
 
 use conclave_proto::conclave::raft::peer_server::{Peer, PeerServer};
 use conclave_proto::conclave::raft::{
-    CampaignRequest, CampaignResponse, MemberChangeRequest, MemberChangeResponse, MembershipRequest, MembershipResponse, PeerMessage, RaftBatch,
-    RaftBatchResponse, ReadIndexRequest, ReadIndexResponse,
+    CampaignRequest, CampaignResponse, MemberChangeRequest, MemberChangeResponse, MembershipRequest, MembershipResponse, PeerMessage,
+    ReadIndexRequest, ReadIndexResponse,
 };
 use conclave_proto::etcdserverpb::{
     LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
-use openraft::error::{ClientWriteError, RaftError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
-use super::append_stream::split_appends;
+use super::direct::{split_direct, Served};
 use super::peers::{CLUSTER_ID_METADATA, MAX_PEER_MESSAGE};
 use super::read_index::ReadRounds;
 use super::transfer::Handover;
-use super::{decode, encode, etcd_members, Proto, Raft};
+use super::{decode, encode, etcd_members, Raft};
 use crate::error::EtcdError;
 use crate::transport::{Listener, accepted};
 
@@ -45,8 +44,8 @@ pub trait LeaderDuties: Send + Sync + 'static {
     async fn change_membership(&self, change: MemberChangeRequest) -> Result<MemberChangeResponse, EtcdError>;
 }
 
-/// What the peer service answers from: this member's raft, its cluster, its leadership handover,
-/// and the service layer's duties to followers.
+/// What the peer service answers from: this member's raft, its cluster, its leadership handover
+/// (for the direct connections beside it), and the service layer's duties to followers.
 pub struct PeerService {
     pub raft: Raft,
     pub cluster_id: u64,
@@ -100,16 +99,6 @@ impl Peer for PeerService {
         self.encoded(&self.raft.install_snapshot(self.decoded(request)?).await)
     }
 
-    async fn propose(&self, request: Request<RaftBatch>) -> Result<Response<RaftBatchResponse>, Status> {
-        self.check_cluster(&request)?;
-        let _proposing = self.handover.proposing().await;
-        match self.raft.client_write(Proto(request.into_inner())).await {
-            Ok(written) => Ok(Response::new(written.data.0)),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(Status::failed_precondition(NOT_LEADER)),
-            Err(e) => Err(Status::unavailable(e.to_string())),
-        }
-    }
-
     async fn read_index(&self, request: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
         self.check_cluster(&request)?;
         let index = self.reads.next().await?;
@@ -156,7 +145,8 @@ pub async fn serve_peers(
     listener: Listener,
     tls: Option<Arc<rustls::ServerConfig>>,
 ) -> Result<(), tonic::transport::Error> {
-    let connections = split_appends(accepted(listener, tls, "peer"), service.raft.clone(), service.cluster_id);
+    let served = Served { raft: service.raft.clone(), cluster_id: service.cluster_id, handover: service.handover.clone() };
+    let connections = split_direct(accepted(listener, tls, "peer"), served);
     let service = PeerServer::new(service)
         .max_decoding_message_size(MAX_PEER_MESSAGE)
         .max_encoding_message_size(MAX_PEER_MESSAGE);

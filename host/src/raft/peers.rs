@@ -19,7 +19,7 @@ use conclave_proto::etcdserverpb::{
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-use super::append_stream::{self, AppendClient, AppendConnections};
+use super::direct::{self, DirectClient, IdleConnections, Kind};
 use super::peer_service::NOT_LEADER;
 use super::{Metrics, NodeId, Raft};
 use crate::error::EtcdError;
@@ -46,9 +46,9 @@ pub struct Peers {
     health: Arc<Mutex<HashMap<NodeId, PeerHealth>>>,
     /// How to dial `https://` peers.
     tls: Option<Arc<rustls::ClientConfig>>,
-    /// Append connections by peer URL, and how to dial them over TLS.
-    appends: Arc<Mutex<HashMap<String, AppendConnections>>>,
-    append_tls: Option<Arc<rustls::ClientConfig>>,
+    /// Idle direct connections by kind and peer URL, and how to dial them over TLS.
+    direct: Arc<Mutex<HashMap<(Kind, String), IdleConnections>>>,
+    direct_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// How one peer has been answering raft messages.
@@ -66,8 +66,8 @@ const UNREACHABLE_LOG_INTERVAL: Duration = Duration::from_secs(30);
 impl Peers {
     /// Peers dialed over TLS with `tls` where their URL is `https://`.
     pub fn new(tls: Option<Arc<rustls::ClientConfig>>) -> Self {
-        let append_tls = tls.as_ref().map(append_stream::tls_config);
-        Peers { tls, append_tls, ..Peers::default() }
+        let direct_tls = tls.as_ref().map(direct::tls_config);
+        Peers { tls, direct_tls, ..Peers::default() }
     }
 
     /// Send `cluster_id` with every call from now on.
@@ -80,13 +80,13 @@ impl Peers {
         self.cluster_id.load(Ordering::Relaxed)
     }
 
-    /// A leader's AppendEntries client for the member at `url`. Its connections are shared with
-    /// every other client for that URL: openraft makes a client for each leadership check (each
-    /// linearizable read round), which must not dial a connection of its own.
-    pub fn append_client(&self, url: &str) -> AppendClient {
-        let mut appends = self.appends.lock().expect("append connection map poisoned");
-        let idle = appends.entry(url.to_string()).or_default().clone();
-        AppendClient::new(url, self.append_tls.clone(), idle)
+    /// A client for requests of `kind` to the member at `url`. Its connections are shared with
+    /// every other such client: openraft makes an AppendEntries client for each leadership check
+    /// (each linearizable read round), which must not dial a connection of its own.
+    pub fn direct_client(&self, url: &str, kind: Kind) -> DirectClient {
+        let mut direct = self.direct.lock().expect("direct connection map poisoned");
+        let idle = direct.entry((kind, url.to_string())).or_default().clone();
+        DirectClient::new(url, kind, self.direct_tls.clone(), idle)
     }
 
     /// A call carrying `message` and this member's cluster id.
@@ -116,8 +116,8 @@ impl Peers {
     }
 
     /// Have the leader at `url` propose `batch` and return the outcome once applied.
-    pub async fn propose(&self, url: &str, batch: RaftBatch) -> Result<RaftBatchResponse, Status> {
-        Ok(self.client(url)?.propose(self.request(batch)).await?.into_inner())
+    pub async fn propose(&self, url: &str, batch: &RaftBatch) -> Result<RaftBatchResponse, Status> {
+        direct::propose(&self.direct_client(url, Kind::Propose), self.cluster_id(), batch).await
     }
 
     /// Have the leader at `url` renew lease `id`.
@@ -283,11 +283,11 @@ fn retryable(status: &Status) -> bool {
 }
 
 /// Whether the call failed to connect (so it was never sent): tonic keeps the connection error
-/// in the status's source chain.
+/// in the status's source chain, and so does a direct connection ([`direct::Unsent`]).
 fn connect_failed(status: &Status) -> bool {
     let mut source = std::error::Error::source(status);
     while let Some(error) = source {
-        if error.is::<tonic::ConnectError>() {
+        if error.is::<tonic::ConnectError>() || error.is::<direct::Unsent>() {
             return true;
         }
         source = error.source();
@@ -321,6 +321,8 @@ mod tests {
         drop(listener);
         let status = Peers::default().read_index(&url).await.expect_err("nothing listens there");
         assert!(retryable(&status), "{status:?}");
+        let status = Peers::default().propose(&url, &RaftBatch::default()).await.expect_err("nothing listens there");
+        assert!(retryable(&status), "a write forwarded over a direct connection: {status:?}");
         assert!(!retryable(&Status::failed_precondition("etcdserver: can only promote a learner member")));
         assert!(retryable(&Status::failed_precondition(NOT_LEADER)));
     }

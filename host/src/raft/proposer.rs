@@ -19,6 +19,7 @@ use prost::Message;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tonic::Status;
 
+use super::peer_service::NOT_LEADER;
 use super::peers::{find_leader, on_leader, Answer, Leader, Peers};
 use super::transfer::Handover;
 use super::{Proto, Raft};
@@ -75,21 +76,14 @@ impl Route {
     /// the leader meanwhile) and return the outcome once applied.
     async fn forward(self, batch: RaftBatch) -> Result<RaftBatchResponse, Status> {
         let peers = &self.peers;
-        let answer = on_leader(&self.raft, self.leader_wait, |url| {
-            let batch = batch.clone();
-            async move { peers.propose(&url, batch).await }
-        })
-        .await?;
+        let batch = &batch;
+        let answer = on_leader(&self.raft, self.leader_wait, |url| async move { peers.propose(&url, batch).await }).await?;
         match answer {
             Answer::Remote(written) => Ok(written),
-            Answer::Local => {
-                let _proposing = self.handover.proposing().await;
-                match self.raft.client_write(Proto(batch)).await {
-                    Ok(written) => Ok(written.data.0),
-                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(EtcdError::NoLeader.into()),
-                    Err(e) => Err(Status::unavailable(e.to_string())),
-                }
-            }
+            // Leadership moved meanwhile, maybe on again: for a client, there is no leader.
+            Answer::Local => propose_as_leader(&self.raft, &self.handover, batch.clone())
+                .await
+                .map_err(|status| if status.message() == NOT_LEADER { EtcdError::NoLeader.into() } else { status }),
         }
     }
 
@@ -165,6 +159,17 @@ async fn propose_batches(route: Route, mut pending: mpsc::UnboundedReceiver<(Raf
                 Err(_) => reply_all(replies, EtcdError::Timeout.into()),
             }
         });
+    }
+}
+
+/// Propose `batch` here as the leader, held back while this member hands its leadership over, and
+/// return the outcome once applied; FAILED_PRECONDITION [`NOT_LEADER`] if it does not lead.
+pub async fn propose_as_leader(raft: &Raft, handover: &Handover, batch: RaftBatch) -> Result<RaftBatchResponse, Status> {
+    let _proposing = handover.proposing().await;
+    match raft.client_write(Proto(batch)).await {
+        Ok(written) => Ok(written.data.0),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(Status::failed_precondition(NOT_LEADER)),
+        Err(e) => Err(Status::unavailable(e.to_string())),
     }
 }
 
