@@ -1,6 +1,6 @@
-//! Raft's two busiest peer messages over connections of their own on the peer port rather than
-//! as gRPC calls: the leader's AppendEntries, and the batches of writes a follower forwards to the
-//! leader. A unary call through tonic passed each message through a buffer task, a body-pipe task
+//! Raft's busiest peer messages over connections of their own on the peer port rather than as
+//! gRPC calls: the leader's AppendEntries, and a follower's batches of writes and read-index
+//! requests to the leader. A unary call through tonic passed each message through a buffer task, a body-pipe task
 //! and both HTTP/2 connection tasks, and spawned a task for it on the receiver: on a loaded
 //! machine those hand-offs cost more than the follower's fdatasync (a 3-member write at one client
 //! spent ~210 µs of its ~870 µs in them for AppendEntries, and a forwarded write ~250 µs more in
@@ -13,8 +13,9 @@
 //! must not append to this one's log nor propose into it). Then each request is one frame (u32
 //! big-endian length, then the body) answered by one frame, one at a time. An append's body is
 //! the postcard-encoded `AppendEntriesRequest`, answered by the postcard-encoded
-//! `Result<AppendEntriesResponse, RaftError>`; a proposal's is the protobuf `RaftBatch`, answered
-//! by the postcard-encoded [`Proposed`]. The gRPC peer service shares the port: a connection whose
+//! `Result<AppendEntriesResponse, RaftError>`. A proposal's is the protobuf `RaftBatch`, a
+//! read-index request's is empty; both are answered by the postcard-encoded [`Answered`] (the
+//! protobuf `RaftBatchResponse`, the read index as a big-endian u64). The gRPC peer service shares the port: a connection whose
 //! first bytes are no kind's magic goes to it.
 
 use std::io;
@@ -34,6 +35,7 @@ use tonic::{Code, Status};
 use super::peers::MAX_PEER_MESSAGE;
 use super::transfer::Handover;
 use super::proposer::propose_as_leader;
+use super::read_index::ReadRounds;
 use super::{decode, encode, Raft, TypeConfig};
 use crate::transport::Connection;
 
@@ -45,23 +47,26 @@ pub enum Kind {
     Append,
     /// A follower's batches of writes to the leader.
     Propose,
+    /// A follower's requests for the leader's read index.
+    ReadIndex,
 }
 
 impl Kind {
-    const ALL: [Kind; 2] = [Kind::Append, Kind::Propose];
+    const ALL: [Kind; 3] = [Kind::Append, Kind::Propose, Kind::ReadIndex];
 
     fn magic(self) -> &'static [u8; 16] {
         match self {
             Kind::Append => b"conclave-append1",
             Kind::Propose => b"conclave-propose",
+            Kind::ReadIndex => b"conclave-readidx",
         }
     }
 
     /// Whether a request may be sent again when the connection broke after it was written: an
-    /// append may (raft takes the same entries twice alike), a proposal may not (the leader may
-    /// have committed it already).
+    /// append may (raft takes the same entries twice alike), and so may a read-index request, but
+    /// not a proposal (the leader may have committed it already).
     fn resendable(self) -> bool {
-        self == Kind::Append
+        self != Kind::Propose
     }
 }
 
@@ -83,12 +88,21 @@ pub enum DirectError {
     Refused,
 }
 
-/// The leader's answer to a forwarded batch: its outcome once applied, or why it failed.
+/// The leader's answer to a request other than an append: its body, or the code and message of
+/// the gRPC status it failed with.
 #[derive(Serialize, Deserialize)]
-pub enum Proposed {
-    /// The protobuf `RaftBatchResponse`.
-    Applied(Vec<u8>),
+enum Answered {
+    Done(Vec<u8>),
     Failed { code: i32, message: String },
+}
+
+impl From<Result<Vec<u8>, Status>> for Answered {
+    fn from(outcome: Result<Vec<u8>, Status>) -> Self {
+        match outcome {
+            Ok(body) => Answered::Done(body),
+            Err(status) => Answered::Failed { code: status.code() as i32, message: status.message().to_string() },
+        }
+    }
 }
 
 /// Idle connections to one member, shared by its clients.
@@ -169,17 +183,33 @@ impl DirectClient {
 
 /// Have the leader this client reaches propose `batch`, and return the outcome once applied.
 pub async fn propose(client: &DirectClient, cluster_id: u64, batch: &RaftBatch) -> Result<RaftBatchResponse, Status> {
-    let answer = match client.exchange(cluster_id, &batch.encode_to_vec()).await {
+    let response = ask(client, cluster_id, &batch.encode_to_vec()).await?;
+    RaftBatchResponse::decode(response.as_slice()).map_err(|e| undecodable(client.kind, &e))
+}
+
+/// The read index of the leader this client reaches.
+pub async fn read_index(client: &DirectClient, cluster_id: u64) -> Result<u64, Status> {
+    let index = ask(client, cluster_id, &[]).await?;
+    let index: [u8; 8] = index.as_slice().try_into().map_err(|_| undecodable(client.kind, &format!("{} bytes", index.len())))?;
+    Ok(u64::from_be_bytes(index))
+}
+
+/// Send `request` and return the body of the [`Answered`] it got, as a status if it failed.
+async fn ask(client: &DirectClient, cluster_id: u64, request: &[u8]) -> Result<Vec<u8>, Status> {
+    let answer = match client.exchange(cluster_id, request).await {
         Ok(answer) => answer,
         Err(DirectError::Unreachable(e)) => return Err(unreachable(&client.url, e)),
-        Err(DirectError::Broken(e)) => return Err(Status::unavailable(format!("lost the leader's answer to a forwarded write: {e}"))),
+        Err(DirectError::Broken(e)) => return Err(Status::unavailable(format!("lost the leader's answer ({:?}): {e}", client.kind))),
         Err(DirectError::Refused) => return Err(crate::error::EtcdError::ClusterIdMismatch.to_peer_status()),
     };
-    let undecodable = |e: &dyn std::fmt::Display| Status::internal(format!("undecodable answer to a forwarded write: {e}"));
-    match decode::<Proposed>(&answer).map_err(|e| undecodable(&e))? {
-        Proposed::Applied(response) => RaftBatchResponse::decode(response.as_slice()).map_err(|e| undecodable(&e)),
-        Proposed::Failed { code, message } => Err(Status::new(Code::from_i32(code), message)),
+    match decode::<Answered>(&answer).map_err(|e| undecodable(client.kind, &e))? {
+        Answered::Done(body) => Ok(body),
+        Answered::Failed { code, message } => Err(Status::new(Code::from_i32(code), message)),
     }
+}
+
+fn undecodable(kind: Kind, error: &dyn std::fmt::Display) -> Status {
+    Status::internal(format!("undecodable answer from the leader ({kind:?}): {error}"))
 }
 
 /// The member at `url` could not be reached, so the request was not sent: [`Unsent`] in the
@@ -232,13 +262,14 @@ async fn read_frame<S: AsyncRead + Unpin>(stream: &mut S) -> io::Result<Vec<u8>>
     Ok(body)
 }
 
-/// What direct connections are served with: this member's raft, its cluster id, and its
-/// leadership hand-over (which proposals wait for).
+/// What direct connections are served with: this member's raft, its cluster id, its leadership
+/// hand-over (which proposals wait for) and its read-index rounds.
 #[derive(Clone)]
 pub struct Served {
     pub raft: Raft,
     pub cluster_id: u64,
     pub handover: Handover,
+    pub reads: Arc<ReadRounds<Status>>,
 }
 
 /// The connections of `incoming` that are not direct connections, for the gRPC server; direct
@@ -292,6 +323,7 @@ async fn serve(mut connection: Connection, kind: Kind, served: Served) {
         let answer = match kind {
             Kind::Append => append(&served.raft, &frame).await,
             Kind::Propose => proposal(&served, &frame).await,
+            Kind::ReadIndex => encoded(served.reads.next().await.map(|index| index.to_be_bytes().to_vec())),
         };
         let Some(answer) = answer else { return };
         if write_frame(&mut connection, &answer).await.is_err() {
@@ -313,11 +345,12 @@ async fn proposal(served: &Served, frame: &[u8]) -> Option<Vec<u8>> {
     let batch = RaftBatch::decode(frame)
         .inspect_err(|e| tracing::warn!("undecodable forwarded write from a peer, closing its connection: {e}"))
         .ok()?;
-    let answer = match propose_as_leader(&served.raft, &served.handover, batch).await {
-        Ok(response) => Proposed::Applied(response.encode_to_vec()),
-        Err(status) => Proposed::Failed { code: status.code() as i32, message: status.message().to_string() },
-    };
-    encode(&answer).inspect_err(|e| tracing::error!("encoding a forwarded write's answer: {e}")).ok()
+    encoded(propose_as_leader(&served.raft, &served.handover, batch).await.map(|response| response.encode_to_vec()))
+}
+
+/// `outcome` as an encoded [`Answered`], or None to close the connection.
+fn encoded(outcome: Result<Vec<u8>, Status>) -> Option<Vec<u8>> {
+    encode(&Answered::from(outcome)).inspect_err(|e| tracing::error!("encoding an answer to a peer: {e}")).ok()
 }
 
 #[cfg(test)]

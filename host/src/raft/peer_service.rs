@@ -1,9 +1,9 @@
 //! Raft's peer network, server side: the `conclave.raft.Peer` gRPC service on the peer URLs,
-//! beside the direct connections ([`super::direct`]: appends, and batches forwarded by followers)
-//! that share the port. It hands openraft's votes and snapshots to the local raft and answers with
-//! the postcard-encoded `Result`, and, when this member leads, tells followers its read index, and
-//! has the service layer ([`LeaderDuties`])
-//! renew leases, tell how long a lease has left and make membership changes for them; it
+//! beside the direct connections ([`super::direct`]: appends, and followers' forwarded batches
+//! and read-index requests) that share the port. It hands openraft's votes and snapshots to the
+//! local raft and answers with the postcard-encoded `Result`, and, when this member leads, has the
+//! service layer ([`LeaderDuties`]) renew leases, tell how long a lease has left and make
+//! membership changes for followers; it
 //! campaigns when the leader hands its leadership over to this member. Every call must come from
 //! a member of this cluster (its id in the request metadata), except the question any member may
 //! ask: what this member knows of the cluster.
@@ -13,7 +13,6 @@ use std::sync::Arc;
 use conclave_proto::conclave::raft::peer_server::{Peer, PeerServer};
 use conclave_proto::conclave::raft::{
     CampaignRequest, CampaignResponse, MemberChangeRequest, MemberChangeResponse, MembershipRequest, MembershipResponse, PeerMessage,
-    ReadIndexRequest, ReadIndexResponse,
 };
 use conclave_proto::etcdserverpb::{
     LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
@@ -99,12 +98,6 @@ impl Peer for PeerService {
         self.encoded(&self.raft.install_snapshot(self.decoded(request)?).await)
     }
 
-    async fn read_index(&self, request: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
-        self.check_cluster(&request)?;
-        let index = self.reads.next().await?;
-        Ok(Response::new(ReadIndexResponse { index }))
-    }
-
     async fn change_membership(&self, request: Request<MemberChangeRequest>) -> Result<Response<MemberChangeResponse>, Status> {
         self.check_cluster(&request)?;
         match self.duties.change_membership(request.into_inner()).await {
@@ -145,7 +138,7 @@ pub async fn serve_peers(
     listener: Listener,
     tls: Option<Arc<rustls::ServerConfig>>,
 ) -> Result<(), tonic::transport::Error> {
-    let served = Served { raft: service.raft.clone(), cluster_id: service.cluster_id, handover: service.handover.clone() };
+    let served = Served { raft: service.raft.clone(), cluster_id: service.cluster_id, handover: service.handover.clone(), reads: service.reads.clone() };
     let connections = split_direct(accepted(listener, tls, "peer"), served);
     let service = PeerServer::new(service)
         .max_decoding_message_size(MAX_PEER_MESSAGE)

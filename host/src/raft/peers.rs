@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use conclave_proto::conclave::raft::peer_client::PeerClient;
 use conclave_proto::conclave::raft::{
     CampaignRequest, MemberChangeRequest, MemberChangeResponse, MembershipRequest, MembershipResponse, RaftBatch, RaftBatchResponse,
-    ReadIndexRequest,
 };
 use conclave_proto::etcdserverpb::{
     LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
@@ -138,7 +137,7 @@ impl Peers {
 
     /// The read index of the leader at `url`.
     pub async fn read_index(&self, url: &str) -> Result<u64, Status> {
-        Ok(self.client(url)?.read_index(self.request(ReadIndexRequest {})).await?.into_inner().index)
+        direct::read_index(&self.direct_client(url, Kind::ReadIndex), self.cluster_id()).await
     }
 }
 
@@ -319,10 +318,12 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         drop(listener);
-        let status = Peers::default().read_index(&url).await.expect_err("nothing listens there");
-        assert!(retryable(&status), "{status:?}");
+        let status = Peers::default().keep_alive(&url, 1).await.expect_err("nothing listens there");
+        assert!(retryable(&status), "a gRPC call: {status:?}");
         let status = Peers::default().propose(&url, &RaftBatch::default()).await.expect_err("nothing listens there");
         assert!(retryable(&status), "a write forwarded over a direct connection: {status:?}");
+        let status = Peers::default().read_index(&url).await.expect_err("nothing listens there");
+        assert!(retryable(&status), "a read index asked over a direct connection: {status:?}");
         assert!(!retryable(&Status::failed_precondition("etcdserver: can only promote a learner member")));
         assert!(retryable(&Status::failed_precondition(NOT_LEADER)));
     }
