@@ -1,6 +1,6 @@
 //! Raft's busiest peer messages over connections of their own on the peer port rather than as
-//! gRPC calls: the leader's AppendEntries, and a follower's batches of writes and read-index
-//! requests to the leader. A unary call through tonic passed each message through a buffer task, a body-pipe task
+//! gRPC calls: the leader's AppendEntries, and a follower's batches of writes, read-index
+//! requests and lease renewals to the leader. A unary call through tonic passed each message through a buffer task, a body-pipe task
 //! and both HTTP/2 connection tasks, and spawned a task for it on the receiver: on a loaded
 //! machine those hand-offs cost more than the follower's fdatasync (a 3-member write at one client
 //! spent ~210 µs of its ~870 µs in them for AppendEntries, and a forwarded write ~250 µs more in
@@ -14,8 +14,9 @@
 //! big-endian length, then the body) answered by one frame, one at a time. An append's body is
 //! the postcard-encoded `AppendEntriesRequest`, answered by the postcard-encoded
 //! `Result<AppendEntriesResponse, RaftError>`. A proposal's is the protobuf `RaftBatch`, a
-//! read-index request's is empty; both are answered by the postcard-encoded [`Answered`] (the
-//! protobuf `RaftBatchResponse`, the read index as a big-endian u64). The gRPC peer service shares the port: a connection whose
+//! read-index request's is empty, a renewal's is the protobuf `LeaseKeepAliveRequest`; each is
+//! answered by the postcard-encoded [`Answered`] (the protobuf `RaftBatchResponse`, the read index
+//! as a big-endian u64, the protobuf `LeaseKeepAliveResponse`). The gRPC peer service shares the port: a connection whose
 //! first bytes are no kind's magic goes to it.
 
 use std::io;
@@ -23,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use conclave_proto::conclave::raft::{RaftBatch, RaftBatchResponse};
+use conclave_proto::etcdserverpb::{LeaseKeepAliveRequest, LeaseKeepAliveResponse};
 use futures::{FutureExt, Stream, StreamExt};
 use openraft::raft::AppendEntriesRequest;
 use prost::Message;
@@ -32,6 +34,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status};
 
+use super::peer_service::{LeaderDuties, NOT_LEADER};
 use super::peers::MAX_PEER_MESSAGE;
 use super::transfer::Handover;
 use super::proposer::propose_as_leader;
@@ -49,22 +52,25 @@ pub enum Kind {
     Propose,
     /// A follower's requests for the leader's read index.
     ReadIndex,
+    /// A follower's lease renewals, which only the leader makes (it keeps the deadlines).
+    KeepAlive,
 }
 
 impl Kind {
-    const ALL: [Kind; 3] = [Kind::Append, Kind::Propose, Kind::ReadIndex];
+    const ALL: [Kind; 4] = [Kind::Append, Kind::Propose, Kind::ReadIndex, Kind::KeepAlive];
 
     fn magic(self) -> &'static [u8; 16] {
         match self {
             Kind::Append => b"conclave-append1",
             Kind::Propose => b"conclave-propose",
             Kind::ReadIndex => b"conclave-readidx",
+            Kind::KeepAlive => b"conclave-keepalv",
         }
     }
 
     /// Whether a request may be sent again when the connection broke after it was written: an
-    /// append may (raft takes the same entries twice alike), and so may a read-index request, but
-    /// not a proposal (the leader may have committed it already).
+    /// append may (raft takes the same entries twice alike), and so may a read-index request or a
+    /// renewal, but not a proposal (the leader may have committed it already).
     fn resendable(self) -> bool {
         self != Kind::Propose
     }
@@ -194,6 +200,12 @@ pub async fn read_index(client: &DirectClient, cluster_id: u64) -> Result<u64, S
     Ok(u64::from_be_bytes(index))
 }
 
+/// Have the leader this client reaches renew lease `id`.
+pub async fn keep_alive(client: &DirectClient, cluster_id: u64, id: i64) -> Result<LeaseKeepAliveResponse, Status> {
+    let response = ask(client, cluster_id, &LeaseKeepAliveRequest { id }.encode_to_vec()).await?;
+    LeaseKeepAliveResponse::decode(response.as_slice()).map_err(|e| undecodable(client.kind, &e))
+}
+
 /// Send `request` and return the body of the [`Answered`] it got, as a status if it failed.
 async fn ask(client: &DirectClient, cluster_id: u64, request: &[u8]) -> Result<Vec<u8>, Status> {
     let answer = match client.exchange(cluster_id, request).await {
@@ -263,13 +275,15 @@ async fn read_frame<S: AsyncRead + Unpin>(stream: &mut S) -> io::Result<Vec<u8>>
 }
 
 /// What direct connections are served with: this member's raft, its cluster id, its leadership
-/// hand-over (which proposals wait for) and its read-index rounds.
+/// hand-over (which proposals wait for), its read-index rounds, and the service layer's duties
+/// as leader (renewals).
 #[derive(Clone)]
 pub struct Served {
     pub raft: Raft,
     pub cluster_id: u64,
     pub handover: Handover,
     pub reads: Arc<ReadRounds<Status>>,
+    pub duties: Arc<dyn LeaderDuties>,
 }
 
 /// The connections of `incoming` that are not direct connections, for the gRPC server; direct
@@ -324,6 +338,7 @@ async fn serve(mut connection: Connection, kind: Kind, served: Served) {
             Kind::Append => append(&served.raft, &frame).await,
             Kind::Propose => proposal(&served, &frame).await,
             Kind::ReadIndex => encoded(served.reads.next().await.map(|index| index.to_be_bytes().to_vec())),
+            Kind::KeepAlive => renewal(&served, &frame).await,
         };
         let Some(answer) = answer else { return };
         if write_frame(&mut connection, &answer).await.is_err() {
@@ -346,6 +361,15 @@ async fn proposal(served: &Served, frame: &[u8]) -> Option<Vec<u8>> {
         .inspect_err(|e| tracing::warn!("undecodable forwarded write from a peer, closing its connection: {e}"))
         .ok()?;
     encoded(propose_as_leader(&served.raft, &served.handover, batch).await.map(|response| response.encode_to_vec()))
+}
+
+/// The encoded answer to a lease renewal, or None to close the connection.
+async fn renewal(served: &Served, frame: &[u8]) -> Option<Vec<u8>> {
+    let request = LeaseKeepAliveRequest::decode(frame)
+        .inspect_err(|e| tracing::warn!("undecodable lease renewal from a peer, closing its connection: {e}"))
+        .ok()?;
+    let renewed = served.duties.keep_alive(request.id).await.ok_or_else(|| Status::failed_precondition(NOT_LEADER));
+    encoded(renewed.map(|response| response.encode_to_vec()))
 }
 
 /// `outcome` as an encoded [`Answered`], or None to close the connection.

@@ -1,8 +1,8 @@
 //! Raft's peer network, server side: the `conclave.raft.Peer` gRPC service on the peer URLs,
 //! beside the direct connections ([`super::direct`]: appends, and followers' forwarded batches
-//! and read-index requests) that share the port. It hands openraft's votes and snapshots to the
-//! local raft and answers with the postcard-encoded `Result`, and, when this member leads, has the
-//! service layer ([`LeaderDuties`]) renew leases, tell how long a lease has left and make
+//! read-index requests and lease renewals) that share the port. It hands openraft's votes and
+//! snapshots to the local raft and answers with the postcard-encoded `Result`, and, when this
+//! member leads, has the service layer ([`LeaderDuties`]) tell how long a lease has left and make
 //! membership changes for followers; it
 //! campaigns when the leader hands its leadership over to this member. Every call must come from
 //! a member of this cluster (its id in the request metadata), except the question any member may
@@ -15,7 +15,7 @@ use conclave_proto::conclave::raft::{
     CampaignRequest, CampaignResponse, MemberChangeRequest, MemberChangeResponse, MembershipRequest, MembershipResponse, PeerMessage,
 };
 use conclave_proto::etcdserverpb::{
-    LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+    LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -116,11 +116,6 @@ impl Peer for PeerService {
         }))
     }
 
-    async fn lease_keep_alive(&self, request: Request<LeaseKeepAliveRequest>) -> Result<Response<LeaseKeepAliveResponse>, Status> {
-        self.check_cluster(&request)?;
-        as_leader(self.duties.keep_alive(request.into_inner().id).await)
-    }
-
     async fn campaign(&self, request: Request<CampaignRequest>) -> Result<Response<CampaignResponse>, Status> {
         self.check_cluster(&request)?;
         super::transfer::campaign(&self.raft, request.into_inner().term).await.map(|()| Response::new(CampaignResponse {}))
@@ -138,7 +133,7 @@ pub async fn serve_peers(
     listener: Listener,
     tls: Option<Arc<rustls::ServerConfig>>,
 ) -> Result<(), tonic::transport::Error> {
-    let served = Served { raft: service.raft.clone(), cluster_id: service.cluster_id, handover: service.handover.clone(), reads: service.reads.clone() };
+    let served = Served { raft: service.raft.clone(), cluster_id: service.cluster_id, handover: service.handover.clone(), reads: service.reads.clone(), duties: service.duties.clone() };
     let connections = split_direct(accepted(listener, tls, "peer"), served);
     let service = PeerServer::new(service)
         .max_decoding_message_size(MAX_PEER_MESSAGE)

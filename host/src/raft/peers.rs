@@ -13,7 +13,7 @@ use conclave_proto::conclave::raft::{
     CampaignRequest, MemberChangeRequest, MemberChangeResponse, MembershipRequest, MembershipResponse, RaftBatch, RaftBatchResponse,
 };
 use conclave_proto::etcdserverpb::{
-    LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+    LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -121,7 +121,7 @@ impl Peers {
 
     /// Have the leader at `url` renew lease `id`.
     pub async fn keep_alive(&self, url: &str, id: i64) -> Result<LeaseKeepAliveResponse, Status> {
-        Ok(self.client(url)?.lease_keep_alive(self.request(LeaseKeepAliveRequest { id })).await?.into_inner())
+        direct::keep_alive(&self.direct_client(url, Kind::KeepAlive), self.cluster_id(), id).await
     }
 
     /// How long lease `request.id` has left, by the deadline the leader at `url` keeps.
@@ -318,12 +318,15 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         drop(listener);
-        let status = Peers::default().keep_alive(&url, 1).await.expect_err("nothing listens there");
+        let ttl = LeaseTimeToLiveRequest { id: 1, keys: false };
+        let status = Peers::default().time_to_live(&url, ttl).await.expect_err("nothing listens there");
         assert!(retryable(&status), "a gRPC call: {status:?}");
         let status = Peers::default().propose(&url, &RaftBatch::default()).await.expect_err("nothing listens there");
         assert!(retryable(&status), "a write forwarded over a direct connection: {status:?}");
         let status = Peers::default().read_index(&url).await.expect_err("nothing listens there");
         assert!(retryable(&status), "a read index asked over a direct connection: {status:?}");
+        let status = Peers::default().keep_alive(&url, 1).await.expect_err("nothing listens there");
+        assert!(retryable(&status), "a renewal over a direct connection: {status:?}");
         assert!(!retryable(&Status::failed_precondition("etcdserver: can only promote a learner member")));
         assert!(retryable(&Status::failed_precondition(NOT_LEADER)));
     }

@@ -1,12 +1,12 @@
 //! The peer port serves only members of the same cluster: every peer call but the membership
 //! question must carry this cluster's id, so a member of another cluster (or anything else that
-//! reaches the port) can never renew leases or change the membership or make this member
-//! campaign; nor append to its raft log, propose writes or read the read index over the direct
-//! connections that share the peer port.
+//! reaches the port) can never learn a lease's TTL, change the membership or make this member
+//! campaign; nor append to its raft log, propose writes, read the read index or renew leases over
+//! the direct connections that share the peer port.
 
 use conclave_proto::conclave::raft::peer_client::PeerClient;
 use conclave_proto::conclave::raft::{CampaignRequest, MemberChangeRequest, MembershipRequest, PeerMessage};
-use conclave_proto::etcdserverpb::{LeaseKeepAliveRequest, LeaseTimeToLiveRequest, MemberRemoveRequest};
+use conclave_proto::etcdserverpb::{LeaseTimeToLiveRequest, MemberRemoveRequest};
 use conclave_proto::conclave::raft::member_change_request::Change;
 use conclave_tests::{Kind, Node};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -38,7 +38,6 @@ async fn peer_calls_from_another_cluster_are_refused() {
     let lease = client.lease_grant(60, None).await.unwrap().id();
 
     for other in [Some("deadbeef"), None] {
-        assert_refused("LeaseKeepAlive", peer.lease_keep_alive(from_other_cluster(LeaseKeepAliveRequest { id: lease }, other)).await);
         let ttl = LeaseTimeToLiveRequest { id: lease, keys: false };
         assert_refused("LeaseTimeToLive", peer.lease_time_to_live(from_other_cluster(ttl, other)).await);
         let remove = MemberChangeRequest { change: Some(Change::Remove(MemberRemoveRequest { id: 1 })) };
@@ -58,7 +57,7 @@ async fn peer_calls_from_another_cluster_are_refused() {
 async fn direct_connections_from_another_cluster_are_refused() {
     let node = Node::start(Kind::Conclave, &[]).unwrap();
     let address = node.peer_url().trim_start_matches("http://").to_string();
-    for magic in [b"conclave-append1", b"conclave-propose", b"conclave-readidx"] {
+    for magic in [b"conclave-append1", b"conclave-propose", b"conclave-readidx", b"conclave-keepalv"] {
         let mut tcp = tokio::net::TcpStream::connect(&address).await.unwrap();
         // A direct connection's opening: the magic of its kind, then the sender's cluster id.
         let mut hello = magic.to_vec();
