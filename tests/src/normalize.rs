@@ -1,8 +1,9 @@
 //! Normalising client output so two servers' answers to the same session can be compared.
 //!
 //! Replaced: what legitimately differs between two servers — cluster, member and lease ids,
-//! raft term and index, db size, server version, ports, timings, log timestamps and client
-//! uuids. Revisions, versions of keys, counts and everything else stay untouched: both stores
+//! raft term and index, db size, server version, ports, timings, log timestamps, client uuids,
+//! and a lease's remaining TTL while it is at most [`TTL_LAG`] seconds under the granted one (how
+//! far under depends on how long the session took to get there). Revisions, versions of keys, counts and everything else stay untouched: both stores
 //! start at revision 1, so those must match exactly.
 //!
 //! Ids become `<idN>`, numbered in order of first appearance within one [`Normalizer`], so
@@ -47,10 +48,15 @@ const VOLATILE_KEYS: &[&str] = &[
 /// Keys whose string value is the server's version ("3.4.23"), a timestamp or a duration.
 const STRING_KEYS: &[&str] = &["version", "Version", "ts", "took"];
 
+/// Seconds a lease's remaining TTL may lag its granted TTL and still count as "just granted".
+const TTL_LAG: i64 = 10;
+
 static FIELD: LazyLock<Regex> = LazyLock::new(|| Regex::new(r#"^"(\w+)" : (.*)$"#).unwrap());
 static PORT: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(127\.0\.0\.1|localhost):\d+").unwrap());
 static TOOK: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"took = \S+").unwrap());
+/// `lease timetolive`'s simple output.
+static REMAINING: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"granted with TTL\((\d+)s\), remaining\((-?\d+)s\)").unwrap());
 static CLIENT_UUID: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"client-[0-9a-f-]{36}").unwrap());
 /// Hex ids in simple/table output (`%x`/`%016x`): 8–16 hex digits with a letter and a digit,
@@ -102,6 +108,13 @@ impl Normalizer {
     fn json(&mut self, value: &mut Value) {
         match value {
             Value::Object(map) => {
+                // `lease timetolive -w json`: "ttl" is the remaining TTL.
+                let ttl = |key: &str| map.get(key).and_then(Value::as_i64);
+                if let (Some(granted), Some(remaining)) = (ttl("granted-ttl"), ttl("ttl"))
+                    && just_granted(granted, remaining)
+                {
+                    map.insert("ttl".into(), Value::from("<just under granted-ttl>"));
+                }
                 for (key, value) in map.iter_mut() {
                     match value {
                         Value::Number(_) | Value::String(_) => {
@@ -157,9 +170,18 @@ pub fn shape(value: &Value) -> Value {
     }
 }
 
-/// Rules that apply to any text: ports, durations, client uuids.
+/// Whether a lease granted `granted` seconds has `remaining` seconds left for lack of time only.
+fn just_granted(granted: i64, remaining: i64) -> bool {
+    (granted - TTL_LAG..=granted).contains(&remaining)
+}
+
+/// Rules that apply to any text: ports, durations, client uuids, a just granted lease's TTL.
 fn common(text: &str) -> String {
-    let text = PORT.replace_all(text, "$1:<port>");
+    let text = REMAINING.replace_all(text, |c: &Captures| match (c[1].parse::<i64>(), c[2].parse::<i64>()) {
+        (Ok(granted), Ok(remaining)) if just_granted(granted, remaining) => format!("granted with TTL({granted}s), remaining(<just under>)"),
+        _ => c[0].to_string(),
+    });
+    let text = PORT.replace_all(&text, "$1:<port>");
     let text = TOOK.replace_all(&text, "took = <duration>");
     CLIENT_UUID.replace_all(&text, "client-<uuid>").into_owned()
 }
@@ -186,6 +208,19 @@ mod tests {
             ),
             "<id2>, started, node, http://127.0.0.1:<port>, http://localhost:<port>, false"
         );
+    }
+
+    #[test]
+    fn a_just_granted_lease_s_remaining_ttl_is_timing_and_an_older_one_s_is_not() {
+        let mut n = Normalizer::new();
+        for remaining in [600, 598, 590] {
+            let text = format!("lease 694d77a19f0c0a0b granted with TTL(600s), remaining({remaining}s)");
+            assert_eq!(n.output(&text), "lease <id1> granted with TTL(600s), remaining(<just under>)");
+        }
+        assert_eq!(n.output("lease 694d77a19f0c0a0b granted with TTL(600s), remaining(589s)"), "lease <id1> granted with TTL(600s), remaining(589s)");
+        let json = |ttl: i64| format!(r#"{{"id":7587852483230960139,"ttl":{ttl},"granted-ttl":600}}"#);
+        assert_eq!(n.output(&json(599)), r#"{"granted-ttl":600,"id":"<id1>","ttl":"<just under granted-ttl>"}"#);
+        assert_eq!(n.output(&json(-1)), r#"{"granted-ttl":600,"id":"<id1>","ttl":-1}"#);
     }
 
     #[test]
