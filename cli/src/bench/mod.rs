@@ -105,8 +105,12 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1)]
     pub rw_ratio: u32,
     /// Send everything to the leader among --endpoints.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "target_follower")]
     pub target_leader: bool,
+    /// Send everything to a follower among --endpoints: the member most requests reach when
+    /// clients spread over a cluster, which forwards writes and read indexes to the leader.
+    #[arg(long)]
+    pub target_follower: bool,
     /// `watch`, `watch-latency`: watchers of the keys put, in all.
     #[arg(long, default_value_t = 100)]
     pub watchers: usize,
@@ -145,8 +149,8 @@ pub fn run(args: BenchArgs, global: &GlobalArgs, out: &mut impl std::io::Write) 
 
 async fn measure(args: &BenchArgs, global: &GlobalArgs) -> Result<Report> {
     let mut dial = global.dial()?;
-    if args.target_leader {
-        dial.endpoints = vec![leader(&dial).await?];
+    if args.target_leader || args.target_follower {
+        dial.endpoints = vec![member(&dial, args.target_leader).await?];
     }
     let mut channels = Vec::with_capacity(args.conns);
     for _ in 0..args.conns {
@@ -188,18 +192,20 @@ async fn measure(args: &BenchArgs, global: &GlobalArgs) -> Result<Report> {
     Ok(report)
 }
 
-/// The endpoint of `dial` that is the leader, as its own status says.
-async fn leader(dial: &Dial) -> Result<String> {
+/// The endpoint of `dial` that is the leader (`leader`) or a follower, as its own status says.
+async fn member(dial: &Dial, leader: bool) -> Result<String> {
     for endpoint in crate::connect::urls(&dial.endpoints)? {
         let one = Dial { endpoints: vec![endpoint.clone()], timeout: dial.timeout, tls: dial.tls.clone() };
         let Ok(channel) = connect(&one).await else { continue };
         let Ok(status) = MaintenanceClient::new(channel).status(StatusRequest {}).await else { continue };
         let status = status.into_inner();
-        if status.header.is_some_and(|h| h.member_id == status.leader) {
+        let leads = status.header.is_some_and(|h| h.member_id == status.leader);
+        // A follower that knows no leader would only fail the requests it forwards.
+        if leads == leader && status.leader != 0 {
             return Ok(endpoint);
         }
     }
-    bail!("no endpoint of --endpoints is the leader")
+    bail!("no endpoint of --endpoints is {}", if leader { "the leader" } else { "a follower" })
 }
 
 /// What all clients share: how many requests were taken, and when to stop.

@@ -81,14 +81,20 @@ fn watch_workloads_deliver_every_event_on_both_servers() {
 }
 
 #[tokio::test]
-async fn target_leader_finds_the_leader_among_the_endpoints() {
+async fn target_leader_and_target_follower_find_their_member_among_the_endpoints() {
     let cluster = Cluster::start(Kind::subject(), 3, &[]).unwrap();
-    cluster.leader().await.expect("the members agree on a leader");
-    let endpoints = cluster.endpoints().join(",");
-    let args = ["-w", "json", "bench", "put", "--target-leader", "--total", "30", "--clients", "2"];
-    let out = tokio::task::spawn_blocking(move || ok(run(&endpoints, &args))).await.unwrap();
-    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!((report["requests"].as_u64(), report["failed"].as_u64()), (Some(30), Some(0)), "{report}");
+    let leader = cluster.leader().await.expect("the members agree on a leader");
+    for target in ["--target-leader", "--target-follower"] {
+        let endpoints = cluster.endpoints().join(",");
+        let args = ["-w", "json", "bench", "put", target, "--total", "30", "--clients", "2"];
+        let out = tokio::task::spawn_blocking(move || ok(run(&endpoints, &args))).await.unwrap();
+        let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!((report["requests"].as_u64(), report["failed"].as_u64()), (Some(30), Some(0)), "{target}: {report}");
+    }
+    let only_the_leader = cluster.endpoints()[leader].clone();
+    let args = ["bench", "put", "--target-follower", "--total", "5"];
+    let error = tokio::task::spawn_blocking(move || failed(run(&only_the_leader, &args))).await.unwrap();
+    assert_eq!(error, "Error: no endpoint of --endpoints is a follower");
 }
 
 #[test]
@@ -99,6 +105,8 @@ fn a_dead_endpoint_fails_clearly() {
     assert_eq!(error, "Error: --clients, --conns and --key-space-size must be at least 1");
     let error = failed(run("127.0.0.1:1", &["bench", "watch", "--watchers", "0"]));
     assert_eq!(error, "Error: --watchers and --streams must be at least 1");
+    let error = failed(run("127.0.0.1:1", &["bench", "compare", "--members", "1,3", "--target", "follower"]));
+    assert_eq!(error, "Error: --target follower needs --members of at least 2");
 }
 
 /// `bench compare` on a tiny matrix: fresh clusters of both servers, interleaved runs, and

@@ -17,7 +17,7 @@ use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 use conclave_proto::etcdserverpb::RangeRequest;
 use conclave_proto::etcdserverpb::kv_client::KvClient;
 use serde_json::Value;
@@ -70,6 +70,10 @@ pub struct CompareArgs {
     /// Runs per system and matrix row; which system goes first alternates.
     #[arg(long, default_value_t = 2)]
     rounds: usize,
+    /// The member every run loads: the leader, or a follower (which forwards writes, read indexes
+    /// and lease renewals to the leader, as for most requests of clients spread over a cluster).
+    #[arg(long, value_enum, default_value_t = Target::Leader)]
+    target: Target,
     /// Also put this many keys of 256-byte values into each system and report its memory.
     #[arg(long, value_name = "N")]
     memory_keys: Option<u64>,
@@ -91,6 +95,22 @@ pub struct CompareArgs {
     bench_flags: Vec<String>,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Target {
+    Leader,
+    Follower,
+}
+
+impl Target {
+    /// The bench flag that sends a run there.
+    fn flag(self) -> &'static str {
+        match self {
+            Target::Leader => "--target-leader",
+            Target::Follower => "--target-follower",
+        }
+    }
+}
+
 /// Run `bench WORKLOAD` or `bench compare`.
 pub fn run(command: BenchCommand, global: &GlobalArgs, out: &mut impl std::io::Write) -> Result<()> {
     match (command.compare, command.run) {
@@ -103,6 +123,9 @@ pub fn run(command: BenchCommand, global: &GlobalArgs, out: &mut impl std::io::W
 fn compare(args: CompareArgs, out: &mut impl std::io::Write) -> Result<()> {
     if args.members.contains(&0) || args.clients.contains(&0) || args.rounds == 0 {
         bail!("--members, --clients and --rounds must be at least 1");
+    }
+    if args.target == Target::Follower && args.members.contains(&1) {
+        bail!("--target follower needs --members of at least 2");
     }
     process::clean_up_on_signal();
     let conclavectl = std::env::current_exe().context("locating conclavectl")?;
@@ -192,7 +215,7 @@ fn measure(conclavectl: &Path, cluster: &Cluster, workload: &str, clients: usize
     let pids = cluster.pids();
     let cpu = || pids.iter().map(|&pid| probe::cpu_seconds(pid)).sum::<Result<f64>>();
     let outcome = cpu().and_then(|before| {
-        let report = bench(conclavectl, cluster, &bench_args)?;
+        let report = bench(conclavectl, cluster, &bench_args, args.target)?;
         Ok((report, cpu()? - before, rss(cluster)?))
     });
     let mut run = Run {
@@ -218,10 +241,10 @@ fn rss(cluster: &Cluster) -> Result<Vec<u64>> {
     cluster.pids().into_iter().map(probe::rss_kib).collect()
 }
 
-/// `conclavectl -w json bench ARGS` against the cluster's leader: its report.
-fn bench(conclavectl: &Path, cluster: &Cluster, bench_args: &[String]) -> Result<Value> {
+/// `conclavectl -w json bench ARGS` against the cluster's `target` member: its report.
+fn bench(conclavectl: &Path, cluster: &Cluster, bench_args: &[String], target: Target) -> Result<Value> {
     let mut command = Command::new(conclavectl);
-    command.args(["-w", "json", "--endpoints", &cluster.endpoints().join(","), "bench"]).args(bench_args).arg("--target-leader");
+    command.args(["-w", "json", "--endpoints", &cluster.endpoints().join(","), "bench"]).args(bench_args).arg(target.flag());
     // The flags above would clash with ETCDCTL_* variables of the caller's.
     for (var, _) in std::env::vars_os() {
         if var.to_string_lossy().starts_with("ETCDCTL_") {
@@ -277,7 +300,7 @@ fn fill(conclavectl: &Path, cluster: &Cluster, keys: u64) -> Memory {
     .into();
     let outcome = (|| -> Result<()> {
         memory.rss_kib_before = rss(cluster)?;
-        bench(conclavectl, cluster, &bench_args)?;
+        bench(conclavectl, cluster, &bench_args, Target::Leader)?;
         memory.rss_kib_after = rss(cluster)?;
         // Clients writing in sequence from different starts overlap: count what is there.
         memory.keys_stored = crate::rpc::block_on(count_keys(&cluster.endpoints()))?;
