@@ -105,8 +105,12 @@ fn first_of_ranges(responses: Vec<OpResponse>) -> impl Iterator<Item = Option<Ke
 /// the youngest older key only, so one release wakes one waiter. Each read fetches our key with
 /// the older ones, so the read that ends the wait also tells whether our key kept its place (a
 /// waiter's lease may end while it waits): `Some(header of that read)` when it did, `None` as soon
-/// as it is gone.
+/// as it is gone. A key that was first when queued needs no read (`Some` of the queuing txn's
+/// header): no older key can appear after it.
 pub fn wait_turn(prefix: &[u8], queued: &Queued, deadline: Deadline) -> Result<Option<Header>> {
+    if queued.is_first() {
+        return Ok(Some(queued.header.clone()));
+    }
     let mut older = RangeRequest::prefix(prefix).sort(SortOrder::Descend, SortTarget::Create).limit(1);
     older.max_create_revision = queued.revision - 1;
     loop {
