@@ -189,8 +189,7 @@ impl DirectClient {
 
 /// Have the leader this client reaches propose `batch`, and return the outcome once applied.
 pub async fn propose(client: &DirectClient, cluster_id: u64, batch: &RaftBatch) -> Result<RaftBatchResponse, Status> {
-    let response = ask(client, cluster_id, &batch.encode_to_vec()).await?;
-    RaftBatchResponse::decode(response.as_slice()).map_err(|e| undecodable(client.kind, &e))
+    ask_message(client, cluster_id, batch).await
 }
 
 /// The read index of the leader this client reaches.
@@ -202,8 +201,13 @@ pub async fn read_index(client: &DirectClient, cluster_id: u64) -> Result<u64, S
 
 /// Have the leader this client reaches renew lease `id`.
 pub async fn keep_alive(client: &DirectClient, cluster_id: u64, id: i64) -> Result<LeaseKeepAliveResponse, Status> {
-    let response = ask(client, cluster_id, &LeaseKeepAliveRequest { id }.encode_to_vec()).await?;
-    LeaseKeepAliveResponse::decode(response.as_slice()).map_err(|e| undecodable(client.kind, &e))
+    ask_message(client, cluster_id, &LeaseKeepAliveRequest { id }).await
+}
+
+/// Send the protobuf `request` and decode the protobuf answer.
+async fn ask_message<M: Message + Default>(client: &DirectClient, cluster_id: u64, request: &impl Message) -> Result<M, Status> {
+    let answer = ask(client, cluster_id, &request.encode_to_vec()).await?;
+    M::decode(answer.as_slice()).map_err(|e| undecodable(client.kind, &e))
 }
 
 /// Send `request` and return the body of the [`Answered`] it got, as a status if it failed.
