@@ -1,7 +1,8 @@
-//! Running one call of a plugin: a fresh instance from the plugin's pre-linked component, the
+//! Running one call of a plugin: an instance of the plugin's pre-linked component, the
 //! manifest's limits (fuel for CPU, a memory cap, a wall-clock timeout, a concurrency cap, payload
 //! sizes), and an error that names the plugin, the method and the limit when one is hit. The
-//! instance is dropped after the call, whatever happened: nothing a call did can reach the next.
+//! instance is dropped after the call, whatever happened, unless the plugin's manifest allows
+//! reusing instances and the call ended cleanly (see [`super::idle`]).
 //!
 //! A call runs in its caller's task; when its caller goes away, it moves to a task of its own,
 //! where the guest's waits (watch, emit) end with `cancelled` and it may still clean up (delete
@@ -20,7 +21,9 @@ use tokio::sync::{mpsc, watch};
 use tonic::Code;
 use wasmtime::{CallHook, Store, Trap};
 
+use super::bindings::Recipe;
 use super::engine::Runtime;
+use super::idle::Kept;
 use super::imports::guest_error_code;
 use super::registry::Loaded;
 use super::state::{CallContext, CallState};
@@ -171,15 +174,33 @@ async fn execute(
         emitted: false,
     };
     let (timeout_name, timeout_ms) = if streaming { limits.stream_timeout() } else { ("timeout_ms", limits.timeout_ms) };
-    let mut store = new_store(runtime, limits.memory_bytes, limits.fuel, Some(context));
+    let idle = plugin.idle.as_ref().filter(|_| !streaming);
+    let (mut store, reused) = match idle.and_then(|idle| idle.take()) {
+        Some(mut kept) => {
+            kept.store.data_mut().call = Some(context);
+            kept.store.set_fuel(limits.fuel).expect("fuel is enabled on the engine");
+            (kept.store, Some((kept.instance, kept.calls)))
+        }
+        None => (new_store(runtime, limits.memory_bytes, limits.fuel, Some(context)), None),
+    };
     let metrics = crate::metrics::get();
     metrics.plugin_instances.inc();
     let outcome = tokio::time::timeout(Duration::from_millis(timeout_ms), async {
-        let instance = plugin.compiled.pre.instantiate_async(&mut store).await?;
-        instance.conclave_plugin_plugin().call_handle(&mut store, &call.method, &call.payload).await
+        let (instance, calls) = match reused {
+            Some(reused) => reused,
+            None => (instantiate(runtime, plugin, &mut store).await?, 0),
+        };
+        let answer = instance.conclave_plugin_plugin().call_handle(&mut store, &call.method, &call.payload).await?;
+        Ok::<_, wasmtime::Error>((answer, instance, calls))
     })
     .await;
     metrics.plugin_instances.dec();
+    // The instance of a call that ended as the guest meant it to, which may serve another.
+    let (outcome, finished) = match outcome {
+        Ok(Ok((answer, instance, calls))) => (Ok(Ok(answer)), Some((instance, calls))),
+        Ok(Err(e)) => (Ok(Err(e)), None),
+        Err(elapsed) => (Err(elapsed), None),
+    };
     // A stream's fuel is refilled after each message: this counts what its last message used.
     let fuel = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(limits.fuel));
     metrics.plugin_fuel(&plugin.name, &call.method, fuel);
@@ -192,18 +213,37 @@ async fn execute(
         (Ok(Err(e)), None) => Err(fail_trap(e, state, limits, &fail)),
         (Ok(Ok(Err(guest))), None) => {
             let error = EtcdError::other(guest_error_code(guest.code), guest.message);
-            return Err(Failure::Guest { plugin: plugin.name.clone(), method: call.method, error });
+            Ok(Err(Failure::Guest { plugin: plugin.name.clone(), method: call.method.clone(), error }))
         }
         (Ok(Ok(Ok(output))), None) if output.len() as u64 > limits.max_payload_bytes => Err(fail(
             Code::ResourceExhausted,
             format!("output of {} bytes is above limits.max_payload_bytes {}", output.len(), limits.max_payload_bytes),
         )),
-        (Ok(Ok(Ok(output))), None) => Ok(output),
+        (Ok(Ok(Ok(output))), None) => Ok(Ok(output)),
     };
-    if let Err(e) = &result {
-        tracing::warn!(plugin = &*plugin.name, method = call.method, "plugin call failed: {e}");
+    match result {
+        Ok(answered) => {
+            if let (Some(idle), Some((instance, calls))) = (idle, finished)
+                && store.data().is_clean()
+            {
+                idle.put(Kept { store, instance, calls: calls + 1 });
+            }
+            answered
+        }
+        Err(e) => {
+            tracing::warn!(plugin = &*plugin.name, method = call.method, "plugin call failed: {e}");
+            Err(Failure::Host(e))
+        }
     }
-    result.map_err(Failure::Host)
+}
+
+/// A new instance of `plugin`. When every instance slot is taken, idle instances (of any plugin)
+/// make room first.
+async fn instantiate(runtime: &Runtime, plugin: &Loaded, store: &mut Store<CallState>) -> wasmtime::Result<Recipe> {
+    match plugin.compiled.pre.instantiate_async(&mut *store).await {
+        Err(e) if is_pool_exhausted(&e) && runtime.evict_idle() => plugin.compiled.pre.instantiate_async(store).await,
+        instantiated => instantiated,
+    }
 }
 
 /// Why an instance stopped: the limit it hit, or the trap with what the guest printed last

@@ -13,6 +13,7 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 use super::bindings::exports::conclave::plugin::plugin::{MethodKind, PluginMetadata};
 use super::bindings::{Recipe, RecipePre};
 use super::compiled_cache::CompiledCache;
+use super::idle::{AllIdle, IdlePool};
 use super::state::CallState;
 use crate::config::PluginFlags;
 
@@ -34,6 +35,7 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<CallState>,
     cache: Option<CompiledCache>,
+    idle: Arc<AllIdle>,
 }
 
 /// A plugin ready to instantiate: compiled, linked against the imports, its metadata read.
@@ -104,11 +106,21 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         Recipe::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
         let cache = cache_dir.map(|dir| CompiledCache::new(dir, &engine));
-        Ok(Arc::new(Runtime { engine, linker, cache }))
+        Ok(Arc::new(Runtime { engine, linker, cache, idle: AllIdle::new(instances) }))
     }
 
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// Where a plugin version that allows it keeps its instances between calls.
+    pub fn idle_pool(&self) -> Arc<IdlePool> {
+        self.idle.pool()
+    }
+
+    /// Drop every idle instance (a call found no free slot); whether there were any.
+    pub fn evict_idle(&self) -> bool {
+        self.idle.evict()
     }
 
     /// Compile `wasm` and link it: refuses (with a reason for the deployer) bytes that are no

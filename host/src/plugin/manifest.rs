@@ -26,6 +26,10 @@ pub struct Manifest {
     pub write: Vec<String>,
     #[serde(default)]
     pub limits: Limits,
+    /// Whether an instance may serve more than one call (see [`super::idle`]): faster, but the
+    /// guest's memory then lasts from one call to the next.
+    #[serde(default)]
+    pub reuse_instances: bool,
 }
 
 /// What one call may use. Every field is optional in a manifest; the defaults are safe.
@@ -77,7 +81,7 @@ impl Manifest {
     /// it against this member's ceilings.
     pub fn parse(json: &str, ceilings: &PluginFlags) -> Result<Manifest, String> {
         let manifest: Manifest = if json.trim().is_empty() {
-            Manifest { read: Vec::new(), write: Vec::new(), limits: Limits::default() }
+            Manifest { read: Vec::new(), write: Vec::new(), limits: Limits::default(), reuse_instances: false }
         } else {
             serde_json::from_str(json).map_err(|e| format!("invalid manifest: {e}"))?
         };
@@ -176,6 +180,10 @@ mod tests {
         assert_eq!(m.limits.fuel, 5);
         assert_eq!(m.limits.memory_bytes, Limits::default().memory_bytes);
         assert_eq!(Manifest::parse(&m.to_json(), &ceilings()).unwrap(), m);
+        assert!(!m.reuse_instances, "a fresh instance per call unless asked");
+        let reused = Manifest::parse(r#"{"reuse_instances":true}"#, &ceilings()).unwrap();
+        assert!(reused.reuse_instances);
+        assert_eq!(Manifest::parse(&reused.to_json(), &ceilings()).unwrap(), reused);
     }
 
     #[test]

@@ -7,11 +7,13 @@
 //! - [`manifest`]: grants and limits, as deployed.
 //! - [`state`] and [`imports`]: what an instance sees — its call, its grants, an empty WASI.
 //! - [`call`]: running one call within its limits, and naming what failed.
+//! - [`idle`]: instances kept between calls, for plugins that allow it.
 //! - [`registry`]: the plugins this member serves, following the replicated state.
 
 mod bindings;
 mod builtin_list;
 mod compiled_cache;
+mod idle;
 pub mod call;
 pub mod engine;
 mod imports;

@@ -14,6 +14,7 @@ use tokio::sync::{watch, Semaphore};
 use super::builtin_list::BUILTINS;
 use super::call::{self, Call, Failure};
 use super::engine::{check_metadata, content_hash, Compiled, Runtime};
+use super::idle::IdlePool;
 use super::manifest::Manifest;
 use crate::config::PluginFlags;
 use crate::mvcc::Store;
@@ -30,13 +31,16 @@ pub struct Loaded {
     pub builtin: bool,
     /// Permits for concurrent calls (`limits.max_concurrent_calls`).
     pub calls: Arc<Semaphore>,
+    /// Instances between calls, when the manifest allows reusing them.
+    pub idle: Option<Arc<IdlePool>>,
 }
 
 impl Loaded {
-    fn new(name: &str, compiled: Arc<Compiled>, manifest: Manifest, builtin: bool) -> Arc<Loaded> {
+    fn new(runtime: &Runtime, name: &str, compiled: Arc<Compiled>, manifest: Manifest, builtin: bool) -> Arc<Loaded> {
         let caller = Caller::restricted(format!("plugin {name}"), manifest.read_access(), manifest.write_access());
         let calls = Arc::new(Semaphore::new(manifest.limits.max_concurrent_calls as usize));
-        Arc::new(Loaded { name: name.into(), compiled, manifest, caller, builtin, calls })
+        let idle = manifest.reuse_instances.then(|| runtime.idle_pool());
+        Arc::new(Loaded { name: name.into(), compiled, manifest, caller, builtin, calls, idle })
     }
 }
 
@@ -71,7 +75,7 @@ impl Registry {
             let manifest = Manifest::parse(manifest, &registry.flags)
                 .map_err(|e| anyhow::anyhow!("built-in plugin {name}: {e}"))?;
             let compiled = registry.prepare(wasm).await.map_err(|e| anyhow::anyhow!("built-in plugin {name}: {e}"))?;
-            registry.builtins.insert(name.to_string(), Loaded::new(name, compiled, manifest, true));
+            registry.builtins.insert(name.to_string(), Loaded::new(&registry.runtime, name, compiled, manifest, true));
         }
         Ok(registry)
     }
@@ -188,7 +192,7 @@ impl Registry {
             return Ok(current.clone());
         }
         let compiled = self.prepare(&plugin.wasm).await?;
-        Ok(Loaded::new(&plugin.name, compiled, manifest, false))
+        Ok(Loaded::new(&self.runtime, &plugin.name, compiled, manifest, false))
     }
 }
 

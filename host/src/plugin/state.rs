@@ -64,6 +64,12 @@ impl CallState {
         }
     }
 
+    /// Whether the instance is as a call leaves it when all went well: no memory refused,
+    /// nothing written to stderr, no WASI resource open. Only such an instance serves again.
+    pub fn is_clean(&self) -> bool {
+        !self.limiter.refused && self.stderr.contents().is_empty() && self.table.is_empty()
+    }
+
     /// What the guest wrote to stderr.
     pub fn stderr(&self) -> String {
         String::from_utf8_lossy(&self.stderr.contents()).into_owned()

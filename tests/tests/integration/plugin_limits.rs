@@ -322,3 +322,90 @@ async fn a_call_whose_caller_went_away_can_clean_up() {
     assert_eq!(plugins.invoke("tidy", "echo", "ok").await.expect("the plugin still answers"), b"ok");
     assert_no_server_panic(&node.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_instance_serves_again_only_when_its_manifest_allows_and_its_last_call_ended_cleanly() {
+    let wasm = misbehave();
+    let node = start();
+    let plugins = Plugins::connect(&node.endpoint()).await;
+    plugins.deploy_file("fresh", &wasm, &misbehave_manifest("{}")).await.expect("deploy fresh");
+    let reused = r#"{"read":["allowed/"],"write":["allowed/"],"reuse_instances":true}"#;
+    plugins.deploy_file("reused", &wasm, reused).await.expect("deploy reused");
+    let calls = |plugin: &'static str| {
+        let plugins = plugins.clone();
+        async move { plugins.invoke_text(plugin, "calls", "").await.expect("calls") }
+    };
+
+    // By default every call has an instance of its own.
+    assert_eq!((calls("fresh").await, calls("fresh").await), ("1".to_string(), "1".to_string()));
+
+    // Allowed, one caller after another finds the same instance, after answers and the guest's
+    // own errors alike.
+    assert_eq!((calls("reused").await, calls("reused").await), ("1".to_string(), "2".to_string()));
+    assert_status(plugins.invoke("reused", "sleep", "not a number").await, Code::InvalidArgument, &["not a decimal number"]);
+    assert_eq!(calls("reused").await, "4");
+
+    // A call that traps, is refused a key, writes to stderr, runs out of fuel or of time leaves
+    // its instance behind: the next call starts afresh.
+    let unclean: [(&str, &str, Code); 4] = [
+        ("trap", "", Code::Internal),
+        ("forbidden-put", "", Code::PermissionDenied),
+        ("log", "to stderr", Code::Ok),
+        ("big-output", "2000000", Code::ResourceExhausted),
+    ];
+    for (method, payload, code) in unclean {
+        calls("reused").await;
+        let outcome = plugins.invoke("reused", method, payload).await;
+        assert_eq!(outcome.as_ref().map_or_else(|s| s.code(), |_| Code::Ok), code, "{method}: {outcome:?}");
+        assert_eq!(calls("reused").await, "1", "after {method}");
+    }
+    assert_no_server_panic(&node.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_instances_give_up_their_slots_to_calls_that_need_them() {
+    let wasm = misbehave();
+    let node = Node::start(Kind::Conclave, &["--plugin-instances", "4"]).unwrap_or_else(|e| panic!("{e:#}"));
+    let plugins = Plugins::connect(&node.endpoint()).await;
+    let reused = r#"{"read":["allowed/"],"write":["allowed/"],"reuse_instances":true}"#;
+    plugins.deploy_file("reused", &wasm, reused).await.expect("deploy reused");
+    plugins.deploy_file("plain", &wasm, &misbehave_manifest(r#"{"timeout_ms": 20000}"#)).await.expect("deploy plain");
+    assert_eq!(plugins.invoke_text("reused", "calls", "").await.expect("calls"), "1");
+
+    // One instance of `reused` idles in one of the four slots; four waiting calls (each marks a
+    // key once it runs) take them all.
+    let stuck: Vec<Call> = (0..4)
+        .map(|i| {
+            let plugins = plugins.clone();
+            tokio::spawn(async move { plugins.invoke("plain", "clean-up-when-cancelled", format!("stuck{i}")).await })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let marks = etcdctl(&node.endpoint(), &["get", "allowed/stuck", "--prefix", "--keys-only"], None).expect("etcdctl");
+        if marks.stdout.lines().filter(|l| !l.is_empty()).count() == 4 {
+            break;
+        }
+        assert!(stuck.iter().all(|call| !call.is_finished()), "a waiting call was refused a slot: {:?}", answers_of_finished(stuck).await);
+        assert!(Instant::now() < deadline, "the four waiting calls never all ran: {marks:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_status(plugins.invoke("plain", "noop", "").await, Code::ResourceExhausted, &["no free instance slot on this member (--plugin-instances)"]);
+
+    for call in &stuck {
+        call.abort();
+    }
+    wait_until_answers(&plugins, "plain", Duration::from_secs(10)).await;
+    // The idle instance made room: the next call of `reused` starts afresh.
+    assert_eq!(plugins.invoke_text("reused", "calls", "").await.expect("calls"), "1");
+    assert_no_server_panic(&node.log());
+}
+
+/// What the finished calls among `calls` answered.
+async fn answers_of_finished(calls: Vec<Call>) -> Vec<Result<Vec<u8>, tonic::Status>> {
+    let mut answers = Vec::new();
+    for call in calls.into_iter().filter(|call| call.is_finished()) {
+        answers.push(call.await.expect("the call task"));
+    }
+    answers
+}

@@ -18,11 +18,13 @@
 //!   answers the value it wrote
 //! - `emit` (streaming) `N`: emits "0".."N-1"; `emit-forever` (streaming): emits until emit fails
 //! - `log` `TEXT`: logs TEXT at info and writes it to stderr
+//! - `calls`: how many calls this instance has served, this one included (1 in a fresh instance)
 //!
 //! The version is "1", or `$MISBEHAVE_VERSION` when that is set at build time
 //! (`MISBEHAVE_VERSION=2 cargo build --release --target wasm32-wasip2`), so a test can deploy a
 //! second, different build of the same plugin.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use conclave_guest::watch::{WaitRequest, Watcher};
@@ -54,7 +56,11 @@ const UNARY: &[&str] = &[
     "clean-up-when-cancelled",
     "watch-once",
     "log",
+    "calls",
 ];
+
+/// Calls this instance has served.
+static CALLS: AtomicU32 = AtomicU32::new(0);
 
 struct Misbehave;
 
@@ -65,7 +71,9 @@ impl Plugin for Misbehave {
     }
 
     fn handle(method: &str, payload: Vec<u8>) -> Result<Vec<u8>> {
+        let served = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
         match method {
+            "calls" => Ok(served.to_string().into_bytes()),
             "noop" => Ok(Vec::new()),
             "echo" => Ok(payload),
             "version" => Ok(VERSION.as_bytes().to_vec()),
