@@ -14,6 +14,17 @@ use super::span::KeySpan;
 struct Change {
     rev: Revision,
     tombstone: bool,
+    /// The create revision of the value written (0 for a delete): a range sorted or filtered by
+    /// create revision (a lock's queue) then reads only the values it answers with.
+    created: i64,
+}
+
+/// A key's value visible at some revision, as the index knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Visible {
+    /// Where the value is stored; its `main` is the key's mod revision.
+    pub rev: Revision,
+    pub created: i64,
 }
 
 /// A key's changes. Most keys hold one (written once, or compacted down to their last value):
@@ -29,14 +40,15 @@ pub struct KeyIndex {
 }
 
 impl KeyIndex {
-    /// Record a put of `key` at `rev`; revisions arrive in increasing order.
-    pub fn put(&mut self, key: &[u8], rev: Revision) {
-        self.push(key, Change { rev, tombstone: false });
+    /// Record a put of `key` at `rev` of a value created at `created`; revisions arrive in
+    /// increasing order.
+    pub fn put(&mut self, key: &[u8], rev: Revision, created: i64) {
+        self.push(key, Change { rev, tombstone: false, created });
     }
 
     /// Record a delete of `key` at `rev`.
     pub fn tombstone(&mut self, key: &[u8], rev: Revision) {
-        self.push(key, Change { rev, tombstone: true });
+        self.push(key, Change { rev, tombstone: true, created: 0 });
     }
 
     fn push(&mut self, key: &[u8], change: Change) {
@@ -65,15 +77,11 @@ impl KeyIndex {
 
     /// The revision of `key` visible at store revision `at`, if the key is live then.
     pub fn get(&self, key: &[u8], at: i64) -> Option<Revision> {
-        self.keys.get(key).and_then(|changes| visible(changes, at))
+        self.keys.get(key).and_then(|changes| visible(changes, at)).map(|v| v.rev)
     }
 
-    /// Live keys of `span` at revision `at`, in key order, with the revision holding each value.
-    pub fn range<'a>(
-        &'a self,
-        span: &'a KeySpan,
-        at: i64,
-    ) -> impl Iterator<Item = (&'a [u8], Revision)> + 'a {
+    /// Live keys of `span` at revision `at`, in key order, with what the index knows of each value.
+    pub fn range<'a>(&'a self, span: &'a KeySpan, at: i64) -> impl Iterator<Item = (&'a [u8], Visible)> + 'a {
         span.bounds()
             .into_iter()
             .flat_map(move |bounds| self.keys.range::<[u8], _>(bounds))
@@ -97,10 +105,10 @@ impl KeyIndex {
     }
 }
 
-fn visible(changes: &[Change], at: i64) -> Option<Revision> {
+fn visible(changes: &[Change], at: i64) -> Option<Visible> {
     let upto = changes.partition_point(|c| c.rev.main <= at);
     let last = changes[..upto].last()?;
-    (!last.tombstone).then_some(last.rev)
+    (!last.tombstone).then_some(Visible { rev: last.rev, created: last.created })
 }
 
 #[cfg(test)]
@@ -114,10 +122,10 @@ mod tests {
     #[test]
     fn visibility_follows_history() {
         let mut index = KeyIndex::default();
-        index.put(b"a", rev(2));
-        index.put(b"a", rev(3));
+        index.put(b"a", rev(2), 2);
+        index.put(b"a", rev(3), 2);
         index.tombstone(b"a", rev(4));
-        index.put(b"a", rev(5));
+        index.put(b"a", rev(5), 5);
         assert_eq!(index.get(b"a", 1), None);
         assert_eq!(index.get(b"a", 3), Some(rev(3)));
         assert_eq!(index.get(b"a", 4), None);
@@ -131,10 +139,10 @@ mod tests {
     #[test]
     fn range_skips_deleted_keys() {
         let mut index = KeyIndex::default();
-        index.put(b"a", rev(2));
-        index.put(b"b", rev(3));
+        index.put(b"a", rev(2), 2);
+        index.put(b"b", rev(3), 3);
         index.tombstone(b"b", rev(4));
-        index.put(b"c", rev(5));
+        index.put(b"c", rev(5), 5);
         let span = KeySpan::new(b"a", b"\0");
         let keys: Vec<_> = index.range(&span, 5).map(|(k, _)| k.to_vec()).collect();
         assert_eq!(keys, vec![b"a".to_vec(), b"c".to_vec()]);
@@ -145,11 +153,11 @@ mod tests {
     #[test]
     fn compaction_keeps_what_is_visible() {
         let mut index = KeyIndex::default();
-        index.put(b"a", rev(2));
-        index.put(b"a", rev(3));
-        index.put(b"b", rev(4));
+        index.put(b"a", rev(2), 2);
+        index.put(b"a", rev(3), 2);
+        index.put(b"b", rev(4), 4);
         index.tombstone(b"b", rev(5));
-        index.put(b"c", rev(7));
+        index.put(b"c", rev(7), 7);
         let mut dropped = index.compact(5);
         dropped.sort();
         assert_eq!(dropped, vec![rev(2), rev(4), rev(5)]);
@@ -157,5 +165,10 @@ mod tests {
         assert_eq!(index.get(b"b", 6), None);
         assert_eq!(index.get(b"c", 7), Some(rev(7)));
         assert_eq!(index.live_keys(), 2, "compaction changes no live key");
+        let span = KeySpan::new(b"a", b"\0");
+        let seen: Vec<_> = index.range(&span, 7).map(|(k, v)| (k.to_vec(), v)).collect();
+        let a = Visible { rev: rev(3), created: 2 };
+        let c = Visible { rev: rev(7), created: 7 };
+        assert_eq!(seen, vec![(b"a".to_vec(), a), (b"c".to_vec(), c)], "a key keeps its create revision past compaction");
     }
 }

@@ -357,7 +357,7 @@ fn load_state(tree: &sled::Tree) -> Result<State, StoreError> {
             index.tombstone(&kv.key, rev);
             attached.remove(&kv.key[..]);
         } else {
-            index.put(&kv.key, rev);
+            index.put(&kv.key, rev, kv.create_revision);
             attached.insert(kv.key.into(), kv.lease);
         }
     }
@@ -464,7 +464,7 @@ impl ApplyBatch<'_> {
         if tombstone {
             self.state.index.tombstone(&kv.key, rev);
         } else {
-            self.state.index.put(&kv.key, rev);
+            self.state.index.put(&kv.key, rev, kv.create_revision);
         }
         self.set(record_key(rev), encode_record(&kv, tombstone));
         self.events.push(event(kv.clone(), prev, tombstone));

@@ -60,7 +60,7 @@ fn choose_path(view: &impl View, txn: &TxnRequest) -> Result<Path, StoreError> {
 fn holds(view: &impl View, compare: &Compare) -> Result<bool, StoreError> {
     let target = CompareTarget::try_from(compare.target).unwrap_or(CompareTarget::Version);
     let span = KeySpan::new(&compare.key, &compare.range_end);
-    let revs: Vec<_> = view.index().range(&span, view.current_rev()).map(|(_, rev)| rev).collect();
+    let revs: Vec<_> = view.index().range(&span, view.current_rev()).map(|(_, value)| value.rev).collect();
     if revs.is_empty() {
         return Ok(target != CompareTarget::Value && compares(compare, target, &KeyValue::default()));
     }

@@ -94,7 +94,7 @@ impl<'b, 'a> Writer<'b, 'a> {
         crate::metrics::get().deletes.inc();
         let span = KeySpan::new(&req.key, &req.range_end);
         let at = self.batch.current_rev();
-        let live: Vec<_> = self.batch.index().range(&span, at).map(|(_, rev)| rev).collect();
+        let live: Vec<_> = self.batch.index().range(&span, at).map(|(_, value)| value.rev).collect();
         let mut prev_kvs = Vec::with_capacity(live.len());
         for rev in &live {
             let prev = self.batch.load(*rev)?;
