@@ -107,6 +107,8 @@ fn a_dead_endpoint_fails_clearly() {
     assert_eq!(error, "Error: --watchers and --streams must be at least 1");
     let error = failed(run("127.0.0.1:1", &["bench", "compare", "--members", "1,3", "--target", "follower"]));
     assert_eq!(error, "Error: --target follower needs --members of at least 2");
+    let error = failed(run("127.0.0.1:1", &["bench", "compare", "--workloads", "put,plugin"]));
+    assert_eq!(error, "Error: etcd has no plugins to compare with: run the plugin workload alone (conclavectl bench plugin)");
 }
 
 /// `bench compare` on a tiny matrix: fresh clusters of both servers, interleaved runs, and

@@ -127,6 +127,9 @@ fn compare(args: CompareArgs, out: &mut impl std::io::Write) -> Result<()> {
     if args.target == Target::Follower && args.members.contains(&1) {
         bail!("--target follower needs --members of at least 2");
     }
+    if args.workloads.iter().any(|w| w == "plugin") {
+        bail!("etcd has no plugins to compare with: run the plugin workload alone (conclavectl bench plugin)");
+    }
     process::clean_up_on_signal();
     let conclavectl = std::env::current_exe().context("locating conclavectl")?;
     let conclave = match &args.conclave {
