@@ -162,9 +162,13 @@ mod tests {
         let store = Store::open(db.open_tree("mvcc").unwrap()).unwrap();
         // q/a is created at 2 and rewritten at 5: the oldest create revision, the newest mod.
         for key in ["q/a", "q/b", "q/c", "q/a"] {
-            write(&store, |w| drop(w.put(&PutRequest { key: key.into(), value: b"v".to_vec(), ..Default::default() }).unwrap()));
+            write(&store, |w| {
+                w.put(&PutRequest { key: key.into(), value: b"v".to_vec(), ..Default::default() }).unwrap();
+            });
         }
-        write(&store, |w| drop(w.compact(&CompactionRequest { revision: 5, physical: false }).unwrap()));
+        write(&store, |w| {
+            w.compact(&CompactionRequest { revision: 5, physical: false }).unwrap();
+        });
         store.flush().unwrap();
         let reopened = Store::open(db.open_tree("mvcc").unwrap()).unwrap();
         for store in [&store, &reopened] {
