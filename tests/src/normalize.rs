@@ -3,8 +3,9 @@
 //! Replaced: what legitimately differs between two servers — cluster, member and lease ids,
 //! raft term and index, db size, server version, ports, timings, log timestamps, client uuids,
 //! and a lease's remaining TTL while it is at most [`TTL_LAG`] seconds under the granted one (how
-//! far under depends on how long the session took to get there). Revisions, versions of keys, counts and everything else stay untouched: both stores
-//! start at revision 1, so those must match exactly.
+//! far under depends on how long the session took to get there). Revisions, versions of keys,
+//! counts and everything else stay untouched: both stores start at revision 1, so those must
+//! match exactly.
 //!
 //! Ids become `<idN>`, numbered in order of first appearance within one [`Normalizer`], so
 //! equal ids stay equal (a header's member_id and the member list's ID) whether printed in

@@ -47,15 +47,16 @@ pub fn range(view: &impl View, req: &RangeRequest) -> Result<RangeResponse, Stor
         }
     }
 
-    let mut kvs = if order != SortOrder::None && matches!(target, SortTarget::Version | SortTarget::Value) {
-        let mut kvs = picked.iter().map(|value| view.load(value.rev)).collect::<Result<Vec<_>, _>>()?;
-        sort_by_value(&mut kvs, target, order);
-        kvs
-    } else {
+    // Sorting by version or value needs every picked value; any other order is known already.
+    let by_value = order != SortOrder::None && matches!(target, SortTarget::Version | SortTarget::Value);
+    if !by_value {
         sort_by_index(&mut picked, target, order);
         picked.truncate(limit_plus_one(req.limit, picked.len()));
-        picked.iter().map(|value| view.load(value.rev)).collect::<Result<Vec<_>, _>>()?
-    };
+    }
+    let mut kvs = picked.iter().map(|value| view.load(value.rev)).collect::<Result<Vec<_>, _>>()?;
+    if by_value {
+        sort_by_value(&mut kvs, target, order);
+    }
     let more = req.limit > 0 && kvs.len() as i64 > req.limit;
     if more {
         kvs.truncate(req.limit as usize);

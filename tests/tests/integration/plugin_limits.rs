@@ -345,8 +345,8 @@ async fn an_instance_serves_again_only_when_its_manifest_allows_and_its_last_cal
     assert_status(plugins.invoke("reused", "sleep", "not a number").await, Code::InvalidArgument, &["not a decimal number"]);
     assert_eq!(calls("reused").await, "4");
 
-    // A call that traps, is refused a key, writes to stderr, runs out of fuel or of time leaves
-    // its instance behind: the next call starts afresh.
+    // A call that traps, is refused a key, writes to stderr or answers past its payload limit
+    // leaves its instance behind: the next call starts afresh.
     let unclean: [(&str, &str, Code); 4] = [
         ("trap", "", Code::Internal),
         ("forbidden-put", "", Code::PermissionDenied),
