@@ -20,6 +20,8 @@ use tempfile::TempDir;
 const READY: &str = "ready to serve client requests";
 /// Generous: a debug build on a busy machine, but a hang still fails with the log.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a SIGSTOPped process may take to stop every thread (a loaded machine).
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Same member name for every node, so outputs that show it compare equal across servers.
 const NAME: &str = "node";
 
@@ -337,9 +339,18 @@ impl Node {
     }
 
     /// SIGSTOP the process: it stays alive, holding its ports and data dir, but does nothing (a
-    /// member cut off from its peers and clients). No-op if not running.
+    /// member cut off from its peers and clients). Returns once every thread of it has stopped:
+    /// the kernel wakes one thread to begin the stop, and until the scheduler runs it (a while,
+    /// on a loaded machine) the other threads go on, answering peers. No-op if not running.
     pub fn pause(&self) {
         self.signal("-STOP");
+        if let Some(child) = &self.child {
+            let deadline = std::time::Instant::now() + STOP_TIMEOUT;
+            while !all_threads_stopped(child.id()) {
+                assert!(std::time::Instant::now() < deadline, "process {} did not stop within {STOP_TIMEOUT:?} of SIGSTOP", child.id());
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
     }
 
     /// SIGCONT a process stopped by [`Node::pause`]. No-op if not running.
@@ -475,4 +486,15 @@ mod tests {
         let again = member.rejoining("m0=http://127.0.0.1:2").unwrap().rejoining("m0=http://127.0.0.1:2").unwrap();
         assert_eq!(again.extra_args.iter().filter(|arg| *arg == "--initial-cluster-state").count(), 1);
     }
+}
+
+/// Whether every thread of process `pid` is stopped (state `T` in `/proc/<pid>/task/*/stat`), or
+/// the process is gone.
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return true };
+    tasks.flatten().all(|task| {
+        // The state follows the command name, which is in parentheses and may hold any byte.
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        stat.rsplit_once(')').is_none_or(|(_, rest)| rest.trim_start().starts_with(['T', 't', 'Z', 'X']))
+    })
 }

@@ -287,8 +287,8 @@ async fn minority_member_commits_nothing_serves_no_stale_read_and_heals() {
     }
     let mut client = connect(&lone_endpoint).await;
     let write = tokio::time::timeout(MINORITY_TIMEOUT, client.put("k", "during", None)).await;
-    // Seen once in CI (the write answered at the next revision, term unchanged) and not since:
-    // the members' logs say what each did, should it happen again.
+    // Should it succeed, the members' logs say what each did. (It did, rarely, on a loaded
+    // machine, while `pause` returned before the paused members' threads had all stopped.)
     assert!(matches!(write, Ok(Err(_))), "a write on a minority member did not fail: {write:?}\n{}", logs_of(&cluster, lone));
     let read = tokio::time::timeout(MINORITY_TIMEOUT, client.get("k", None)).await;
     assert!(matches!(read, Ok(Err(_))), "a linearizable read on a minority member did not fail: {read:?}");
