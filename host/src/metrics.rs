@@ -88,6 +88,7 @@ pub struct Metrics {
     plugin_call_seconds: Family<PluginMethod, Histogram>,
     plugin_fuel: Family<PluginMethod, Counter>,
     pub plugin_instances: Gauge,
+    pub plugin_idle_instances: Gauge,
     has_leader: Gauge,
     is_leader: Gauge,
     is_learner: Gauge,
@@ -206,6 +207,7 @@ impl Metrics {
                 Family::default()
             ),
             plugin_instances: metric!("conclave_plugin_instances", "Plugin instances running calls now.", Gauge::default()),
+            plugin_idle_instances: metric!("conclave_plugin_idle_instances", "Plugin instances kept between calls now (manifests with reuse_instances).", Gauge::default()),
             registry,
         }
     }

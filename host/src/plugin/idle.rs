@@ -40,7 +40,7 @@ impl IdlePool {
     /// An instance to run the next call on, if one is idle.
     pub fn take(&self) -> Option<Kept> {
         let kept = lock(&self.kept).pop()?;
-        self.all.count.fetch_sub(1, Ordering::Relaxed);
+        self.all.release(1);
         Some(kept)
     }
 
@@ -53,7 +53,7 @@ impl IdlePool {
         }
         let mut idle = lock(&self.kept);
         if idle.len() >= PER_PLUGIN {
-            self.all.count.fetch_sub(1, Ordering::Relaxed);
+            self.all.release(1);
             return;
         }
         idle.push(kept);
@@ -61,7 +61,7 @@ impl IdlePool {
 
     fn clear(&self) {
         let dropped = std::mem::take(&mut *lock(&self.kept));
-        self.all.count.fetch_sub(dropped.len(), Ordering::Relaxed);
+        self.all.release(dropped.len());
     }
 }
 
@@ -102,8 +102,19 @@ impl AllIdle {
         before > 0
     }
 
+    /// Room for one more idle instance, counted (and shown in `conclave_plugin_idle_instances`).
     fn reserve(&self) -> bool {
-        self.count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < self.budget).then_some(n + 1)).is_ok()
+        let reserved = self.count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < self.budget).then_some(n + 1)).is_ok();
+        if reserved {
+            crate::metrics::get().plugin_idle_instances.inc();
+        }
+        reserved
+    }
+
+    /// `n` idle instances are gone (taken for a call, or dropped).
+    fn release(&self, n: usize) {
+        self.count.fetch_sub(n, Ordering::Relaxed);
+        crate::metrics::get().plugin_idle_instances.dec_by(n as i64);
     }
 }
 

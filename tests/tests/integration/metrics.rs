@@ -88,6 +88,10 @@ fn counters_move_by_the_workload() {
     assert_eq!(delta(&before, &after, &calls("guest_error", "add")), 1.0, "{after:?}");
     assert_eq!(after[r#"conclave_plugin_call_duration_seconds_count{plugin="counter",method="add"}"#], 3.0);
     assert!(after[r#"conclave_plugin_fuel_consumed_total{plugin="counter",method="add"}"#] > 0.0);
+    // The three calls came one after another: the counter plugin (which allows reuse) ran them
+    // all on one instance, idle now.
+    assert_eq!(after["conclave_plugin_instances"], 0.0);
+    assert_eq!(after["conclave_plugin_idle_instances"], 1.0);
 
     // The metrics port serves /health too, and nothing of the client API.
     assert_eq!(curl(&format!("{metrics_url}/health"), &[]).body, r#"{"health":"true"}"#);
