@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::{Arc, LazyLock, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use tempfile::TempDir;
@@ -304,9 +304,9 @@ impl Node {
     /// Whether the process prints `text` within `timeout` (its output is collected as it comes,
     /// so a line it printed may not be in [`Node::log`] yet).
     pub async fn logged(&self, text: &str, timeout: Duration) -> bool {
-        let deadline = std::time::Instant::now() + timeout;
+        let deadline = Instant::now() + timeout;
         while !self.log().contains(text) {
-            if std::time::Instant::now() >= deadline {
+            if Instant::now() >= deadline {
                 return false;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -324,13 +324,13 @@ impl Node {
 
     /// Waits up to `timeout` for the process to exit on its own (polled); whether it did.
     pub fn wait_exit(&mut self, timeout: Duration) -> bool {
-        let deadline = std::time::Instant::now() + timeout;
+        let deadline = Instant::now() + timeout;
         while let Some(child) = &mut self.child {
             if child.try_wait().ok().flatten().is_some() {
                 self.child = None;
                 return true;
             }
-            if std::time::Instant::now() > deadline {
+            if Instant::now() > deadline {
                 return false;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -345,9 +345,9 @@ impl Node {
     pub fn pause(&self) {
         self.signal("-STOP");
         if let Some(child) = &self.child {
-            let deadline = std::time::Instant::now() + STOP_TIMEOUT;
+            let deadline = Instant::now() + STOP_TIMEOUT;
             while !all_threads_stopped(child.id()) {
-                assert!(std::time::Instant::now() < deadline, "process {} did not stop within {STOP_TIMEOUT:?} of SIGSTOP", child.id());
+                assert!(Instant::now() < deadline, "process {} did not stop within {STOP_TIMEOUT:?} of SIGSTOP", child.id());
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
@@ -476,6 +476,17 @@ fn drain(stream: impl Read + Send + 'static, log: Arc<Mutex<String>>, ready: Opt
     });
 }
 
+/// Whether every thread of process `pid` is stopped (state `T` in `/proc/<pid>/task/*/stat`), or
+/// the process is gone.
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return true };
+    tasks.flatten().all(|task| {
+        // The state follows the command name, which is in parentheses and may hold any byte.
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        stat.rsplit_once(')').is_none_or(|(_, rest)| rest.trim_start().starts_with(['T', 't', 'Z', 'X']))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -488,13 +499,3 @@ mod tests {
     }
 }
 
-/// Whether every thread of process `pid` is stopped (state `T` in `/proc/<pid>/task/*/stat`), or
-/// the process is gone.
-fn all_threads_stopped(pid: u32) -> bool {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return true };
-    tasks.flatten().all(|task| {
-        // The state follows the command name, which is in parentheses and may hold any byte.
-        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-        stat.rsplit_once(')').is_none_or(|(_, rest)| rest.trim_start().starts_with(['T', 't', 'Z', 'X']))
-    })
-}
