@@ -21,7 +21,7 @@ use crate::identity::{load_identity, Identity};
 use crate::lease::{IdGenerator, Lessor};
 use crate::membership::{self, Reconfigurer};
 use crate::mvcc::Store;
-use crate::raft::{ask_for_snapshots, purge_behind_snapshots, Handover, LogStore, MemberNode, Network, Peers, Proposer, QuorumContact, Raft, SnapshotDue, StateMachine};
+use crate::raft::{ask_for_snapshots, purge_behind_snapshots, Handover, LogStore, MemberNode, Network, Peers, Proposer, QuorumContact, Raft, SnapshotDue, StateMachine, Waiting};
 use crate::watch::Hub;
 
 /// sled's page cache. Its default (1 GiB) made a member hold several times etcd's memory for the
@@ -70,6 +70,7 @@ impl Node {
         let lessor = Arc::new(Lessor::default());
         let plugin_changes = tokio::sync::watch::Sender::new(0);
         let snapshot_due = SnapshotDue::new(config.snapshot_count);
+        let waiting = Arc::new(Waiting::default());
         let state_machine = StateMachine::new(
             store.clone(),
             hub.clone(),
@@ -80,6 +81,7 @@ impl Node {
             log_store.durable(),
             snapshot_due.clone(),
             snapshot_on_disk,
+            waiting.clone(),
         )?;
         // The snapshot found at start is no new one.
         new_snapshots.mark_unchanged();
@@ -96,7 +98,7 @@ impl Node {
         let space = Space::new(&dir, &db, &store);
         let leader_wait = leader_wait(&config);
         let handover = Handover::new(&raft);
-        let proposer = Proposer::start(raft.clone(), peers.clone(), handover.clone(), leader_wait, request_timeout(&config));
+        let proposer = Proposer::start(raft.clone(), peers.clone(), handover.clone(), waiting, leader_wait, request_timeout(&config));
         let lease_ids = IdGenerator::new(identity.member_id);
         let quorum_contact = QuorumContact::follow(&raft);
         let leader_reads = Arc::new(crate::raft::leader_rounds(raft.clone(), leader_wait));

@@ -17,6 +17,7 @@ mod read_index;
 mod snapshot_due;
 mod state_machine;
 mod transfer;
+mod waiting;
 mod wal;
 
 use std::io::Cursor;
@@ -36,6 +37,7 @@ pub use read_index::{leader_rounds, ReadRounds};
 pub use snapshot_due::{ask_for_snapshots, purge_behind_snapshots, SnapshotDue};
 pub use state_machine::{read_snapshot_meta, store_hash, StateMachine, APPLIED as APPLIED_META, MEMBERSHIP as MEMBERSHIP_META};
 pub use transfer::{move_leader, Handover};
+pub use waiting::Waiting;
 pub use wal::SEGMENT_BYTES as WAL_SEGMENT_BYTES;
 
 /// Raft member ids are etcd member ids.
@@ -147,7 +149,7 @@ mod tests {
     fn request_round_trips_through_postcard() {
         let put = PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), ..Default::default() };
         let one = RaftRequest { id: 7, request: Some(raft_request::Request::Put(put)) };
-        let req = Proto(RaftBatch { requests: vec![one.clone(), one] });
+        let req = Proto(RaftBatch { requests: vec![one.clone(), one], proposal: 0 });
         let bytes = encode(&req).unwrap();
         assert_eq!(decode::<Request>(&bytes).unwrap(), req);
     }

@@ -8,6 +8,9 @@
 //! On a follower a batch goes whole to the leader over the peer service, which proposes it there
 //! and answers once applied, with the entry's index; the follower answers its clients once it
 //! applied the entry too. While no leader is known (an election) the batch waits a little for one.
+//!
+//! Either way the clients are usually answered by this member's state machine as it applies the
+//! batch (see [`super::waiting`]); what happens here answers them when that does not happen.
 
 use std::sync::Arc;
 
@@ -22,6 +25,7 @@ use tonic::Status;
 use super::peer_service::NOT_LEADER;
 use super::peers::{find_leader, on_leader, Answer, Leader, Peers};
 use super::transfer::Handover;
+use super::waiting::{reply_all, reply_each, Proposal, Reply, Waiting};
 use super::{Proto, Raft};
 use crate::error::EtcdError;
 
@@ -35,8 +39,6 @@ const IN_FLIGHT: usize = 1;
 /// one entry must reach the followers within a heartbeat interval, openraft's limit per message.
 const MAX_BATCH_BYTES: usize = 1024 * 1024;
 
-type Reply = oneshot::Sender<Result<RaftResponse, Status>>;
-
 #[derive(Clone)]
 pub struct Proposer {
     queue: mpsc::UnboundedSender<(RaftRequest, Reply)>,
@@ -44,12 +46,13 @@ pub struct Proposer {
 
 impl Proposer {
     /// Start proposing to `raft` (through the leader at most `leader_wait` away, reached via
-    /// `peers`; while this member hands its leadership over, see `handover`, batches wait); a write
-    /// not applied within `request_timeout` is answered "request timed out" (it may still be
-    /// applied later, as with etcd). Must be called inside a tokio runtime.
-    pub fn start(raft: Raft, peers: Peers, handover: Handover, leader_wait: Duration, request_timeout: Duration) -> Self {
+    /// `peers`; while this member hands its leadership over, see `handover`, batches wait), with
+    /// the clients of each batch in `waiting` for the state machine to answer; a write not
+    /// applied within `request_timeout` is answered "request timed out" (it may still be applied
+    /// later, as with etcd). Must be called inside a tokio runtime.
+    pub fn start(raft: Raft, peers: Peers, handover: Handover, waiting: Arc<Waiting>, leader_wait: Duration, request_timeout: Duration) -> Self {
         let (queue, pending) = mpsc::unbounded_channel();
-        tokio::spawn(propose_batches(Route { raft, peers, handover, leader_wait, request_timeout }, pending));
+        tokio::spawn(propose_batches(Route { raft, peers, handover, waiting, leader_wait, request_timeout }, pending));
         Proposer { queue }
     }
 
@@ -67,6 +70,7 @@ struct Route {
     raft: Raft,
     peers: Peers,
     handover: Handover,
+    waiting: Arc<Waiting>,
     leader_wait: Duration,
     request_timeout: Duration,
 }
@@ -89,7 +93,12 @@ impl Route {
 
     /// `written` once this member has applied its entry too: etcd answers a write once the
     /// member the client asked applied it, so a serializable read there right after sees it.
-    async fn applied_here(self, written: RaftBatchResponse) -> Result<RaftBatchResponse, Status> {
+    /// (Its clients were usually answered by that apply already; then there is nothing to wait
+    /// for.)
+    async fn applied_here(self, proposal: u64, written: RaftBatchResponse) -> Result<RaftBatchResponse, Status> {
+        if !self.waiting.is_waiting(proposal) {
+            return Ok(written);
+        }
         // Raft's data metrics, borrowed in place: `Raft::wait` would copy all metrics at each change.
         let mut applied = self.raft.data_metrics();
         applied
@@ -97,6 +106,16 @@ impl Route {
             .await
             .map_err(|_| EtcdError::Stopped)?;
         Ok(written)
+    }
+
+    /// Answer the clients of `proposal` still waiting (the state machine answered the others as
+    /// it applied their batch) with `outcome`.
+    fn answer(&self, proposal: u64, outcome: Result<RaftBatchResponse, Status>) {
+        let Some(Proposal { replies, .. }) = self.waiting.take(proposal) else { return };
+        match outcome {
+            Ok(written) => reply_each(replies, written.responses),
+            Err(status) => reply_all(replies, status),
+        }
     }
 }
 
@@ -123,41 +142,46 @@ async fn propose_batches(route: Route, mut pending: mpsc::UnboundedReceiver<(Raf
         }
         let request_timeout = route.request_timeout;
         if leader != Some(Leader::Local) {
+            let proposal = route.waiting.register(Proposal { replies, slot: None });
+            let batch = RaftBatch { requests, proposal };
             let route = route.clone();
             tokio::spawn(async move {
                 let deadline = tokio::time::Instant::now() + request_timeout;
-                let forwarded = route.clone().forward(RaftBatch { requests });
+                let forwarded = route.clone().forward(batch);
                 let forwarded = tokio::time::timeout_at(deadline, forwarded).await.unwrap_or(Err(EtcdError::Timeout.into()));
                 // The leader applied the batch: its slot is free while this member catches up.
                 drop(permit);
                 let outcome = match forwarded {
-                    Ok(written) => tokio::time::timeout_at(deadline, route.applied_here(written)).await.unwrap_or(Err(EtcdError::Timeout.into())),
+                    Ok(written) => tokio::time::timeout_at(deadline, route.clone().applied_here(proposal, written))
+                        .await
+                        .unwrap_or(Err(EtcdError::Timeout.into())),
                     Err(status) => Err(status),
                 };
-                match outcome {
-                    Ok(written) => reply_each(replies, written),
-                    Err(status) => reply_all(replies, status),
-                }
+                route.answer(proposal, outcome);
             });
             continue;
         }
-        let applied = match route.raft.client_write_ff(Proto(RaftBatch { requests })).await {
+        // Here the proposal holds its slot until applied.
+        let proposal = route.waiting.register(Proposal { replies, slot: Some(permit) });
+        let batch = RaftBatch { requests, proposal };
+        let applied = match route.raft.client_write_ff(Proto(batch)).await {
             Ok(applied) => applied,
             Err(fatal) => {
-                reply_all(replies, Status::unavailable(fatal.to_string()));
+                route.answer(proposal, Err(Status::unavailable(fatal.to_string())));
                 continue;
             }
         };
+        let route = route.clone();
         tokio::spawn(async move {
             let outcome = tokio::time::timeout(request_timeout, applied).await;
-            drop(permit);
-            match outcome {
-                Ok(Ok(Ok(written))) => reply_each(replies, written.data.0),
-                Ok(Ok(Err(ClientWriteError::ForwardToLeader(_)))) => reply_all(replies, EtcdError::NoLeader.into()),
-                Ok(Ok(Err(e))) => reply_all(replies, Status::unavailable(e.to_string())),
-                Ok(Err(_)) => reply_all(replies, EtcdError::Stopped.into()),
-                Err(_) => reply_all(replies, EtcdError::Timeout.into()),
-            }
+            let outcome = match outcome {
+                Ok(Ok(Ok(written))) => Ok(written.data.0),
+                Ok(Ok(Err(ClientWriteError::ForwardToLeader(_)))) => Err(EtcdError::NoLeader.into()),
+                Ok(Ok(Err(e))) => Err(Status::unavailable(e.to_string())),
+                Ok(Err(_)) => Err(EtcdError::Stopped.into()),
+                Err(_) => Err(EtcdError::Timeout.into()),
+            };
+            route.answer(proposal, outcome);
         });
     }
 }
@@ -170,17 +194,5 @@ pub async fn propose_as_leader(raft: &Raft, handover: &Handover, batch: RaftBatc
         Ok(written) => Ok(written.data.0),
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(Status::failed_precondition(NOT_LEADER)),
         Err(e) => Err(Status::unavailable(e.to_string())),
-    }
-}
-
-fn reply_each(replies: Vec<Reply>, written: RaftBatchResponse) {
-    for (reply, response) in replies.into_iter().zip(written.responses) {
-        let _ = reply.send(Ok(response));
-    }
-}
-
-fn reply_all(replies: Vec<Reply>, status: Status) {
-    for reply in replies {
-        let _ = reply.send(Err(status.clone()));
     }
 }

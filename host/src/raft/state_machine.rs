@@ -19,6 +19,7 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 
 use super::snapshot_due::SnapshotDue;
+use super::waiting::{reply_each, Waiting};
 use super::wal::Durable;
 use super::{decode, encode, read_err, requests_in, write_err, MemberNode, NodeId, Proto, Response, TypeConfig};
 use crate::alarm::Alarms;
@@ -61,6 +62,8 @@ pub struct StateMachine {
     /// The last index in the snapshot on disk (the raft log's purges wait for it, and the purge
     /// behind a new one follows it).
     on_disk: tokio::sync::watch::Sender<u64>,
+    /// This member's clients waiting for their batches, answered once each is applied.
+    waiting: Arc<Waiting>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -73,7 +76,8 @@ impl StateMachine {
     /// the TTL of leases it grants in `lessor` (which only the leader's keeps), and telling the
     /// plugin registry through `plugins` when the deployed plugins change; applying each entry
     /// once `durable` says this member's log holds it, counting requests in `snapshot_due`, and
-    /// telling `on_disk` the last index in the snapshot on disk.
+    /// telling `on_disk` the last index in the snapshot on disk; answering the clients in
+    /// `waiting` as their batches are applied.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Arc<Store>,
@@ -85,12 +89,13 @@ impl StateMachine {
         durable: Durable,
         snapshot_due: Arc<SnapshotDue>,
         on_disk: tokio::sync::watch::Sender<u64>,
+        waiting: Arc<Waiting>,
     ) -> std::io::Result<Self> {
         std::fs::create_dir_all(&snap_dir)?;
         let snapshot = read_snapshot_meta(&snap_dir)?;
         on_disk.send_replace(snapshot.as_ref().and_then(|meta| meta.last_log_id).map_or(0, |id| id.index));
         let current = Arc::default();
-        let machine = StateMachine { store, hub, alarms, lessor, plugins, snap_dir, current, durable, snapshot_due, on_disk };
+        let machine = StateMachine { store, hub, alarms, lessor, plugins, snap_dir, current, durable, snapshot_due, on_disk, waiting };
         machine.catch_up_with_snapshot(snapshot)?;
         Ok(machine)
     }
@@ -156,6 +161,19 @@ impl StateMachine {
     }
 }
 
+impl StateMachine {
+    /// Answer this member's clients of the batches just applied (and committed: a read right after
+    /// sees their writes). Raft gets an answered batch's response without its per-request
+    /// responses: the proposer then finds no one left to answer.
+    fn answer_waiting(&self, responses: &mut [Response], proposals: Vec<(usize, u64)>) {
+        for (at, proposal) in proposals {
+            if let Some(waiting) = self.waiting.take(proposal) {
+                reply_each(waiting.replies, std::mem::take(&mut responses[at].0.responses));
+            }
+        }
+    }
+}
+
 /// Decode a metadata value written with the batch; absent means never written.
 fn decode_meta<T: Default + for<'de> Deserialize<'de>>(bytes: Option<&[u8]>) -> Result<T, StorageError<NodeId>> {
     match bytes {
@@ -185,22 +203,27 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut applier = Applier::begin(&self.store, &self.alarms);
         let locked = started.elapsed();
         let mut responses = Vec::new();
+        // Where in `responses` each batch proposed with an id is, and the id.
+        let mut proposals = Vec::new();
         let mut last = None;
         for entry in entries {
             last = Some(entry.log_id);
             self.snapshot_due.applied(requests_in(&entry));
             let response = match entry.payload {
                 EntryPayload::Blank => RaftBatchResponse::default(),
-                EntryPayload::Normal(requests) => RaftBatchResponse {
-                    index: entry.log_id.index,
-                    responses: requests
-                        .0
-                        .requests
-                        .iter()
-                        .map(|request| applier.execute(request))
-                        .collect::<Result<_, _>>()
-                        .map_err(|e| StorageIOError::apply(entry.log_id, AnyError::error(e.to_string())))?,
-                },
+                EntryPayload::Normal(requests) => {
+                    proposals.push((responses.len(), requests.0.proposal));
+                    RaftBatchResponse {
+                        index: entry.log_id.index,
+                        responses: requests
+                            .0
+                            .requests
+                            .iter()
+                            .map(|request| applier.execute(request))
+                            .collect::<Result<_, _>>()
+                            .map_err(|e| StorageIOError::apply(entry.log_id, AnyError::error(e.to_string())))?,
+                    }
+                }
                 EntryPayload::Membership(m) => {
                     membership = StoredConfig::new(Some(entry.log_id), m);
                     RaftBatchResponse::default()
@@ -218,6 +241,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let executed = started.elapsed();
         let effects = Effects { hub: &self.hub, alarms: &self.alarms, lessor: &self.lessor, plugins: &self.plugins };
         applier.commit(meta, effects).map_err(write_err)?;
+        self.answer_waiting(&mut responses, proposals);
         let took = started.elapsed();
         crate::metrics::get().backend_commit.observe((took - executed).as_secs_f64());
         if took > SLOW_APPLY {
@@ -342,7 +366,7 @@ mod tests {
         let store = Arc::new(Store::open(sled::Config::new().temporary(true).open().unwrap().open_tree("mvcc").unwrap()).unwrap());
         let alarms = Arc::new(Alarms::load(&store).unwrap());
         let plugins = tokio::sync::watch::Sender::new(0);
-        StateMachine::new(store, Arc::default(), alarms, Arc::default(), plugins, snap_dir.to_path_buf(), Durable::everything(), SnapshotDue::new(u64::MAX), tokio::sync::watch::Sender::new(0))
+        StateMachine::new(store, Arc::default(), alarms, Arc::default(), plugins, snap_dir.to_path_buf(), Durable::everything(), SnapshotDue::new(u64::MAX), tokio::sync::watch::Sender::new(0), Arc::default())
     }
 
     fn machine(snap_dir: &std::path::Path) -> StateMachine {
@@ -371,11 +395,46 @@ mod tests {
         let due = SnapshotDue::new(3);
         let mut machine = StateMachine { snapshot_due: due.clone(), ..machine(dir.path()) };
         let put = |key: &str| RaftRequest { id: 1, request: Some(raft_request::Request::Put(PutRequest { key: key.into(), ..Default::default() })) };
-        let batch = Proto(RaftBatch { requests: vec![put("a"), put("b"), put("c")] });
+        let batch = Proto(RaftBatch { requests: vec![put("a"), put("b"), put("c")], proposal: 0 });
         machine.apply([Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), 1), payload: EntryPayload::Normal(batch) }]).await.unwrap();
         assert!(due.is_due(), "one entry of three requests");
         machine.build_snapshot().await.unwrap();
         assert!(!due.is_due(), "the snapshot holds them");
+    }
+
+    #[tokio::test]
+    async fn the_apply_answers_this_member_s_waiting_clients_once_their_writes_are_readable() {
+        use conclave_proto::conclave::raft::{raft_request, raft_response, RaftBatch, RaftRequest};
+        use conclave_proto::etcdserverpb::{PutRequest, RangeRequest};
+
+        let dir = tempfile::tempdir().unwrap();
+        let waiting = Arc::new(Waiting::default());
+        let mut machine = StateMachine { waiting: waiting.clone(), ..machine(dir.path()) };
+        let put = |key: &str| RaftRequest { id: 0, request: Some(raft_request::Request::Put(PutRequest { key: key.into(), ..Default::default() })) };
+        let (replies, answers): (Vec<_>, Vec<_>) = (0..2).map(|_| tokio::sync::oneshot::channel()).unzip();
+        let ours = waiting.register(crate::raft::waiting::Proposal { replies, slot: None });
+        // Another member's batch: its proposal id is not waited for here.
+        let theirs = ours.wrapping_add(1);
+        let entry = |index, requests, proposal| Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Proto(RaftBatch { requests, proposal })),
+        };
+        let applied = machine.apply([entry(1, vec![put("a"), put("b")], ours), entry(2, vec![put("c")], theirs)]).await.unwrap();
+
+        let revisions: Vec<i64> = answers
+            .into_iter()
+            .map(|mut answer| match answer.try_recv().expect("answered by the apply").expect("a response").response {
+                Some(raft_response::Response::Put(put)) => put.header.expect("a header").revision,
+                other => panic!("not a put's response: {other:?}"),
+            })
+            .collect();
+        assert_eq!(revisions, [2, 3]);
+        let range = RangeRequest { key: b"b".to_vec(), ..Default::default() };
+        assert_eq!(crate::mvcc::range(&machine.store.read(), &range).unwrap().kvs.len(), 1, "the write is readable once answered");
+        assert!(!waiting.is_waiting(ours));
+        // Raft gets the answered batch without its responses, the other member's whole.
+        assert_eq!((applied[0].0.index, applied[0].0.responses.len()), (1, 0));
+        assert_eq!((applied[1].0.index, applied[1].0.responses.len()), (2, 1));
     }
 
     #[tokio::test]

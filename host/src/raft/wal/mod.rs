@@ -296,7 +296,7 @@ mod tests {
         // Entries 1-10: entry i carries i requests (entry 1 is a blank one, counted as one).
         log.append(entry(1)).unwrap();
         for index in 2..=10 {
-            let batch = RaftBatch { requests: vec![RaftRequest::default(); index as usize] };
+            let batch = RaftBatch { requests: vec![RaftRequest::default(); index as usize], proposal: 0 };
             let payload = EntryPayload::Normal(super::super::Proto(batch));
             log.append(Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), index), payload }).unwrap();
         }
