@@ -260,7 +260,8 @@ pub async fn scrape(node: &Arc<Node>) -> String {
 
 /// Count leader changes as this member sees them, until it stops.
 pub async fn follow_leader(raft: crate::raft::Raft) {
-    let mut changes = raft.metrics();
+    // Server metrics change only with the leader, state or membership.
+    let mut changes = raft.server_metrics();
     let mut last = changes.borrow().current_leader;
     while changes.changed().await.is_ok() {
         let leader = changes.borrow().current_leader;

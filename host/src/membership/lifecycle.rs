@@ -51,16 +51,27 @@ fn is_published(node: &Node, attributes: &MemberAttributes) -> bool {
 /// until it stops, so this is also what hands leadership over.)
 pub async fn watch_removal(node: Weak<Node>) {
     let Some(strong) = node.upgrade() else { return };
-    let mut metrics = strong.raft.metrics();
+    // Raft's server metrics change only with the membership, leader or state; its full metrics
+    // are sent again after each message raft handles, several times per write. The applied
+    // index is followed only while a removal waits to be applied.
+    let mut server = strong.raft.server_metrics();
+    let mut data = strong.raft.data_metrics();
     let mut tick = tokio::time::interval(Duration::from_millis(strong.config.election_timeout));
     // A member of the initial cluster is listed from the start; a joining member only once it
     // has caught up with its own addition.
     let mut was_listed = !strong.identity.joined;
     drop(strong);
     let mut leaderless = 0;
+    let mut removal_unapplied = false;
     loop {
         let ticked = tokio::select! {
-            changed = metrics.changed() => {
+            changed = server.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                false
+            }
+            changed = data.changed(), if removal_unapplied => {
                 if changed.is_err() {
                     return;
                 }
@@ -70,13 +81,15 @@ pub async fn watch_removal(node: Weak<Node>) {
         };
         let Some(node) = node.upgrade() else { return };
         let me = node.identity.member_id;
-        let (config, applied, leader) = {
-            let m = metrics.borrow_and_update();
-            (m.membership_config.clone(), m.last_applied, m.current_leader)
+        let (config, leader) = {
+            let m = server.borrow_and_update();
+            (m.membership_config.clone(), m.current_leader)
         };
+        let applied = data.borrow_and_update().last_applied;
         let listed = config.membership().get_node(&me).is_some();
         was_listed |= listed;
         let committed = config.log_id().is_some() && config.log_id() <= &applied;
+        removal_unapplied = was_listed && !listed && !committed;
         let removed = if was_listed && !listed && committed {
             true
         } else if !ticked {

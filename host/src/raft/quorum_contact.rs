@@ -11,7 +11,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{Metrics, Raft};
+use openraft::metrics::{RaftDataMetrics, RaftServerMetrics};
+use tokio::sync::watch;
+
+use super::{MemberNode, NodeId, Raft};
 
 /// How often the task wakes even with no new metrics, to notice a stall of the process.
 const TICK: Duration = Duration::from_millis(10);
@@ -28,7 +31,9 @@ pub struct QuorumContact {
 impl QuorumContact {
     pub fn follow(raft: &Raft) -> Self {
         let contact = Self { acked_at: Arc::default() };
-        tokio::spawn(stamp(raft.metrics(), contact.acked_at.clone()));
+        // Raft's data metrics, which change only with what they hold: its full metrics are sent
+        // again after each message raft handles, several times per write.
+        tokio::spawn(stamp(raft.data_metrics(), raft.server_metrics(), contact.acked_at.clone()));
         contact
     }
 
@@ -61,7 +66,11 @@ impl Contact {
     }
 }
 
-async fn stamp(mut metrics: tokio::sync::watch::Receiver<Metrics>, contact: Arc<Mutex<Contact>>) {
+async fn stamp(
+    mut metrics: watch::Receiver<RaftDataMetrics<NodeId>>,
+    server: watch::Receiver<RaftServerMetrics<NodeId, MemberNode>>,
+    contact: Arc<Mutex<Contact>>,
+) {
     let mut ticks = tokio::time::interval(TICK);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_wake = Instant::now();
@@ -78,10 +87,8 @@ async fn stamp(mut metrics: tokio::sync::watch::Receiver<Metrics>, contact: Arc<
         last_wake = now;
         // A figure seen before ages by the clock alone; stamping it again would make it younger.
         if new {
-            let figure = {
-                let m = metrics.borrow_and_update();
-                (m.state == openraft::ServerState::Leader).then_some(m.millis_since_quorum_ack).flatten()
-            };
+            let figure = metrics.borrow_and_update().millis_since_quorum_ack;
+            let figure = figure.filter(|_| server.borrow().state == openraft::ServerState::Leader);
             contact.lock().expect("quorum contact lock").observe(now, stalled, figure);
         }
     }
