@@ -159,9 +159,7 @@ impl StateMachine {
         }
         self.open_current()?.ok_or_else(|| read_err(std::io::Error::other("the current snapshot is gone")))
     }
-}
 
-impl StateMachine {
     /// Answer this member's clients of the batches just applied (and committed: a read right after
     /// sees their writes). Raft gets an answered batch's response without its per-request
     /// responses: the proposer then finds no one left to answer.
