@@ -25,7 +25,7 @@ use crate::identity::Identity;
 use crate::lease::{IdGenerator, Lessor};
 use crate::membership::Reconfigurer;
 use crate::mvcc::Store;
-use crate::raft::{check_quorum, on_leader, recognised_leader, Answer, CommittedIndex, Handover, PeerService, Peers, Proposer, QuorumContact, Raft, ReadRounds};
+use crate::raft::{check_quorum, on_leader, recognised_leader, Answer, CommittedIndex, Handover, PeerService, Peers, Proposer, QuorumContact, Raft, ReadRounds, Waiting};
 use crate::watch::Hub;
 
 /// A running member. Its parts are the crate's to use; the binary only starts, serves and stops it.
@@ -50,6 +50,8 @@ pub struct Node {
     pub(crate) lease_ids: IdGenerator,
     /// The highest log index known committed (the raft index `endpoint status` shows).
     pub(crate) committed: CommittedIndex,
+    /// This member's clients waiting for their writes, and the index applied before they hear.
+    pub(crate) waiting: Arc<Waiting>,
     /// The database's size for the quota, and the disk's free space.
     space: space::Space,
     /// The active alarms (NOSPACE refuses writes that add data).

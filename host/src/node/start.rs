@@ -98,7 +98,7 @@ impl Node {
         let space = Space::new(&dir, &db, &store);
         let leader_wait = leader_wait(&config);
         let handover = Handover::new(&raft);
-        let proposer = Proposer::start(raft.clone(), peers.clone(), handover.clone(), waiting, leader_wait, request_timeout(&config));
+        let proposer = Proposer::start(raft.clone(), peers.clone(), handover.clone(), waiting.clone(), leader_wait, request_timeout(&config));
         let lease_ids = IdGenerator::new(identity.member_id);
         let quorum_contact = QuorumContact::follow(&raft);
         let leader_reads = Arc::new(crate::raft::leader_rounds(raft.clone(), leader_wait));
@@ -130,6 +130,7 @@ impl Node {
             reconfigurer,
             removed: Notify::new(),
             committed,
+            waiting,
             plugin_changes,
             reads,
             leader_reads,

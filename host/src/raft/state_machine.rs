@@ -239,6 +239,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let executed = started.elapsed();
         let effects = Effects { hub: &self.hub, alarms: &self.alarms, lessor: &self.lessor, plugins: &self.plugins };
         applier.commit(meta, effects).map_err(write_err)?;
+        if let Some(last) = last {
+            self.waiting.applied_through(last.index);
+        }
         self.answer_waiting(&mut responses, proposals);
         let took = started.elapsed();
         crate::metrics::get().backend_commit.observe((took - executed).as_secs_f64());
@@ -430,6 +433,7 @@ mod tests {
         let range = RangeRequest { key: b"b".to_vec(), ..Default::default() };
         assert_eq!(crate::mvcc::range(&machine.store.read(), &range).unwrap().kvs.len(), 1, "the write is readable once answered");
         assert!(!waiting.is_waiting(ours));
+        assert_eq!(waiting.applied(), 2, "the applied index a client that heard back may ask for");
         // Raft gets the answered batch without its responses, the other member's whole.
         assert_eq!((applied[0].0.index, applied[0].0.responses.len()), (1, 0));
         assert_eq!((applied[1].0.index, applied[1].0.responses.len()), (2, 1));

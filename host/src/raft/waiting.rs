@@ -33,6 +33,9 @@ pub struct Proposal {
 pub struct Waiting {
     next: AtomicU64,
     proposals: Mutex<HashMap<u64, Proposal>>,
+    /// The last log index the state machine applied before answering: a client that heard back
+    /// may ask for the applied index at once, before raft's metrics have it.
+    applied: AtomicU64,
 }
 
 impl Default for Waiting {
@@ -41,7 +44,7 @@ impl Default for Waiting {
     /// counters 2^64 wide collide only if their starts fall within the proposals made between.
     fn default() -> Self {
         let start = std::collections::hash_map::RandomState::new().build_hasher().finish();
-        Waiting { next: AtomicU64::new(start), proposals: Mutex::default() }
+        Waiting { next: AtomicU64::new(start), proposals: Mutex::default(), applied: AtomicU64::new(0) }
     }
 }
 
@@ -64,6 +67,16 @@ impl Waiting {
             return None;
         }
         self.lock().remove(&id)
+    }
+
+    /// The state machine applied through `index` and is about to answer.
+    pub fn applied_through(&self, index: u64) {
+        self.applied.fetch_max(index, Ordering::Release);
+    }
+
+    /// The last index the state machine applied before answering clients (0: none yet).
+    pub fn applied(&self) -> u64 {
+        self.applied.load(Ordering::Acquire)
     }
 
     /// Whether the clients of proposal `id` still wait.
