@@ -242,7 +242,7 @@ pub async fn scrape(node: &Arc<Node>) -> String {
     metrics.is_leader.set((leader == Some(node.identity.member_id)) as i64);
     metrics.is_learner.set(node.is_learner() as i64);
     metrics.proposals_committed.set(node.committed.get() as i64);
-    metrics.proposals_applied.set(node.raft.metrics().borrow().last_applied.map_or(0, |id| id.index) as i64);
+    metrics.proposals_applied.set(node.applied_index() as i64);
     metrics.db_total_size.set(node.db_size() as i64);
     metrics.quota_backend_bytes.set(node.config.quota_bytes() as i64);
     let (keys, current, compacted) =

@@ -51,7 +51,7 @@ pub struct Node {
     /// The highest log index known committed (the raft index `endpoint status` shows).
     pub(crate) committed: CommittedIndex,
     /// This member's clients waiting for their writes, and the index applied before they hear.
-    pub(crate) waiting: Arc<Waiting>,
+    waiting: Arc<Waiting>,
     /// The database's size for the quota, and the disk's free space.
     space: space::Space,
     /// The active alarms (NOSPACE refuses writes that add data).
@@ -213,6 +213,14 @@ impl Node {
     /// Make a membership change for another member if this member leads (NOT_LEADER otherwise).
     pub async fn change_membership_as_leader(&self, change: MemberChangeRequest) -> Result<MemberChangeResponse, EtcdError> {
         self.reconfigurer.change(change).await
+    }
+
+    /// The last log index this member applied, as `endpoint status` and `/metrics` report it. The
+    /// state machine answers a write's client before raft's metrics learn of the apply: a client
+    /// that heard back finds its write's index here.
+    pub fn applied_index(&self) -> u64 {
+        let raft_applied = self.raft.data_metrics().borrow().last_applied.map_or(0, |id| id.index);
+        raft_applied.max(self.waiting.applied())
     }
 
     /// Whether this member is a learner (a member that does not vote).

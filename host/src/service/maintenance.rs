@@ -61,9 +61,7 @@ impl Service {
         let db_size = self.node.db.size_on_disk().unwrap_or_else(|_| self.node.db_size()) as i64;
         // None during an election, and none on a leader cut off from its quorum, as etcd reports.
         let leader = recognised_leader(&metrics, check_quorum(&self.node.raft)).unwrap_or(0);
-        // A client that heard back about a write finds it applied: the state machine answers
-        // before raft's metrics learn of the apply.
-        let applied = metrics.last_applied.map_or(0, |id| id.index).max(self.node.waiting.applied());
+        let applied = self.node.applied_index();
         // etcd lists the active alarms and a missing leader as errors.
         let mut errors: Vec<String> = self.node.alarms.list().iter().map(crate::alarm::describe).collect();
         if leader == 0 {
