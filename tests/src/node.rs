@@ -322,6 +322,12 @@ impl Node {
         }
     }
 
+    /// Stops the process as an operator would (SIGTERM) and waits for it to exit.
+    pub fn stop(&mut self) {
+        self.signal("-TERM");
+        assert!(self.wait_exit(STOP_TIMEOUT), "{} did not exit within {STOP_TIMEOUT:?} of SIGTERM", self.name());
+    }
+
     /// Waits up to `timeout` for the process to exit on its own (polled); whether it did.
     pub fn wait_exit(&mut self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;

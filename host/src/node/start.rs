@@ -85,6 +85,7 @@ impl Node {
         )?;
         // The snapshot found at start is no new one.
         new_snapshots.mark_unchanged();
+        log_store.check_holds(&dir.join("wal"), state_machine.applied_index()?, *new_snapshots.borrow())?;
 
         let raft_config = raft_config(&config)?;
         let network = Network::new(identity.member_id, peers.clone(), log_store.durable());

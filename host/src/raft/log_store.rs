@@ -94,6 +94,26 @@ impl LogStore {
         self.log().purge_keeping(through, keep)
     }
 
+    /// Refuses a log that ends before an entry this member committed or `applied`, unless the
+    /// snapshot on disk (through `snapshot`) covers it: the log lost entries a crash cannot take
+    /// (it cuts only an unsynced tail, before anything acts on it), so it is damaged; a damaged
+    /// last record followed by zeros cannot be told from a torn one, but this tells. Left to
+    /// raft, such a log stops it with an invariant's panic.
+    pub fn check_holds(&self, dir: &Path, applied: u64, snapshot: u64) -> io::Result<()> {
+        let log = self.log();
+        let last = log.last_log_id().map_or(0, |id| id.index);
+        let committed = log.committed.map_or(0, |id| id.index);
+        let (needed, what) = if applied >= committed { (applied, "applied") } else { (committed, "committed") };
+        if last >= needed || snapshot >= needed {
+            return Ok(());
+        }
+        Err(io::Error::other(format!(
+            "corrupt raft log {}: it ends at entry {last}, but this member {what} entry {needed} and its snapshot ends at {snapshot}; \
+             remove the member and add it back empty, or restore it from a snapshot",
+            dir.display()
+        )))
+    }
+
     fn log(&self) -> MutexGuard<'_, Log> {
         self.log.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }

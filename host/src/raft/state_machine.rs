@@ -25,7 +25,7 @@ use super::{decode, encode, read_err, requests_in, write_err, MemberNode, NodeId
 use crate::alarm::Alarms;
 use crate::apply::{Applier, Effects};
 use crate::lease::Lessor;
-use crate::mvcc::{Store, StoreError};
+use crate::mvcc::Store;
 use crate::watch::Hub;
 
 /// Store metadata holding the last applied log id and membership, written with each apply.
@@ -117,6 +117,11 @@ impl StateMachine {
         // The import checks the snapshot before it applies any of it.
         self.store.import(&mut snapshot).map_err(|e| damaged(&path, e))?;
         self.alarms.reload(&self.store).map_err(std::io::Error::other)
+    }
+
+    /// The last index applied to the store.
+    pub fn applied_index(&self) -> std::io::Result<u64> {
+        Ok(self.applied().map_err(std::io::Error::other)?.0.map_or(0, |id| id.index))
     }
 
     fn applied(&self) -> Result<(Option<LogId<NodeId>>, StoredConfig), StorageError<NodeId>> {
@@ -269,21 +274,31 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), StorageError<NodeId>> {
         snapshot.sync_all().await.map_err(write_err)?;
         drop(snapshot);
-        let store = self.store.clone();
+        // Checked whole, then kept on disk before the store takes it: a crash in between restarts
+        // from the snapshot (see `catch_up_with_snapshot`). Taken by the store first, a crash
+        // before it was kept could leave the store applied past both the snapshot and the log,
+        // from which the member cannot start.
         let path = self.snapshot_path(INCOMING_FILE);
-        tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
-            let mut reader = std::io::BufReader::new(std::fs::File::open(path).map_err(|e| StoreError::Storage(e.to_string()))?);
-            store.import(&mut reader)
+        let incoming = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+            let mut file = std::fs::File::open(&path)?;
+            crate::mvcc::export::read(&mut std::io::BufReader::new(&mut file), |_, _| ()).map_err(|e| damaged(&path, e))?;
+            std::io::Seek::rewind(&mut file)?;
+            Ok(file)
         })
         .await
         .map_err(write_err)?
         .map_err(write_err)?;
+        self.publish(INCOMING_FILE, meta.clone())?;
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.import(&mut std::io::BufReader::new(incoming)))
+            .await
+            .map_err(write_err)?
+            .map_err(write_err)?;
         // Watch streams saw none of the revisions the snapshot skipped: each catches up from the
         // new store, now readable (no apply runs before this returns).
         self.hub.store_replaced();
         self.alarms.reload(&self.store).map_err(write_err)?;
         self.plugins.send_modify(|generation| *generation += 1);
-        self.publish(INCOMING_FILE, meta.clone())?;
         tracing::info!(snapshot = %meta.snapshot_id, last_log_id = ?meta.last_log_id, "applied incoming snapshot");
         Ok(())
     }
@@ -452,6 +467,22 @@ mod tests {
         assert_eq!(current.meta.last_log_id, meta(20).last_log_id);
         assert_eq!(std::fs::read(dir.path().join(SNAPSHOT_FILE)).unwrap(), b"installed");
         assert!(!dir.path().join(BUILDING_FILE).exists());
+    }
+
+    #[tokio::test]
+    async fn a_damaged_incoming_snapshot_is_refused_and_the_one_on_disk_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut machine = machine(dir.path());
+        machine.apply([Entry { log_id: LogId::new(CommittedLeaderId::new(3, 1), 9), payload: EntryPayload::Blank }]).await.unwrap();
+        let kept = machine.build_snapshot().await.unwrap().meta;
+        let mut incoming = machine.begin_receiving_snapshot().await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut incoming, b"not a snapshot").await.unwrap();
+        let meta = SnapshotMeta { last_log_id: Some(LogId::new(CommittedLeaderId::new(3, 1), 20)), ..Default::default() };
+
+        let refused = machine.install_snapshot(&meta, incoming).await.err().expect("a damaged snapshot is refused").to_string();
+        assert!(refused.contains("corrupt snapshot"), "{refused}");
+        assert_eq!(read_snapshot_meta(dir.path()).unwrap().unwrap().last_log_id, kept.last_log_id);
+        assert_eq!(machine.applied_index().unwrap(), 9);
     }
 
     #[tokio::test]

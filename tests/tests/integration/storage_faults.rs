@@ -62,6 +62,67 @@ async fn a_flipped_bit_in_the_raft_log_stops_start_up_naming_the_segment() {
     refuses_to_start_naming(&mut node, &segment);
 }
 
+/// The offset and kind of each record in raft log segment `path` (`length u32 | crc u32 | kind
+/// u8 | payload`, as `host/src/raft/wal/record.rs` frames them).
+fn records(path: &Path) -> Vec<(usize, u8)> {
+    let bytes = std::fs::read(path).unwrap();
+    let mut found = Vec::new();
+    let mut at = 0;
+    while at + 9 <= bytes.len() {
+        let length = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        if length == 0 {
+            break;
+        }
+        found.push((at, bytes[at + 8]));
+        at += 8 + length;
+    }
+    found
+}
+
+/// The offsets of the entry records (kind 1) in raft log segment `path`.
+fn entry_records(path: &Path) -> Vec<usize> {
+    records(path).into_iter().filter(|&(_, kind)| kind == 1).map(|(at, _)| at).collect()
+}
+
+#[tokio::test]
+async fn a_damaged_record_length_in_the_raft_log_stops_start_up_naming_the_segment() {
+    let (mut node, _) = member_with_a_snapshot(150).await;
+    let segment = raft_log_segment(&node);
+    let entries = entry_records(&segment);
+    // The length's high byte: the record now runs past the end of the segment. Taken for a torn
+    // write, it would drop every entry after it.
+    flip_byte(&segment, entries[entries.len() / 2] + 3);
+    refuses_to_start_naming(&mut node, &segment);
+}
+
+#[tokio::test]
+async fn a_raft_log_cut_short_stops_start_up_naming_the_segment() {
+    let (mut node, _) = member_with_a_snapshot(150).await;
+    let segment = raft_log_segment(&node);
+    let last_entry = *entry_records(&segment).last().unwrap();
+    cut_to(&segment, last_entry as u64 + 12);
+    refuses_to_start_naming(&mut node, &segment);
+}
+
+#[tokio::test]
+async fn a_raft_log_that_lost_entries_the_state_applied_stops_start_up_naming_it() {
+    let mut node = Node::start(Kind::Conclave, &["--snapshot-count", "100"]).expect("node starts");
+    let mut client = connect(&node.endpoint()).await;
+    for i in 0..150 {
+        put(&mut client, &format!("k{i:04}"), "v").await;
+    }
+    // A clean stop: the state is flushed, with the last entries applied.
+    node.stop();
+    let segment = raft_log_segment(&node);
+    // Zeros from the last two entries on, as a torn write would leave: the log alone cannot tell.
+    let entries = entry_records(&segment);
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[entries[entries.len() - 2]..].fill(0);
+    std::fs::write(&segment, bytes).unwrap();
+    let wal = node.data_dir().join("wal");
+    refuses_to_start_naming(&mut node, &wal);
+}
+
 #[tokio::test]
 async fn a_flipped_bit_in_the_snapshot_stops_start_up_naming_it() {
     let (mut node, _) = member_with_a_snapshot(150).await;

@@ -149,14 +149,14 @@ struct Replayed {
     torn: bool,
 }
 
-fn replay(dir: &Path) -> io::Result<Replayed> {
+fn replay(dir: &Path, segment_bytes: u64) -> io::Result<Replayed> {
     let mut segments = segment::list(dir)?;
     let mut log = Log::default();
     let (mut end, mut torn) = (0, false);
     let count = segments.len();
     for (n, segment) in segments.iter_mut().enumerate() {
         let bytes = std::fs::read(&segment.path)?;
-        let scan = record::scan(&segment.path, &bytes, n + 1 == count).map_err(io::Error::other)?;
+        let scan = record::scan(&segment.path, &bytes, n + 1 == count, segment_bytes as usize).map_err(io::Error::other)?;
         for record in &scan.records {
             let index = log.replay(record.kind, record.payload).map_err(|e| io::Error::other(format!("{}: {e}", segment.path.display())))?;
             segment.last_index = index.or(segment.last_index);
@@ -169,7 +169,7 @@ fn replay(dir: &Path) -> io::Result<Replayed> {
 
 /// Reads the log in `dir` without writing to it (for `conclavectl dump-log`).
 pub fn read(dir: &Path) -> io::Result<Log> {
-    Ok(replay(dir)?.log)
+    Ok(replay(dir, segment::SEGMENT_BYTES)?.log)
 }
 
 /// Opens (or creates) the log in `dir`: what it holds, and the writer for what comes next. A
@@ -180,7 +180,7 @@ pub fn open(dir: &Path) -> io::Result<(Log, WriterHandle)> {
 
 fn open_with(dir: &Path, segment_bytes: u64) -> io::Result<(Log, WriterHandle)> {
     std::fs::create_dir_all(dir)?;
-    let Replayed { log, mut segments, end, torn } = replay(dir)?;
+    let Replayed { log, mut segments, end, torn } = replay(dir, segment_bytes)?;
     let next_index = log.last_log_id().map_or(0, |id| id.index + 1);
     let (file, offset) = match segments.last() {
         Some(newest) => {
