@@ -15,6 +15,7 @@ mod proposer;
 mod quorum_contact;
 mod read_index;
 mod snapshot_due;
+mod snapshot_writer;
 mod state_machine;
 mod transfer;
 mod waiting;

@@ -19,6 +19,7 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 
 use super::snapshot_due::SnapshotDue;
+use super::snapshot_writer::{at_low_priority, Trickle};
 use super::waiting::{reply_each, Waiting};
 use super::wal::Durable;
 use super::{decode, encode, read_err, requests_in, write_err, MemberNode, NodeId, Proto, Response, TypeConfig};
@@ -349,17 +350,16 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         self.snapshot_due.building();
         let store = self.store.clone();
         let path = self.snapshot_path(BUILDING_FILE);
-        let captured = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<Option<sled::IVec>>> {
+        let captured = at_low_priority(move || {
             // The snapshot lets raft purge the log it covers: sled must hold all of that first.
             store.flush().map_err(std::io::Error::other)?;
-            let mut out = std::io::BufWriter::new(std::fs::File::create(&path)?);
+            let mut out = std::io::BufWriter::new(Trickle::new(std::fs::File::create(&path)?));
             let captured = store.export(&mut out, &[APPLIED, MEMBERSHIP])?;
-            let file = out.into_inner().map_err(|e| e.into_error())?;
+            let file = out.into_inner().map_err(|e| e.into_error())?.into_file();
             file.sync_all()?;
             Ok(captured)
         })
         .await
-        .map_err(write_err)?
         .map_err(write_err)?;
         let last_log_id: Option<LogId<NodeId>> = decode_meta(captured[0].as_deref())?;
         let last_membership: StoredConfig = decode_meta(captured[1].as_deref())?;
