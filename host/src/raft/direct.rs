@@ -301,15 +301,14 @@ pub fn split_direct(incoming: impl Stream<Item = io::Result<Connection>> + Send 
             let (grpc, served) = (grpc.clone(), served.clone());
             tokio::spawn(async move {
                 let mut first = [0u8; 16];
-                match tokio::time::timeout(HELLO_TIMEOUT, connection.read_exact(&mut first)).await {
-                    Ok(Ok(_)) => match Kind::ALL.into_iter().find(|kind| kind.magic() == &first) {
+                // Closed or silent before saying anything: dropped.
+                if let Ok(Ok(_)) = tokio::time::timeout(HELLO_TIMEOUT, connection.read_exact(&mut first)).await {
+                    match Kind::ALL.into_iter().find(|kind| kind.magic() == &first) {
                         Some(kind) => serve(connection, kind, served).await,
                         None => {
                             let _ = grpc.send(Ok(connection.unread(&first))).await;
                         }
-                    },
-                    // Closed or silent before saying anything.
-                    Ok(Err(_)) | Err(_) => {}
+                    }
                 }
             });
         }

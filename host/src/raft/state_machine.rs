@@ -479,7 +479,7 @@ mod tests {
         tokio::io::AsyncWriteExt::write_all(&mut incoming, b"not a snapshot").await.unwrap();
         let meta = SnapshotMeta { last_log_id: Some(LogId::new(CommittedLeaderId::new(3, 1), 20)), ..Default::default() };
 
-        let refused = machine.install_snapshot(&meta, incoming).await.err().expect("a damaged snapshot is refused").to_string();
+        let refused = machine.install_snapshot(&meta, incoming).await.expect_err("a damaged snapshot is refused").to_string();
         assert!(refused.contains("corrupt snapshot"), "{refused}");
         assert_eq!(read_snapshot_meta(dir.path()).unwrap().unwrap().last_log_id, kept.last_log_id);
         assert_eq!(machine.applied_index().unwrap(), 9);
