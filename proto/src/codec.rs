@@ -79,13 +79,13 @@ impl<T: Message + 'static> Encoder for EtcdEncoder<T> {
                     watch_response(watched, buf);
                 }
             }
-            return Ok(());
-        }
-        let item = item.downcast_ref::<T>().expect("the item is a T");
-        buf.reserve(item.encoded_len());
-        match (item as &dyn Any).downcast_ref::<RangeResponse>() {
-            Some(ranged) => range_response(ranged, buf),
-            None => item.encode(buf).expect("the buffer was grown to the message's length"),
+        } else if let Some(ranged) = item.downcast_ref::<RangeResponse>() {
+            buf.reserve(ranged.encoded_len());
+            range_response(ranged, buf);
+        } else {
+            let item = item.downcast_ref::<T>().expect("the item is a T");
+            buf.reserve(item.encoded_len());
+            item.encode(buf).expect("the buffer was grown to the message's length");
         }
         Ok(())
     }
@@ -147,9 +147,10 @@ impl EncodedEvents {
             }
             if i == self.slots.len() {
                 self.slots.push((EventId::of(e), Vec::new()));
+            } else {
+                self.slots[i].0 = EventId::of(e);
             }
-            let (id, bytes) = &mut self.slots[i];
-            *id = EventId::of(e);
+            let bytes = &mut self.slots[i].1;
             bytes.clear();
             event_body(e, bytes);
         }

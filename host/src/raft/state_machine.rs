@@ -112,7 +112,7 @@ impl StateMachine {
         let applied = self.applied().map_err(std::io::Error::other)?.0;
         let mut snapshot = std::io::BufReader::new(std::fs::File::open(&path).map_err(|e| damaged(&path, e))?);
         if meta.last_log_id <= applied {
-            return crate::mvcc::export::read(&mut snapshot, |_, _| ()).map_err(|e| damaged(&path, e));
+            return check_whole(&path, &mut snapshot);
         }
         tracing::warn!(?applied, snapshot = ?meta.last_log_id, "the store is behind its snapshot (lost on power loss?): restoring the snapshot");
         // The import checks the snapshot before it applies any of it.
@@ -282,7 +282,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let path = self.snapshot_path(INCOMING_FILE);
         let incoming = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
             let mut file = std::fs::File::open(&path)?;
-            crate::mvcc::export::read(&mut std::io::BufReader::new(&mut file), |_, _| ()).map_err(|e| damaged(&path, e))?;
+            check_whole(&path, &mut std::io::BufReader::new(&mut file))?;
             std::io::Seek::rewind(&mut file)?;
             Ok(file)
         })
@@ -326,6 +326,11 @@ pub fn read_snapshot_meta(snap_dir: &std::path::Path) -> std::io::Result<Option<
     let info: SnapshotInfo = serde_json::from_slice(&bytes)
         .map_err(|e| std::io::Error::other(format!("corrupt snapshot metadata {}: {e}", snap_dir.join(SNAPSHOT_META_FILE).display())))?;
     Ok(Some(info.meta))
+}
+
+/// Reads the snapshot file at `path` whole from `snapshot`, checking it without applying any of it.
+fn check_whole(path: &std::path::Path, snapshot: &mut impl std::io::Read) -> std::io::Result<()> {
+    crate::mvcc::export::read(snapshot, |_, _| ()).map_err(|e| damaged(path, e))
 }
 
 /// An error reading or checking the snapshot file at `path`, naming it.

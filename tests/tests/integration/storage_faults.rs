@@ -62,26 +62,23 @@ async fn a_flipped_bit_in_the_raft_log_stops_start_up_naming_the_segment() {
     refuses_to_start_naming(&mut node, &segment);
 }
 
-/// The offset and kind of each record in raft log segment `path` (`length u32 | crc u32 | kind
-/// u8 | payload`, as `host/src/raft/wal/record.rs` frames them).
-fn records(path: &Path) -> Vec<(usize, u8)> {
+/// The offsets of the entry records in raft log segment `path` (`length u32 | crc u32 | kind u8 |
+/// payload`, kind 1 an entry, as `host/src/raft/wal/record.rs` frames them).
+fn entry_records(path: &Path) -> Vec<usize> {
     let bytes = std::fs::read(path).unwrap();
-    let mut found = Vec::new();
+    let mut entries = Vec::new();
     let mut at = 0;
     while at + 9 <= bytes.len() {
         let length = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
         if length == 0 {
             break;
         }
-        found.push((at, bytes[at + 8]));
+        if bytes[at + 8] == 1 {
+            entries.push(at);
+        }
         at += 8 + length;
     }
-    found
-}
-
-/// The offsets of the entry records (kind 1) in raft log segment `path`.
-fn entry_records(path: &Path) -> Vec<usize> {
-    records(path).into_iter().filter(|&(_, kind)| kind == 1).map(|(at, _)| at).collect()
+    entries
 }
 
 #[tokio::test]
