@@ -16,6 +16,10 @@ use crate::raft::{MemberNode, NodeId};
 const PUBLISH_RETRY: Duration = Duration::from_millis(200);
 /// Quiet election timeouts in a row without a leader before the other members are asked.
 const LEADERLESS_CHECKS: u32 = 3;
+/// How long a removed member keeps running before it stops (etcd waits a second too): the answer
+/// to the request that removed it may still be on its way, e.g. a removed leader's answer to the
+/// member that forwarded the removal, and the others may still need the commit it leads.
+const REMOVED_LINGER: Duration = Duration::from_secs(1);
 
 /// Publish this member's attributes, retrying until its view of the membership has them.
 pub async fn publish(node: Weak<Node>) {
@@ -102,7 +106,8 @@ pub async fn watch_removal(node: Weak<Node>) {
             false
         };
         if removed {
-            tracing::error!("this member has been removed from the cluster; stopping");
+            tracing::error!("this member has been removed from the cluster; stopping in {REMOVED_LINGER:?}");
+            tokio::time::sleep(REMOVED_LINGER).await;
             node.removed.notify_one();
             return;
         }
