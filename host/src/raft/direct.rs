@@ -215,7 +215,7 @@ async fn ask(client: &DirectClient, cluster_id: u64, request: &[u8]) -> Result<V
     let answer = match client.exchange(cluster_id, request).await {
         Ok(answer) => answer,
         Err(DirectError::Unreachable(e)) => return Err(unreachable(&client.url, e)),
-        Err(DirectError::Broken(e)) => return Err(Status::unavailable(format!("lost the leader's answer ({:?}): {e}", client.kind))),
+        Err(DirectError::Broken(e)) => return Err(super::peers::lost_answer(&client.url, &format!("{:?}: {e}", client.kind))),
         Err(DirectError::Refused) => return Err(crate::error::EtcdError::ClusterIdMismatch.to_peer_status()),
     };
     match decode::<Answered>(&answer).map_err(|e| undecodable(client.kind, &e))? {

@@ -126,7 +126,8 @@ impl Peers {
 
     /// How long lease `request.id` has left, by the deadline the leader at `url` keeps.
     pub async fn time_to_live(&self, url: &str, request: LeaseTimeToLiveRequest) -> Result<LeaseTimeToLiveResponse, Status> {
-        Ok(self.client(url)?.lease_time_to_live(self.request(request)).await?.into_inner())
+        let answer = self.client(url)?.lease_time_to_live(self.request(request)).await;
+        Ok(answer.map_err(|status| answer_or_lost(url, status))?.into_inner())
     }
 
     /// Have the member at `url` campaign now, for the leader of `term` handing leadership over.
@@ -144,7 +145,8 @@ impl Peers {
 impl Peers {
     /// Have the leader at `url` make a membership change.
     pub async fn change_membership(&self, url: &str, change: MemberChangeRequest) -> Result<MemberChangeResponse, Status> {
-        Ok(self.client(url)?.change_membership(self.request(change)).await?.into_inner())
+        let answer = self.client(url)?.change_membership(self.request(change)).await;
+        Ok(answer.map_err(|status| answer_or_lost(url, status))?.into_inner())
     }
 
     /// The cluster as the member at `url` knows it, if it answers within `wait`.
@@ -276,6 +278,32 @@ where
     }
 }
 
+/// A forwarded request whose answer was lost after it was sent (the peer went away mid-call): it
+/// may or may not have been acted on, which etcd answers "request timed out".
+pub(super) fn lost_answer(url: &str, error: &str) -> Status {
+    tracing::warn!(peer = url, error, "lost a peer's answer to a forwarded request");
+    EtcdError::Timeout.into()
+}
+
+/// `status` as it came if the peer answered it or it was never sent ([`connect_failed`]), else
+/// [`lost_answer`].
+fn answer_or_lost(url: &str, status: Status) -> Status {
+    let transport_failed = || {
+        let mut source = std::error::Error::source(&status);
+        while let Some(error) = source {
+            if error.is::<tonic::transport::Error>() || error.is::<h2::Error>() {
+                return true;
+            }
+            source = error.source();
+        }
+        false
+    };
+    if connect_failed(&status) || !transport_failed() {
+        return status;
+    }
+    lost_answer(url, &status.to_string())
+}
+
 /// The peer does not lead, or could not be connected to: the request did nothing there.
 fn retryable(status: &Status) -> bool {
     (status.code() == Code::FailedPrecondition && status.message() == NOT_LEADER) || connect_failed(status)
@@ -329,5 +357,33 @@ mod tests {
         assert!(retryable(&status), "a renewal over a direct connection: {status:?}");
         assert!(!retryable(&Status::failed_precondition("etcdserver: can only promote a learner member")));
         assert!(retryable(&Status::failed_precondition(NOT_LEADER)));
+    }
+
+    /// A peer that takes each call and hangs up without answering, on a free port: its URL.
+    async fn peer_hanging_up() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            loop {
+                let (socket, _) = listener.accept().await.unwrap();
+                let mut connection = h2::server::handshake(socket).await.unwrap();
+                // The call arrived whole; then the connection goes, unanswered.
+                let (request, _answer) = connection.accept().await.unwrap().unwrap();
+                let _ = request.into_body().data().await;
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn a_forwarded_call_whose_answer_is_lost_times_out_as_on_etcd() {
+        let url = peer_hanging_up().await;
+        let change = MemberChangeRequest::default();
+        let status = Peers::default().change_membership(&url, change).await.expect_err("no answer comes");
+        assert!(!retryable(&status), "it was sent: {status:?}");
+        assert_eq!((status.code(), status.message()), (Code::Unavailable, "etcdserver: request timed out"));
+        let ttl = LeaseTimeToLiveRequest { id: 1, keys: false };
+        let status = Peers::default().time_to_live(&url, ttl).await.expect_err("no answer comes");
+        assert_eq!((status.code(), status.message()), (Code::Unavailable, "etcdserver: request timed out"));
     }
 }
