@@ -286,19 +286,10 @@ pub(super) fn lost_answer(url: &str, error: &str) -> Status {
 }
 
 /// `status` as it came if the peer answered it or it was never sent ([`connect_failed`]), else
-/// [`lost_answer`].
+/// [`lost_answer`]. A status the peer sent has no source error; one the transport made (the
+/// connection broke, the stream was reset) has the transport's error as its source.
 fn answer_or_lost(url: &str, status: Status) -> Status {
-    let transport_failed = || {
-        let mut source = std::error::Error::source(&status);
-        while let Some(error) = source {
-            if error.is::<tonic::transport::Error>() || error.is::<h2::Error>() {
-                return true;
-            }
-            source = error.source();
-        }
-        false
-    };
-    if connect_failed(&status) || !transport_failed() {
+    if connect_failed(&status) || std::error::Error::source(&status).is_none() {
         return status;
     }
     lost_answer(url, &status.to_string())
