@@ -331,12 +331,18 @@ impl<O: Sink<WatchResponse> + Unpin> Worker<O> {
     }
 
     /// Offer events (in revision order) to the watchers; `revision` goes in the headers.
+    /// Each watcher's response is sent before the next is built: a thousand events for each of a
+    /// hundred watchers, all built first, held 20 MB per stream.
     async fn deliver(&mut self, events: &[Event], only: Option<i64>, revision: i64) -> Result<(), Gone> {
-        let mut responses = Vec::new();
         // One header for all: it reads the raft term, shared with every other stream.
         let header = (self.ctx.header)(revision);
         let mut copies = StreamCopies::new(events, only.is_none() && self.watchers.len() > 1);
-        for (id, watcher) in self.watchers.iter_mut().filter(|(id, _)| only.is_none_or(|o| o == **id)) {
+        let ids: Vec<i64> = match only {
+            Some(id) => vec![id],
+            None => self.watchers.keys().copied().collect(),
+        };
+        for id in ids {
+            let Some(watcher) = self.watchers.get_mut(&id) else { continue };
             // Counted first, to size the list once: grown event by event, a catch-up of a
             // thousand events reallocated it a dozen times per watcher.
             let mut matched = Vec::with_capacity(events.iter().filter(|e| watcher.wants(e)).count());
@@ -348,11 +354,10 @@ impl<O: Sink<WatchResponse> + Unpin> Worker<O> {
             let Some(last) = matched.last().and_then(|e| e.kv.as_ref()) else { continue };
             watcher.next_rev = last.mod_revision + 1;
             let limit = if watcher.fragment { self.settings.max_response_bytes } else { usize::MAX };
-            let whole = WatchResponse { header, watch_id: *id, events: matched, ..Default::default() };
-            responses.extend(fragments(whole, limit));
-        }
-        for response in responses {
-            self.send(response).await?;
+            let whole = WatchResponse { header, watch_id: id, events: matched, ..Default::default() };
+            for response in fragments(whole, limit) {
+                self.send(response).await?;
+            }
         }
         Ok(())
     }
