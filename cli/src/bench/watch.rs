@@ -150,7 +150,9 @@ async fn open_stream(
         let request = WatchRequest { request_union: Some(RequestUnion::CreateRequest(create.clone())) };
         requests.send(request).await.map_err(|_| Status::internal("watch queue closed"))?;
     }
-    let mut responses = WatchClient::new(channel).watch(ReceiverStream::new(queue)).await?.into_inner();
+    // As etcd's Go client, take responses of any size: a watcher catching up on large values gets
+    // more than gRPC's default 4 MiB in one.
+    let mut responses = WatchClient::new(channel).max_decoding_message_size(usize::MAX).watch(ReceiverStream::new(queue)).await?.into_inner();
     let mut ids = Vec::with_capacity(count);
     while ids.len() < count {
         let Some(response) = responses.message().await? else {

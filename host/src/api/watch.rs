@@ -12,16 +12,18 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::{PollSendError, PollSender};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::mvcc::event_bytes;
 use crate::service::{Caller, Service};
 
 /// Responses a stream may have waiting for the client before its worker waits too...
 const RESPONSE_QUEUE: usize = 64;
-/// ...and events they may hold together (a response counts one at least, and takes the whole
-/// budget at most). Counted in responses only, a stream of a hundred watchers falling behind
-/// queued 64 responses of a thousand events: 10,000 such watchers held 5 GB.
-const QUEUED_EVENTS: u32 = 2048;
+/// ...and the memory they may hold together, by [`queued_size`] (a response takes the whole
+/// budget at most, so one always goes). Counted in responses only, a stream of a hundred
+/// watchers falling behind queued 64 responses of a thousand events: 10,000 such watchers held
+/// 5 GB.
+const QUEUED_BYTES: u32 = 1 << 20;
 
-/// A response waiting for the client, with its share of [`QUEUED_EVENTS`].
+/// A response waiting for the client, with its share of [`QUEUED_BYTES`].
 type Queued = (WatchResponse, OwnedSemaphorePermit);
 
 pub struct WatchService {
@@ -48,25 +50,30 @@ impl Watch for WatchService {
 }
 
 /// The queue from a stream's worker to its client: a sender (closed once the client is gone), the
-/// worker's end, which waits while [`QUEUED_EVENTS`] are queued, and the responses to send.
+/// worker's end, which waits while [`QUEUED_BYTES`] are queued, and the responses to send.
 fn response_queue() -> (
     mpsc::Sender<Queued>,
     impl Sink<WatchResponse, Error = PollSendError<Queued>> + Unpin + Send + 'static,
     impl Stream<Item = WatchResponse> + Send + 'static,
 ) {
     let (out, responses) = mpsc::channel::<Queued>(RESPONSE_QUEUE);
-    let budget = Arc::new(Semaphore::new(QUEUED_EVENTS as usize));
+    let budget = Arc::new(Semaphore::new(QUEUED_BYTES as usize));
     let worker_out = PollSender::new(out.clone()).with(move |response: WatchResponse| {
         let budget = Arc::clone(&budget);
         Box::pin(async move {
-            let events = (response.events.len() as u32).clamp(1, QUEUED_EVENTS);
-            let share = budget.acquire_many_owned(events).await.expect("the budget is never closed");
+            let size = queued_size(&response).clamp(1, QUEUED_BYTES as usize) as u32;
+            let share = budget.acquire_many_owned(size).await.expect("the budget is never closed");
             Ok::<_, PollSendError<Queued>>((response, share))
         })
     });
     // The share goes back as the response is taken for sending.
     let responses = ReceiverStream::new(responses).map(|(response, _share)| response);
     (out, worker_out, responses)
+}
+
+/// About the memory `response` holds (counting whole the buffers a stream's watchers share).
+fn queued_size(response: &WatchResponse) -> usize {
+    response.events.iter().map(event_bytes).sum()
 }
 
 /// The client's requests until it goes away. A client that only closes its side (as etcd's
@@ -86,29 +93,35 @@ fn until_gone(
 
 #[cfg(test)]
 mod tests {
-    use conclave_proto::mvccpb::Event;
+    use conclave_proto::mvccpb::{Event, KeyValue};
     use futures::FutureExt;
 
     use super::*;
 
-    fn with_events(n: usize) -> WatchResponse {
-        WatchResponse { events: vec![Event::default(); n], ..Default::default() }
+    /// A response of `n` events, each a put of a 10-byte key and a `value_len`-byte value.
+    fn with_events(n: usize, value_len: usize) -> WatchResponse {
+        let kv = KeyValue { key: vec![b'k'; 10].into(), value: vec![b'v'; value_len].into(), ..Default::default() };
+        let event = Event { kv: Some(kv), ..Default::default() };
+        WatchResponse { events: vec![event; n], ..Default::default() }
     }
 
     #[tokio::test]
-    async fn a_worker_waits_once_its_queued_responses_hold_the_event_budget() {
+    async fn a_worker_waits_once_its_queued_responses_hold_the_memory_budget() {
         let (_out, mut worker_out, responses) = response_queue();
         let mut responses = Box::pin(responses);
-        worker_out.send(with_events(1000)).await.unwrap();
-        worker_out.send(with_events(1000)).await.unwrap();
-        let mut third = worker_out.send(with_events(1000));
-        assert!((&mut third).now_or_never().is_none(), "3,000 events would be queued");
+        // A thousand events of 256-byte values: about 0.4 MB.
+        let response = || with_events(1000, 256);
+        assert!(queued_size(&response()) * 2 < QUEUED_BYTES as usize);
+        worker_out.send(response()).await.unwrap();
+        worker_out.send(response()).await.unwrap();
+        let mut third = worker_out.send(response());
+        assert!((&mut third).now_or_never().is_none(), "three would hold more than the budget");
         assert_eq!(responses.next().await.unwrap().events.len(), 1000);
         third.await.unwrap();
-        // A response larger than the whole budget still goes, alone.
         assert_eq!(responses.next().await.unwrap().events.len(), 1000);
         assert_eq!(responses.next().await.unwrap().events.len(), 1000);
-        worker_out.send(with_events(5000)).await.unwrap();
-        assert!(worker_out.send(with_events(0)).now_or_never().is_none(), "the budget is taken");
+        // A response larger than the whole budget (one 1.5 MiB value) still goes, alone.
+        worker_out.send(with_events(1, 3 << 19)).await.unwrap();
+        assert!(worker_out.send(with_events(1, 0)).now_or_never().is_none(), "the budget is taken");
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use conclave_proto::mvccpb::Event;
 
-use super::store::{ReadView, Store, StoreError, View};
+use super::store::{HistoryChunk, ReadView, Store, StoreError, View};
 
 impl Store {
     /// Run `read` on a consistent view (mutable, as a read-only `mvcc::txn` wants it). When no
@@ -31,9 +31,9 @@ impl Store {
     }
 
     /// [`Store::history`] without blocking the runtime, as [`Store::read_async`] reads.
-    pub async fn history_async(self: &Arc<Self>, from: i64, upto: i64, max: usize) -> Result<(Vec<Event>, i64), StoreError> {
+    pub async fn history_async(self: &Arc<Self>, from: i64, upto: i64, chunk: HistoryChunk) -> Result<(Vec<Event>, i64), StoreError> {
         let store = self.clone();
-        self.read_async(move |view| store.history_in(view, from, upto, max)).await
+        self.read_async(move |view| store.history_in(view, from, upto, chunk)).await
     }
 }
 
@@ -76,7 +76,7 @@ mod tests {
         assert!(!read.is_finished());
         release.send(()).unwrap();
         assert_eq!(read.await.unwrap(), 2, "the read sees the committed batch");
-        let (events, next) = store.history_async(2, 2, 10).await.unwrap();
+        let (events, next) = store.history_async(2, 2, HistoryChunk { events: 10, bytes: usize::MAX }).await.unwrap();
         assert_eq!((events.len(), next), (1, 3));
         assert!(!writer.join().unwrap(), "the runtime was stuck behind the write batch");
     }

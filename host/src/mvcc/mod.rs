@@ -21,6 +21,6 @@ mod write;
 pub use range::range;
 pub use revision::Revision;
 pub use span::KeySpan;
-pub use store::{ApplyBatch, HashKv, ReadView, Store, StoreError, View};
+pub use store::{event_bytes, ApplyBatch, HashKv, HistoryChunk, ReadView, Store, StoreError, View};
 pub use txn::{is_read_only, txn, TxnTarget};
 pub use write::Writer;

@@ -384,15 +384,15 @@ impl Store {
         Ok(decode_record(&bytes)?.0)
     }
 
-    /// The events of revisions `from..=upto` (at most about `max` of them, whole revisions only),
-    /// from the stored history, each with the value it replaced; and the revision to read from
-    /// next. Errors with `Compacted` when part of that history is gone.
-    pub fn history(&self, from: i64, upto: i64, max: usize) -> Result<(Vec<Event>, i64), StoreError> {
-        self.history_in(&self.read(), from, upto, max)
+    /// The events of revisions `from..=upto` (about as many as `chunk` allows, whole revisions
+    /// only), from the stored history, each with the value it replaced; and the revision to read
+    /// from next. Errors with `Compacted` when part of that history is gone.
+    pub fn history(&self, from: i64, upto: i64, chunk: HistoryChunk) -> Result<(Vec<Event>, i64), StoreError> {
+        self.history_in(&self.read(), from, upto, chunk)
     }
 
     /// [`Store::history`] as `view` sees it.
-    pub(super) fn history_in(&self, view: &ReadView<'_>, from: i64, upto: i64, max: usize) -> Result<(Vec<Event>, i64), StoreError> {
+    pub(super) fn history_in(&self, view: &ReadView<'_>, from: i64, upto: i64, chunk: HistoryChunk) -> Result<(Vec<Event>, i64), StoreError> {
         if from < view.compact_rev() {
             return Err(EtcdError::Compacted.into());
         }
@@ -401,10 +401,11 @@ impl Store {
         let start = record_key(Revision::new(from, 0));
         let end = record_key(Revision::new(upto + 1, 0));
         let mut next = upto + 1;
+        let mut bytes = 0;
         for entry in self.tree.scan(&start, Some(&end)) {
             let (key, value) = entry?;
             let rev = Revision::from_bytes(&key[1..]).ok_or_else(|| corrupt("record key"))?;
-            if events.len() >= max && rev.sub == 0 {
+            if (events.len() >= chunk.events || bytes >= chunk.bytes) && rev.sub == 0 {
                 next = rev.main;
                 break;
             }
@@ -413,10 +414,26 @@ impl Store {
                 Some(prev_rev) => Some(view.load(prev_rev)?),
                 None => None,
             };
-            events.push(event(kv, prev, tombstone));
+            let event = event(kv, prev, tombstone);
+            bytes += event_bytes(&event);
+            events.push(event);
         }
         Ok((events, next))
     }
+}
+
+/// How much history one read returns: it ends at the first revision boundary past either limit.
+#[derive(Clone, Copy, Debug)]
+pub struct HistoryChunk {
+    pub events: usize,
+    /// By [`event_bytes`].
+    pub bytes: usize,
+}
+
+/// About the memory `event` holds: its struct, and its key-values' keys and values.
+pub fn event_bytes(event: &Event) -> usize {
+    let kv_bytes = |kv: &Option<KeyValue>| kv.as_ref().map_or(0, |kv| kv.key.len() + kv.value.len());
+    std::mem::size_of::<Event>() + kv_bytes(&event.kv) + kv_bytes(&event.prev_kv)
 }
 
 /// A read-only view of the store at its current revision.
@@ -585,7 +602,7 @@ mod tests {
             let view = store.read();
             let values = (view.current_rev(), view.get(b"a").unwrap().unwrap().version, view.get(b"b").unwrap().is_some());
             drop(view);
-            let (events, next) = store.history(2, 4, 100).unwrap();
+            let (events, next) = store.history(2, 4, HistoryChunk { events: 100, bytes: usize::MAX }).unwrap();
             (values, events.len(), next, store.meta(b"m/applied").unwrap(), store.plugins().unwrap(), store.hash(&[]).unwrap())
         };
         let before = read(&store);
@@ -737,5 +754,22 @@ mod tests {
         assert_ne!(a.hash(&[]).unwrap(), b.hash(&[]).unwrap());
         put(&b, "k2", Vec::new());
         assert_ne!(a.hash(ignore).unwrap().0, b.hash(ignore).unwrap().0);
+    }
+
+    #[test]
+    fn a_history_read_ends_at_the_revision_past_its_byte_limit() {
+        let store = store();
+        for key in ["a", "b", "c"] {
+            let mut batch = store.begin();
+            let put = PutRequest { key: key.into(), value: vec![b'v'; 1000], ..Default::default() };
+            Writer::new(&mut batch).put(&put).unwrap();
+            batch.commit(Vec::new(), |_| {}).unwrap();
+        }
+        let one = event_bytes(&store.history(2, 2, HistoryChunk { events: 10, bytes: usize::MAX }).unwrap().0[0]);
+        assert!(one > 1000);
+        let (events, next) = store.history(2, 4, HistoryChunk { events: 10, bytes: one + 1 }).unwrap();
+        assert_eq!((events.len(), next), (2, 4), "the second event passed the limit; the third was not read");
+        let (events, next) = store.history(2, 4, HistoryChunk { events: 10, bytes: 1 }).unwrap();
+        assert_eq!((events.len(), next), (1, 3), "a read takes one revision at least");
     }
 }

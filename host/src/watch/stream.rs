@@ -26,13 +26,15 @@ use tokio::sync::mpsc;
 use super::WatchContext;
 use super::hub::{self, Interest, Published, Subscription};
 use crate::error::EtcdError;
-use crate::mvcc::{KeySpan, StoreError, View};
+use crate::mvcc::{event_bytes, HistoryChunk, KeySpan, StoreError, View};
 
-/// Events read from history per step of a replay, so the store is never held for long.
-const REPLAY_CHUNK: usize = 1000;
+/// History read per step of a replay, so the store is never held for long, nor a stream's
+/// memory taken by large values.
+const REPLAY_CHUNK: HistoryChunk = HistoryChunk { events: 1000, bytes: 1 << 20 };
 
-/// Most events a stream that fell behind takes from its queue into one delivery.
-const COALESCE_EVENTS: usize = 1000;
+/// Most a stream that fell behind takes from its queue into one delivery (which it copies for
+/// its watchers): a thousand events of 100 kB values held 100 MB per stream.
+const COALESCE: HistoryChunk = HistoryChunk { events: 1000, bytes: 1 << 20 };
 
 /// etcd's id for responses that belong to no watcher (progress, failed creates).
 const NO_WATCHER: i64 = -1;
@@ -151,18 +153,20 @@ where
     .await;
 }
 
-/// `first` and the batches queued behind it, up to [`COALESCE_EVENTS`] events, as one batch. A
+/// `first` and the batches queued behind it, up to about [`COALESCE`], as one batch. A
 /// stream that keeps up gets each batch on its own; one that fell behind (its watchers busy with
 /// thousands of others) catches up with one response per watcher for several batches, as etcd's
 /// watchers catch up, instead of paying a response for each.
 fn coalesce(first: Arc<Published>, queued: &mut mpsc::Receiver<Arc<Published>>) -> Arc<Published> {
     let Ok(second) = queued.try_recv() else { return first };
     let mut merged = Published { events: first.events.clone(), revision: first.revision };
+    let mut bytes: usize = first.events.iter().map(event_bytes).sum();
     let mut next = Some(second);
     while let Some(batch) = next.take() {
         merged.events.extend_from_slice(&batch.events);
         merged.revision = merged.revision.max(batch.revision);
-        if merged.events.len() < COALESCE_EVENTS {
+        bytes += batch.events.iter().map(event_bytes).sum::<usize>();
+        if merged.events.len() < COALESCE.events && bytes < COALESCE.bytes {
             next = queued.try_recv().ok();
         }
     }
@@ -437,4 +441,27 @@ fn fragments(mut whole: WatchResponse, limit: usize) -> Vec<WatchResponse> {
     current.fragment = false;
     responses.push(current);
     responses
+}
+
+#[cfg(test)]
+mod coalesce_tests {
+    use super::*;
+
+    fn batch(revision: i64, value_len: usize) -> Arc<Published> {
+        let kv = KeyValue { key: Bytes::from_static(b"k"), value: vec![b'v'; value_len].into(), mod_revision: revision, ..Default::default() };
+        Arc::new(Published { events: vec![Event { kv: Some(kv), ..Default::default() }], revision })
+    }
+
+    #[test]
+    fn a_stream_behind_takes_queued_batches_up_to_a_megabyte_of_values() {
+        let (queue, mut queued) = mpsc::channel(64);
+        for revision in 2..20 {
+            queue.try_send(batch(revision, 300_000)).unwrap();
+        }
+        let merged = coalesce(batch(1, 300_000), &mut queued);
+        assert_eq!((merged.events.len(), merged.revision), (4, 4), "four values of 300 kB pass a megabyte");
+        let small = coalesce(batch(1, 10), &mut mpsc::channel(1).1);
+        assert_eq!(small.events.len(), 1, "nothing was queued");
+        assert_eq!(coalesce(queued.try_recv().unwrap(), &mut queued).revision, 8);
+    }
 }
