@@ -7,6 +7,7 @@ pub mod compare;
 mod mutex_recipe;
 mod progress;
 mod report;
+mod tally;
 mod watch;
 mod workload;
 
