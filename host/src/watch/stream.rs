@@ -67,6 +67,25 @@ impl Watcher {
     }
 }
 
+/// What decides which events a watcher wants ([`Watcher::wants`]).
+struct Filter {
+    span: KeySpan,
+    no_put: bool,
+    no_delete: bool,
+    next_rev: i64,
+}
+
+impl Filter {
+    fn new(w: &Watcher) -> Self {
+        Filter { span: w.span.clone(), no_put: w.no_put, no_delete: w.no_delete, next_rev: w.next_rev }
+    }
+
+    /// Whether `w` wants exactly what this filter's watcher wants.
+    fn of(&self, w: &Watcher) -> bool {
+        (self.no_put, self.no_delete, self.next_rev) == (w.no_put, w.no_delete, w.next_rev) && self.span == w.span
+    }
+}
+
 /// The client went away; the stream ends quietly.
 struct Gone;
 
@@ -345,21 +364,33 @@ impl<O: Sink<WatchResponse> + Unpin> Worker<O> {
             Some(id) => vec![id],
             None => self.watchers.keys().copied().collect(),
         };
+        // The places in `events` that the watchers of `filter` want. A stream's watchers often
+        // filter alike (many watchers of one prefix), and come in order of id: each filter is
+        // worked out once per run of them, not once per watcher.
+        let (mut filter, mut places) = (None::<Filter>, Vec::new());
         for id in ids {
             let Some(watcher) = self.watchers.get_mut(&id) else { continue };
-            // Counted first, to size the list once: grown event by event, a catch-up of a
-            // thousand events reallocated it a dozen times per watcher.
-            let mut matched = Vec::with_capacity(events.iter().filter(|e| watcher.wants(e)).count());
-            for (i, _) in events.iter().enumerate().filter(|(_, e)| watcher.wants(e)) {
+            if filter.as_ref().is_none_or(|f| !f.of(watcher)) {
+                places.clear();
+                places.extend(events.iter().enumerate().filter(|(_, e)| watcher.wants(e)).map(|(i, _)| i));
+                filter = Some(Filter::new(watcher));
+            }
+            let mut matched = Vec::with_capacity(places.len());
+            for &i in &places {
                 let event = copies.get(i);
                 // Each watcher gets its own event: the previous value only if it asked for it.
                 matched.push(Event { r#type: event.r#type, kv: event.kv.clone(), prev_kv: if watcher.prev_kv { event.prev_kv.clone() } else { None } });
             }
             let Some(last) = matched.last().and_then(|e| e.kv.as_ref()) else { continue };
             watcher.next_rev = last.mod_revision + 1;
-            let limit = if watcher.fragment { self.settings.max_response_bytes } else { usize::MAX };
+            let fragment = watcher.fragment;
             let whole = WatchResponse { header, watch_id: id, events: matched, ..Default::default() };
-            for response in fragments(whole, limit) {
+            // Only a watcher that asked for fragments pays for measuring its response.
+            if !fragment {
+                self.send(whole).await?;
+                continue;
+            }
+            for response in fragments(whole, self.settings.max_response_bytes) {
                 self.send(response).await?;
             }
         }

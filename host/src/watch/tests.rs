@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use conclave_proto::etcdserverpb::watch_create_request::FilterType;
 use conclave_proto::etcdserverpb::watch_request::RequestUnion;
 use conclave_proto::etcdserverpb::{
     CompactionRequest, PutRequest, ResponseHeader, WatchCancelRequest, WatchCreateRequest, WatchProgressRequest, WatchRequest,
@@ -203,6 +204,35 @@ async fn a_stream_behind_its_queue_gets_the_queued_batches_in_one_response_per_w
     }
     member.put("k-live");
     assert_eq!(client.events_until(12).await, [(12, "k-live".into())], "nothing twice");
+}
+
+#[tokio::test]
+async fn watchers_of_one_stream_that_filter_alike_or_not_each_get_what_they_asked_for() {
+    let member = Member::new();
+    let mut client = Client::open(member.context());
+    // In order of id: alike, alike, no puts, alike again, a narrower prefix.
+    for (watch_id, prefix, filters) in [(0, "k", vec![]), (1, "k", vec![]), (2, "k", vec![FilterType::Noput as i32]), (3, "k", vec![]), (4, "k1", vec![])] {
+        let mut range_end = prefix.as_bytes().to_vec();
+        *range_end.last_mut().unwrap() += 1;
+        let create = WatchCreateRequest { key: prefix.into(), range_end, watch_id, filters, ..Default::default() };
+        client.send(RequestUnion::CreateRequest(create));
+        assert!(client.next().await.created);
+    }
+    // Queued behind each other (one thread), so delivered as one batch.
+    for i in 1..=10 {
+        member.put(&format!("k{i}"));
+    }
+    let keys = |response: &WatchResponse| response.events.iter().filter_map(|e| e.kv.as_ref()).map(|kv| String::from_utf8_lossy(&kv.key).into_owned()).collect::<Vec<_>>();
+    let all: Vec<String> = (1..=10).map(|i| format!("k{i}")).collect();
+    for (watch_id, want) in [(0, all.clone()), (1, all.clone()), (3, all), (4, vec!["k1".to_string(), "k10".to_string()])] {
+        let response = client.next().await;
+        assert_eq!((response.watch_id, keys(&response)), (watch_id, want));
+    }
+    member.put("k11");
+    for watch_id in [0, 1, 3, 4] {
+        let response = client.next().await;
+        assert_eq!((response.watch_id, keys(&response)), (watch_id, vec!["k11".to_string()]));
+    }
 }
 
 #[tokio::test]
