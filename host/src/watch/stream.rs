@@ -48,41 +48,30 @@ pub struct StreamSettings {
 }
 
 struct Watcher {
-    span: KeySpan,
+    filter: Filter,
     prev_kv: bool,
-    no_put: bool,
-    no_delete: bool,
     progress_notify: bool,
     fragment: bool,
-    next_rev: i64,
 }
 
-impl Watcher {
+/// Which events a watcher wants. A stream's watchers often filter alike (many watchers of one
+/// prefix): equal filters want the same events.
+#[derive(Clone, PartialEq)]
+struct Filter {
+    // Compared in this order: the span, longest, last.
+    next_rev: i64,
+    no_put: bool,
+    no_delete: bool,
+    span: KeySpan,
+}
+
+impl Filter {
     fn wants(&self, event: &Event) -> bool {
         let Some(kv) = &event.kv else { return false };
         let is_put = event.r#type == EventType::Put as i32;
         kv.mod_revision >= self.next_rev
             && self.span.contains(&kv.key)
             && if is_put { !self.no_put } else { !self.no_delete }
-    }
-}
-
-/// What decides which events a watcher wants ([`Watcher::wants`]).
-struct Filter {
-    span: KeySpan,
-    no_put: bool,
-    no_delete: bool,
-    next_rev: i64,
-}
-
-impl Filter {
-    fn new(w: &Watcher) -> Self {
-        Filter { span: w.span.clone(), no_put: w.no_put, no_delete: w.no_delete, next_rev: w.next_rev }
-    }
-
-    /// Whether `w` wants exactly what this filter's watcher wants.
-    fn of(&self, w: &Watcher) -> bool {
-        (self.no_put, self.no_delete, self.next_rev) == (w.no_put, w.no_delete, w.next_rev) && self.span == w.span
     }
 }
 
@@ -217,7 +206,7 @@ impl<O: Sink<WatchResponse> + Unpin> Worker<O> {
     /// Drop watcher `id` and its span from the interest; whether it was there.
     fn forget(&mut self, id: i64) -> bool {
         let Some(gone) = self.watchers.remove(&id) else { return false };
-        hub::lock(&self.interest).remove(&gone.span);
+        hub::lock(&self.interest).remove(&gone.filter.span);
         true
     }
 
@@ -275,18 +264,16 @@ impl<O: Sink<WatchResponse> + Unpin> Worker<O> {
         };
         let filters: Vec<_> = create.filters.iter().filter_map(|f| FilterType::try_from(*f).ok()).collect();
         let start = if create.start_revision > 0 { create.start_revision } else { current + 1 };
-        let watcher = Watcher {
-            span,
-            prev_kv: create.prev_kv,
+        let filter = Filter {
+            next_rev: start,
             no_put: filters.contains(&FilterType::Noput),
             no_delete: filters.contains(&FilterType::Nodelete),
-            progress_notify: create.progress_notify,
-            fragment: create.fragment,
-            next_rev: start,
+            span,
         };
+        let watcher = Watcher { filter, prev_kv: create.prev_kv, progress_notify: create.progress_notify, fragment: create.fragment };
         // Commits after `published` the hub sends if this watcher wants them; the earlier ones
         // (some skipped while its keys were no one's interest) it reads from history below.
-        let published = self.ctx.hub.watch_span(&self.interest, &watcher.span);
+        let published = self.ctx.hub.watch_span(&self.interest, &watcher.filter.span);
         self.watchers.insert(id, watcher);
         let mut created = self.response(id, current);
         created.created = true;
@@ -299,7 +286,7 @@ impl<O: Sink<WatchResponse> + Unpin> Worker<O> {
             self.replay(start, upto, Some(id)).await?;
             // Batches still queued are no newer than `upto`: the replay has given their events.
             if let Some(watcher) = self.watchers.get_mut(&id) {
-                watcher.next_rev = watcher.next_rev.max(upto + 1);
+                watcher.filter.next_rev = watcher.filter.next_rev.max(upto + 1);
             }
         }
         Ok(())
@@ -336,7 +323,7 @@ impl<O: Sink<WatchResponse> + Unpin> Worker<O> {
                     let lost: Vec<i64> = self
                         .watchers
                         .iter()
-                        .filter(|(id, w)| only.is_none_or(|o| o == **id) && w.next_rev < compacted)
+                        .filter(|(id, w)| only.is_none_or(|o| o == **id) && w.filter.next_rev < compacted)
                         .map(|(id, _)| *id)
                         .collect();
                     for id in lost {
@@ -364,16 +351,15 @@ impl<O: Sink<WatchResponse> + Unpin> Worker<O> {
             Some(id) => vec![id],
             None => self.watchers.keys().copied().collect(),
         };
-        // The places in `events` that the watchers of `filter` want. A stream's watchers often
-        // filter alike (many watchers of one prefix), and come in order of id: each filter is
-        // worked out once per run of them, not once per watcher.
+        // The places in `events` that `filter` wants: worked out once per run of watchers that
+        // filter alike (they come in order of id), not once per watcher.
         let (mut filter, mut places) = (None::<Filter>, Vec::new());
         for id in ids {
             let Some(watcher) = self.watchers.get_mut(&id) else { continue };
-            if filter.as_ref().is_none_or(|f| !f.of(watcher)) {
+            if filter.as_ref() != Some(&watcher.filter) {
                 places.clear();
-                places.extend(events.iter().enumerate().filter(|(_, e)| watcher.wants(e)).map(|(i, _)| i));
-                filter = Some(Filter::new(watcher));
+                places.extend(events.iter().enumerate().filter(|(_, e)| watcher.filter.wants(e)).map(|(i, _)| i));
+                filter = Some(watcher.filter.clone());
             }
             let mut matched = Vec::with_capacity(places.len());
             for &i in &places {
@@ -382,7 +368,7 @@ impl<O: Sink<WatchResponse> + Unpin> Worker<O> {
                 matched.push(Event { r#type: event.r#type, kv: event.kv.clone(), prev_kv: if watcher.prev_kv { event.prev_kv.clone() } else { None } });
             }
             let Some(last) = matched.last().and_then(|e| e.kv.as_ref()) else { continue };
-            watcher.next_rev = last.mod_revision + 1;
+            watcher.filter.next_rev = last.mod_revision + 1;
             let fragment = watcher.fragment;
             let whole = WatchResponse { header, watch_id: id, events: matched, ..Default::default() };
             // Only a watcher that asked for fragments pays for measuring its response.
