@@ -17,7 +17,7 @@ pub fn markdown(results: &Results) -> String {
         "- Runs: {}s each, {} round(s) per system and row, alternating which system goes first; figures are the rounds' means",
         header.seconds_per_run, header.rounds
     );
-    let _ = write!(md, "- Disk: {:.0} fdatasync/s (4 KiB appended, then fdatasync)", header.fdatasync_per_second);
+    let _ = write!(md, "- Disk: {:.0} fdatasync/s (4 KiB overwritten in place, then fdatasync, as a log of preallocated segments syncs)", header.fdatasync_per_second);
     if let Some(ratios) = &results.put_1_client_per_fdatasync {
         let _ = write!(md, "; 1-client put on one member per fdatasync: Conclave {:.2}, etcd {:.2}", ratios["conclave"], ratios["etcd"]);
     }
