@@ -13,6 +13,8 @@ use tonic::Status;
 
 use conclave_proto::codec::{EtcdCodec, EtcdEncoder};
 
+use super::watch::stamp;
+
 /// What a watcher needs of one `WatchResponse`.
 #[derive(Debug, Default, PartialEq)]
 pub struct Tally {
@@ -21,7 +23,7 @@ pub struct Tally {
     pub canceled: bool,
     pub cancel_reason: String,
     pub events: u64,
-    /// The first eight bytes, little-endian, of each event's value that has as many.
+    /// The stamp ([`stamp`]) of each event's value that has one.
     pub stamps: Vec<u64>,
 }
 
@@ -76,9 +78,7 @@ fn tally(mut buf: &[u8]) -> Result<Tally> {
             (EVENTS, WireType::LengthDelimited) => {
                 tally.events += 1;
                 let value = last_nested(nested(&mut buf)?, EVENT_KV)?.map(|kv| last_nested(kv, KV_VALUE)).transpose()?.flatten();
-                if let Some(stamp) = value.and_then(|value| value.get(..8)) {
-                    tally.stamps.push(u64::from_le_bytes(stamp.try_into().expect("eight bytes")));
-                }
+                tally.stamps.extend(value.and_then(stamp));
             }
             (tag, wire_type) => skip_field(wire_type, tag, &mut buf, DecodeContext::default())?,
         }

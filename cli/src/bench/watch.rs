@@ -38,6 +38,11 @@ pub fn stamped(size: usize) -> Vec<u8> {
     value
 }
 
+/// The stamp `value` starts with (`None` if it is too short for one: someone else's put).
+pub fn stamp(value: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(value.get(..STAMP)?.try_into().ok()?))
+}
+
 /// How long before `now` (since [`ORIGIN`]) a value was `stamp`ed (`None` if it is no stamp of
 /// ours: someone else's put).
 fn age(stamp: u64, now: Duration) -> Option<Duration> {
@@ -229,8 +234,8 @@ mod tests {
         let value = stamped(32);
         assert_eq!(value.len(), 32);
         assert_eq!(stamped(3).len(), STAMP);
-        let stamp = u64::from_le_bytes(value[..STAMP].try_into().unwrap());
-        let age = age(stamp, ORIGIN.elapsed()).unwrap();
+        assert_eq!(stamp(b"short"), None);
+        let age = age(stamp(&value).unwrap(), ORIGIN.elapsed()).unwrap();
         assert!(age < Duration::from_secs(60), "{age:?}");
         assert_eq!(super::age(u64::MAX, ORIGIN.elapsed()), None, "a stamp from the future is none of ours");
     }

@@ -369,10 +369,9 @@ impl<O: Sink<WatchResponse> + Unpin> Worker<O> {
             }
             let Some(last) = matched.last().and_then(|e| e.kv.as_ref()) else { continue };
             watcher.filter.next_rev = last.mod_revision + 1;
-            let fragment = watcher.fragment;
             let whole = WatchResponse { header, watch_id: id, events: matched, ..Default::default() };
             // Only a watcher that asked for fragments pays for measuring its response.
-            if !fragment {
+            if !watcher.fragment {
                 self.send(whole).await?;
                 continue;
             }
