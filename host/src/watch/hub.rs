@@ -1,6 +1,6 @@
 //! Fans out each applied batch of events to the subscribed watch streams that want it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -12,9 +12,10 @@ use crate::mvcc::{KeySpan, Store, View};
 /// Batches a stream may have queued before it is considered behind and dropped (each batch holds
 /// all the events of one apply, often many writes).
 const STREAM_QUEUE: usize = 64;
-/// Most distinct key spans a stream's interest names; a stream with more takes every batch, as
-/// matching each event against many spans in the apply loop would cost more than its wake-up.
-const MAX_INTEREST_SPANS: usize = 8;
+/// Most distinct key ranges the hub matches a batch against for a stream; a stream with more
+/// takes every batch, as matching each event against many ranges in the apply loop would cost
+/// more than its wake-up. Single keys have no such limit: they are looked up, not scanned.
+const MAX_INTEREST_RANGES: usize = 8;
 
 /// Events of consecutive revisions, as committed by one apply.
 pub struct Published {
@@ -23,34 +24,53 @@ pub struct Published {
     pub revision: i64,
 }
 
-/// The batches a stream wants: those with an event in one of its watchers' spans. The hub
-/// skips the others, so a stream is not woken by every commit whatever keys it watches (64 lock
-/// waiters each watching one key were woken 64 times per commit). Its worker updates the spans
-/// as watchers come and go, under the same lock the hub checks them with.
+/// Who in a stream watches which keys: the hub asks whether anyone wants a batch, and skips the
+/// batches no one wants, so a stream is not woken by every commit whatever keys it watches (64
+/// lock waiters each watching one key were woken 64 times per commit); the stream's worker asks
+/// who, so a commit costs it the watchers of its keys, not a pass over all (etcd's clients put
+/// every watch of a client on one stream: thousands of watchers of one key each). The worker
+/// updates it as watchers come and go, under the same lock the hub checks it with.
 #[derive(Default)]
 pub struct Interest {
-    /// Each span watched, with its number of watchers.
-    spans: Vec<(KeySpan, usize)>,
+    /// The watchers of each single key.
+    keys: HashMap<Vec<u8>, BTreeSet<i64>>,
+    /// The watchers of each range of keys (prefixes, intervals).
+    ranges: Vec<(KeySpan, BTreeSet<i64>)>,
     /// The newest revision the hub skipped while the stream had no batch queued: the stream has
     /// had every batch up to it that its watchers wanted, and may count it as seen.
     skipped_through: i64,
 }
 
 impl Interest {
-    fn add(&mut self, span: &KeySpan) {
-        match self.spans.iter_mut().find(|(s, _)| s == span) {
-            Some((_, watchers)) => *watchers += 1,
-            None => self.spans.push((span.clone(), 1)),
+    fn add(&mut self, watcher: i64, span: &KeySpan) {
+        if span.end.is_none() {
+            self.keys.entry(span.start.clone()).or_default().insert(watcher);
+            return;
+        }
+        match self.ranges.iter_mut().find(|(s, _)| s == span) {
+            Some((_, watchers)) => {
+                watchers.insert(watcher);
+            }
+            None => self.ranges.push((span.clone(), BTreeSet::from([watcher]))),
         }
     }
 
-    /// A watcher of `span` went (its stream's worker calls this without the hub's lock: a span
+    /// `watcher` of `span` went (its stream's worker calls this without the hub's lock: a span
     /// kept a moment too long only costs a wake-up).
-    pub fn remove(&mut self, span: &KeySpan) {
-        if let Some(i) = self.spans.iter().position(|(s, _)| s == span) {
-            self.spans[i].1 -= 1;
-            if self.spans[i].1 == 0 {
-                self.spans.swap_remove(i);
+    pub fn remove(&mut self, watcher: i64, span: &KeySpan) {
+        if span.end.is_none() {
+            if let Some(watchers) = self.keys.get_mut(&span.start) {
+                watchers.remove(&watcher);
+                if watchers.is_empty() {
+                    self.keys.remove(&span.start);
+                }
+            }
+            return;
+        }
+        if let Some(i) = self.ranges.iter().position(|(s, _)| s == span) {
+            self.ranges[i].1.remove(&watcher);
+            if self.ranges[i].1.is_empty() {
+                self.ranges.swap_remove(i);
             }
         }
     }
@@ -60,9 +80,26 @@ impl Interest {
     }
 
     fn wants(&self, events: &[Event]) -> bool {
-        self.spans.len() > MAX_INTEREST_SPANS
-            || events.iter().filter_map(|e| e.kv.as_ref()).any(|kv| self.spans.iter().any(|(span, _)| span.contains(&kv.key)))
+        self.ranges.len() > MAX_INTEREST_RANGES
+            || keys_of(events).any(|key| self.keys.contains_key(key) || self.ranges.iter().any(|(span, _)| span.contains(key)))
     }
+
+    /// The watchers with a key of `events` in their span, in order of id.
+    pub fn watchers_of(&self, events: &[Event]) -> Vec<i64> {
+        let mut watchers: Vec<i64> = keys_of(events).filter_map(|key| self.keys.get(key)).flatten().copied().collect();
+        for (span, of_span) in &self.ranges {
+            if keys_of(events).any(|key| span.contains(key)) {
+                watchers.extend(of_span);
+            }
+        }
+        watchers.sort_unstable();
+        watchers.dedup();
+        watchers
+    }
+}
+
+fn keys_of(events: &[Event]) -> impl Iterator<Item = &[u8]> {
+    events.iter().filter_map(|e| e.kv.as_ref()).map(|kv| &kv.key[..])
 }
 
 /// A subscribed stream: its feed and what it wants.
@@ -123,12 +160,12 @@ impl Hub {
         });
     }
 
-    /// A watcher of `span` joined the stream of `interest`. Returns the newest revision
+    /// `watcher` of `span` joined the stream of `interest`. Returns the newest revision
     /// published: every later commit with a key in `span` is sent to the stream, and the earlier
     /// ones (skipped or not) are the new watcher's to read from history.
-    pub fn watch_span(&self, interest: &Mutex<Interest>, span: &KeySpan) -> i64 {
+    pub fn watch_span(&self, interest: &Mutex<Interest>, watcher: i64, span: &KeySpan) -> i64 {
         let _no_publish = self.lock();
-        lock(interest).add(span);
+        lock(interest).add(watcher, span);
         self.last_published.load(Ordering::Relaxed)
     }
 

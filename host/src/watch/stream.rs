@@ -112,7 +112,8 @@ struct Worker<O> {
     next_id: i64,
     /// Every event up to this revision has been offered to every watcher.
     seen: i64,
-    /// The key spans of the watchers, which the hub matches batches against.
+    /// Who watches which keys: the hub matches batches against it, and `deliver` finds a
+    /// batch's watchers in it.
     interest: Arc<std::sync::Mutex<Interest>>,
 }
 
@@ -206,7 +207,7 @@ impl<O: Sink<WatchResponse> + Unpin> Worker<O> {
     /// Drop watcher `id` and its span from the interest; whether it was there.
     fn forget(&mut self, id: i64) -> bool {
         let Some(gone) = self.watchers.remove(&id) else { return false };
-        hub::lock(&self.interest).remove(&gone.filter.span);
+        hub::lock(&self.interest).remove(id, &gone.filter.span);
         true
     }
 
@@ -273,7 +274,7 @@ impl<O: Sink<WatchResponse> + Unpin> Worker<O> {
         let watcher = Watcher { filter, prev_kv: create.prev_kv, progress_notify: create.progress_notify, fragment: create.fragment };
         // Commits after `published` the hub sends if this watcher wants them; the earlier ones
         // (some skipped while its keys were no one's interest) it reads from history below.
-        let published = self.ctx.hub.watch_span(&self.interest, &watcher.filter.span);
+        let published = self.ctx.hub.watch_span(&self.interest, id, &watcher.filter.span);
         self.watchers.insert(id, watcher);
         let mut created = self.response(id, current);
         created.created = true;
@@ -346,11 +347,11 @@ impl<O: Sink<WatchResponse> + Unpin> Worker<O> {
     async fn deliver(&mut self, events: &[Event], only: Option<i64>, revision: i64) -> Result<(), Gone> {
         // One header for all: it reads the raft term, shared with every other stream.
         let header = (self.ctx.header)(revision);
-        let mut copies = StreamCopies::new(events, only.is_none() && self.watchers.len() > 1);
         let ids: Vec<i64> = match only {
             Some(id) => vec![id],
-            None => self.watchers.keys().copied().collect(),
+            None => hub::lock(&self.interest).watchers_of(events),
         };
+        let mut copies = StreamCopies::new(events, ids.len() > 1);
         // The places in `events` that `filter` wants: worked out once per run of watchers that
         // filter alike (they come in order of id), not once per watcher.
         let (mut filter, mut places) = (None::<Filter>, Vec::new());

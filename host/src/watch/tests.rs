@@ -240,7 +240,7 @@ async fn a_commit_with_nothing_for_a_streams_watchers_does_not_wake_it() {
     let member = Member::new();
     let interest = Arc::new(std::sync::Mutex::new(Interest::default()));
     let mut live = member.hub.subscribe(&member.store, interest.clone()).await;
-    assert_eq!(member.hub.watch_span(&interest, &KeySpan::single(b"a")), 0, "nothing published yet");
+    assert_eq!(member.hub.watch_span(&interest, 0, &KeySpan::single(b"a")), 0, "nothing published yet");
     member.put("b");
     assert!(live.batches.try_recv().is_err(), "a commit of another key is not sent");
     assert_eq!(hub::lock(&interest).skipped_through(), 2);
@@ -249,9 +249,49 @@ async fn a_commit_with_nothing_for_a_streams_watchers_does_not_wake_it() {
     assert_eq!(live.batches.try_recv().map(|batch| batch.revision).ok(), Some(3));
     assert!(live.batches.try_recv().is_err(), "revision 4 was skipped too");
     assert_eq!(hub::lock(&interest).skipped_through(), 2, "skipped behind a queued batch, 4 does not count as seen");
-    hub::lock(&interest).remove(&KeySpan::single(b"a"));
+    hub::lock(&interest).remove(0, &KeySpan::single(b"a"));
     member.put("a");
     assert!(live.batches.try_recv().is_err(), "a stream without watchers gets nothing");
+}
+
+#[tokio::test]
+async fn a_stream_watching_many_single_keys_is_not_woken_by_other_keys() {
+    let member = Member::new();
+    let interest = Arc::new(std::sync::Mutex::new(Interest::default()));
+    let mut live = member.hub.subscribe(&member.store, interest.clone()).await;
+    // More than the ranges the hub matches a batch against: single keys are looked up instead.
+    for i in 0..100 {
+        member.hub.watch_span(&interest, i, &KeySpan::single(format!("k{i}").as_bytes()));
+    }
+    member.put("other");
+    assert!(live.batches.try_recv().is_err(), "a commit of no watcher's key is not sent");
+    member.put("k42");
+    assert_eq!(live.batches.try_recv().map(|batch| batch.revision).ok(), Some(3));
+}
+
+#[tokio::test]
+async fn watchers_of_single_keys_and_of_a_prefix_on_one_stream_each_get_their_keys() {
+    let member = Member::new();
+    let mut client = Client::open(member.context());
+    for watch_id in 0..20 {
+        let create = WatchCreateRequest { key: format!("k{watch_id}").into(), watch_id, ..Default::default() };
+        client.send(RequestUnion::CreateRequest(create));
+        assert!(client.next().await.created);
+    }
+    // After the single keys in order of id: k1, k10 to k19.
+    client.watch_prefix("k1", 20).await;
+    // Queued behind each other (one thread), so delivered as one batch.
+    member.put("other");
+    member.put("k3");
+    member.put("k15");
+    member.put("k1");
+    let mut got = Vec::new();
+    while got.len() < 5 {
+        let response = client.next().await;
+        let kvs = response.events.iter().filter_map(|e| e.kv.as_ref());
+        got.extend(kvs.map(|kv| (response.watch_id, kv.mod_revision, String::from_utf8_lossy(&kv.key).into_owned())));
+    }
+    assert_eq!(got, [(1, 5, "k1".into()), (3, 3, "k3".into()), (15, 4, "k15".into()), (20, 4, "k15".into()), (20, 5, "k1".into())]);
 }
 
 #[tokio::test]
