@@ -118,6 +118,10 @@ pub struct BenchArgs {
     /// `watch`, `watch-latency`: watch streams the watchers share, over the connections in turn.
     #[arg(long, default_value_t = 10)]
     pub streams: usize,
+    /// `watch`: each watcher watches one key of the key space (watcher i the i-th key, round the
+    /// space) instead of all of them, as a client holding a watch per key has them on one stream.
+    #[arg(long)]
+    pub watch_each_key: bool,
 }
 
 impl BenchArgs {
@@ -140,6 +144,13 @@ pub fn run(args: BenchArgs, global: &GlobalArgs, out: &mut impl std::io::Write) 
     if args.workload.watched() && (args.watchers == 0 || args.streams == 0) {
         bail!("--watchers and --streams must be at least 1");
     }
+    if args.watch_each_key && args.workload != Workload::Watch {
+        bail!("--watch-each-key is for the watch workload");
+    }
+    // Keys are the index in decimal, cut to the key size: a wider space would watch one key twice.
+    if args.watch_each_key && 10f64.powi(args.key_size.min(19) as i32) < args.key_space() as f64 {
+        bail!("--watch-each-key needs --key-size digits enough for --key-space-size distinct keys");
+    }
     let report = crate::rpc::block_on(measure(&args, global))?;
     match global.write_out {
         OutputFormat::Json => writeln!(out, "{}", serde_json::to_string(&report.json())?)?,
@@ -157,9 +168,17 @@ async fn measure(args: &BenchArgs, global: &GlobalArgs) -> Result<Report> {
     for _ in 0..args.conns {
         channels.push(connect(&dial).await?);
     }
+    let keys = Keys::new(args.key_size, args.key_space(), Order::random(0));
+    let puts_per_key: Option<Arc<[AtomicU64]>> = args.watch_each_key.then(|| (0..args.key_space()).map(|_| AtomicU64::new(0)).collect());
     let watchers = if args.workload.watched() {
-        let range = Keys::new(args.key_size, args.key_space(), Order::random(0)).range();
-        Some(watch::Watchers::open(&channels, args.streams, args.watchers, range).await.map_err(crate::rpc::status_error)?)
+        let watched = match &puts_per_key {
+            Some(puts) => watch::Watched::EachKey { keys, puts: puts.clone() },
+            None => {
+                let (key, range_end) = keys.range();
+                watch::Watched::All(key, range_end)
+            }
+        };
+        Some(watch::Watchers::open(&channels, args.streams, args.watchers, watched).await.map_err(crate::rpc::status_error)?)
     } else {
         None
     };
@@ -170,6 +189,7 @@ async fn measure(args: &BenchArgs, global: &GlobalArgs) -> Result<Report> {
         deadline: args.duration.map(|d| Instant::now() + d),
         interval: (rate > 0).then(|| Duration::from_secs_f64(args.clients as f64 / rate as f64)),
         progress: progress::Progress::new(args.total, args.duration),
+        puts_per_key,
     });
     let started = Instant::now();
     let mut clients = tokio::task::JoinSet::new();
@@ -217,6 +237,8 @@ struct Shared {
     /// Each client's pause between requests under `--rate`.
     interval: Option<Duration>,
     progress: progress::Progress,
+    /// `--watch-each-key`: the requests that succeeded per key, by the key's index.
+    puts_per_key: Option<Arc<[AtomicU64]>>,
 }
 
 impl Shared {
@@ -245,7 +267,11 @@ async fn client(
             ticks.tick().await;
         }
         let started = Instant::now();
-        let outcome = request.send(&channel, &mut session, keys.next()).await;
+        let (index, key) = keys.next();
+        let outcome = request.send(&channel, &mut session, key).await;
+        if let (Ok(()), Some(puts)) = (&outcome, &shared.puts_per_key) {
+            puts[index as usize].fetch_add(1, Ordering::Relaxed);
+        }
         part.record(started.elapsed(), outcome.err());
         shared.progress.advance();
     }

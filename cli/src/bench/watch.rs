@@ -2,6 +2,9 @@
 //! puts write, spread over `--streams` streams on the connections in turn. Each put's value starts
 //! with the time it was sent, so a watcher knows each event's latency without asking which put
 //! it was; each watcher counts its events, so one that missed any is told apart.
+//!
+//! Every watcher watches all the keys put, or (`--watch-each-key`) one key of the space each, as
+//! a client that holds a watch per key (a service's instances, say) puts them all on one stream.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +23,7 @@ use tonic::{Status, Streaming};
 
 use super::report::{Events, Part, Report};
 use super::tally::{Tally, TallyCodec};
+use super::workload::Keys;
 
 /// How long to wait for the next event once the puts are done before counting the rest missing:
 /// a large run may still be delivering long after its puts, so the wait is for a pause, not all.
@@ -69,12 +73,44 @@ struct Heard {
     latencies: Histogram<u64>,
     /// Events per watcher.
     counts: Vec<u64>,
+    /// Each watcher's key, as an index in the key space, if it watches one key.
+    keys: Vec<Option<u64>>,
     /// Canceled watches and broken streams.
     part: Part,
     /// When the last event came.
     last_event: Option<Instant>,
     /// Responses with events.
     responses: u64,
+}
+
+/// What the watchers watch.
+pub enum Watched {
+    /// Every key put, `[key, range_end)`: each watcher hears every put.
+    All(Vec<u8>, Vec<u8>),
+    /// Watcher `i` the key `i` of the space (round it): each hears the puts of its key, as
+    /// `puts` counts them (by the key's index).
+    EachKey { keys: Keys, puts: Arc<[AtomicU64]> },
+}
+
+impl Watched {
+    /// The request that creates watcher `i`, and the index of its key if it watches one.
+    fn create(&self, i: usize) -> (WatchCreateRequest, Option<u64>) {
+        match self {
+            Watched::All(key, range_end) => (WatchCreateRequest { key: key.clone(), range_end: range_end.clone(), ..Default::default() }, None),
+            Watched::EachKey { keys, puts } => {
+                let index = (i % puts.len()) as u64;
+                (WatchCreateRequest { key: keys.key(index), ..Default::default() }, Some(index))
+            }
+        }
+    }
+
+    /// The events a watcher of `key` should have heard, after `puts` puts in all.
+    fn expected(&self, key: Option<u64>, puts: u64) -> u64 {
+        match (self, key) {
+            (Watched::EachKey { puts: of_key, .. }, Some(index)) => of_key[index as usize].load(Ordering::Relaxed),
+            _ => puts,
+        }
+    }
 }
 
 /// The watchers while they listen.
@@ -84,17 +120,22 @@ pub struct Watchers {
     counts: Vec<Arc<Count>>,
     /// Dropped to stop the listeners.
     stop: watch::Sender<()>,
-    watchers: u64,
+    watched: Watched,
+    /// Each watcher's key, as [`Watched::create`] gave it.
+    keys: Vec<Option<u64>>,
 }
 
 impl Watchers {
-    /// `watchers` watches of `[key, range_end)` over `streams` streams; once every one is created.
-    pub async fn open(channels: &[Channel], streams: usize, watchers: usize, (key, range_end): (Vec<u8>, Vec<u8>)) -> Result<Self, Status> {
+    /// `watchers` watches of what `watched` names over `streams` streams; once every one is created.
+    pub async fn open(channels: &[Channel], streams: usize, watchers: usize, watched: Watched) -> Result<Self, Status> {
         let streams = streams.min(watchers);
-        let create = WatchCreateRequest { key, range_end, ..Default::default() };
+        let (creates, keys): (Vec<_>, Vec<_>) = (0..watchers).map(|i| watched.create(i)).unzip();
+        let mut first = 0;
         let opened = (0..streams).map(|stream| {
             let per_stream = watchers / streams + usize::from(stream < watchers % streams);
-            open_stream(channels[stream % channels.len()].clone(), per_stream, create.clone())
+            first += per_stream;
+            let of_stream = (creates[first - per_stream..first].to_vec(), keys[first - per_stream..first].to_vec());
+            open_stream(channels[stream % channels.len()].clone(), of_stream)
         });
         let opened = futures::future::try_join_all(opened).await?;
         let (stop, stopped) = watch::channel(());
@@ -105,14 +146,14 @@ impl Watchers {
             listeners.spawn(listen(requests, responses, ids, count.clone(), stopped.clone()));
             counts.push(count);
         }
-        Ok(Watchers { listeners, counts, stop, watchers: watchers as u64 })
+        Ok(Watchers { listeners, counts, stop, watched, keys })
     }
 
     /// After the puts of `report` since `started`: wait for their events to every watcher, then
-    /// stop listening and add what they heard. A watcher short of the puts is missing events.
+    /// stop listening and add what they heard. A watcher short of its puts is missing events.
     pub async fn finish(mut self, started: Instant, report: &mut Report) {
         let puts = report.succeeded();
-        let expected = puts * self.watchers;
+        let expected: u64 = self.keys.iter().map(|&key| self.watched.expected(key, puts)).sum();
         let (mut received, mut progressed) = (0, Instant::now());
         while received < expected && progressed.elapsed() < EVENT_WAIT {
             tokio::time::sleep(COUNT_POLL).await;
@@ -126,7 +167,8 @@ impl Watchers {
         while let Some(heard) = self.listeners.join_next().await {
             let heard = heard.expect("a listener does not panic");
             latencies.add(&heard.latencies).expect("histograms with the same bounds");
-            missing += heard.counts.iter().map(|&count| puts.saturating_sub(count)).sum::<u64>();
+            let expected = heard.keys.iter().map(|&key| self.watched.expected(key, puts));
+            missing += heard.counts.iter().zip(expected).map(|(&count, expected)| expected.saturating_sub(count)).sum::<u64>();
             last_event = last_event.max(heard.last_event);
             responses += heard.responses;
             report.add(heard.part);
@@ -142,18 +184,19 @@ impl Watchers {
     }
 }
 
-/// A stream with `count` watches made by `create`, once all are created: the stream's requests
-/// (kept open, as closing them may end the stream), its responses and the watch ids.
+/// A stream with the watches `creates` makes (of the keys `keys`), once all are created: the
+/// stream's requests (kept open, as closing them may end the stream), its responses and the
+/// watchers' ids with their keys.
 async fn open_stream(
     channel: Channel,
-    count: usize,
-    create: WatchCreateRequest,
-) -> Result<(mpsc::Sender<WatchRequest>, Streaming<Tally>, Vec<i64>), Status> {
+    (creates, keys): (Vec<WatchCreateRequest>, Vec<Option<u64>>),
+) -> Result<(mpsc::Sender<WatchRequest>, Streaming<Tally>, Vec<(i64, Option<u64>)>), Status> {
+    let count = creates.len();
     // etcd answers the call (its headers) only with a first response, so the creates go
     // before the call is awaited, as for the keep-alive stream.
     let (requests, queue) = mpsc::channel(count);
-    for _ in 0..count {
-        let request = WatchRequest { request_union: Some(RequestUnion::CreateRequest(create.clone())) };
+    for create in creates {
+        let request = WatchRequest { request_union: Some(RequestUnion::CreateRequest(create)) };
         requests.send(request).await.map_err(|_| Status::internal("watch queue closed"))?;
     }
     // As etcd's Go client, take responses of any size: a watcher catching up on large values gets
@@ -174,19 +217,21 @@ async fn open_stream(
             ids.push(response.watch_id);
         }
     }
-    Ok((requests, responses, ids))
+    // Both systems answer creates in the order they were asked.
+    Ok((requests, responses, ids.into_iter().zip(keys).collect()))
 }
 
 /// Count and time each watcher's events until stopped (or the stream fails).
 async fn listen(
     _requests: mpsc::Sender<WatchRequest>,
     mut responses: Streaming<Tally>,
-    ids: Vec<i64>,
+    watchers: Vec<(i64, Option<u64>)>,
     count: Arc<Count>,
     mut stop: watch::Receiver<()>,
 ) -> Heard {
-    let watcher: HashMap<i64, usize> = ids.iter().enumerate().map(|(index, &id)| (id, index)).collect();
-    let mut heard = Heard { latencies: super::histogram(), counts: vec![0; ids.len()], part: Part::new(), last_event: None, responses: 0 };
+    let watcher: HashMap<i64, usize> = watchers.iter().enumerate().map(|(index, &(id, _))| (id, index)).collect();
+    let keys = watchers.into_iter().map(|(_, key)| key).collect();
+    let mut heard = Heard { latencies: super::histogram(), counts: vec![0; watcher.len()], keys, part: Part::new(), last_event: None, responses: 0 };
     let mut received = 0;
     loop {
         let response = tokio::select! {

@@ -51,7 +51,8 @@ impl Keys {
         Keys { size, space, order }
     }
 
-    pub fn next(&mut self) -> Vec<u8> {
+    /// The next key, with its index in the space.
+    pub fn next(&mut self) -> (u64, Vec<u8>) {
         let index = match &mut self.order {
             Order::Sequential(counter) => counter.fetch_add(1, Ordering::Relaxed) % self.space,
             Order::Random(state) => {
@@ -61,6 +62,11 @@ impl Keys {
                 *state % self.space
             }
         };
+        (index, self.key(index))
+    }
+
+    /// The key at `index` in the space.
+    pub fn key(&self, index: u64) -> Vec<u8> {
         // The index in decimal, zero-padded (or cut) to the key size, as etcd's tool pads.
         let digits = format!("{index:0width$}", width = self.size.max(1));
         digits.as_bytes()[digits.len().saturating_sub(self.size.max(1))..].to_vec()
@@ -189,11 +195,12 @@ mod tests {
         let counter = Arc::new(AtomicU64::new(0));
         let mut first = Keys::new(6, 10, Order::Sequential(counter.clone()));
         let mut second = Keys::new(6, 10, Order::Sequential(counter));
-        let keys: Vec<_> = (0..6).map(|i| String::from_utf8(if i % 2 == 0 { first.next() } else { second.next() }).unwrap()).collect();
+        let keys: Vec<_> = (0..6).map(|i| String::from_utf8(if i % 2 == 0 { first.next().1 } else { second.next().1 }).unwrap()).collect();
         assert_eq!(keys, ["000000", "000001", "000002", "000003", "000004", "000005"], "clients share the sequence");
         let mut random = Keys::new(3, 50, Order::random(7));
         for _ in 0..1000 {
-            let key = random.next();
+            let (index, key) = random.next();
+            assert_eq!(key, random.key(index));
             assert_eq!(key.len(), 3);
             assert!(std::str::from_utf8(&key).unwrap().parse::<u64>().unwrap() < 50);
         }
@@ -206,6 +213,6 @@ mod tests {
         assert_eq!(Keys::new(2, 1000, Order::random(0)).range(), (b"00".to_vec(), b"99\0".to_vec()));
         let mut keys = Keys::new(3, 20, Order::random(5));
         let (start, end) = keys.range();
-        assert!((0..200).map(|_| keys.next()).all(|key| start <= key && key < end));
+        assert!((0..200).map(|_| keys.next().1).all(|key| start <= key && key < end));
     }
 }

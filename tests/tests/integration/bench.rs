@@ -53,11 +53,13 @@ fn watch_workloads_deliver_every_event_on_both_servers() {
     let watch_keys = ["events", "events_per_second", "event_responses", "event_latency_ms", "mean_event_latency_ms"];
     for kind in [Kind::Etcd, Kind::subject()] {
         let node = Node::start(kind, &[]).unwrap();
-        let runs: [(&[&str], u64); 3] = [
+        let runs: [(&[&str], u64); 4] = [
             (&["watch", "--watchers", "3", "--streams", "2", "--conns", "2", "--clients", "2", "--total", "20", "--key-space-size", "5"], 3),
             // The default rate of 100 puts/s.
             (&["watch-latency", "--watchers", "4", "--streams", "3", "--total", "15"], 4),
             (&["watch", "--watchers", "3", "--duration", "300ms", "--clients", "2", "--key-size", "3", "--key-space-size", "5000"], 3),
+            // Two watchers of each key, on two streams: each put's event goes to two of them.
+            (&["watch", "--watch-each-key", "--watchers", "10", "--streams", "2", "--clients", "2", "--total", "30", "--key-space-size", "5"], 2),
         ];
         for (args, watchers) in runs {
             let report = bench_json(&node, args);
@@ -105,6 +107,10 @@ fn a_dead_endpoint_fails_clearly() {
     assert_eq!(error, "Error: --clients, --conns and --key-space-size must be at least 1");
     let error = failed(run("127.0.0.1:1", &["bench", "watch", "--watchers", "0"]));
     assert_eq!(error, "Error: --watchers and --streams must be at least 1");
+    let error = failed(run("127.0.0.1:1", &["bench", "put", "--watch-each-key"]));
+    assert_eq!(error, "Error: --watch-each-key is for the watch workload");
+    let error = failed(run("127.0.0.1:1", &["bench", "watch", "--watch-each-key", "--key-size", "2", "--key-space-size", "101"]));
+    assert_eq!(error, "Error: --watch-each-key needs --key-size digits enough for --key-space-size distinct keys");
     let error = failed(run("127.0.0.1:1", &["bench", "compare", "--members", "1,3", "--target", "follower"]));
     assert_eq!(error, "Error: --target follower needs --members of at least 2");
     let error = failed(run("127.0.0.1:1", &["bench", "compare", "--workloads", "put,plugin"]));
