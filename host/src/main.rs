@@ -12,6 +12,11 @@ use conclave_host::transport::bind_all;
 use conclave_host::transport::tls::MemberTls;
 use conclave_host::{api, membership, raft};
 
+/// mimalloc: under a member's load it spends less CPU per request than glibc's malloc and holds
+/// less memory per stored key (measured in the README's Benchmarks).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 async fn run(config: Config) -> anyhow::Result<()> {
     config.validate()?;
     let tls = MemberTls::new(&config)?;
