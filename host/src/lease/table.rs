@@ -1,6 +1,6 @@
 //! The replicated lease table and the encoding of its records in the store's sled tree.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Lease records live under this prefix: `l` + id (8 bytes, big-endian) → granted TTL (8 bytes).
 pub const RECORD_PREFIX: u8 = b'l';
@@ -18,6 +18,9 @@ pub struct Lease {
 #[derive(Clone, Debug, Default)]
 pub struct LeaseTable {
     leases: BTreeMap<i64, Lease>,
+    /// The lease each live key with one is attached to: a put moves its key without reading the
+    /// value it replaces.
+    attached: HashMap<Vec<u8>, i64>,
 }
 
 impl LeaseTable {
@@ -53,20 +56,31 @@ impl LeaseTable {
 
     /// Remove a lease, handing back what it held.
     pub fn revoke(&mut self, id: i64) -> Option<Lease> {
-        self.leases.remove(&id)
+        let lease = self.leases.remove(&id)?;
+        for key in &lease.keys {
+            self.attached.remove(key);
+        }
+        Some(lease)
     }
 
-    /// Note that `key`'s lease changed from `from` to `to` (0 means none). Unknown ids are ignored:
-    /// puts are checked against the table before they run.
-    pub fn reattach(&mut self, key: &[u8], from: i64, to: i64) {
+    /// Attach `key` to lease `to` (0: to none), detaching it from the one it had. An unknown `to`
+    /// counts as none: puts are checked against the table before they run.
+    pub fn attach(&mut self, key: &[u8], to: i64) {
+        let from = self.attached.get(key).copied().unwrap_or(0);
         if from == to {
             return;
         }
         if let Some(lease) = self.leases.get_mut(&from) {
             lease.keys.remove(key);
         }
-        if let Some(lease) = self.leases.get_mut(&to) {
-            lease.keys.insert(key.to_vec());
+        match self.leases.get_mut(&to) {
+            Some(lease) => {
+                lease.keys.insert(key.to_vec());
+                self.attached.insert(key.to_vec(), to);
+            }
+            None => {
+                self.attached.remove(key);
+            }
         }
     }
 }
@@ -107,24 +121,41 @@ mod tests {
         let mut table = LeaseTable::default();
         table.grant(1, 10);
         table.grant(2, 10);
-        table.reattach(b"k", 0, 1);
+        table.attach(b"k", 1);
         assert!(table.get(1).unwrap().keys.contains(b"k".as_slice()));
-        table.reattach(b"k", 1, 2);
+        table.attach(b"k", 2);
         assert!(table.get(1).unwrap().keys.is_empty());
         assert!(table.get(2).unwrap().keys.contains(b"k".as_slice()));
-        table.reattach(b"k", 2, 0);
+        table.attach(b"k", 0);
         assert!(table.get(2).unwrap().keys.is_empty());
-        // A lease that is gone is simply skipped.
-        table.reattach(b"k", 99, 1);
+        // A lease that is gone counts as none.
+        table.attach(b"k", 1);
+        table.attach(b"k", 99);
+        assert!(table.get(1).unwrap().keys.is_empty());
+        table.attach(b"k", 1);
         assert_eq!(table.get(1).unwrap().keys.len(), 1);
+    }
+
+    #[test]
+    fn a_revoked_lease_lets_go_of_its_keys() {
+        let mut table = LeaseTable::default();
+        table.grant(1, 10);
+        table.grant(2, 10);
+        table.attach(b"k", 1);
+        table.revoke(1);
+        table.attach(b"k", 2);
+        assert_eq!(table.get(2).unwrap().keys.len(), 1);
+        table.grant(1, 10);
+        table.attach(b"k", 0);
+        assert!(table.get(2).unwrap().keys.is_empty(), "detached from the lease it was attached to");
     }
 
     #[test]
     fn revoke_returns_attached_keys() {
         let mut table = LeaseTable::default();
         table.grant(5, 10);
-        table.reattach(b"a", 0, 5);
-        table.reattach(b"b", 0, 5);
+        table.attach(b"a", 5);
+        table.attach(b"b", 5);
         let lease = table.revoke(5).unwrap();
         assert_eq!(lease.keys.into_iter().collect::<Vec<_>>(), vec![b"a".to_vec(), b"b".to_vec()]);
         assert!(table.revoke(5).is_none());

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use conclave_proto::mvccpb::event::EventType;
 use conclave_proto::mvccpb::Event;
 
 use super::store::{HistoryChunk, ReadView, Store, StoreError, View};
@@ -30,11 +31,29 @@ impl Store {
         self.read_async(|view| view.current_rev()).await
     }
 
+    /// `events` with the values their puts replaced, where the apply left them out (see
+    /// [`Writer::put`](super::Writer::put)) and the history still holds them.
+    pub async fn with_replaced_values(self: &Arc<Self>, mut events: Vec<Event>) -> Result<Vec<Event>, StoreError> {
+        self.read_async(move |view| {
+            for event in events.iter_mut().filter(|e| lacks_replaced_value(e)) {
+                let kv = event.kv.as_ref().expect("a put event has its value");
+                event.prev_kv = view.get_at(&kv.key, kv.mod_revision - 1)?;
+            }
+            Ok(events)
+        })
+        .await
+    }
+
     /// [`Store::history`] without blocking the runtime, as [`Store::read_async`] reads.
     pub async fn history_async(self: &Arc<Self>, from: i64, upto: i64, chunk: HistoryChunk) -> Result<(Vec<Event>, i64), StoreError> {
         let store = self.clone();
         self.read_async(move |view| store.history_in(view, from, upto, chunk)).await
     }
+}
+
+/// Whether `event` is a put of a key that had a value, without that value.
+pub fn lacks_replaced_value(event: &Event) -> bool {
+    event.r#type == EventType::Put as i32 && event.prev_kv.is_none() && event.kv.as_ref().is_some_and(|kv| kv.version > 1)
 }
 
 #[cfg(test)]

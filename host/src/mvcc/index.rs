@@ -13,10 +13,18 @@ use super::span::KeySpan;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Change {
     rev: Revision,
-    tombstone: bool,
     /// The create revision of the value written (0 for a delete): a range sorted or filtered by
     /// create revision (a lock's queue) then reads only the values it answers with.
     created: i64,
+    /// The key's version after this change; 0 for a delete, as etcd counts. With `created`, all
+    /// a put needs of the value it replaces (the value itself is read only when asked for).
+    version: i64,
+}
+
+impl Change {
+    fn is_tombstone(&self) -> bool {
+        self.version == 0
+    }
 }
 
 /// A key's value visible at some revision, as the index knows it.
@@ -25,6 +33,7 @@ pub struct Visible {
     /// Where the value is stored; its `main` is the key's mod revision.
     pub rev: Revision,
     pub created: i64,
+    pub version: i64,
 }
 
 /// A key's changes. Most keys hold one (written once, or compacted down to their last value):
@@ -40,21 +49,22 @@ pub struct KeyIndex {
 }
 
 impl KeyIndex {
-    /// Record a put of `key` at `rev` of a value created at `created`; revisions arrive in
-    /// increasing order.
-    pub fn put(&mut self, key: &[u8], rev: Revision, created: i64) {
-        self.push(key, Change { rev, tombstone: false, created });
+    /// Record a put of `key` at `rev` of a value created at `created`, the key's `version`th
+    /// (from 1); revisions arrive in increasing order.
+    pub fn put(&mut self, key: &[u8], rev: Revision, created: i64, version: i64) {
+        debug_assert!(version > 0);
+        self.push(key, Change { rev, created, version });
     }
 
     /// Record a delete of `key` at `rev`.
     pub fn tombstone(&mut self, key: &[u8], rev: Revision) {
-        self.push(key, Change { rev, tombstone: true, created: 0 });
+        self.push(key, Change { rev, created: 0, version: 0 });
     }
 
     fn push(&mut self, key: &[u8], change: Change) {
         let was_live = match self.keys.get_mut(key) {
             Some(changes) => {
-                let was_live = changes.last().is_some_and(|c| !c.tombstone);
+                let was_live = changes.last().is_some_and(|c| !c.is_tombstone());
                 changes.push(change);
                 was_live
             }
@@ -63,7 +73,7 @@ impl KeyIndex {
                 false
             }
         };
-        match (was_live, change.tombstone) {
+        match (was_live, change.is_tombstone()) {
             (false, false) => self.live += 1,
             (true, true) => self.live -= 1,
             _ => {}
@@ -77,7 +87,12 @@ impl KeyIndex {
 
     /// The revision of `key` visible at store revision `at`, if the key is live then.
     pub fn get(&self, key: &[u8], at: i64) -> Option<Revision> {
-        self.keys.get(key).and_then(|changes| visible(changes, at)).map(|v| v.rev)
+        self.visible(key, at).map(|v| v.rev)
+    }
+
+    /// What the index knows of `key`'s value visible at store revision `at`, if it is live then.
+    pub fn visible(&self, key: &[u8], at: i64) -> Option<Visible> {
+        self.keys.get(key).and_then(|changes| visible(changes, at))
     }
 
     /// Live keys of `span` at revision `at`, in key order, with what the index knows of each value.
@@ -97,7 +112,7 @@ impl KeyIndex {
             if newer == 0 {
                 return true;
             }
-            let keep_from = if changes[newer - 1].tombstone { newer } else { newer - 1 };
+            let keep_from = if changes[newer - 1].is_tombstone() { newer } else { newer - 1 };
             dropped.extend(changes.drain(..keep_from).map(|c| c.rev));
             !changes.is_empty()
         });
@@ -108,7 +123,7 @@ impl KeyIndex {
 fn visible(changes: &[Change], at: i64) -> Option<Visible> {
     let upto = changes.partition_point(|c| c.rev.main <= at);
     let last = changes[..upto].last()?;
-    (!last.tombstone).then_some(Visible { rev: last.rev, created: last.created })
+    (!last.is_tombstone()).then_some(Visible { rev: last.rev, created: last.created, version: last.version })
 }
 
 #[cfg(test)]
@@ -122,14 +137,15 @@ mod tests {
     #[test]
     fn visibility_follows_history() {
         let mut index = KeyIndex::default();
-        index.put(b"a", rev(2), 2);
-        index.put(b"a", rev(3), 2);
+        index.put(b"a", rev(2), 2, 1);
+        index.put(b"a", rev(3), 2, 2);
         index.tombstone(b"a", rev(4));
-        index.put(b"a", rev(5), 5);
+        index.put(b"a", rev(5), 5, 1);
         assert_eq!(index.get(b"a", 1), None);
         assert_eq!(index.get(b"a", 3), Some(rev(3)));
         assert_eq!(index.get(b"a", 4), None);
         assert_eq!(index.get(b"a", 9), Some(rev(5)));
+        assert_eq!(index.visible(b"a", 3), Some(Visible { rev: rev(3), created: 2, version: 2 }));
         index.tombstone(b"b", rev(6));
         assert_eq!(index.live_keys(), 1);
         index.tombstone(b"a", rev(7));
@@ -139,10 +155,10 @@ mod tests {
     #[test]
     fn range_skips_deleted_keys() {
         let mut index = KeyIndex::default();
-        index.put(b"a", rev(2), 2);
-        index.put(b"b", rev(3), 3);
+        index.put(b"a", rev(2), 2, 1);
+        index.put(b"b", rev(3), 3, 1);
         index.tombstone(b"b", rev(4));
-        index.put(b"c", rev(5), 5);
+        index.put(b"c", rev(5), 5, 1);
         let span = KeySpan::new(b"a", b"\0");
         let keys: Vec<_> = index.range(&span, 5).map(|(k, _)| k.to_vec()).collect();
         assert_eq!(keys, vec![b"a".to_vec(), b"c".to_vec()]);
@@ -153,11 +169,11 @@ mod tests {
     #[test]
     fn compaction_keeps_what_is_visible() {
         let mut index = KeyIndex::default();
-        index.put(b"a", rev(2), 2);
-        index.put(b"a", rev(3), 2);
-        index.put(b"b", rev(4), 4);
+        index.put(b"a", rev(2), 2, 1);
+        index.put(b"a", rev(3), 2, 2);
+        index.put(b"b", rev(4), 4, 1);
         index.tombstone(b"b", rev(5));
-        index.put(b"c", rev(7), 7);
+        index.put(b"c", rev(7), 7, 1);
         let mut dropped = index.compact(5);
         dropped.sort();
         assert_eq!(dropped, vec![rev(2), rev(4), rev(5)]);
@@ -167,8 +183,8 @@ mod tests {
         assert_eq!(index.live_keys(), 2, "compaction changes no live key");
         let span = KeySpan::new(b"a", b"\0");
         let seen: Vec<_> = index.range(&span, 7).map(|(k, v)| (k.to_vec(), v)).collect();
-        let a = Visible { rev: rev(3), created: 2 };
-        let c = Visible { rev: rev(7), created: 7 };
+        let a = Visible { rev: rev(3), created: 2, version: 2 };
+        let c = Visible { rev: rev(7), created: 7, version: 1 };
         assert_eq!(seen, vec![(b"a".to_vec(), a), (b"c".to_vec(), c)], "a key keeps its create revision past compaction");
     }
 }

@@ -18,6 +18,7 @@ mod txn;
 mod unflushed;
 mod write;
 
+pub use async_read::lacks_replaced_value;
 pub use range::range;
 pub use revision::Revision;
 pub use span::KeySpan;

@@ -106,7 +106,12 @@ pub trait View {
 
     /// The live value of `key` at the current revision.
     fn get(&self, key: &[u8]) -> Result<Option<KeyValue>, StoreError> {
-        match self.index().get(key, self.current_rev()) {
+        self.get_at(key, self.current_rev())
+    }
+
+    /// The value of `key` live at revision `at`, if its history is still held.
+    fn get_at(&self, key: &[u8], at: i64) -> Result<Option<KeyValue>, StoreError> {
+        match self.index().get(key, at) {
             Some(rev) => self.load(rev).map(Some),
             None => Ok(None),
         }
@@ -346,29 +351,25 @@ fn read_i64(tree: &sled::Tree, name: &[u8]) -> Result<Option<i64>, StoreError> {
 }
 
 fn load_state(tree: &sled::Tree) -> Result<State, StoreError> {
-    let mut index = KeyIndex::default();
-    // The lease named by each live key's newest record: records come in revision order.
-    let mut attached: HashMap<Vec<u8>, i64> = HashMap::new();
-    for entry in tree.scan_prefix([RECORD_PREFIX]) {
-        let (key, value) = entry?;
-        let rev = Revision::from_bytes(&key[1..]).ok_or_else(|| corrupt("record key"))?;
-        let (kv, tombstone) = decode_record(&value)?;
-        if tombstone {
-            index.tombstone(&kv.key, rev);
-            attached.remove(&kv.key[..]);
-        } else {
-            index.put(&kv.key, rev, kv.create_revision);
-            attached.insert(kv.key.into(), kv.lease);
-        }
-    }
     let mut leases = LeaseTable::default();
     for entry in tree.scan_prefix([lease::RECORD_PREFIX]) {
         let (key, value) = entry?;
         let (id, ttl) = lease::decode_record(&key, &value).ok_or_else(|| corrupt("lease record"))?;
         leases.grant(id, ttl);
     }
-    for (key, id) in attached {
-        leases.reattach(&key, 0, id);
+    // Records come in revision order: each live key ends attached to the lease its newest names.
+    let mut index = KeyIndex::default();
+    for entry in tree.scan_prefix([RECORD_PREFIX]) {
+        let (key, value) = entry?;
+        let rev = Revision::from_bytes(&key[1..]).ok_or_else(|| corrupt("record key"))?;
+        let (kv, tombstone) = decode_record(&value)?;
+        if tombstone {
+            index.tombstone(&kv.key, rev);
+            leases.attach(&kv.key, 0);
+        } else {
+            index.put(&kv.key, rev, kv.create_revision, kv.version);
+            leases.attach(&kv.key, kv.lease);
+        }
     }
     Ok(State {
         index,
@@ -410,10 +411,7 @@ impl Store {
                 break;
             }
             let (kv, tombstone) = decode_record(&value)?;
-            let prev = match view.index().get(&kv.key, rev.main - 1) {
-                Some(prev_rev) => Some(view.load(prev_rev)?),
-                None => None,
-            };
+            let prev = view.get_at(&kv.key, rev.main - 1)?;
             let event = event(kv, prev, tombstone);
             bytes += event_bytes(&event);
             events.push(event);
@@ -481,7 +479,7 @@ impl ApplyBatch<'_> {
         if tombstone {
             self.state.index.tombstone(&kv.key, rev);
         } else {
-            self.state.index.put(&kv.key, rev, kv.create_revision);
+            self.state.index.put(&kv.key, rev, kv.create_revision, kv.version);
         }
         self.set(record_key(rev), encode_record(&kv, tombstone));
         self.events.push(event(kv.clone(), prev, tombstone));

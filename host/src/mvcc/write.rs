@@ -49,7 +49,7 @@ impl<'b, 'a> Writer<'b, 'a> {
 
     /// Check a put against the current state: what etcd rejects at apply time.
     pub fn check_put(view: &impl View, req: &PutRequest) -> Result<(), StoreError> {
-        if (req.ignore_value || req.ignore_lease) && view.get(&req.key)?.is_none() {
+        if (req.ignore_value || req.ignore_lease) && view.index().get(&req.key, view.current_rev()).is_none() {
             return Err(EtcdError::KeyNotFound.into());
         }
         if req.lease != 0 && !req.ignore_lease && !view.leases().contains(req.lease) {
@@ -58,13 +58,20 @@ impl<'b, 'a> Writer<'b, 'a> {
         Ok(())
     }
 
+    /// The value a put replaces is read only when the request needs it: its create revision and
+    /// version are in the index, its lease in the lease table, and a watcher that wants it with
+    /// the event reads it then (as etcd's do).
     pub fn put(&mut self, req: &PutRequest) -> Result<PutResponse, StoreError> {
         Self::check_put(self.batch, req)?;
         crate::metrics::get().puts.inc();
-        let prev = self.batch.get(&req.key)?;
+        let replaced = self.batch.index().visible(&req.key, self.batch.current_rev());
+        let prev = match replaced {
+            Some(replaced) if req.prev_kv || req.ignore_value || req.ignore_lease => Some(self.batch.load(replaced.rev)?),
+            _ => None,
+        };
         let rev = self.next_rev();
-        let (create_revision, version) = match &prev {
-            Some(p) => (p.create_revision, p.version + 1),
+        let (create_revision, version) = match replaced {
+            Some(replaced) => (replaced.created, replaced.version + 1),
             None => (rev.main, 1),
         };
         let kv = KeyValue {
@@ -81,8 +88,7 @@ impl<'b, 'a> Writer<'b, 'a> {
                 _ => req.lease,
             },
         };
-        let previous_lease = prev.as_ref().map_or(0, |p| p.lease);
-        self.batch.state.leases.reattach(&kv.key, previous_lease, kv.lease);
+        self.batch.state.leases.attach(&kv.key, kv.lease);
         self.batch.record(rev, kv, prev.clone(), false);
         Ok(PutResponse {
             header: header(self.main),
@@ -101,7 +107,7 @@ impl<'b, 'a> Writer<'b, 'a> {
             let tomb_rev = self.next_rev();
             let tombstone = KeyValue { key: prev.key.clone(), mod_revision: tomb_rev.main, ..Default::default() };
             self.batch.record(tomb_rev, tombstone, Some(prev.clone()), true);
-            self.batch.state.leases.reattach(&prev.key, prev.lease, 0);
+            self.batch.state.leases.attach(&prev.key, 0);
             prev_kvs.push(prev);
         }
         Ok(DeleteRangeResponse {

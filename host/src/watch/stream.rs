@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use super::WatchContext;
 use super::hub::{self, Interest, Published, Subscription};
 use crate::error::EtcdError;
-use crate::mvcc::{event_bytes, HistoryChunk, KeySpan, StoreError, View};
+use crate::mvcc::{event_bytes, lacks_replaced_value, HistoryChunk, KeySpan, StoreError, View};
 
 /// History read per step of a replay, so the store is never held for long, nor a stream's
 /// memory taken by large values.
@@ -341,7 +341,9 @@ impl<O: Sink<WatchResponse> + Unpin> Worker<O> {
         Ok(())
     }
 
-    /// Offer events (in revision order) to the watchers; `revision` goes in the headers.
+    /// Offer events (in revision order) to the watchers; `revision` goes in the headers. Puts
+    /// come without the values they replaced unless the writer asked for them: watchers that want
+    /// those get them read from the history here.
     /// Each watcher's response is sent before the next is built: a thousand events for each of a
     /// hundred watchers, all built first, held 20 MB per stream.
     async fn deliver(&mut self, events: &[Event], only: Option<i64>, revision: i64) -> Result<(), Gone> {
@@ -350,6 +352,19 @@ impl<O: Sink<WatchResponse> + Unpin> Worker<O> {
         let ids: Vec<i64> = match only {
             Some(id) => vec![id],
             None => hub::lock(&self.interest).watchers_of(events),
+        };
+        let completed;
+        let events = if ids.iter().any(|id| self.watchers.get(id).is_some_and(|w| w.prev_kv)) && events.iter().any(lacks_replaced_value) {
+            completed = match self.ctx.store.with_replaced_values(events.to_vec()).await {
+                Ok(completed) => completed,
+                Err(e) => {
+                    tracing::error!("reading the values replaced by watched puts failed: {e}");
+                    return Err(Gone);
+                }
+            };
+            &completed[..]
+        } else {
+            events
         };
         let mut copies = StreamCopies::new(events, ids.len() > 1);
         // The places in `events` that `filter` wants: worked out once per run of watchers that

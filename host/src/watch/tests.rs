@@ -11,6 +11,7 @@ use conclave_proto::etcdserverpb::{
     CompactionRequest, PutRequest, ResponseHeader, WatchCancelRequest, WatchCreateRequest, WatchProgressRequest, WatchRequest,
     WatchResponse,
 };
+use conclave_proto::mvccpb::KeyValue;
 use futures::channel::mpsc;
 use futures::StreamExt;
 
@@ -233,6 +234,33 @@ async fn watchers_of_one_stream_that_filter_alike_or_not_each_get_what_they_aske
         let response = client.next().await;
         assert_eq!((response.watch_id, keys(&response)), (watch_id, vec!["k11".to_string()]));
     }
+}
+
+#[tokio::test]
+async fn a_watcher_asking_for_previous_values_gets_them_though_the_writer_did_not() {
+    let member = Member::new();
+    let mut client = Client::open(member.context());
+    for (watch_id, prev_kv) in [(0, true), (1, false)] {
+        let create = WatchCreateRequest { key: b"k".to_vec(), watch_id, prev_kv, ..Default::default() };
+        client.send(RequestUnion::CreateRequest(create));
+        assert!(client.next().await.created);
+    }
+    let put = |value: &str, prev_kv| PutRequest { key: b"k".to_vec(), value: value.into(), prev_kv, ..Default::default() };
+    member.write(|w| w.put(&put("a", false)));
+    member.write(|w| w.put(&put("b", false)));
+    member.write(|w| w.put(&put("c", true)));
+    let values = |response: &WatchResponse| {
+        let value = |kv: Option<&KeyValue>| kv.map(|kv| String::from_utf8_lossy(&kv.value).into_owned());
+        response.events.iter().map(|e| (value(e.kv.as_ref()).unwrap(), value(e.prev_kv.as_ref()))).collect::<Vec<_>>()
+    };
+    let mut got = [Vec::new(), Vec::new()];
+    while got.iter().map(Vec::len).sum::<usize>() < 6 {
+        let response = client.next().await;
+        got[response.watch_id as usize].extend(values(&response));
+    }
+    let replaced = |value: &str| Some(value.to_string());
+    assert_eq!(got[0], [("a".into(), None), ("b".into(), replaced("a")), ("c".into(), replaced("b"))]);
+    assert_eq!(got[1], [("a".into(), None), ("b".into(), None), ("c".into(), None)]);
 }
 
 #[tokio::test]
