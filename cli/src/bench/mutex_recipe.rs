@@ -20,7 +20,7 @@ use conclave_proto::etcdserverpb::{
 };
 use conclave_proto::mvccpb::KeyValue;
 use conclave_proto::mvccpb::event::EventType;
-use conclave_host::plugin::manifest::prefix_end;
+use conclave_host::mvcc::prefix_end;
 use tonic::Status;
 use tonic::transport::Channel;
 

@@ -21,7 +21,7 @@ mod write;
 pub use async_read::lacks_replaced_value;
 pub use range::range;
 pub use revision::Revision;
-pub use span::KeySpan;
+pub use span::{prefix_end, KeySpan};
 pub use store::{event_bytes, ApplyBatch, HashKv, HistoryChunk, ReadView, Store, StoreError, View};
 pub use txn::{is_read_only, txn, TxnTarget};
 pub use write::Writer;

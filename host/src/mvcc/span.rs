@@ -28,6 +28,20 @@ impl KeySpan {
         KeySpan { start: key.to_vec(), end: None }
     }
 
+    /// Every key starting with `prefix`.
+    pub fn prefix(prefix: &[u8]) -> Self {
+        KeySpan::new(prefix, &prefix_end(prefix))
+    }
+
+    /// The prefix whose keys this span holds, for a span of a non-empty prefix (short of
+    /// 0xff bytes: their spans have no end).
+    pub fn as_prefix(&self) -> Option<&[u8]> {
+        match &self.end {
+            Some(Some(end)) if !self.start.is_empty() && *end == prefix_end(&self.start) => Some(&self.start),
+            _ => None,
+        }
+    }
+
     pub fn contains(&self, key: &[u8]) -> bool {
         match &self.end {
             None => key == self.start.as_slice(),
@@ -70,6 +84,18 @@ impl KeySpan {
     }
 }
 
+/// etcd's range end for "every key starting with `prefix`".
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,6 +108,20 @@ mod tests {
         assert!(KeySpan::new(b"a", b"b").contains(b"azz"));
         assert!(!KeySpan::new(b"a", b"b").contains(b"b"));
         assert!(KeySpan::new(b"b", b"a").bounds().is_none());
+    }
+
+    #[test]
+    fn prefixes_become_etcd_spans() {
+        assert_eq!(prefix_end(b"a/"), b"a0");
+        assert_eq!(prefix_end(b"a\xff"), b"b");
+        assert_eq!(prefix_end(b"\xff\xff"), b"\0");
+        assert_eq!(prefix_end(b""), b"\0");
+        assert_eq!(KeySpan::prefix(b"a/").as_prefix(), Some(&b"a/"[..]));
+        assert_eq!(KeySpan::prefix(b"a\xff").as_prefix(), Some(&b"a\xff"[..]));
+        assert_eq!(KeySpan::new(b"a/", b"a1").as_prefix(), None);
+        assert_eq!(KeySpan::prefix(b"\xff").as_prefix(), None, "no end");
+        assert_eq!(KeySpan::prefix(b"").as_prefix(), None);
+        assert_eq!(KeySpan::single(b"a").as_prefix(), None);
     }
 
     #[test]

@@ -140,19 +140,7 @@ impl Manifest {
 
 /// The spans of some prefixes, etcd's way: "" is every key (range end "\0").
 fn access(prefixes: &[String]) -> Access {
-    Access::Only(prefixes.iter().map(|p| KeySpan::new(p.as_bytes(), &prefix_end(p.as_bytes()))).collect())
-}
-
-/// etcd's range end for "every key starting with `prefix`".
-pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
+    Access::Only(prefixes.iter().map(|p| KeySpan::prefix(p.as_bytes())).collect())
 }
 
 #[cfg(test)]
@@ -219,10 +207,6 @@ mod tests {
 
     #[test]
     fn prefixes_become_etcd_spans() {
-        assert_eq!(prefix_end(b"a/"), b"a0");
-        assert_eq!(prefix_end(b"a\xff"), b"b");
-        assert_eq!(prefix_end(b"\xff\xff"), b"\0");
-        assert_eq!(prefix_end(b""), b"\0");
         let m = Manifest::parse(r#"{"read":[""]}"#, &ceilings()).unwrap();
         assert_eq!(m.read_access(), Access::Only(vec![KeySpan::new(b"", b"\0")]));
     }

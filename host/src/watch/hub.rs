@@ -1,6 +1,6 @@
 //! Fans out each applied batch of events to the subscribed watch streams that want it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -12,9 +12,10 @@ use crate::mvcc::{KeySpan, Store, View};
 /// Batches a stream may have queued before it is considered behind and dropped (each batch holds
 /// all the events of one apply, often many writes).
 const STREAM_QUEUE: usize = 64;
-/// Most distinct key ranges the hub matches a batch against for a stream; a stream with more
-/// takes every batch, as matching each event against many ranges in the apply loop would cost
-/// more than its wake-up. Single keys have no such limit: they are looked up, not scanned.
+/// Most distinct key ranges other than prefixes the hub matches a batch against for a stream; a
+/// stream with more takes every batch, as matching each event against many ranges in the apply
+/// loop would cost more than its wake-up. Single keys and prefixes have no such limit: they are
+/// looked up, not scanned.
 const MAX_INTEREST_RANGES: usize = 8;
 
 /// Events of consecutive revisions, as committed by one apply.
@@ -28,13 +29,18 @@ pub struct Published {
 /// batches no one wants, so a stream is not woken by every commit whatever keys it watches (64
 /// lock waiters each watching one key were woken 64 times per commit); the stream's worker asks
 /// who, so a commit costs it the watchers of its keys, not a pass over all (etcd's clients put
-/// every watch of a client on one stream: thousands of watchers of one key each). The worker
-/// updates it as watchers come and go, under the same lock the hub checks it with.
+/// every watch of a client on one stream: thousands of watchers of one key, or of one prefix,
+/// each). The worker updates it as watchers come and go, under the same lock the hub checks it
+/// with.
 #[derive(Default)]
 pub struct Interest {
     /// The watchers of each single key.
     keys: HashMap<Vec<u8>, BTreeSet<i64>>,
-    /// The watchers of each range of keys (prefixes, intervals).
+    /// The watchers of each prefix (`--prefix` watches).
+    prefixes: HashMap<Vec<u8>, BTreeSet<i64>>,
+    /// How many of `prefixes` have each length: an event's key is looked up at these lengths only.
+    prefix_lengths: BTreeMap<usize, usize>,
+    /// The watchers of each other range of keys.
     ranges: Vec<(KeySpan, BTreeSet<i64>)>,
     /// The newest revision the hub skipped while the stream had no batch queued: the stream has
     /// had every batch up to it that its watchers wanted, and may count it as seen.
@@ -45,13 +51,19 @@ impl Interest {
     fn add(&mut self, watcher: i64, span: &KeySpan) {
         if span.end.is_none() {
             self.keys.entry(span.start.clone()).or_default().insert(watcher);
-            return;
-        }
-        match self.ranges.iter_mut().find(|(s, _)| s == span) {
-            Some((_, watchers)) => {
-                watchers.insert(watcher);
+        } else if let Some(prefix) = span.as_prefix() {
+            let watchers = self.prefixes.entry(prefix.to_vec()).or_default();
+            if watchers.is_empty() {
+                *self.prefix_lengths.entry(prefix.len()).or_default() += 1;
             }
-            None => self.ranges.push((span.clone(), BTreeSet::from([watcher]))),
+            watchers.insert(watcher);
+        } else {
+            match self.ranges.iter_mut().find(|(s, _)| s == span) {
+                Some((_, watchers)) => {
+                    watchers.insert(watcher);
+                }
+                None => self.ranges.push((span.clone(), BTreeSet::from([watcher]))),
+            }
         }
     }
 
@@ -59,15 +71,17 @@ impl Interest {
     /// kept a moment too long only costs a wake-up).
     pub fn remove(&mut self, watcher: i64, span: &KeySpan) {
         if span.end.is_none() {
-            if let Some(watchers) = self.keys.get_mut(&span.start) {
-                watchers.remove(&watcher);
-                if watchers.is_empty() {
-                    self.keys.remove(&span.start);
+            forget(&mut self.keys, &span.start, watcher);
+        } else if let Some(prefix) = span.as_prefix() {
+            if forget(&mut self.prefixes, prefix, watcher)
+                && let Some(count) = self.prefix_lengths.get_mut(&prefix.len())
+            {
+                *count -= 1;
+                if *count == 0 {
+                    self.prefix_lengths.remove(&prefix.len());
                 }
             }
-            return;
-        }
-        if let Some(i) = self.ranges.iter().position(|(s, _)| s == span) {
+        } else if let Some(i) = self.ranges.iter().position(|(s, _)| s == span) {
             self.ranges[i].1.remove(&watcher);
             if self.ranges[i].1.is_empty() {
                 self.ranges.swap_remove(i);
@@ -81,12 +95,25 @@ impl Interest {
 
     fn wants(&self, events: &[Event]) -> bool {
         self.ranges.len() > MAX_INTEREST_RANGES
-            || keys_of(events).any(|key| self.keys.contains_key(key) || self.ranges.iter().any(|(span, _)| span.contains(key)))
+            || keys_of(events).any(|key| {
+                self.keys.contains_key(key)
+                    || self.prefixes_of(key).next().is_some()
+                    || self.ranges.iter().any(|(span, _)| span.contains(key))
+            })
+    }
+
+    /// The watchers of the watched prefixes of `key`.
+    fn prefixes_of<'a>(&'a self, key: &'a [u8]) -> impl Iterator<Item = &'a BTreeSet<i64>> + 'a {
+        self.prefix_lengths.keys().take_while(move |len| **len <= key.len()).filter_map(move |len| self.prefixes.get(&key[..*len]))
     }
 
     /// The watchers with a key of `events` in their span, in order of id.
     pub fn watchers_of(&self, events: &[Event]) -> Vec<i64> {
-        let mut watchers: Vec<i64> = keys_of(events).filter_map(|key| self.keys.get(key)).flatten().copied().collect();
+        let mut watchers: Vec<i64> = keys_of(events)
+            .flat_map(|key| self.keys.get(key).into_iter().chain(self.prefixes_of(key)))
+            .flatten()
+            .copied()
+            .collect();
         for (span, of_span) in &self.ranges {
             if keys_of(events).any(|key| span.contains(key)) {
                 watchers.extend(of_span);
@@ -96,6 +123,17 @@ impl Interest {
         watchers.dedup();
         watchers
     }
+}
+
+/// Remove `watcher` from those of `key`; whether that left the key with none (and so removed it).
+fn forget(map: &mut HashMap<Vec<u8>, BTreeSet<i64>>, key: &[u8], watcher: i64) -> bool {
+    let Some(watchers) = map.get_mut(key) else { return false };
+    watchers.remove(&watcher);
+    if !watchers.is_empty() {
+        return false;
+    }
+    map.remove(key);
+    true
 }
 
 fn keys_of(events: &[Event]) -> impl Iterator<Item = &[u8]> {

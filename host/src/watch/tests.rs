@@ -298,6 +298,30 @@ async fn a_stream_watching_many_single_keys_is_not_woken_by_other_keys() {
 }
 
 #[tokio::test]
+async fn a_stream_watching_many_prefixes_is_not_woken_by_other_keys() {
+    let member = Member::new();
+    let interest = Arc::new(std::sync::Mutex::new(Interest::default()));
+    let mut live = member.hub.subscribe(&member.store, interest.clone()).await;
+    // More than the ranges the hub matches a batch against: prefixes are looked up instead.
+    for i in 0..100 {
+        member.hub.watch_span(&interest, i, &KeySpan::prefix(format!("svc/{i}/").as_bytes()));
+    }
+    member.hub.watch_span(&interest, 100, &KeySpan::prefix(b"svc/4"));
+    member.put("svc/");
+    member.put("svc/100/a");
+    assert!(live.batches.try_recv().is_err(), "a commit under no watcher's prefix is not sent");
+    member.put("svc/42/a");
+    let batch = live.batches.try_recv().expect("a commit under a watched prefix is sent");
+    assert_eq!(hub::lock(&interest).watchers_of(&batch.events), [42, 100], "both prefixes of the key");
+    hub::lock(&interest).remove(42, &KeySpan::prefix(b"svc/42/"));
+    hub::lock(&interest).remove(100, &KeySpan::prefix(b"svc/4"));
+    member.put("svc/42/b");
+    assert!(live.batches.try_recv().is_err(), "nobody watches those prefixes any more");
+    member.put("svc/7/a");
+    assert_eq!(live.batches.try_recv().map(|batch| batch.revision).ok(), Some(6));
+}
+
+#[tokio::test]
 async fn watchers_of_single_keys_and_of_a_prefix_on_one_stream_each_get_their_keys() {
     let member = Member::new();
     let mut client = Client::open(member.context());
