@@ -31,12 +31,12 @@ impl Store {
         self.read_async(|view| view.current_rev()).await
     }
 
-    /// `events` with the values their puts replaced, where the apply left them out (see
-    /// [`Writer::put`](super::Writer::put)) and the history still holds them.
+    /// `events` with the values their puts replaced and their deletes removed, where the apply
+    /// left them out (see [`Writer::put`](super::Writer::put)) and the history still holds them.
     pub async fn with_replaced_values(self: &Arc<Self>, mut events: Vec<Event>) -> Result<Vec<Event>, StoreError> {
         self.read_async(move |view| {
             for event in events.iter_mut().filter(|e| lacks_replaced_value(e)) {
-                let kv = event.kv.as_ref().expect("a put event has its value");
+                let kv = event.kv.as_ref().expect("an event has its key");
                 event.prev_kv = view.get_at(&kv.key, kv.mod_revision - 1)?;
             }
             Ok(events)
@@ -51,9 +51,11 @@ impl Store {
     }
 }
 
-/// Whether `event` is a put of a key that had a value, without that value.
+/// Whether `event` changed a key that had a value (a put of a version past the first, or a
+/// delete) and comes without that value.
 pub fn lacks_replaced_value(event: &Event) -> bool {
-    event.r#type == EventType::Put as i32 && event.prev_kv.is_none() && event.kv.as_ref().is_some_and(|kv| kv.version > 1)
+    let replaced = event.r#type == EventType::Delete as i32 || event.kv.as_ref().is_some_and(|kv| kv.version > 1);
+    replaced && event.prev_kv.is_none()
 }
 
 #[cfg(test)]

@@ -474,7 +474,7 @@ impl View for ApplyBatch<'_> {
 
 impl ApplyBatch<'_> {
     /// Record a change of one key at `rev`: a new value, or a delete (`kv` then holds only the key
-    /// and revision). `prev` is the value it replaces, carried by the watch event.
+    /// and revision). `prev` is the value it replaces, if read, carried by the watch event.
     pub(super) fn record(&mut self, rev: Revision, kv: KeyValue, prev: Option<KeyValue>, tombstone: bool) {
         if tombstone {
             self.state.index.tombstone(&kv.key, rev);

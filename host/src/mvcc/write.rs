@@ -96,24 +96,25 @@ impl<'b, 'a> Writer<'b, 'a> {
         })
     }
 
+    /// Like a put, a delete reads the values it removes only when the request asks for them.
     pub fn delete_range(&mut self, req: &DeleteRangeRequest) -> Result<DeleteRangeResponse, StoreError> {
         crate::metrics::get().deletes.inc();
         let span = KeySpan::new(&req.key, &req.range_end);
         let at = self.batch.current_rev();
-        let live: Vec<_> = self.batch.index().range(&span, at).map(|(_, value)| value.rev).collect();
-        let mut prev_kvs = Vec::with_capacity(live.len());
-        for rev in &live {
-            let prev = self.batch.load(*rev)?;
+        let live: Vec<_> = self.batch.index().range(&span, at).map(|(key, value)| (key.to_vec(), value.rev)).collect();
+        let mut prev_kvs = Vec::with_capacity(if req.prev_kv { live.len() } else { 0 });
+        for (key, rev) in &live {
+            let prev = if req.prev_kv { Some(self.batch.load(*rev)?) } else { None };
             let tomb_rev = self.next_rev();
-            let tombstone = KeyValue { key: prev.key.clone(), mod_revision: tomb_rev.main, ..Default::default() };
-            self.batch.record(tomb_rev, tombstone, Some(prev.clone()), true);
-            self.batch.state.leases.attach(&prev.key, 0);
-            prev_kvs.push(prev);
+            let tombstone = KeyValue { key: key.clone().into(), mod_revision: tomb_rev.main, ..Default::default() };
+            self.batch.record(tomb_rev, tombstone, prev.clone(), true);
+            self.batch.state.leases.attach(key, 0);
+            prev_kvs.extend(prev);
         }
         Ok(DeleteRangeResponse {
             header: header(self.batch.current_rev()),
             deleted: live.len() as i64,
-            prev_kvs: if req.prev_kv { prev_kvs } else { Vec::new() },
+            prev_kvs,
         })
     }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use conclave_proto::etcdserverpb::watch_create_request::FilterType;
 use conclave_proto::etcdserverpb::watch_request::RequestUnion;
 use conclave_proto::etcdserverpb::{
-    CompactionRequest, PutRequest, ResponseHeader, WatchCancelRequest, WatchCreateRequest, WatchProgressRequest, WatchRequest,
+    CompactionRequest, DeleteRangeRequest, PutRequest, ResponseHeader, WatchCancelRequest, WatchCreateRequest, WatchProgressRequest, WatchRequest,
     WatchResponse,
 };
 use conclave_proto::mvccpb::KeyValue;
@@ -249,18 +249,21 @@ async fn a_watcher_asking_for_previous_values_gets_them_though_the_writer_did_no
     member.write(|w| w.put(&put("a", false)));
     member.write(|w| w.put(&put("b", false)));
     member.write(|w| w.put(&put("c", true)));
+    member.write(|w| w.delete_range(&DeleteRangeRequest { key: b"k".to_vec(), ..Default::default() }));
+    member.write(|w| w.put(&put("d", false)));
     let values = |response: &WatchResponse| {
         let value = |kv: Option<&KeyValue>| kv.map(|kv| String::from_utf8_lossy(&kv.value).into_owned());
         response.events.iter().map(|e| (value(e.kv.as_ref()).unwrap(), value(e.prev_kv.as_ref()))).collect::<Vec<_>>()
     };
     let mut got = [Vec::new(), Vec::new()];
-    while got.iter().map(Vec::len).sum::<usize>() < 6 {
+    while got.iter().map(Vec::len).sum::<usize>() < 10 {
         let response = client.next().await;
         got[response.watch_id as usize].extend(values(&response));
     }
     let replaced = |value: &str| Some(value.to_string());
-    assert_eq!(got[0], [("a".into(), None), ("b".into(), replaced("a")), ("c".into(), replaced("b"))]);
-    assert_eq!(got[1], [("a".into(), None), ("b".into(), None), ("c".into(), None)]);
+    let (a, b, c, deleted, d) = ("a".to_string(), "b".to_string(), "c".to_string(), String::new(), "d".to_string());
+    assert_eq!(got[0], [(a.clone(), None), (b.clone(), replaced("a")), (c.clone(), replaced("b")), (deleted.clone(), replaced("c")), (d.clone(), None)]);
+    assert_eq!(got[1], [(a, None), (b, None), (c, None), (deleted, None), (d, None)]);
 }
 
 #[tokio::test]
