@@ -31,11 +31,13 @@ impl Store {
         self.read_async(|view| view.current_rev()).await
     }
 
-    /// `events` with the values their puts replaced and their deletes removed, where the apply
-    /// left them out (see [`Writer::put`](super::Writer::put)) and the history still holds them.
-    pub async fn with_replaced_values(self: &Arc<Self>, mut events: Vec<Event>) -> Result<Vec<Event>, StoreError> {
+    /// `events` with the values that the events at `places` replaced (a put's previous value, a
+    /// delete's removed one), which the apply left out (see [`Writer::put`](super::Writer::put)),
+    /// as far as the history still holds them.
+    pub async fn with_replaced_values(self: &Arc<Self>, mut events: Vec<Event>, places: Vec<usize>) -> Result<Vec<Event>, StoreError> {
         self.read_async(move |view| {
-            for event in events.iter_mut().filter(|e| lacks_replaced_value(e)) {
+            for i in places {
+                let event = &mut events[i];
                 let kv = event.kv.as_ref().expect("an event has its key");
                 event.prev_kv = view.get_at(&kv.key, kv.mod_revision - 1)?;
             }

@@ -1,6 +1,7 @@
 //! Changes made by one write request: puts, range deletes and compaction, all sharing the request's
 //! main revision, each change taking the next sub revision.
 
+use bytes::Bytes;
 use conclave_proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
     PutResponse, ResponseHeader,
@@ -101,12 +102,12 @@ impl<'b, 'a> Writer<'b, 'a> {
         crate::metrics::get().deletes.inc();
         let span = KeySpan::new(&req.key, &req.range_end);
         let at = self.batch.current_rev();
-        let live: Vec<_> = self.batch.index().range(&span, at).map(|(key, value)| (key.to_vec(), value.rev)).collect();
+        let live: Vec<_> = self.batch.index().range(&span, at).map(|(key, value)| (Bytes::copy_from_slice(key), value.rev)).collect();
         let mut prev_kvs = Vec::with_capacity(if req.prev_kv { live.len() } else { 0 });
         for (key, rev) in &live {
             let prev = if req.prev_kv { Some(self.batch.load(*rev)?) } else { None };
             let tomb_rev = self.next_rev();
-            let tombstone = KeyValue { key: key.clone().into(), mod_revision: tomb_rev.main, ..Default::default() };
+            let tombstone = KeyValue { key: key.clone(), mod_revision: tomb_rev.main, ..Default::default() };
             self.batch.record(tomb_rev, tombstone, prev.clone(), true);
             self.batch.state.leases.attach(key, 0);
             prev_kvs.extend(prev);

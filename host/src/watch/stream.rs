@@ -341,9 +341,9 @@ impl<O: Sink<WatchResponse> + Unpin> Worker<O> {
         Ok(())
     }
 
-    /// Offer events (in revision order) to the watchers; `revision` goes in the headers. Puts
-    /// come without the values they replaced unless the writer asked for them: watchers that want
-    /// those get them read from the history here.
+    /// Offer events (in revision order) to the watchers; `revision` goes in the headers. Puts and
+    /// deletes come without the values they replaced unless the writer asked for them: watchers
+    /// that want those get them read from the history here.
     /// Each watcher's response is sent before the next is built: a thousand events for each of a
     /// hundred watchers, all built first, held 20 MB per stream.
     async fn deliver(&mut self, events: &[Event], only: Option<i64>, revision: i64) -> Result<(), Gone> {
@@ -353,18 +353,26 @@ impl<O: Sink<WatchResponse> + Unpin> Worker<O> {
             Some(id) => vec![id],
             None => hub::lock(&self.interest).watchers_of(events),
         };
+        // Only the events some watcher wants with their previous values are read for.
+        let lacking: Vec<usize> = events
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| lacks_replaced_value(e))
+            .filter(|(_, e)| ids.iter().filter_map(|id| self.watchers.get(id)).any(|w| w.prev_kv && w.filter.wants(e)))
+            .map(|(i, _)| i)
+            .collect();
         let completed;
-        let events = if ids.iter().any(|id| self.watchers.get(id).is_some_and(|w| w.prev_kv)) && events.iter().any(lacks_replaced_value) {
-            completed = match self.ctx.store.with_replaced_values(events.to_vec()).await {
+        let events = if lacking.is_empty() {
+            events
+        } else {
+            completed = match self.ctx.store.with_replaced_values(events.to_vec(), lacking).await {
                 Ok(completed) => completed,
                 Err(e) => {
-                    tracing::error!("reading the values replaced by watched puts failed: {e}");
+                    tracing::error!("reading the values replaced by watched changes failed: {e}");
                     return Err(Gone);
                 }
             };
             &completed[..]
-        } else {
-            events
         };
         let mut copies = StreamCopies::new(events, ids.len() > 1);
         // The places in `events` that `filter` wants: worked out once per run of watchers that
