@@ -174,6 +174,34 @@ pub fn summarize(runs: &[Run]) -> Vec<Row> {
         .collect()
 }
 
+/// The most 1-client durable puts per second any server could answer on this machine: each
+/// waits for its round trip over loopback and then for one fdatasync, and the client sends the
+/// next only once it has the answer. The round trip is the faster system's 1-client
+/// serializable range on one member (a round trip with next to no work in it); the fdatasync
+/// the probe's, one at a time.
+#[derive(Serialize, Debug, PartialEq)]
+pub struct Ceiling {
+    pub round_trip_ms: f64,
+    pub fdatasync_ms: f64,
+    pub puts_per_second: f64,
+    /// `puts_per_second` over the fdatasync rate.
+    pub per_fdatasync: f64,
+}
+
+impl Ceiling {
+    /// From the `range-s` ×1 row on one member, if the matrix has it.
+    fn of(summary: &[Row], fdatasync_per_second: f64) -> Option<Ceiling> {
+        let row = summary.iter().find(|r| (r.members, r.workload.as_str(), r.clients) == (1, "range-s", 1))?;
+        let fastest = row.conclave.requests_per_second.into_iter().chain(row.etcd.requests_per_second).fold(0.0, f64::max);
+        if fastest <= 0.0 || fdatasync_per_second <= 0.0 {
+            return None;
+        }
+        let (round_trip, fdatasync) = (1.0 / fastest, 1.0 / fdatasync_per_second);
+        let puts_per_second = 1.0 / (round_trip + fdatasync);
+        Some(Ceiling { round_trip_ms: round_trip * 1e3, fdatasync_ms: fdatasync * 1e3, puts_per_second, per_fdatasync: puts_per_second / fdatasync_per_second })
+    }
+}
+
 /// Everything `results.json` holds.
 #[derive(Serialize)]
 pub struct Results {
@@ -182,6 +210,7 @@ pub struct Results {
     pub summary: Vec<Row>,
     /// One-client put on one member, per second, over the fdatasync rate.
     pub put_1_client_per_fdatasync: Option<BTreeMap<&'static str, f64>>,
+    pub put_1_client_ceiling: Option<Ceiling>,
     pub memory: Vec<Memory>,
     pub runs: Vec<Run>,
 }
@@ -193,7 +222,8 @@ impl Results {
             let per_sync = |f: &Figures| f.requests_per_second.map(|rps| rps / header.fdatasync_per_second);
             Some(BTreeMap::from([("conclave", per_sync(&row.conclave)?), ("etcd", per_sync(&row.etcd)?)]))
         });
-        Results { header, summary, put_1_client_per_fdatasync, memory, runs }
+        let put_1_client_ceiling = Ceiling::of(&summary, header.fdatasync_per_second);
+        Results { header, summary, put_1_client_per_fdatasync, put_1_client_ceiling, memory, runs }
     }
 
     /// The summary's rows of each members setting, in the order they ran.
@@ -260,6 +290,23 @@ mod tests {
         assert_eq!((row.etcd.rounds, row.etcd.errors.as_slice()), (1, &["refused".to_string()][..]));
         let ratios = results.put_1_client_per_fdatasync.unwrap();
         assert_eq!((ratios["conclave"], ratios["etcd"]), (0.5, 0.5));
+        assert_eq!(results.put_1_client_ceiling, None, "no range-s ×1 row to take a round trip from");
+    }
+
+    #[test]
+    fn the_1_client_put_ceiling_adds_the_fastest_round_trip_to_an_fdatasync() {
+        let range = |system, rps| {
+            let mut run = run(system, 0, rps, 1000, 0.5);
+            run.workload = "range-s".into();
+            run
+        };
+        // Round trips of 1 ms (Conclave) and 2 ms (etcd); fdatasync 4 ms: at most 200 puts/s.
+        let summary = summarize(&[range(System::Conclave, 1000.0), range(System::Etcd, 500.0)]);
+        let ceiling = Ceiling::of(&summary, 250.0).unwrap();
+        assert_eq!(ceiling, Ceiling { round_trip_ms: 1.0, fdatasync_ms: 4.0, puts_per_second: 200.0, per_fdatasync: 0.8 });
+        let mut three = summarize(&[range(System::Conclave, 1000.0)]);
+        three[0].members = 3;
+        assert_eq!(Ceiling::of(&three, 250.0), None, "only one member's round trip counts");
     }
 
     #[test]

@@ -22,6 +22,13 @@ pub fn markdown(results: &Results) -> String {
         let _ = write!(md, "; 1-client put on one member per fdatasync: Conclave {:.2}, etcd {:.2}", ratios["conclave"], ratios["etcd"]);
     }
     md.push('\n');
+    if let Some(ceiling) = &results.put_1_client_ceiling {
+        let _ = writeln!(
+            md,
+            "- 1-client put ceiling on one member, for any server: a loopback round trip ({:.3} ms, the faster 1-client serializable range) plus one fdatasync ({:.3} ms) each, {:.0} puts/s: {:.2} of the fdatasync rate",
+            ceiling.round_trip_ms, ceiling.fdatasync_ms, ceiling.puts_per_second, ceiling.per_fdatasync
+        );
+    }
 
     for (m, rows) in results.by_members() {
         let _ = writeln!(md, "\n## {}\n", members_label(m));
