@@ -12,6 +12,7 @@ use tonic::transport::Channel;
 
 use crate::rpc::DEADLINE_EXCEEDED;
 
+#[derive(Clone)]
 pub struct Dial {
     pub endpoints: Vec<String>,
     pub timeout: Duration,

@@ -178,7 +178,7 @@ async fn measure(args: &BenchArgs, global: &GlobalArgs) -> Result<Report> {
                 watch::Watched::All(key, range_end)
             }
         };
-        Some(watch::Watchers::open(&channels, args.streams, args.watchers, watched).await.map_err(crate::rpc::status_error)?)
+        Some(watch::Watchers::open(dial.clone(), args.conns, args.streams, args.watchers, watched).await?)
     } else {
         None
     };

@@ -5,6 +5,10 @@
 //!
 //! Every watcher watches all the keys put, or (`--watch-each-key`) one key of the space each, as
 //! a client that holds a watch per key (a service's instances, say) puts them all on one stream.
+//!
+//! The watchers are another client, as in a deployment: their own connections, on a thread of
+//! their own. On the puts' thread a server that delivers while the puts run had its puts wait
+//! behind the bench's own decoding of the events (put p99 2× etcd's, which delivers later).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,8 +17,9 @@ use std::time::{Duration, Instant};
 
 use conclave_proto::etcdserverpb::watch_request::RequestUnion;
 use conclave_proto::etcdserverpb::{WatchCreateRequest, WatchRequest};
+use anyhow::Result;
 use hdrhistogram::Histogram;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::http::uri::PathAndQuery;
@@ -24,6 +29,7 @@ use tonic::{Status, Streaming};
 use super::report::{Events, Part, Report};
 use super::tally::{Tally, TallyCodec};
 use super::workload::Keys;
+use crate::connect::{connect, Dial};
 
 /// How long to wait for the next event once the puts are done before counting the rest missing:
 /// a large run may still be delivering long after its puts, so the wait is for a pause, not all.
@@ -115,7 +121,8 @@ impl Watched {
 
 /// The watchers while they listen.
 pub struct Watchers {
-    listeners: JoinSet<Heard>,
+    /// What each listener heard, once all are stopped.
+    heard: oneshot::Receiver<Vec<Heard>>,
     /// Each listener's.
     counts: Vec<Arc<Count>>,
     /// Dropped to stop the listeners.
@@ -126,32 +133,61 @@ pub struct Watchers {
 }
 
 impl Watchers {
-    /// `watchers` watches of what `watched` names over `streams` streams; once every one is created.
-    pub async fn open(channels: &[Channel], streams: usize, watchers: usize, watched: Watched) -> Result<Self, Status> {
+    /// `watchers` watches of what `watched` names over `streams` streams, on up to `conns`
+    /// connections of their own to `dial`, listened to on a thread of their own; once every one
+    /// is created.
+    pub async fn open(dial: Dial, conns: usize, streams: usize, watchers: usize, watched: Watched) -> Result<Self> {
         let streams = streams.min(watchers);
         let (creates, keys): (Vec<_>, Vec<_>) = (0..watchers).map(|i| watched.create(i)).unzip();
         let mut first = 0;
-        let opened = (0..streams).map(|stream| {
-            let per_stream = watchers / streams + usize::from(stream < watchers % streams);
-            first += per_stream;
-            let of_stream = (creates[first - per_stream..first].to_vec(), keys[first - per_stream..first].to_vec());
-            open_stream(channels[stream % channels.len()].clone(), of_stream)
-        });
-        let opened = futures::future::try_join_all(opened).await?;
+        let of_streams: Vec<_> = (0..streams)
+            .map(|stream| {
+                let per_stream = watchers / streams + usize::from(stream < watchers % streams);
+                first += per_stream;
+                (creates[first - per_stream..first].to_vec(), keys[first - per_stream..first].to_vec())
+            })
+            .collect();
         let (stop, stopped) = watch::channel(());
-        let mut listeners = JoinSet::new();
-        let mut counts = Vec::new();
-        for (requests, responses, ids) in opened {
-            let count = Arc::new(Count::default());
-            listeners.spawn(listen(requests, responses, ids, count.clone(), stopped.clone()));
-            counts.push(count);
-        }
-        Ok(Watchers { listeners, counts, stop, watched, keys })
+        let (opened, counts) = oneshot::channel();
+        let (heard_tx, heard) = oneshot::channel();
+        std::thread::Builder::new().name("bench watchers".into()).spawn(move || {
+            crate::rpc::block_on(async move {
+                let started = async {
+                    let mut channels = Vec::new();
+                    for _ in 0..conns.min(streams).max(1) {
+                        channels.push(connect(&dial).await?);
+                    }
+                    let open = of_streams.into_iter().enumerate().map(|(i, of_stream)| open_stream(channels[i % channels.len()].clone(), of_stream));
+                    let (mut listeners, mut counts) = (JoinSet::new(), Vec::new());
+                    for (requests, responses, ids) in futures::future::try_join_all(open).await.map_err(crate::rpc::status_error)? {
+                        let count = Arc::new(Count::default());
+                        listeners.spawn(listen(requests, responses, ids, count.clone(), stopped.clone()));
+                        counts.push(count);
+                    }
+                    Ok::<_, anyhow::Error>((listeners, counts))
+                };
+                match started.await {
+                    Ok((listeners, counts)) => {
+                        let _ = opened.send(Ok(counts));
+                        let _ = heard_tx.send(listeners.join_all().await);
+                    }
+                    Err(e) => {
+                        let _ = opened.send(Err(e));
+                    }
+                }
+                Ok(())
+            })
+        })?;
+        let counts = match counts.await {
+            Ok(counts) => counts?,
+            Err(_) => anyhow::bail!("the watchers' thread ended before its watches were created"),
+        };
+        Ok(Watchers { heard, counts, stop, watched, keys })
     }
 
     /// After the puts of `report` since `started`: wait for their events to every watcher, then
     /// stop listening and add what they heard. A watcher short of its puts is missing events.
-    pub async fn finish(mut self, started: Instant, report: &mut Report) {
+    pub async fn finish(self, started: Instant, report: &mut Report) {
         let puts = report.succeeded();
         let expected: u64 = self.keys.iter().map(|&key| self.watched.expected(key, puts)).sum();
         let (mut received, mut progressed) = (0, Instant::now());
@@ -164,8 +200,7 @@ impl Watchers {
         }
         drop(self.stop);
         let (mut latencies, mut missing, mut last_event, mut responses) = (super::histogram(), 0, None, 0);
-        while let Some(heard) = self.listeners.join_next().await {
-            let heard = heard.expect("a listener does not panic");
+        for heard in self.heard.await.expect("the watchers' thread hands over what they heard") {
             latencies.add(&heard.latencies).expect("histograms with the same bounds");
             let expected = heard.keys.iter().map(|&key| self.watched.expected(key, puts));
             missing += heard.counts.iter().zip(expected).map(|(&count, expected)| expected.saturating_sub(count)).sum::<u64>();

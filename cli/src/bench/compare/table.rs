@@ -56,7 +56,7 @@ pub fn markdown(results: &Results) -> String {
             let _ = writeln!(md, "| {} |", cells.join(" | "));
         }
         if rows.iter().any(|row| row.workload.starts_with("watch")) {
-            md.push_str("\nwatch: puts per second counted until every watcher had their events (to the last event, not only the last put); p99 is an event's, from its put to its delivery.\n");
+            md.push_str("\nwatch: puts per second counted until every watcher had their events (to the last event, not only the last put); p99 is a put's. watch-latency: puts at a fixed rate; p99 is an event's, from its put to its delivery.\n");
         }
         let errors: Vec<String> = rows
             .iter()
