@@ -353,14 +353,21 @@ impl<O: Sink<WatchResponse> + Unpin> Worker<O> {
             Some(id) => vec![id],
             None => hub::lock(&self.interest).watchers_of(events),
         };
-        // Only the events some watcher wants with their previous values are read for.
-        let lacking: Vec<usize> = events
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| lacks_replaced_value(e))
-            .filter(|(_, e)| ids.iter().filter_map(|id| self.watchers.get(id)).any(|w| w.prev_kv && w.filter.wants(e)))
-            .map(|(i, _)| i)
-            .collect();
+        // Only the events some watcher wants with their previous values are read for: the
+        // stream's other watchers are not looked at per event.
+        let lacking: Vec<usize> = {
+            let wanting_prev: Vec<&Watcher> = ids.iter().filter_map(|id| self.watchers.get(id)).filter(|w| w.prev_kv).collect();
+            if wanting_prev.is_empty() {
+                Vec::new()
+            } else {
+                events
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, e)| lacks_replaced_value(e) && wanting_prev.iter().any(|w| w.filter.wants(e)))
+                    .map(|(i, _)| i)
+                    .collect()
+            }
+        };
         let completed;
         let events = if lacking.is_empty() {
             events
